@@ -1,0 +1,78 @@
+"""Deletion + insertion throughput on scenes-64, side by side with its two yardsticks.
+
+1. The forward-pass floor: the classifier's batched forward throughput (images/s) divided by the
+   forward passes the two metrics need per image (2 × (n_steps + 1)).
+2. A straightforward per-image loop of the same definition (one forward pass per step).
+
+Prints one JSON line. Run: ``python bench/metrics.py [--n-images 64] [--n-steps 64]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+import nicebench as nb
+from nicebench.metrics import deletion, insertion
+from nicebench.metrics.reference import deletion_loop, insertion_loop
+
+
+def _timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n-images", type=int, default=64)
+    p.add_argument("--loop-images", type=int, default=8)
+    p.add_argument("--n-steps", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    ds = nb.load_dataset("scenes", size=64, n=args.n_images)
+    model = nb.load_model(ds, device=args.device)
+    images = torch.stack([ds[i][0] for i in range(args.n_images)]).to(args.device)
+    sal = nb.create_method("gradcam", model).explain(images, model(images).argmax(1))
+    n_fwd = 2 * (args.n_steps + 1)
+
+    batch = images.repeat_interleave(max(1, args.batch_size // len(images)), 0)[: args.batch_size]
+    with torch.no_grad():
+        model(batch)
+        t_fwd = _timed(lambda: model(batch), repeat=3)
+    fwd_ips = len(batch) / t_fwd
+    floor_ips = fwd_ips / n_fwd
+
+    def vectorised():
+        deletion(model, images, sal, n_steps=args.n_steps, batch_size=args.batch_size)
+        insertion(model, images, sal, n_steps=args.n_steps, batch_size=args.batch_size)
+
+    vectorised()
+    vec_ips = args.n_images / _timed(vectorised, repeat=2)
+
+    k = args.loop_images
+
+    def loop():
+        deletion_loop(model, images[:k], sal[:k], n_steps=args.n_steps)
+        insertion_loop(model, images[:k], sal[:k], n_steps=args.n_steps)
+
+    loop_ips = k / _timed(loop)
+    print(json.dumps({
+        "bench": "metrics", "device": args.device, "threads": torch.get_num_threads(),
+        "n_images": args.n_images, "n_steps": args.n_steps, "forward_passes_per_image": n_fwd,
+        "forward_images_per_s": round(fwd_ips, 1), "floor_images_per_s": round(floor_ips, 2),
+        "vectorised_images_per_s": round(vec_ips, 2), "loop_images_per_s": round(loop_ips, 3),
+        "ratio_to_floor": round(vec_ips / floor_ips, 3), "speedup_vs_loop": round(vec_ips / loop_ips, 1),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

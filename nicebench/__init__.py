@@ -1,0 +1,35 @@
+"""nicebench: a benchmark for saliency explanations and semantic image compression."""
+
+from __future__ import annotations
+
+from .data import BenchDataset, DatasetMissingError, cache_dir, collate, load_dataset
+from .method import Method, MethodError, create_method
+from .models import load_model
+from .registry import (
+    list_datasets,
+    list_methods,
+    list_metrics,
+    register_dataset,
+    register_method,
+    register_metric,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BenchDataset",
+    "DatasetMissingError",
+    "Method",
+    "MethodError",
+    "cache_dir",
+    "collate",
+    "create_method",
+    "list_datasets",
+    "list_methods",
+    "list_metrics",
+    "load_dataset",
+    "load_model",
+    "register_dataset",
+    "register_method",
+    "register_metric",
+]

@@ -1,0 +1,105 @@
+"""``nicebench`` command line: list plugins, run a leaderboard, write reports and figures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _list(args: argparse.Namespace) -> int:
+    from . import registry
+
+    kinds = [args.kind] if args.kind else ["methods", "datasets", "metrics"]
+    for kind in kinds:
+        names = {"methods": registry.list_methods, "datasets": registry.list_datasets,
+                 "metrics": registry.list_metrics}[kind](args.pattern)  # fmt: skip
+        print(f"{kind}:")
+        for name in names:
+            doc = ""
+            if kind == "methods":
+                doc = (registry.get_method_class(name).__doc__ or "").strip().splitlines()[0]
+            elif kind == "datasets":
+                doc = (registry.get_dataset_class(name).__doc__ or "").strip().splitlines()[0]
+            else:
+                doc = getattr(registry.get_metric(name), "description", "")
+            print(f"  {name:<22} {doc}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .config import load_config, parse_specs
+    from .runner import default_config, run
+
+    cfg = load_config(args.config) if args.config else default_config()
+    if args.datasets:
+        cfg.datasets = parse_specs(args.datasets)
+    if args.methods:
+        cfg.methods = parse_specs(args.methods)
+    if args.metrics:
+        cfg.metrics = [m.strip() for m in ",".join(args.metrics).split(",") if m.strip()]
+    for key in ("n_images", "out", "device", "batch_size", "shard_size", "executor", "address"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(cfg, key, value)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: --device cuda asked for but no CUDA device is available", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    summary = run(cfg, progress=not args.quiet)
+    out = Path(cfg.out)
+    print(f"{summary.ok} cells computed, {summary.skipped} already in the store, "
+          f"{len(summary.failed)} failed, in {summary.seconds:.1f} s")  # fmt: skip
+    for dataset, method, error in summary.failed:
+        print(f"  FAILED {dataset} · {method}: {error}")
+    print(f"wrote {out / 'leaderboard.csv'}, {out / 'leaderboard.md'}, {out / 'per_image.csv'}")
+    if not args.quiet:
+        print((out / "leaderboard.md").read_text())
+    return summary.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nicebench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="list registered methods, datasets or metrics")
+    ls.add_argument("kind", nargs="?", choices=["methods", "datasets", "metrics"])
+    ls.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'nice*'")
+    ls.set_defaults(func=_list)
+
+    r = sub.add_parser("run", help="run a leaderboard (default: the offline default leaderboard)")
+    r.add_argument("config", nargs="?", help="TOML config; without it, the default leaderboard")
+    r.add_argument("--datasets", action="append", help="e.g. scenes:size=128,fashion-mnist")
+    r.add_argument("--methods", action="append", help="e.g. nice:lam=5,gradcam")
+    r.add_argument("--metrics", action="append", help="e.g. deletion,insertion")
+    r.add_argument("--n-images", type=int, dest="n_images")
+    r.add_argument("--out", help="run directory (store and tables); default: results")
+    r.add_argument("--device", help="cpu or cuda")
+    r.add_argument("--batch-size", type=int, dest="batch_size")
+    r.add_argument("--shard-size", type=int, dest="shard_size")
+    r.add_argument("--executor", choices=["local", "ray"])
+    r.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    r.add_argument("--threads", type=int, help="torch CPU threads")
+    r.add_argument("-q", "--quiet", action="store_true")
+    r.set_defaults(func=_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

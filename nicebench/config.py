@@ -1,0 +1,148 @@
+"""Run configuration: datasets × methods × metrics, from TOML or the command line."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+__all__ = ["PluginSpec", "RunConfig", "parse_specs", "parse_value", "load_config"]
+
+
+def parse_value(text: str) -> Any:
+    """``"5"`` → 5, ``"0.5"`` → 0.5, ``"true"`` → True, ``"none"`` → None, else the string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A plugin name with parameters, e.g. ``nice:lam=5`` → ``PluginSpec("nice", {"lam": 5})``."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def make(cls, name: str, params: dict[str, Any] | None = None) -> PluginSpec:
+        return cls(name, tuple(sorted((params or {}).items())))
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def label(self) -> str:
+        """``name`` or ``name(k=v,...)``: how the leaderboard names it."""
+        if not self.params:
+            return self.name
+        return f"{self.name}({','.join(f'{k}={v}' for k, v in self.params)})"
+
+    def __str__(self) -> str:
+        if not self.params:
+            return self.name
+        return f"{self.name}:{','.join(f'{k}={v}' for k, v in self.params)}"
+
+
+def parse_specs(items: str | list[str] | None) -> list[PluginSpec]:
+    """Parse ``"nice:lam=5,mu=0.1,gradcam"`` (and lists of such strings) into specs.
+
+    After ``NAME:``, a comma-separated token with ``=`` is a parameter of the current plugin;
+    a token without ``=`` starts the next plugin.
+    """
+    if items is None:
+        return []
+    if isinstance(items, str):
+        items = [items]
+    specs: list[PluginSpec] = []
+    for item in items:
+        if isinstance(item, dict):
+            params = {k: v for k, v in item.items() if k != "name"}
+            if "name" not in item:
+                raise ValueError(f"plugin table {item!r} has no 'name'")
+            specs.append(PluginSpec.make(item["name"], params))
+            continue
+        name, params = None, {}
+        for token in filter(None, (t.strip() for t in item.split(","))):
+            if ":" in token and "=" not in token.split(":", 1)[0]:
+                if name:
+                    specs.append(PluginSpec.make(name, params))
+                name, rest = token.split(":", 1)
+                params = {}
+                token = rest
+                if not token:
+                    continue
+            if "=" in token:
+                if name is None:
+                    raise ValueError(
+                        f"parameter {token!r} comes before any plugin name in {item!r}"
+                    )
+                key, value = token.split("=", 1)
+                params[key.strip()] = parse_value(value)
+            else:
+                if name:
+                    specs.append(PluginSpec.make(name, params))
+                name, params = token, {}
+        if name:
+            specs.append(PluginSpec.make(name, params))
+    return specs
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; each (dataset, method, shard) is one cell of it."""
+
+    datasets: list[PluginSpec] = field(default_factory=list)
+    methods: list[PluginSpec] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    n_images: int = 200
+    shard_size: int = 100
+    batch_size: int = 50
+    device: str = "cpu"
+    seed: int = 0
+    out: str = "results"
+    executor: str = "local"
+    address: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["datasets"] = [str(s) for s in self.datasets]
+        d["methods"] = [str(s) for s in self.methods]
+        return d
+
+
+_KEYS = {"n_images", "shard_size", "batch_size", "device", "seed", "out", "executor", "address"}
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a TOML run config (see ``configs/`` for examples)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(raw) - _KEYS - {"datasets", "methods", "metrics", "settings"}
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(_KEYS)}")
+    cfg = RunConfig(
+        datasets=parse_specs(raw.get("datasets")),
+        methods=parse_specs(raw.get("methods")),
+        metrics=list(raw.get("metrics", [])),
+        settings=dict(raw.get("settings", {})),
+    )
+    for key in _KEYS & set(raw):
+        setattr(cfg, key, raw[key])
+    return cfg

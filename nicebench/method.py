@@ -1,0 +1,151 @@
+"""The method plugin interface: one verb, ``explain``; a new method overrides ``attribute``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+__all__ = ["Method", "MethodError", "create_method"]
+
+
+class MethodError(ValueError):
+    """Bad input to a method, or a method that returned something off-contract."""
+
+
+class Method:
+    """Base class of every explanation / saliency method.
+
+    Subclasses override :meth:`attribute` (and :meth:`fit` when they learn) and declare their
+    capabilities as class attributes; :meth:`explain` validates inputs and outputs around it.
+
+    Capability flags (checked by :func:`nicebench.testing.check_method`):
+
+    - ``learns``: :meth:`fit` trains something on a dataset before ``explain`` can be used.
+    - ``needs_gradients``: ``attribute`` back-propagates through the model.
+    - ``deterministic``: the same inputs give the same map.
+    - ``uses_model``: the map depends on the classifier (False for sanity baselines).
+    - ``needs_masks``: ``attribute`` needs the ground-truth masks (``oracle``).
+    - ``gate_mask``: the method produces a gate mask that the compression track can use as is
+      (it implements ``binary_mask(images, targets)``).
+    - ``codec_only``: a codec baseline (``jpeg``, ``webp``, ``avif``): compression track only.
+
+    ``quick_params`` are parameters that make ``fit``/``explain`` fast (used by
+    :func:`nicebench.testing.check_method` and the smoke tests).
+    """
+
+    learns: ClassVar[bool] = False
+    needs_gradients: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = True
+    uses_model: ClassVar[bool] = True
+    needs_masks: ClassVar[bool] = False
+    gate_mask: ClassVar[bool] = False
+    codec_only: ClassVar[bool] = False
+    quick_params: ClassVar[dict[str, Any]] = {}
+    registered_name: ClassVar[str] = ""
+
+    def __init__(self, model: nn.Module | None, **params: Any):
+        if params:
+            raise MethodError(
+                f"method {self.name!r} got unknown parameter(s) {sorted(params)}; "
+                f"it takes {sorted(self.default_params())}"
+            )
+        self.model = model
+        self.fitted = not self.learns
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.registered_name or type(self).__name__.lower()
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        """The keyword parameters of the constructor and their defaults."""
+        import inspect
+
+        sig = inspect.signature(cls.__init__)
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return {
+            k: p.default
+            for k, p in sig.parameters.items()
+            if k not in ("self", "model") and p.kind in kinds and p.default is not p.empty
+        }
+
+    @property
+    def device(self) -> torch.device:
+        if self.model is not None:
+            for p in self.model.parameters():
+                return p.device
+        return torch.device("cpu")
+
+    # -- the plugin API ---------------------------------------------------------------------------
+    def fit(self, dataset: Any) -> Method:
+        """Train what the method learns on ``dataset`` (a no-op for methods that don't learn)."""
+        self.fitted = True
+        return self
+
+    def attribute(self, images: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Saliency ``[B,1,H,W]`` (or ``[B,C,H,W]``, ``[B,H,W]``) of ``images`` for ``targets``.
+
+        The one function a new method overrides. ``images`` are on :attr:`device`, in [0, 1].
+        """
+        raise NotImplementedError(f"{type(self).__name__} must override attribute()")
+
+    def explain(
+        self, images: torch.Tensor, targets: torch.Tensor | list[int] | int, **kwargs: Any
+    ) -> torch.Tensor:
+        """Saliency maps, float32 ``[B,1,H,W]`` on the images' device; higher = more important."""
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
+            raise MethodError(f"{self.name}: images must be a [B,C,H,W] tensor, got {shape}")
+        if self.learns and not self.fitted:
+            raise MethodError(f"{self.name}: call fit(train_dataset) before explain()")
+        if self.needs_masks and kwargs.get("masks") is None:
+            raise MethodError(
+                f"{self.name}: needs the ground-truth masks (explain(images, targets, masks=...)); "
+                "use it on a dataset that has them"
+            )
+        b, _, h, w = images.shape
+        targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+        if targets.numel() == 1 and b > 1:
+            targets = targets.expand(b)
+        if targets.numel() != b:
+            raise MethodError(f"{self.name}: {targets.numel()} targets for {b} images")
+        out_device = images.device
+        device = self.device
+        images = images.to(device, torch.float32)
+        targets = targets.to(device)
+        if kwargs.get("masks") is not None:
+            kwargs["masks"] = kwargs["masks"].to(device)
+        sal = self.attribute(images, targets, **kwargs)
+        sal = _as_map(sal, b, h, w, self.name)
+        return sal.to(out_device)
+
+
+def _as_map(sal: torch.Tensor, b: int, h: int, w: int, name: str) -> torch.Tensor:
+    if not isinstance(sal, torch.Tensor):
+        raise MethodError(f"{name}: attribute() returned {type(sal).__name__}, not a tensor")
+    sal = sal.detach()
+    if sal.dim() == 3:
+        sal = sal.unsqueeze(1)
+    if sal.dim() != 4 or sal.shape[0] != b or sal.shape[-2:] != (h, w):
+        raise MethodError(f"{name}: map of shape {tuple(sal.shape)}, expected [{b},1,{h},{w}]")
+    if sal.shape[1] != 1:
+        sal = sal.sum(1, keepdim=True)
+    return sal.float().contiguous()
+
+
+def create_method(name: str, model: nn.Module | None = None, **params: Any) -> Method:
+    """Instantiate the registered method ``name`` on ``model`` with its keyword parameters."""
+    from .registry import METHODS
+
+    cls = METHODS.get(name)
+    known = cls.default_params()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise MethodError(
+            f"method {name!r} has no parameter(s) {unknown}; its parameters are "
+            + (", ".join(f"{k}={v!r}" for k, v in known.items()) or "none")
+        )
+    return cls(model, **params)

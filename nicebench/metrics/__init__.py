@@ -1,0 +1,110 @@
+"""Metrics: a registry of per-image metrics the runner applies to every (dataset, method) cell.
+
+Each :class:`MetricSpec` maps a :class:`MetricContext` (model, images, labels, maps, masks, the
+method and the run's settings) to a per-image tensor, and names its leaderboard column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..registry import METRICS, register_metric
+from .bootstrap import bootstrap_ci
+from .faithfulness import DEFAULT_SETTINGS, auc, blurred, deletion, insertion, pixel_ranks
+from .localisation import energy_pointing_game, mask_auroc, pointing_game
+
+__all__ = [
+    "MetricContext",
+    "MetricSpec",
+    "deletion",
+    "insertion",
+    "pointing_game",
+    "energy_pointing_game",
+    "mask_auroc",
+    "bootstrap_ci",
+    "auc",
+    "blurred",
+    "pixel_ranks",
+    "DEFAULT_SETTINGS",
+    "get_metric_spec",
+]
+
+
+@dataclass
+class MetricContext:
+    """What a metric sees of one batch of one (dataset, method) cell."""
+
+    model: nn.Module
+    images: torch.Tensor
+    labels: torch.Tensor
+    saliency: torch.Tensor
+    preds: torch.Tensor
+    masks: torch.Tensor | None = None
+    method: Any = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A per-image metric: ``fn(ctx) -> Tensor[B]`` and where it goes in the leaderboard."""
+
+    name: str
+    fn: Callable[[MetricContext], torch.Tensor]
+    column: str
+    higher_is_better: bool
+    needs_masks: bool = False
+    applies: Callable[[Any], bool] = lambda method: True
+    description: str = ""
+
+
+def _register(spec: MetricSpec) -> MetricSpec:
+    register_metric(spec.name)(spec)
+    return spec
+
+
+def get_metric_spec(name: str) -> MetricSpec:
+    return METRICS.get(name)
+
+
+def _faith_kwargs(ctx: MetricContext) -> dict[str, Any]:
+    s = ctx.settings
+    return {
+        "n_steps": s.get("n_steps"),
+        "target": ctx.labels if s.get("target", "pred") == "label" else ctx.preds,
+        "seed": s.get("seed", 0),
+    }
+
+
+_register(MetricSpec(
+    "deletion",
+    lambda c: deletion(c.model, c.images, c.saliency, substrate=c.settings.get("substrate", "mean"),
+                       **_faith_kwargs(c)),
+    "deletion_auc", higher_is_better=False,
+    description="RISE deletion AUC: image → substrate in saliency order",
+))  # fmt: skip
+_register(MetricSpec(
+    "insertion",
+    lambda c: insertion(c.model, c.images, c.saliency, **_faith_kwargs(c)),
+    "insertion_auc", higher_is_better=True,
+    description="RISE insertion AUC: blurred image → image in saliency order",
+))  # fmt: skip
+_register(MetricSpec(
+    "pointing_game", lambda c: pointing_game(c.saliency, c.masks), "pointing_game",
+    higher_is_better=True, needs_masks=True,
+    description="arg-max of the map inside the object mask dilated by 15 px at 224",
+))  # fmt: skip
+_register(MetricSpec(
+    "energy_pointing_game", lambda c: energy_pointing_game(c.saliency, c.masks),
+    "energy_pointing_game", higher_is_better=True, needs_masks=True,
+    description="share of positive saliency mass inside the object mask",
+))  # fmt: skip
+_register(MetricSpec(
+    "mask_auroc", lambda c: mask_auroc(c.saliency, c.masks), "mask_auroc",
+    higher_is_better=True, needs_masks=True,
+    description="ROC AUC of the map as a detector of object pixels",
+))  # fmt: skip

@@ -1,0 +1,294 @@
+"""Classifiers: architectures, deterministic train-on-first-use with JPEG augmentation, and a cache.
+
+:func:`load_model` returns a frozen :class:`Classifier` in eval mode that takes images in [0, 1]
+and normalises them itself. Weights live under :func:`nicebench.cache_dir` and are loaded with
+``torch.load(weights_only=True)``. :func:`cached_module` is the same cache for learned methods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import BenchDataset, cache_dir, load_dataset
+
+__all__ = [
+    "Classifier",
+    "load_model",
+    "build_arch",
+    "cached_module",
+    "stable_hash",
+    "jpeg_roundtrip",
+    "materialise",
+    "last_conv_layer",
+    "predict",
+]
+
+MODEL_CODE_VERSION = 2
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """A short hex digest of a JSON-serialisable object (keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+class Classifier(nn.Module):
+    """``net(normalise(x))`` for ``x`` in [0, 1]; exposes ``cam_layer`` (the Grad-CAM layer)."""
+
+    def __init__(self, net: nn.Module, mean, std, num_classes: int, cam_layer: nn.Module):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.num_classes = num_classes
+        self.cam_layer = cam_layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def _scenecnn(num_classes: int, channels: int, size: int) -> tuple[nn.Module, nn.Module]:
+    """Four conv blocks of 16-32-64-128 channels (the first strided), global average pooling,
+    a linear head. The Grad-CAM layer sees an 8×8 grid at 64 px (size/8 in general)."""
+    stride = 2 * max(1, size // 64)
+    layers: list[nn.Module] = []
+    cin = channels
+    for i, cout in enumerate((16, 32, 64, 128)):
+        layers += [
+            nn.Conv2d(cin, cout, 3, stride=stride if i == 0 else 1, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
+        if i in (1, 2):
+            layers.append(nn.MaxPool2d(2))
+        cin = cout
+    features = nn.Sequential(*layers)
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(cin, num_classes)]
+    net = nn.Sequential(features, *head)
+    return net, features[-1]
+
+
+def _lenet5(num_classes: int, channels: int, size: int) -> tuple[nn.Module, nn.Module]:
+    """The NICE code's LeNet-5: conv 5×5×20, pool, conv 5×5×50, pool, fc 800→500→classes."""
+    relu2 = nn.ReLU()
+    features = nn.Sequential(
+        nn.Conv2d(channels, 20, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5), relu2, nn.MaxPool2d(2),
+    )  # fmt: skip
+    side = ((size - 4) // 2 - 4) // 2
+    net = nn.Sequential(
+        features, nn.Flatten(), nn.Linear(50 * side * side, 500), nn.ReLU(),
+        nn.Linear(500, num_classes),
+    )  # fmt: skip
+    return net, relu2
+
+
+def _resnet50(num_classes: int, channels: int, size: int) -> tuple[nn.Module, nn.Module]:
+    import torchvision
+
+    try:
+        net = torchvision.models.resnet50(weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V2)
+    except Exception as exc:  # offline and not in torch's hub cache
+        raise FileNotFoundError(
+            "torchvision's pretrained ResNet-50 weights are not cached and could not be "
+            f"downloaded ({type(exc).__name__}); run once online or copy them into "
+            f"{torch.hub.get_dir()}/checkpoints"
+        ) from exc
+    return net, net.layer4
+
+
+ARCHS: dict[str, Callable[[int, int, int], tuple[nn.Module, nn.Module]]] = {
+    "scenecnn": _scenecnn,
+    "lenet5": _lenet5,
+    "resnet50": _resnet50,
+}
+PRETRAINED = {"resnet50"}
+
+
+def build_arch(arch: str, dataset: BenchDataset) -> Classifier:
+    """An untrained (or ImageNet-pretrained) classifier for ``dataset``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHS)}")
+    net, cam = ARCHS[arch](dataset.num_classes, dataset.channels, dataset.size)
+    return Classifier(net, dataset.mean, dataset.std, dataset.num_classes, cam)
+
+
+def last_conv_layer(model: nn.Module) -> nn.Module:
+    """The model's Grad-CAM layer: ``model.cam_layer`` if set, else its last ``Conv2d``."""
+    layer = getattr(model, "cam_layer", None)
+    if layer is not None:
+        return layer
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("the model has no Conv2d layer; set model.cam_layer")
+    return convs[-1]
+
+
+def jpeg_roundtrip(
+    images: torch.Tensor, quality: int | np.ndarray, subsampling: int | np.ndarray = 2
+) -> torch.Tensor:
+    """Encode and decode each image of ``[B,C,H,W]`` in [0,1] as JPEG with Pillow (in memory)."""
+    b = images.shape[0]
+    q = np.broadcast_to(np.asarray(quality), (b,))
+    ss = np.broadcast_to(np.asarray(subsampling), (b,))
+    arr = (images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = np.empty_like(arr)
+    for i in range(b):
+        img = Image.fromarray(arr[i, ..., 0] if arr.shape[-1] == 1 else arr[i])
+        buf = io.BytesIO()
+        kw = {"subsampling": int(ss[i])} if img.mode == "RGB" else {}
+        img.save(buf, format="JPEG", quality=int(q[i]), **kw)
+        dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+        out[i] = dec.reshape(arr.shape[1:])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255).to(images.device)
+
+
+def materialise(dataset: BenchDataset, workers: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images (uint8 ``[N,C,H,W]``) and labels of a dataset, generated with worker processes."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=256, num_workers=workers if len(dataset) > 2000 else 0,
+        collate_fn=_collate_uint8,
+    )  # fmt: skip
+    xs, ys = [], []
+    for x, y in tqdm(loader, desc=f"materialise {dataset.registered_name}", leave=False):
+        xs.append(x)
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _collate_uint8(items):
+    x = torch.stack([(it[0] * 255 + 0.5).to(torch.uint8) for it in items])
+    return x, torch.as_tensor([it[1] for it in items], dtype=torch.long)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Arg-max class of ``images`` (float in [0,1] or uint8), in batches."""
+    device = next(model.parameters()).device
+    preds = []
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].to(device)
+        x = x.float() / 255 if x.dtype == torch.uint8 else x
+        preds.append(model(x).argmax(1).cpu())
+    return torch.cat(preds)
+
+
+def train_classifier(
+    model: Classifier, train: BenchDataset, recipe: dict[str, Any], seed: int = 0
+) -> None:
+    """Deterministic training: AdamW, one-cycle lr, random flips and JPEG round-trips."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    x_all, y_all = materialise(train)
+    epochs, bs = int(recipe.get("epochs", 8)), int(recipe.get("batch_size", 128))
+    jpeg_p = float(recipe.get("jpeg_p", 0.5))
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=recipe.get("lr", 3e-3), weight_decay=recipe.get("weight_decay", 0)
+    )
+    steps = epochs * ((len(x_all) + bs - 1) // bs)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.get("lr", 3e-3), total_steps=steps)
+    flip = bool(recipe.get("flip", True))
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in tqdm(range(epochs), desc=f"train {train.registered_name}", leave=False):
+        order = torch.randperm(len(x_all), generator=gen)
+        for i in range(0, len(order), bs):
+            idx = order[i : i + bs]
+            x = x_all[idx].float().div_(255)
+            if flip:
+                f = torch.rand(len(idx), generator=gen) < 0.5
+                x[f] = x[f].flip(-1)
+            if jpeg_p > 0:
+                sel = np.nonzero(rng.random(len(idx)) < jpeg_p)[0]
+                if len(sel):
+                    q = rng.integers(20, 96, len(sel))
+                    ss = rng.choice([0, 2], len(sel))
+                    x[sel] = jpeg_roundtrip(x[sel], q, ss)
+            loss = F.cross_entropy(model(x), y_all[idx], label_smoothing=0.05)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        del epoch
+    model.eval()
+
+
+def cached_module(
+    kind: str,
+    identity: dict[str, Any],
+    build: Callable[[], nn.Module],
+    train: Callable[[nn.Module], dict[str, Any] | None],
+) -> nn.Module:
+    """Build a module and load its cached weights, or train it once and cache them.
+
+    ``identity`` must name everything that changes the trained weights; ``train`` may return
+    metadata (accuracy, seconds) stored beside the weights as JSON.
+    """
+    key = stable_hash({"kind": kind, **identity})
+    folder = cache_dir() / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{key}.pt"
+    module = build()
+    if path.exists():
+        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    else:
+        t0 = time.perf_counter()
+        meta = train(module) or {}
+        meta = {"identity": identity, "train_seconds": time.perf_counter() - t0, **meta}
+        tmp = path.with_suffix(".tmp")
+        torch.save(module.state_dict(), tmp)
+        tmp.replace(path)
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
+    module.eval()
+    return module
+
+
+def model_metadata(kind: str, identity: dict[str, Any]) -> dict[str, Any]:
+    """The JSON written beside a cached module (empty if none)."""
+    path = cache_dir() / kind / f"{stable_hash({'kind': kind, **identity})}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _freeze(model: nn.Module, device: str | torch.device | None) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device or "cpu")
+
+
+def load_model(
+    dataset: str | BenchDataset, device: str | torch.device | None = None, **dataset_params: Any
+) -> Classifier:
+    """The frozen, trained classifier of a dataset (trained on first use, then cached)."""
+    ds = load_dataset(dataset, **dataset_params) if isinstance(dataset, str) else dataset
+    ident = {**ds.model_identity(), "code": MODEL_CODE_VERSION}
+    if ds.model_arch in PRETRAINED:
+        return _freeze(build_arch(ds.model_arch, ds), device)
+
+    def train(model: nn.Module) -> dict[str, Any]:
+        train_classifier(model, ds.train_split(), ds.model_recipe)
+        x, y = materialise(ds)
+        acc = (predict(model, x) == y).float().mean().item()
+        return {"test_accuracy": acc, "n_test": len(y)}
+
+    model = cached_module("classifiers", ident, lambda: build_arch(ds.model_arch, ds), train)
+    return _freeze(model, device)
+
+
+def load_model_path(dataset: BenchDataset) -> Path:
+    """Where :func:`load_model` caches the classifier of ``dataset``."""
+    ident = {**dataset.model_identity(), "code": MODEL_CODE_VERSION}
+    return cache_dir() / "classifiers" / f"{stable_hash({'kind': 'classifiers', **ident})}.pt"

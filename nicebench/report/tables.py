@@ -1,0 +1,139 @@
+"""Leaderboard and per-image tables (CSV and Markdown) from a run store."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..metrics.bootstrap import bootstrap_ci
+from ..store import RunStore
+
+__all__ = ["LEADERBOARD_COLUMNS", "leaderboard", "per_image", "write_tables", "to_markdown"]
+
+LEADERBOARD_COLUMNS = [
+    "dataset", "method", "n_images", "deletion_auc", "insertion_auc", "pointing_game",
+    "mask_auroc", "saliency_metric", "sanity_spearman", "explain_ms_per_image",
+    "compression_ratio", "bd_rate_vs_jpeg", "bpp", "accuracy_original", "accuracy_compressed",
+    "status",
+]  # fmt: skip
+# Per-image columns that are not scores of the map (kept out of the score columns' CIs).
+_RENAME = {"correct": "accuracy_original"}
+LOWER_IS_BETTER = {"deletion_auc", "saliency_metric", "sanity_spearman", "explain_ms_per_image",
+                   "compression_ratio", "bd_rate_vs_jpeg", "bpp"}  # fmt: skip
+
+
+def per_image(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
+    """One row per (dataset, method, image) with a column per metric."""
+    long = store.image_values(keys)
+    if long.empty:
+        return pd.DataFrame(columns=["dataset", "method", "image_index", "label", "pred"])
+    wide = long.pivot_table(
+        index=["dataset", "method", "image_index", "label", "pred"], columns="metric",
+        values="value", aggfunc="first",
+    ).reset_index()  # fmt: skip
+    wide.columns.name = None
+    return wide.rename(columns=_RENAME)
+
+
+def _status(group: pd.DataFrame) -> str:
+    failed = group[group.status != "ok"]
+    if failed.empty:
+        return "ok"
+    return f"failed {len(failed)}/{len(group)} cells: {failed.error.iloc[0][:200]}"
+
+
+def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) -> pd.DataFrame:
+    """One row per dataset × method: mean of every per-image score with a 95% bootstrap CI."""
+    cells = store.cells(keys)
+    if cells.empty:
+        return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
+    img = per_image(store, keys)
+    scalars = store.cell_values(keys)
+    rows = []
+    order = list(dict.fromkeys(zip(cells.dataset, cells.method, strict=True)))
+    for dataset, method in order:
+        group = cells[(cells.dataset == dataset) & (cells.method == method)]
+        row: dict[str, object] = {"dataset": dataset, "method": method}
+        ok = group[group.status == "ok"]
+        sel = img[(img.dataset == dataset) & (img.method == method)] if len(img) else img
+        row["n_images"] = int(sel.image_index.nunique()) if len(sel) else 0
+        for col in sel.columns:
+            if col in ("dataset", "method", "image_index", "label", "pred"):
+                continue
+            mean, lo, hi, n = bootstrap_ci(sel[col].to_numpy(), seed=seed)
+            if n == 0:
+                continue
+            row[col], row[f"{col}_lo"], row[f"{col}_hi"] = mean, lo, hi
+        if len(ok):
+            w = ok.n_images.to_numpy(dtype=float)
+            row["explain_ms_per_image"] = float(np.average(ok.explain_ms_per_image, weights=w))
+        if len(scalars):
+            part = scalars[(scalars.dataset == dataset) & (scalars.method == method)]
+            for name, value in part.groupby("name").value.mean().items():
+                row[name] = value
+        row["status"] = _status(group)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for col in LEADERBOARD_COLUMNS:
+        if col not in df:
+            df[col] = np.nan
+    extras = [c for c in df.columns if c not in LEADERBOARD_COLUMNS]
+    main = [c for c in LEADERBOARD_COLUMNS if c != "status"]
+    ci = [c for c in extras if c.endswith(("_lo", "_hi"))]
+    other = [c for c in extras if c not in ci]
+    return df[main + other + ["status"] + ci]
+
+
+def _fmt(value: float, lo: float | None, hi: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)):
+        text += f" ±{(hi - lo) / 2:.3f}"
+    return text
+
+
+def to_markdown(board: pd.DataFrame) -> str:
+    """The leaderboard as a Markdown table (mean ± half the 95% interval), empty columns dropped."""
+    cols = [c for c in board.columns if not c.endswith(("_lo", "_hi"))]
+    cols = [c for c in cols if c in ("dataset", "method", "status") or board[c].notna().any()]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in board.iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            if isinstance(v, str):
+                cells.append(v)
+            elif c == "n_images":
+                cells.append(str(int(v)))
+            else:
+                cells.append(_fmt(v, r.get(f"{c}_lo"), r.get(f"{c}_hi")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.DataFrame:
+    """Write ``leaderboard.csv``, ``leaderboard.md`` and ``per_image.csv`` into ``out``."""
+    from ..metrics import DEFAULT_SETTINGS
+
+    out = Path(out)
+    board = leaderboard(store, keys)
+    board.to_csv(out / "leaderboard.csv", index=False)
+    per_image(store, keys).to_csv(out / "per_image.csv", index=False)
+    run = store.latest_run()
+    notes = ["", "Scores: mean over images ± half the 95% bootstrap interval (1000 resamples).",
+             "Lower is better for " + ", ".join(sorted(LOWER_IS_BETTER)) + "; higher for the rest.",
+             "Deletion/insertion settings: "
+             + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SETTINGS.items())
+             + (f"; overrides: {run['config'].get('settings')}" if run.get("config", {}).get(
+                 "settings") else "") + "."]  # fmt: skip
+    if run:
+        v = run["versions"]
+        notes.append(f"Code {v.get('code')}, torch {v.get('torch')}, captum {v.get('captum')}, "
+                     f"{v.get('threads')} threads on {v.get('machine')}.")  # fmt: skip
+    (out / "leaderboard.md").write_text("# nicebench leaderboard\n\n" + to_markdown(board)
+                                        + "\n".join(notes) + "\n")  # fmt: skip
+    return board

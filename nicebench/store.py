@@ -1,0 +1,151 @@
+"""The run store: one SQLite file per run directory; each finished cell lands in one transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["CellResult", "RunStore"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY, dataset TEXT, method TEXT, method_name TEXT, track TEXT,
+    shard INTEGER, status TEXT, error TEXT, n_images INTEGER, explain_ms_per_image REAL,
+    peak_mem_mb REAL, seconds REAL, finished_at TEXT, code_version TEXT, spec TEXT
+);
+CREATE TABLE IF NOT EXISTS image_values (
+    cell_key TEXT, image_index INTEGER, label INTEGER, pred INTEGER, metric TEXT, value REAL,
+    PRIMARY KEY (cell_key, image_index, metric)
+);
+CREATE TABLE IF NOT EXISTS cell_values (
+    cell_key TEXT, name TEXT, value REAL, PRIMARY KEY (cell_key, name)
+);
+CREATE TABLE IF NOT EXISTS tables (
+    cell_key TEXT, name TEXT, data TEXT, PRIMARY KEY (cell_key, name)
+);
+CREATE TABLE IF NOT EXISTS runs (started_at TEXT, config TEXT, versions TEXT);
+"""
+
+
+@dataclass
+class CellResult:
+    """What one cell computed: per-image values, per-cell scalars and small tables."""
+
+    key: str
+    dataset: str
+    method: str
+    method_name: str
+    shard: int
+    track: str = "explain"
+    status: str = "ok"
+    error: str = ""
+    n_images: int = 0
+    explain_ms_per_image: float = float("nan")
+    peak_mem_mb: float = float("nan")
+    seconds: float = 0.0
+    code_version: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
+    image_rows: list[tuple[int, int, int, str, float]] = field(default_factory=list)
+    cell_values: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+class RunStore:
+    """``<run dir>/store.sqlite``; the driver alone writes it."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "store.sqlite"
+        self.conn = sqlite3.connect(self.path, timeout=60)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def done_keys(self) -> set[str]:
+        """Keys of the cells that finished successfully (a rerun skips them)."""
+        return {r[0] for r in self.conn.execute("SELECT key FROM cells WHERE status = 'ok'")}
+
+    def record_run(self, config: dict[str, Any], versions: dict[str, str]) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO runs VALUES (?, ?, ?)",
+                (time.strftime("%Y-%m-%dT%H:%M:%S"), json.dumps(config), json.dumps(versions)),
+            )
+
+    def write(self, r: CellResult) -> None:
+        """Write one cell and everything it computed in a single transaction (replacing any
+        earlier attempt of the same cell)."""
+        with self.conn:
+            for table in ("image_values", "cell_values", "tables"):
+                self.conn.execute(f"DELETE FROM {table} WHERE cell_key = ?", (r.key,))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (r.key, r.dataset, r.method, r.method_name, r.track, r.shard, r.status, r.error,
+                 r.n_images, r.explain_ms_per_image, r.peak_mem_mb, r.seconds,
+                 time.strftime("%Y-%m-%dT%H:%M:%S"), r.code_version, json.dumps(r.spec)),
+            )  # fmt: skip
+            self.conn.executemany(
+                "INSERT INTO image_values VALUES (?,?,?,?,?,?)",
+                [(r.key, *row) for row in r.image_rows],
+            )
+            self.conn.executemany(
+                "INSERT INTO cell_values VALUES (?,?,?)",
+                [(r.key, k, float(v)) for k, v in r.cell_values.items()],
+            )
+            self.conn.executemany(
+                "INSERT INTO tables VALUES (?,?,?)",
+                [(r.key, k, json.dumps(v, default=float)) for k, v in r.tables.items()],
+            )
+
+    # -- reading ---------------------------------------------------------------------------------
+    def cells(self, keys: set[str] | None = None) -> pd.DataFrame:
+        df = pd.read_sql_query("SELECT * FROM cells", self.conn)
+        return df[df.key.isin(keys)] if keys is not None else df
+
+    def image_values(self, keys: set[str] | None = None) -> pd.DataFrame:
+        df = pd.read_sql_query(
+            "SELECT c.dataset, c.method, c.track, v.* FROM image_values v "
+            "JOIN cells c ON c.key = v.cell_key WHERE c.status = 'ok'",
+            self.conn,
+        )
+        return df[df.cell_key.isin(keys)] if keys is not None else df
+
+    def cell_values(self, keys: set[str] | None = None) -> pd.DataFrame:
+        df = pd.read_sql_query(
+            "SELECT c.dataset, c.method, c.track, v.* FROM cell_values v "
+            "JOIN cells c ON c.key = v.cell_key WHERE c.status = 'ok'",
+            self.conn,
+        )
+        return df[df.cell_key.isin(keys)] if keys is not None else df
+
+    def tables(self, name: str, keys: set[str] | None = None) -> pd.DataFrame:
+        rows = self.conn.execute(
+            "SELECT c.dataset, c.method, t.cell_key, t.data FROM tables t "
+            "JOIN cells c ON c.key = t.cell_key WHERE c.status = 'ok' AND t.name = ?",
+            (name,),
+        ).fetchall()
+        frames = []
+        for dataset, method, key, data in rows:
+            if keys is not None and key not in keys:
+                continue
+            part = pd.DataFrame(json.loads(data))
+            part.insert(0, "method", method)
+            part.insert(0, "dataset", dataset)
+            frames.append(part)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def latest_run(self) -> dict[str, Any]:
+        row = self.conn.execute("SELECT * FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        if row is None:
+            return {}
+        return {"started_at": row[0], "config": json.loads(row[1]), "versions": json.loads(row[2])}

@@ -1,0 +1,116 @@
+"""Every built-in method passes the plugin contract; Grad-CAM matches pytorch-grad-cam."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import nicebench as nb
+from nicebench import Method, MethodError, register_method
+from nicebench.testing import check_method
+
+CORE_METHODS = ["random", "center", "edges", "oracle", "saliency", "ig", "occlusion", "gradcam"]
+
+
+@pytest.mark.parametrize("name", CORE_METHODS)
+def test_core_method_contract(name):
+    report = check_method(name)
+    assert report["ok"]
+
+
+def test_every_registered_method_passes_contract():
+    """Plugins added by other modules (learned methods included) keep the contract too."""
+    for name in nb.list_methods():
+        if name in CORE_METHODS:
+            continue
+        assert check_method(name)["ok"], name
+
+
+def test_check_method_catches_a_dishonest_plugin():
+    class Dishonest(Method):
+        uses_model = False  # but it does use the model
+
+        def attribute(self, images, targets, **kw):
+            with torch.no_grad():
+                score = self.model(images).gather(1, targets[:, None])
+            return score[:, :, None, None] * images.mean(1, keepdim=True)
+
+    with pytest.raises(AssertionError, match="uses_model=False"):
+        check_method(Dishonest)
+
+    class BatchDependent(Method):
+        uses_model = False
+
+        def attribute(self, images, targets, **kw):
+            return images.mean(1, keepdim=True) - images.mean()
+
+    with pytest.raises(AssertionError, match="batch-independent"):
+        check_method(BatchDependent)
+
+    class WrongShape(Method):
+        uses_model = False
+
+        def attribute(self, images, targets, **kw):
+            return images[:, :1, :4, :4]
+
+    with pytest.raises(MethodError, match="expected"):
+        check_method(WrongShape)
+
+
+def test_gradcam_matches_pytorch_grad_cam(tiny_scenes):
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    ds, model = tiny_scenes
+    images = torch.stack([ds[i][0] for i in range(8)])
+    with torch.no_grad():
+        targets = model(images).argmax(1)
+    ours = nb.create_method("gradcam", model).explain(images, targets)[:, 0]
+    for p in model.parameters():
+        p.requires_grad_(True)
+    try:
+        with pgc.GradCAM(model=model, target_layers=[model.cam_layer]) as cam:
+            theirs = cam(images, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(False)
+    theirs = torch.as_tensor(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        if a.std() < 1e-8 or b.std() < 1e-8:
+            continue
+        r = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
+        assert r >= 0.99, f"Pearson {r:.4f}"
+
+
+def test_create_method_errors():
+    with pytest.raises(KeyError, match="Did you mean: gradcam"):
+        nb.create_method("gradcma")
+    with pytest.raises(MethodError, match="window"):
+        nb.create_method("occlusion", None, windw=8)
+
+
+def test_explain_validates_input(tiny_scenes):
+    ds, model = tiny_scenes
+    m = nb.create_method("gradcam", model)
+    with pytest.raises(MethodError, match=r"\[B,C,H,W\]"):
+        m.explain(torch.zeros(3, 32, 32), [0])
+    with pytest.raises(MethodError, match="targets"):
+        m.explain(torch.zeros(2, 3, 32, 32), [0, 1, 2])
+    with pytest.raises(MethodError, match="masks"):
+        nb.create_method("oracle", model).explain(torch.zeros(1, 3, 32, 32), [0])
+
+
+def test_register_and_wildcards():
+    @register_method("zz-test-const")
+    class Const(Method):
+        uses_model = False
+
+        def attribute(self, images, targets, **kw):
+            return torch.ones_like(images[:, :1])
+
+    assert "zz-test-const" in nb.list_methods("zz-*")
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("zz-test-const")(type("Other", (Method,), {}))
+    from nicebench.registry import METHODS
+
+    METHODS._items.pop("zz-test-const")

@@ -1,0 +1,154 @@
+"""Registry (wildcards, close matches, entry points) and the dataset plugins."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from importlib import metadata
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import nicebench as nb
+from nicebench.registry import Registry
+
+
+def test_lists_and_wildcards():
+    assert {"scenes", "fashion-mnist", "mnist", "cifar10", "imagefolder"} <= set(nb.list_datasets())
+    assert nb.list_methods("grad*") == ["gradcam"]
+    assert set(nb.list_methods("*")) >= {"random", "center", "edges", "oracle", "saliency"}
+
+
+def test_unknown_names_list_close_matches():
+    with pytest.raises(KeyError, match="Did you mean: scenes"):
+        nb.load_dataset("scenez")
+    with pytest.raises(KeyError, match="Known methods"):
+        nb.create_method("no-such-method-at-all")
+
+
+def test_entry_points_are_loaded(monkeypatch):
+    class FakeEP:
+        name = "third-party"
+
+        def load(self):
+            return "loaded-plugin"
+
+    class BrokenEP:
+        name = "broken"
+
+        def load(self):
+            raise ImportError("missing dependency")
+
+    def fake_entry_points(group):
+        assert group == "nicebench.test"
+        return [FakeEP(), BrokenEP()]
+
+    monkeypatch.setattr(metadata, "entry_points", fake_entry_points)
+    reg = Registry("thing", None, "nicebench.test")
+    assert reg.names() == ["third-party"]
+    assert reg.get("third-party") == "loaded-plugin"
+    assert "ImportError" in reg.load_errors["broken"]
+
+
+def test_scenes_deterministic_with_masks():
+    a = nb.load_dataset("scenes", size=64, n=20)
+    b = nb.load_dataset("scenes", size=64, n=20)
+    x1, y1, m1 = a[7]
+    x2, y2, m2 = b[7]
+    assert torch.equal(x1, x2) and y1 == y2 and torch.equal(m1, m2)
+    assert x1.shape == (3, 64, 64) and m1.shape == (1, 64, 64) and x1.dtype == torch.float32
+    assert 0 <= x1.min() and x1.max() <= 1
+    assert 0.01 < m1.mean() < 0.5
+    other = nb.load_dataset("scenes", size=64, n=20, seed=1)[7][0]
+    assert not torch.equal(x1, other)
+    assert not torch.equal(a[7][0], nb.load_dataset("scenes", "train", size=64, n=20)[7][0])
+    for size in (128, 224):
+        x, _, m = nb.load_dataset("scenes", size=size, n=2)[0]
+        assert x.shape == (3, size, size) and m.shape == (1, size, size)
+    labels = [a[i][1] for i in range(20)] + [
+        nb.load_dataset("scenes", size=32, n=300)[i][1] for i in range(300)
+    ]
+    assert set(labels) == set(range(6))
+    with pytest.raises(ValueError, match="size"):
+        nb.load_dataset("scenes", size=100)
+
+
+def test_scene_shapes_are_distinct_under_rotation():
+    """Every class's area differs from the others' rotated copies (no square/diamond pairs)."""
+    from nicebench.datasets.scenes import CLASSES, _coverage, _inside
+
+    covs = {}
+    for c in range(len(CLASSES)):
+        covs[c] = [
+            _coverage(64, 32, 32, 24, th, lambda u, v, c=c: _inside(c, u, v))
+            for th in np.linspace(0, 2 * np.pi, 12, endpoint=False)
+        ]
+    for c in covs:
+        for d in covs:
+            if c >= d:
+                continue
+            best = min(np.abs(p - q).mean() for p in covs[c] for q in covs[d])
+            assert best > 0.02, (CLASSES[c], CLASSES[d], best)
+
+
+def _write_idx(folder, prefix, images, labels):
+    folder.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 2051, n, h, w) + images.astype(np.uint8).tobytes())
+    with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_reads_real_idx_format(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "debian"
+    train_x, test_x = rng.integers(0, 256, (12, 28, 28)), rng.integers(0, 256, (5, 28, 28))
+    _write_idx(src, "train", train_x, rng.integers(0, 10, 12))
+    _write_idx(src, "t10k", test_x, np.arange(5))
+    monkeypatch.setenv("NICEBENCH_FASHION_MNIST", str(src))
+    ds = nb.load_dataset("fashion-mnist", root=str(tmp_path / "root"))
+    assert len(ds) == 5 and ds.num_classes == 10
+    x, y = ds[3]
+    assert x.shape == (1, 28, 28) and y == 3
+    assert torch.allclose(x[0], torch.from_numpy(test_x[3]).float() / 255)
+    assert len(ds.train_split()) == 12
+
+
+def test_missing_datasets_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("NICEBENCH_FASHION_MNIST", str(tmp_path / "nowhere"))
+    with pytest.raises(nb.DatasetMissingError, match="apt-get install dataset-fashion-mnist"):
+        nb.load_dataset("fashion-mnist", root=str(tmp_path / "empty"))
+    with pytest.raises(nb.DatasetMissingError, match="download=true"):
+        nb.load_dataset("mnist", root=str(tmp_path / "m"))
+    with pytest.raises(nb.DatasetMissingError, match="cifar10"):
+        nb.load_dataset("cifar10", root=str(tmp_path / "c"))
+    with pytest.raises(nb.DatasetMissingError, match="does not exist"):
+        nb.load_dataset("imagefolder", root=str(tmp_path / "no-folder"))
+
+
+def test_mnist_reads_real_idx_format(tmp_path):
+    rng = np.random.default_rng(1)
+    raw = tmp_path / "MNIST" / "raw"
+    for prefix, n in (("train", 6), ("t10k", 4)):
+        _write_idx(raw, prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n))
+        for suffix in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+            gz = raw / f"{prefix}-{suffix}.gz"
+            (raw / f"{prefix}-{suffix}").write_bytes(gzip.decompress(gz.read_bytes()))
+    ds = nb.load_dataset("mnist", root=str(tmp_path))
+    assert len(ds) == 4 and ds[2][1] == 2 and ds[2][0].shape == (1, 28, 28)
+
+
+def test_imagefolder_reads_a_tree(tmp_path):
+    rng = np.random.default_rng(2)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            arr = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(tmp_path / cls / f"{i}.jpg")
+    ds = nb.load_dataset("imagefolder", root=str(tmp_path), size=32)
+    assert len(ds) == 4 and ds.classes == ["cat", "dog"]
+    x, y = ds[3]
+    assert x.shape == (3, 32, 32) and y == 1
