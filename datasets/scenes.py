@@ -147,7 +147,7 @@ class Scenes(BenchDataset):
     model_arch = "scenecnn"
     model_recipe = {
         "epochs": 10,
-        "lr": 3e-3,
+        "lr": 4e-3,
         "batch_size": 128,
         "weight_decay": 5e-4,
         "n_train": 12000,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import metrics  # noqa: E402  (nb.metrics.deletion, ...)
 from .data import BenchDataset, DatasetMissingError, cache_dir, collate, load_dataset
 from .method import Method, MethodError, create_method
 from .models import load_model
@@ -29,6 +30,7 @@ __all__ = [
     "list_metrics",
     "load_dataset",
     "load_model",
+    "metrics",
     "register_dataset",
     "register_method",
     "register_metric",

@@ -201,13 +201,14 @@ def train_classifier(
     steps = epochs * ((len(x_all) + bs - 1) // bs)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.get("lr", 3e-3), total_steps=steps)
     flip = bool(recipe.get("flip", True))
+    model.to(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
     model.train()
     gen = torch.Generator().manual_seed(seed)
     for epoch in tqdm(range(epochs), desc=f"train {train.registered_name}", leave=False):
         order = torch.randperm(len(x_all), generator=gen)
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
-            x = x_all[idx].float().div_(255)
+            x = x_all[idx].float().div_(255).contiguous(memory_format=torch.channels_last)
             if flip:
                 f = torch.rand(len(idx), generator=gen) < 0.5
                 x[f] = x[f].flip(-1)
@@ -223,6 +224,7 @@ def train_classifier(
             opt.step()
             sched.step()
         del epoch
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
 
 
