@@ -12,7 +12,10 @@ from .data import BenchDataset, collate, load_dataset
 from .method import Method, MethodError
 from .models import build_arch
 
-__all__ = ["check_method", "tiny_setup"]
+__all__ = ["check_method", "tiny_setup", "TINY_SCENES"]
+
+# scenes parameters for end-to-end tests: 32 px, 64 test images, a classifier trained in seconds
+TINY_SCENES = {"size": 32, "n": 64, "train_n": 1500, "train_epochs": 3}
 
 
 def tiny_setup(size: int = 32, n: int = 6, seed: int = 0) -> tuple[nn.Module, BenchDataset]:

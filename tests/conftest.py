@@ -28,7 +28,7 @@ def _private_cache(session_cache, monkeypatch):
     monkeypatch.setenv("NICEBENCH_CACHE", str(session_cache))
 
 
-TINY_SCENES = {"size": 32, "n": 64, "train_n": 1500, "train_epochs": 3}
+from nicebench.testing import TINY_SCENES
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,7 @@ from nicebench.config import PluginSpec, RunConfig, load_config, parse_specs
 from nicebench.registry import METHODS
 from nicebench.report.tables import LEADERBOARD_COLUMNS
 from nicebench.runner import plan_cells, run
-
-from conftest import TINY_SCENES
+from nicebench.testing import TINY_SCENES
 
 TINY = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
 
@@ -96,7 +95,9 @@ def test_failing_cell_is_recorded_and_run_goes_on(tiny_scenes, tmp_path):
     assert summary.ok == 1 and len(summary.failed) == 1 and summary.exit_code == 1
     assert "NaN" in summary.failed[0][2]
     board = pd.read_csv(tmp_path / "leaderboard.csv").set_index("method")
-    assert board.loc["zz-nan", "status"].startswith("failed") and board.loc["center", "status"] == "ok"
+    assert (
+        board.loc["zz-nan", "status"].startswith("failed") and board.loc["center", "status"] == "ok"
+    )
 
 
 def test_killed_run_resumes_without_recomputing(tiny_scenes, tmp_path):
