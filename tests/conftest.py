@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 
+from nicebench.testing import TINY_SCENES
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
@@ -28,7 +30,6 @@ def _private_cache(session_cache, monkeypatch):
     monkeypatch.setenv("NICEBENCH_CACHE", str(session_cache))
 
 
-from nicebench.testing import TINY_SCENES
 
 
 @pytest.fixture(scope="session")
