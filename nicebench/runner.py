@@ -38,7 +38,11 @@ __all__ = [
     "versions",
 ]
 
-DEFAULT_METRICS = ["deletion", "insertion", "pointing_game", "energy_pointing_game", "mask_auroc"]
+COMPRESSION = "compression"
+DEFAULT_METRICS = [
+    "deletion", "insertion", "pointing_game", "energy_pointing_game", "mask_auroc", "mask_share",
+    "masked_accuracy", COMPRESSION,
+]  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,7 +129,7 @@ def _method(dspec: PluginSpec, mspec: PluginSpec, device: str) -> Method:
 
 
 def _metric_specs(names: tuple[str, ...], ds: BenchDataset, method: Method) -> list[MetricSpec]:
-    specs = [get_metric_spec(n) for n in names]
+    specs = [get_metric_spec(n) for n in names if n != COMPRESSION]
     return [s for s in specs if (ds.has_masks or not s.needs_masks) and s.applies(method)]
 
 
@@ -197,6 +201,11 @@ def _compute(cell: Cell, res: CellResult) -> None:
     rows += [(i, lab[j], prd[j], "correct", correct[j]) for j, i in enumerate(idx)]
     ctx = MetricContext(model=model, images=images, labels=labels, saliency=sal, preds=preds,
                         masks=masks, method=method, settings=settings)  # fmt: skip
+    if COMPRESSION in cell.metrics:
+        res.tables["compression"] = compression_track(ctx)
+    if getattr(method, "codec_only", False):
+        res.n_images = len(idx)
+        return
     for spec in _metric_specs(cell.metrics, ds, method):
         values = spec.fn(ctx)
         if values is None:
@@ -204,6 +213,27 @@ def _compute(cell: Cell, res: CellResult) -> None:
         values = values.detach().float().cpu().tolist()
         rows += [(i, lab[j], prd[j], spec.column, values[j]) for j, i in enumerate(idx)]
     res.n_images = len(idx)
+
+
+def compression_track(ctx: MetricContext) -> list[dict[str, Any]]:
+    """Per-image × operating-point rows of the compression track (SPEC §6) for one batch.
+
+    A codec-only method contributes its quality sweep; any other method its map's top-k masks
+    (``keeps``) and, for gate-mask methods, its own binary mask, as mixed-resolution images.
+    """
+    from .compression import compression_rows, quality_sweep_rows
+
+    s, m = ctx.settings, ctx.method
+    if getattr(m, "codec_only", False):
+        return quality_sweep_rows(ctx.model, ctx.images, ctx.labels, m.codec, m.qualities,
+                                  subsampling=m.subsampling, reference_quality=s.get("quality", 75))  # fmt: skip
+    gate = ctx.gate_mask() if getattr(m, "gate_mask", False) and hasattr(m, "binary_mask") else None
+    return compression_rows(
+        ctx.model, ctx.images, ctx.labels, ctx.saliency, gt_masks=ctx.masks,
+        codec=s.get("codec", "jpeg"), quality=s.get("quality", 75),
+        keeps=tuple(s.get("keeps", (0.05, 0.1, 0.2, 0.3, 0.5))), factor=s.get("factor", 4),
+        dilate=s.get("dilate", 0), binary_mask=gate,
+    )  # fmt: skip
 
 
 def default_config(**overrides: Any) -> RunConfig:
@@ -224,14 +254,18 @@ def plan_cells(cfg: RunConfig) -> list[Cell]:
     """Expand a config into cells (methods that can't apply to a dataset are left out)."""
     metrics = tuple(cfg.metrics or DEFAULT_METRICS)
     for name in metrics:
-        if name not in METRICS:
+        if name != COMPRESSION and name not in METRICS:
             get_metric_spec(name)  # raises with close matches
     settings = tuple(sorted({"seed": cfg.seed, **cfg.settings}.items()))
+    methods = list(cfg.methods)
+    codec = cfg.settings.get("codec", "jpeg")
+    if COMPRESSION in metrics and not any(m.name == codec for m in methods):
+        methods.append(PluginSpec.make(codec))  # the quality sweep every method is measured against
     cells = []
     for dspec in cfg.datasets:
         ds = _dataset(dspec)
         n = min(cfg.n_images, len(ds))
-        for mspec in cfg.methods:
+        for mspec in methods:
             cls = METHODS.get(mspec.name)
             if cls.needs_masks and not ds.has_masks:
                 continue

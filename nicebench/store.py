@@ -130,15 +130,16 @@ class RunStore:
 
     def tables(self, name: str, keys: set[str] | None = None) -> pd.DataFrame:
         rows = self.conn.execute(
-            "SELECT c.dataset, c.method, t.cell_key, t.data FROM tables t "
+            "SELECT c.dataset, c.method, c.method_name, t.cell_key, t.data FROM tables t "
             "JOIN cells c ON c.key = t.cell_key WHERE c.status = 'ok' AND t.name = ?",
             (name,),
         ).fetchall()
         frames = []
-        for dataset, method, key, data in rows:
+        for dataset, method, method_name, key, data in rows:
             if keys is not None and key not in keys:
                 continue
             part = pd.DataFrame(json.loads(data))
+            part.insert(0, "method_name", method_name)
             part.insert(0, "method", method)
             part.insert(0, "dataset", dataset)
             frames.append(part)

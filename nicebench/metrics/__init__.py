@@ -16,6 +16,7 @@ from torch import nn
 from ..registry import METRICS, register_metric
 from .bootstrap import bootstrap_ci
 from .faithfulness import DEFAULT_SETTINGS, auc, blurred, deletion, insertion, pixel_ranks
+from .gate import mask_share, masked_correct
 from .localisation import energy_pointing_game, mask_auroc, pointing_game
 
 __all__ = [
@@ -47,6 +48,19 @@ class MetricContext:
     masks: torch.Tensor | None = None
     method: Any = None
     settings: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """The classes explained: the labels with ``settings["target"] == "label"``, else preds."""
+        return self.labels if self.settings.get("target", "pred") == "label" else self.preds
+
+    def gate_mask(self) -> torch.Tensor:
+        """The method's binary gate mask (``binary_mask``), computed once per batch."""
+        if "gate_mask" not in self.cache:
+            kw = {"masks": self.masks} if getattr(self.method, "needs_masks", False) else {}
+            self.cache["gate_mask"] = self.method.binary_mask(self.images, self.targets, **kw)
+        return self.cache["gate_mask"]
 
 
 @dataclass(frozen=True)
@@ -107,4 +121,21 @@ _register(MetricSpec(
     "mask_auroc", lambda c: mask_auroc(c.saliency, c.masks), "mask_auroc",
     higher_is_better=True, needs_masks=True,
     description="ROC AUC of the map as a detector of object pixels",
+))  # fmt: skip
+
+
+def _has_gate(method: Any) -> bool:
+    return bool(getattr(method, "gate_mask", False)) and hasattr(method, "binary_mask")
+
+
+_register(MetricSpec(
+    "mask_share", lambda c: mask_share(c.gate_mask()), "mask_share", higher_is_better=False,
+    applies=_has_gate, description="share of pixels the method's binary gate mask keeps",
+))  # fmt: skip
+_register(MetricSpec(
+    "masked_accuracy",
+    lambda c: masked_correct(c.model, c.images, c.gate_mask(), c.method.composite, c.labels),
+    "masked_accuracy", higher_is_better=True,
+    applies=lambda m: _has_gate(m) and hasattr(m, "composite"),
+    description="classifier accuracy on the image composited through the binary gate mask",
 ))  # fmt: skip

@@ -11,7 +11,10 @@ import pandas as pd
 from ..metrics.bootstrap import bootstrap_ci
 from ..store import RunStore
 
-__all__ = ["LEADERBOARD_COLUMNS", "leaderboard", "per_image", "write_tables", "to_markdown"]
+__all__ = [
+    "LEADERBOARD_COLUMNS", "leaderboard", "per_image", "write_tables", "to_markdown",
+    "compression_summary", "compression_points",
+]  # fmt: skip
 
 LEADERBOARD_COLUMNS = [
     "dataset", "method", "n_images", "deletion_auc", "insertion_auc", "pointing_game",
@@ -43,6 +46,43 @@ def _status(group: pd.DataFrame) -> str:
     if failed.empty:
         return "ok"
     return f"failed {len(failed)}/{len(group)} cells: {failed.error.iloc[0][:200]}"
+
+
+def compression_summary(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
+    """Per dataset × method: the compression track's headline figures (SPEC §6), each method's
+    operating points measured against the codec-only quality sweep of the same images."""
+    from ..compression.track import summarise
+
+    rows = store.tables("compression", keys)
+    if rows.empty:
+        return pd.DataFrame()
+    out = []
+    for dataset, part in rows.groupby("dataset", sort=False):
+        codec_rows = part[part.point.astype(str).str.startswith("q=")]
+        codecs = codec_rows.method_name.unique()
+        sweep = codec_rows[codec_rows.method_name == ("jpeg" if "jpeg" in codecs else codecs[0])] \
+            if len(codecs) else pd.DataFrame()  # fmt: skip
+        for method, mrows in part.groupby("method", sort=False):
+            summary = summarise(mrows, sweep if len(sweep) else mrows)
+            if not len(sweep):
+                summary["bd_rate_vs_jpeg"] = float("nan")
+            out.append({"dataset": dataset, "method": method, **summary})
+    return pd.DataFrame(out)
+
+
+def compression_points(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
+    """Every method's operating points (bytes, ratio, accuracy per keep / quality / gate)."""
+    from ..compression.rate import operating_points
+
+    rows = store.tables("compression", keys)
+    if rows.empty:
+        return pd.DataFrame()
+    return operating_points(rows, ["dataset", "method", "point"])
+
+
+_COMPRESSION_COLUMNS = ["compression_ratio", "bd_rate_vs_jpeg", "bpp", "accuracy_compressed",
+                        "payload_ratio", "accuracy_reference", "operating_point",
+                        "within_tolerance"]  # fmt: skip
 
 
 def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) -> pd.DataFrame:
@@ -77,6 +117,18 @@ def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) ->
         row["status"] = _status(group)
         rows.append(row)
     df = pd.DataFrame(rows)
+    comp = compression_summary(store, keys)
+    if len(comp):
+        comp = comp[["dataset", "method", *_COMPRESSION_COLUMNS, "accuracy_original"]].rename(
+            columns={"accuracy_original": "_acc"}
+        )
+        df = df.drop(columns=[c for c in _COMPRESSION_COLUMNS if c in df]).merge(
+            comp, on=["dataset", "method"], how="left"
+        )
+        if "accuracy_original" not in df:
+            df["accuracy_original"] = df["_acc"]
+        df["accuracy_original"] = df["accuracy_original"].fillna(df["_acc"])
+        df = df.drop(columns="_acc")
     for col in LEADERBOARD_COLUMNS:
         if col not in df:
             df[col] = np.nan
@@ -123,6 +175,9 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
     board = leaderboard(store, keys)
     board.to_csv(out / "leaderboard.csv", index=False)
     per_image(store, keys).to_csv(out / "per_image.csv", index=False)
+    points = compression_points(store, keys)
+    if len(points):
+        points.to_csv(out / "compression_points.csv", index=False)
     run = store.latest_run()
     notes = ["", "Scores: mean over images ± half the 95% bootstrap interval (1000 resamples).",
              "Lower is better for " + ", ".join(sorted(LOWER_IS_BETTER)) + "; higher for the rest.",

@@ -1,0 +1,307 @@
+"""The compression track: byte counts, snapping, mixing, errors, BD and the headline ratio."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import nicebench as nb
+from nicebench.compression import (
+    CodecError,
+    MaskError,
+    available_codecs,
+    bd_rate,
+    compress,
+    compression_rows,
+    headline_ratio,
+    quality_sweep_rows,
+    summarise,
+)
+from nicebench.compression.codecs import header_size
+from nicebench.compression.mixed import low_resolution, snap_mask, topk_mask
+from nicebench.compression.rate import pareto_front
+from nicebench.testing import check_method, tiny_setup
+
+CODECS = available_codecs()
+PIL_KW = {
+    "jpeg": {"format": "JPEG", "quality": 75, "optimize": True, "subsampling": 2},
+    "webp": {"format": "WEBP", "quality": 75},
+    "avif": {"format": "AVIF", "quality": 75, "subsampling": "4:2:0"},
+}
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    ds = nb.load_dataset("scenes", size=64, n=6)
+    x, y, m = nb.collate([ds[i] for i in range(len(ds))])
+    return x, y, m
+
+
+def _pillow_len(arr: np.ndarray, codec: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, **PIL_KW[codec])
+    return buf.getvalue()
+
+
+def _u8(x: torch.Tensor) -> np.ndarray:
+    return (x * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_bytes_equal_what_pillow_writes(scenes, codec):
+    x, _, _ = scenes
+    sal = torch.rand(x.shape[0], 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    res = compress(x, sal, keep=0.3, codec=codec, quality=75, factor=4)
+    mixed, orig = _u8(res.mixed), _u8(x)
+    for i in range(len(x)):
+        data = _pillow_len(mixed[i], codec)
+        assert res.nbytes[i] == len(data)
+        assert res.streams[i] == data
+        assert res.ref_nbytes[i] == len(_pillow_len(orig[i], codec))
+    dec = np.asarray(Image.open(io.BytesIO(res.streams[0])).convert("RGB"))
+    assert np.array_equal(_u8(res.decoded)[0], dec)
+    assert np.allclose(res.bpp, 8 * res.nbytes / 64**2)
+    assert np.all(res.header < res.nbytes) and np.all(res.header > 0)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_all_ones_mask_gives_ratio_one(scenes, codec):
+    x, _, _ = scenes
+    res = compress(x, torch.ones(len(x), 1, 64, 64, dtype=torch.bool), codec=codec)
+    assert np.allclose(res.ratio, 1.0)
+    assert torch.equal(res.decoded, res.reference)
+    full = compress(x, torch.rand(len(x), 1, 64, 64), keep=1.0, codec=codec)
+    assert full.total_ratio == pytest.approx(1.0)
+
+
+def test_mask_cheaper_than_reference_and_quality_inside_mask(scenes):
+    x, _, m = scenes
+    res = compress(x, m > 0.5, codec="jpeg", factor=8, dilate=1)
+    assert res.total_ratio < 0.95
+    assert np.all(res.psnr_mask > res.psnr)  # the kept region is coded at full resolution
+
+
+def test_jpeg_header_is_every_marker_segment(scenes):
+    data = _pillow_len(_u8(scenes[0])[0], "jpeg")
+    head = header_size(data, "jpeg")
+    sos = data.find(b"\xff\xda")
+    sos_len = int.from_bytes(data[sos + 2 : sos + 4], "big")
+    assert data[-2:] == b"\xff\xd9"
+    assert head == sos + 2 + sos_len + 2  # everything before the scan, plus EOI
+
+
+@pytest.mark.skipif("webp" not in CODECS, reason="Pillow without WebP")
+def test_webp_header_is_container_and_frame_header(scenes):
+    data = _pillow_len(_u8(scenes[0])[0], "webp")
+    assert data[12:16] == b"VP8 "
+    assert header_size(data, "webp") == 12 + 8 + 10
+
+
+def test_block_snapping():
+    mask = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    mask[0, 0, 10, 13] = True
+    snapped = snap_mask(mask, 8)
+    expect = torch.zeros_like(mask)
+    expect[..., 8:16, 8:16] = True
+    assert torch.equal(snapped, expect)
+    dil = snap_mask(mask, 8, dilate=1)
+    expect[..., 0:24, 0:24] = True
+    assert torch.equal(dil, expect)
+    odd = torch.zeros(1, 1, 20, 20, dtype=torch.bool)
+    odd[0, 0, 19, 19] = True  # the last, partial block
+    assert snap_mask(odd, 8)[0, 0].nonzero().min(0).values.tolist() == [16, 16]
+
+
+@pytest.mark.parametrize("keep", [0.05, 0.2, 0.5, 1.0])
+def test_topk_keeps_that_share_of_whole_blocks(keep):
+    sal = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    mask = topk_mask(sal, keep, 8)
+    blocks = mask.float().reshape(3, 8, 8, 8, 8).permute(0, 1, 3, 2, 4).reshape(3, 64, 64)
+    assert torch.all(blocks.amin(-1) == blocks.amax(-1))  # whole blocks only
+    assert torch.all(blocks[..., 0].sum(1) == max(1, round(keep * 64)))
+    ranked = F.avg_pool2d(sal, 8).flatten(1)
+    kept = F.max_pool2d(mask.float(), 8).flatten(1) > 0
+    if keep < 1:
+        lowest_kept = ranked[kept].reshape(3, -1).amin(1)
+        assert torch.all(lowest_kept >= ranked[~kept].reshape(3, -1).amax(1))
+    const = topk_mask(torch.ones(2, 1, 64, 64), 0.25, 8)
+    assert torch.all(const.flatten(1).float().mean(1) == 0.25)  # ties broken, share exact
+
+
+def test_factor_8_uses_nearest_and_below_bilinear():
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    low8 = low_resolution(x, 8)
+    blocks = low8.reshape(2, 3, 4, 8, 4, 8)
+    assert torch.allclose(blocks, blocks[:, :, :, :1, :, :1].expand_as(blocks))
+    assert torch.allclose(blocks[:, :, :, 0, :, 0], F.avg_pool2d(x, 8), atol=1e-6)
+    low4 = low_resolution(x, 4)
+    bilinear = F.interpolate(F.avg_pool2d(x, 4), size=(32, 32), mode="bilinear")
+    assert torch.allclose(low4, bilinear, atol=1e-6)
+    assert not torch.allclose(low4, F.interpolate(F.avg_pool2d(x, 4), size=(32, 32)))
+    assert torch.equal(low_resolution(x, 1), x)
+    forced = low_resolution(x, 8, upsample="bilinear")
+    assert torch.allclose(forced, F.interpolate(F.avg_pool2d(x, 8), size=(32, 32), mode="bilinear"))
+    with pytest.raises(MaskError, match="upsample"):
+        low_resolution(x, 4, upsample="bicubic")
+
+
+def test_bad_input_errors_name_the_parameter(scenes):
+    x, _, m = scenes
+    mask = m > 0.5
+    with pytest.raises(MaskError, match="saliency_or_mask is empty.*keep="):
+        compress(x, torch.zeros_like(mask))
+    empty = compress(x, torch.zeros_like(mask), allow_empty=True, factor=8)
+    assert np.all(empty.area == 0) and empty.total_ratio < 0.5
+    with pytest.raises(MaskError, match="saliency_or_mask has shape"):
+        compress(x, mask[..., :32])
+    with pytest.raises(MaskError, match="saliency_or_mask has shape"):
+        compress(x, mask[:2])
+    with pytest.raises(MaskError, match="saliency_or_mask contains NaN"):
+        compress(x, torch.full(mask.shape, float("nan")))
+    for q in (0, 101, 75.5, "75"):
+        with pytest.raises(CodecError, match="quality"):
+            compress(x, mask, quality=q)
+    with pytest.raises(CodecError, match="codec must be one of"):
+        compress(x, mask, codec="jpeg2000")
+    with pytest.raises(CodecError, match="images: the codecs take 1 .* or 3"):
+        compress(torch.rand(1, 4, 16, 16), torch.ones(1, 1, 16, 16, dtype=torch.bool))
+    with pytest.raises(CodecError, match=r"images must be in \[0, 1\]"):
+        compress(x * 2, mask)
+    with pytest.raises(CodecError, match="images contain NaN"):
+        compress(x * float("nan"), mask)
+    with pytest.raises(CodecError, match="images: jpeg codes sides"):
+        big = torch.zeros(1, 1, 1, 70_000)
+        compress(big, torch.ones(1, 1, 1, 70_000, dtype=torch.bool), factor=1)
+    with pytest.raises(MaskError, match="keep"):
+        compress(x, m, keep=0.0)
+    with pytest.raises(ValueError, match="factor"):
+        compress(x, mask, factor=0)
+    with pytest.raises(ValueError, match="dilate"):
+        compress(x, mask, dilate=-1)
+    if "webp" in CODECS:
+        with pytest.raises(CodecError, match="subsampling"):
+            compress(x, mask, codec="webp", subsampling="4:4:4")
+
+
+def test_grey_images(scenes):
+    x = scenes[0][:, :1]
+    res = compress(x, torch.rand(len(x), 1, 64, 64), keep=0.2, codec="jpeg")
+    assert res.decoded.shape == x.shape
+    buf = io.BytesIO()
+    Image.fromarray(_u8(res.mixed)[0, ..., 0]).save(buf, format="JPEG", quality=75, optimize=True)
+    assert res.nbytes[0] == len(buf.getvalue())
+    assert Image.open(io.BytesIO(res.streams[0])).mode == "L"
+
+
+def test_bd_rate_of_a_curve_shifted_by_a_constant_factor():
+    acc = np.array([0.3, 0.5, 0.7, 0.8, 0.85, 0.9])
+    nbytes = np.array([300, 450, 700, 900, 1100, 1400.0])
+    assert bd_rate(0.8 * nbytes, acc, nbytes, acc) == pytest.approx(-0.2, abs=1e-12)
+    assert bd_rate(1.5 * nbytes, acc, nbytes, acc) == pytest.approx(0.5, abs=1e-12)
+    # a method curve on part of the range, at other accuracies on the same PCHIP curve
+    sub = np.array([0.55, 0.65, 0.75])
+    from scipy.interpolate import PchipInterpolator
+
+    on_curve = np.exp(PchipInterpolator(acc, np.log(nbytes))(sub))
+    assert bd_rate(0.5 * on_curve, sub, nbytes, acc) == pytest.approx(-0.5, rel=0.02)
+    # a dominated point (more bytes, less accuracy) is dropped before interpolating
+    noisy_b, noisy_a = np.append(0.8 * nbytes, 2000.0), np.append(acc, 0.6)
+    assert bd_rate(noisy_b, noisy_a, nbytes, acc) == pytest.approx(-0.2, abs=1e-12)
+    assert math.isnan(bd_rate(nbytes[:1], acc[:1], nbytes, acc))
+    assert math.isnan(bd_rate(nbytes[:2], np.array([0.95, 0.97]), nbytes, acc))
+
+
+def test_pareto_front():
+    b, a = pareto_front(np.array([5, 1, 3, 2, 4.0]), np.array([0.9, 0.2, 0.5, 0.6, 0.6]))
+    assert b.tolist() == [1, 2, 5] and a.tolist() == [0.2, 0.6, 0.9]
+
+
+def test_headline_ratio():
+    ratio = np.array([0.3, 0.5, 0.7, 0.9])
+    acc = np.array([0.70, 0.885, 0.891, 0.92])
+    assert headline_ratio(ratio, acc, 0.90) == (0.7, 2)
+    assert headline_ratio(ratio, acc, 0.895, tolerance=0.01) == (0.5, 1)
+    r, i = headline_ratio(ratio, acc, 0.95)
+    assert math.isnan(r) and i is None
+
+
+def _rows(point, ratio, correct, n=100):
+    k = int(round(correct * n))
+    return pd.DataFrame(
+        {
+            "image": np.arange(n), "point": point, "quality": point, "codec": "jpeg",
+            "bytes": 1000.0 * ratio, "ref_bytes": 1000.0, "payload_bytes": 700.0 * ratio,
+            "ref_payload_bytes": 700.0, "bpp": 2.0 * ratio, "bpp_payload": 1.4 * ratio,
+            "correct_compressed": np.arange(n) < k, "correct_reference": np.arange(n) < 90,
+            "correct_original": np.arange(n) < 95, "agree_original": True,
+            "psnr": 30.0, "ssim": 0.9,
+        }
+    )  # fmt: skip
+
+
+def test_summarise_headline_and_bd():
+    curve = [(10, 0.4, 0.5), (30, 0.6, 0.75), (50, 0.75, 0.82), (75, 1.0, 0.9)]
+    sweep = pd.concat([_rows(q, r, a) for q, r, a in curve])
+    ops = [(0.1, 0.3, 0.6), (0.2, 0.45, 0.8), (0.3, 0.55, 0.89)]
+    pts = pd.concat([_rows(f"keep={k}", r, a) for k, r, a in ops])
+    s = summarise(pts, sweep)
+    assert s["compression_ratio"] == pytest.approx(0.55)
+    assert s["operating_point"] == "keep=0.3" and s["within_tolerance"]
+    assert s["accuracy_compressed"] == pytest.approx(0.89)
+    assert s["accuracy_reference"] == pytest.approx(0.90)
+    assert s["accuracy_original"] == pytest.approx(0.95)
+    assert s["bpp"] == pytest.approx(1.1)
+    assert s["bd_rate_vs_jpeg"] < 0
+    worse = summarise(pts.assign(bytes=pts["bytes"] * 3), sweep)
+    assert worse["bd_rate_vs_jpeg"] > 0  # the sign says when uniform quality wins
+    none = summarise(pts[pts["point"] != "keep=0.3"], sweep)
+    assert math.isnan(none["compression_ratio"]) and not none["within_tolerance"]
+    assert none["operating_point"] == "keep=0.2"
+
+
+def test_track_rows_with_a_tiny_model():
+    model, ds = tiny_setup(size=32, n=6)
+    x, y, m = nb.collate([ds[i] for i in range(len(ds))])
+    sal = torch.rand(len(x), 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    gate = m.clone()
+    gate[0] = 0  # all gates closed: coded wholly at low resolution, not an error
+    rows = compression_rows(
+        model, x, y, sal, gt_masks=m, keeps=(0.2, 1.0), binary_mask=gate, factor=4, dilate=1
+    )
+    df = pd.DataFrame(rows)
+    gate_rows = df[df["point"] == "gate"]
+    assert gate_rows["area"].iloc[0] == 0 and (gate_rows["area"].iloc[1:] > 0).all()
+    assert len(df) == 3 * len(x)
+    assert set(df["point"]) == {"keep=0.2", "keep=1", "gate"}
+    full = df[df["point"] == "keep=1"]
+    assert np.allclose(full["ratio"], 1.0)
+    assert (full["correct_compressed"] == full["correct_reference"]).all()
+    for col in ("psnr_object", "ssim_object", "agree_original", "payload_ratio", "ssim"):
+        assert df[col].notna().all()
+    sweep = pd.DataFrame(quality_sweep_rows(model, x, y, "jpeg", qualities=(10, 50, 75)))
+    assert len(sweep) == 3 * len(x)
+    q75 = sweep[sweep["quality"] == 75]
+    assert np.allclose(q75["ratio"], 1.0)
+    assert np.array_equal(q75["bytes"].to_numpy(), full["ref_bytes"].to_numpy())
+    s = summarise(df, sweep)
+    assert s["compression_ratio"] <= 1.0 and s["n_images"] == len(x)
+
+
+@pytest.mark.parametrize("name", ["jpeg", "webp", "avif"])
+def test_codec_only_methods(name):
+    cls = nb.registry.get_method_class(name)
+    assert cls.codec_only and not nb.Method.codec_only
+    assert check_method(cls)["ok"]
+    m = cls(None, qualities=(5, 50, 95))
+    assert m.qualities == (5, 50, 95)
+    sal = m.explain(torch.rand(2, 3, 16, 16), [0, 1])
+    assert torch.all(sal == 1)
+    with pytest.raises(CodecError, match="quality"):
+        cls(None, qualities=(0, 50))
