@@ -1,0 +1,35 @@
+"""Stochastic gates: the hard-concrete gate of NICE (plain PyTorch reference)."""
+
+from __future__ import annotations
+
+from .hard_concrete import (
+    BETA,
+    GAMMA,
+    ZETA,
+    expected_l0,
+    prob_one,
+    prob_zero,
+    sample,
+    test_mask,
+    total_variation,
+    upsample_cells,
+)
+
+__all__ = [
+    "BETA",
+    "GAMMA",
+    "ZETA",
+    "expected_l0",
+    "prob_one",
+    "prob_zero",
+    "sample",
+    "test_mask",
+    "total_variation",
+    "upsample_cells",
+]
+
+# the batch gate optimizer's pieces: counter-based noise and the fused (Triton) gate step
+from .fused import gate_step, gate_step_reference, gate_step_triton  # noqa: E402
+from .rng import content_seed, uniform  # noqa: E402
+
+__all__ += ["content_seed", "gate_step", "gate_step_reference", "gate_step_triton", "uniform"]

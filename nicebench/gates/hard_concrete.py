@@ -1,0 +1,101 @@
+"""The hard-concrete gate (Louizos, Welling & Kingma 2018) as used by NICE, in plain PyTorch.
+
+A gate with logit ``log_alpha`` is a stretched, clamped binary concrete variable:
+``s = σ((logit(u) + log α)/β)``, ``z = clamp(s·(ζ−γ)+γ, 0, 1)`` with ``u ~ U(0,1)``. It is exactly 0
+or exactly 1 with non-zero probability, and its expected L0 norm ``P(z ≠ 0)`` has a closed form
+that is differentiable in ``log α``. Constants are NICE's: γ = −0.1, ζ = 1.1, β = 2/3.
+
+These functions are the reference that the fused Triton kernel (:mod:`nicebench.gates.fused`) is
+compared against; they broadcast over any shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "GAMMA",
+    "ZETA",
+    "BETA",
+    "EPS",
+    "sample",
+    "test_mask",
+    "expected_l0",
+    "prob_zero",
+    "prob_one",
+    "total_variation",
+    "upsample_cells",
+]
+
+GAMMA = -0.1
+ZETA = 1.1
+BETA = 2.0 / 3.0
+EPS = 1e-6  # u is clamped to [EPS, 1-EPS] so logit(u) stays finite
+
+
+def sample(
+    log_alpha: torch.Tensor,
+    u: torch.Tensor | None = None,
+    beta: float = BETA,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A training sample of the gates, differentiable in ``log_alpha``.
+
+    ``u`` (uniform noise of ``log_alpha``'s shape) may be given so other implementations can use
+    the same noise; otherwise it is drawn with ``generator`` on ``log_alpha``'s device.
+    """
+    if u is None:
+        u = torch.rand(
+            log_alpha.shape, generator=generator, device=log_alpha.device, dtype=log_alpha.dtype
+        )
+    u = u.to(log_alpha.dtype).clamp(EPS, 1 - EPS)
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / beta)
+    return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+
+def test_mask(log_alpha: torch.Tensor) -> torch.Tensor:
+    """The deterministic test-time mask ``clamp(σ(log α)·(ζ−γ)+γ, 0, 1)``."""
+    return (torch.sigmoid(log_alpha) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+
+def expected_l0(log_alpha: torch.Tensor, beta: float = BETA) -> torch.Tensor:
+    """``P(z ≠ 0) = σ(log α − β·log(−γ/ζ))`` per gate (the L0 penalty NICE minimises)."""
+    return torch.sigmoid(log_alpha - beta * math.log(-GAMMA / ZETA))
+
+
+def prob_zero(log_alpha: torch.Tensor, beta: float = BETA) -> torch.Tensor:
+    """``P(z = 0) = 1 − E[L0]``: the gate is exactly closed."""
+    return torch.sigmoid(beta * math.log(-GAMMA / ZETA) - log_alpha)
+
+
+def prob_one(log_alpha: torch.Tensor, beta: float = BETA) -> torch.Tensor:
+    """``P(z = 1) = σ(log α − β·log((1−γ)/(ζ−1)))``: the gate is exactly open."""
+    return torch.sigmoid(log_alpha - beta * math.log((1 - GAMMA) / (ZETA - 1)))
+
+
+def total_variation(mask: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between horizontal and vertical neighbours, per image.
+
+    ``mask`` is ``[B, ..., h, w]``; returns ``[B]`` (0 for a 1×1 grid).
+    """
+    dy = (mask[..., 1:, :] - mask[..., :-1, :]).abs().flatten(1)
+    dx = (mask[..., :, 1:] - mask[..., :, :-1]).abs().flatten(1)
+    n = dy.shape[1] + dx.shape[1]
+    if n == 0:
+        return mask.new_zeros(mask.shape[0])
+    return (dy.sum(1) + dx.sum(1)) / n
+
+
+def upsample_cells(z: torch.Tensor, cell: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Nearest upsampling of a cell grid ``[B,C,h,w]`` by ``cell``, cropped to ``size`` if given."""
+    if cell != 1:
+        z = z.repeat_interleave(cell, dim=-2).repeat_interleave(cell, dim=-1)
+    if size is not None:
+        if z.shape[-2] < size[0] or z.shape[-1] < size[1]:
+            z = F.pad(z, (0, max(size[1] - z.shape[-1], 0), 0, max(size[0] - z.shape[-2], 0)),
+                      mode="replicate")  # fmt: skip
+        z = z[..., : size[0], : size[1]]
+    return z
