@@ -41,7 +41,7 @@ __all__ = [
 COMPRESSION = "compression"
 DEFAULT_METRICS = [
     "deletion", "insertion", "pointing_game", "energy_pointing_game", "mask_auroc", "mask_share",
-    "masked_accuracy", COMPRESSION,
+    "masked_accuracy", "saliency_metric", "sanity_spearman", COMPRESSION,
 ]  # fmt: skip
 
 

@@ -18,6 +18,8 @@ from .bootstrap import bootstrap_ci
 from .faithfulness import DEFAULT_SETTINGS, auc, blurred, deletion, insertion, pixel_ranks
 from .gate import mask_share, masked_correct
 from .localisation import energy_pointing_game, mask_auroc, pointing_game
+from .saliency_metric import saliency_metric
+from .sanity import randomised_model, sanity_spearman
 
 __all__ = [
     "MetricContext",
@@ -33,6 +35,11 @@ __all__ = [
     "pixel_ranks",
     "DEFAULT_SETTINGS",
     "get_metric_spec",
+    "saliency_metric",
+    "sanity_spearman",
+    "randomised_model",
+    "mask_share",
+    "masked_correct",
 ]
 
 
@@ -138,4 +145,34 @@ _register(MetricSpec(
     "masked_accuracy", higher_is_better=True,
     applies=lambda m: _has_gate(m) and hasattr(m, "composite"),
     description="classifier accuracy on the image composited through the binary gate mask",
+))  # fmt: skip
+
+
+_register(MetricSpec(
+    "saliency_metric",
+    lambda c: saliency_metric(c.model, c.images, c.saliency, target=c.targets),
+    "saliency_metric", higher_is_better=False,
+    description="Dabkowski & Gal: log(max(area, 0.05)) - log p(class | tightest box crop)",
+))  # fmt: skip
+
+
+def _sanity(c: MetricContext) -> torch.Tensor:
+    """Spearman of the maps on the trained and the top-randomised model, on the first
+    ``settings["sanity_images"]`` images of the batch (default 32; NaN for the rest)."""
+    k = min(int(c.settings.get("sanity_images", 32)), len(c.images))
+    out = torch.full((len(c.images),), float("nan"))
+    if k == 0:
+        return out
+    kw = {"masks": c.masks[:k]} if getattr(c.method, "needs_masks", False) else {}
+    rand = randomised_model(c.model, seed=c.settings.get("seed", 0))
+    out[:k] = sanity_spearman(
+        c.method, c.model, c.images[:k], c.targets[:k], maps=c.saliency[:k], random_model=rand,
+        explain_kwargs=kw,
+    ).cpu()  # fmt: skip
+    return out
+
+
+_register(MetricSpec(
+    "sanity_spearman", _sanity, "sanity_spearman", higher_is_better=False,
+    description="Adebayo et al.: rank correlation of maps on the trained vs top-randomised model",
 ))  # fmt: skip

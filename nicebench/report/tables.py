@@ -177,7 +177,10 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
     per_image(store, keys).to_csv(out / "per_image.csv", index=False)
     points = compression_points(store, keys)
     if len(points):
+        from .figures import rate_accuracy_figures
+
         points.to_csv(out / "compression_points.csv", index=False)
+        rate_accuracy_figures(points, out / "figures")
     run = store.latest_run()
     notes = ["", "Scores: mean over images ± half the 95% bootstrap interval (1000 resamples).",
              "Lower is better for " + ", ".join(sorted(LOWER_IS_BETTER)) + "; higher for the rest.",
