@@ -1,0 +1,147 @@
+"""The ``nice`` plugin on tiny configs: shapes, sparsity vs λ, caching, binary mask, composite."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import nicebench as nb
+from nicebench import MethodError
+from nicebench.data import collate
+from nicebench.metrics.gate import mask_share, masked_correct
+from nicebench.models import build_arch
+from nicebench.registry import get_method_class
+
+QUICK = {"epochs": 1, "n_train": 64, "batch_size": 32}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NICEBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def _setup(seed: int = 0):
+    torch.manual_seed(seed)
+    test = nb.load_dataset("scenes", size=32, n=8)
+    model = build_arch("scenecnn", test).eval().requires_grad_(False)
+    train = nb.load_dataset("scenes", split="train", size=32, n=64)
+    images, labels = collate([test[i] for i in range(8)])[:2]
+    return model, train, images, labels
+
+
+def _nice(model, **params):
+    return get_method_class("nice")(model, **{**QUICK, **params})
+
+
+def test_registered_and_flags() -> None:
+    cls = get_method_class("nice")
+    assert "nice" in nb.list_methods()
+    assert cls.learns and cls.gate_mask and cls.deterministic and not cls.needs_gradients
+    model = _setup()[0]
+    for bad in ({"reference": "grey"}, {"generator": "big"}, {"target": "x"}, {"cell": 0}):
+        with pytest.raises(MethodError):
+            cls(model, **bad)
+    with pytest.raises(MethodError):
+        cls(None)
+
+
+@pytest.mark.parametrize("generator", ["small", "tiny"])
+@pytest.mark.parametrize("cell", ["auto", 4])
+def test_shapes_and_range(generator: str, cell) -> None:
+    model, train, images, labels = _setup()
+    m = _nice(model, generator=generator, cell=cell)
+    with pytest.raises(MethodError):
+        m.explain(images, labels)
+    m.fit(train)
+    sal = m.explain(images, labels)
+    assert sal.shape == (8, 1, 32, 32) and sal.dtype == torch.float32
+    assert sal.min() >= 0 and sal.max() <= 1
+    grid = m.log_alpha(images)
+    side = 32 if cell == "auto" else 8  # auto: one gate per pixel at 32 px
+    assert grid.shape == (8, 1, side, side)
+    if cell == 4:  # constant on each 4×4 cell
+        assert torch.equal(
+            sal, sal[..., ::4, ::4].repeat_interleave(4, -2).repeat_interleave(4, -1)
+        )
+    # class-agnostic: the targets do not change the mask
+    assert torch.equal(sal, m.explain(images, (labels + 1) % 6))
+
+
+def test_larger_lambda_gives_sparser_masks() -> None:
+    model, train, images, labels = _setup()
+    shares = []
+    for lam in (0.0, 30.0):
+        m = _nice(model, lam=lam, epochs=6, batch_size=16, lr=0.05, cell=4)
+        m.fit(train)
+        shares.append(mask_share(m.binary_mask(images)).mean().item())
+        hist = m.train_info["history"]
+        if lam > 0:
+            assert hist[-1]["l0"] < hist[0]["l0"]
+    assert shares[1] < shares[0] - 0.2, shares
+
+
+def test_training_is_cached_and_keyed_by_classifier_and_params(monkeypatch) -> None:
+    model, train, images, labels = _setup()
+    first = _nice(model).fit(train)
+    sal = first.explain(images, labels)
+    cls = get_method_class("nice")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("retrained although cached")
+
+    monkeypatch.setattr(cls, "_train", fail)
+    second = _nice(model).fit(train)
+    assert torch.equal(second.explain(images, labels), sal)
+    with pytest.raises(AssertionError, match="retrained"):
+        _nice(model, lam=3.0).fit(train)
+    other, *_ = _setup(seed=1)
+    with pytest.raises(AssertionError, match="retrained"):
+        _nice(other).fit(train)
+
+
+def test_deterministic_training() -> None:
+    model, train, images, labels = _setup()
+    a = _nice(model).fit(train).explain(images, labels)
+    nb.cache_dir()  # same env; remove the cached weights to force a retrain
+    for f in (nb.cache_dir() / "nice").iterdir():
+        f.unlink()
+    b = _nice(model).fit(train).explain(images, labels)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("reference", ["zero", "mean", "lowres"])
+def test_binary_mask_and_composite(reference: str) -> None:
+    model, train, images, labels = _setup()
+    m = _nice(model, reference=reference, cell=4).fit(train)
+    keep = m.binary_mask(images, labels)
+    assert keep.dtype == torch.bool and keep.shape == (8, 1, 32, 32)
+    assert torch.equal(keep, m.explain(images, labels) >= 0.5)
+    ones, zeros = torch.ones_like(keep), torch.zeros_like(keep)
+    torch.testing.assert_close(m.composite(images, ones), images)
+    ref = m.composite(images, zeros)
+    if reference == "zero":
+        assert ref.abs().max() == 0
+    elif reference == "mean":
+        torch.testing.assert_close(ref[0, :, 0, 0], model.mean.view(-1))
+    else:  # ×4 area downsample then bilinear: the ×4 block means are preserved on average
+        assert ref.shape == images.shape
+        pooled = torch.nn.functional.avg_pool2d(images, 4)
+        assert (ref - images).abs().mean() > 0
+        torch.testing.assert_close(
+            torch.nn.functional.avg_pool2d(ref, 32), torch.nn.functional.avg_pool2d(pooled, 8),
+            atol=0.02, rtol=0,
+        )  # fmt: skip
+    mixed = m.composite(images, keep)
+    torch.testing.assert_close(mixed[keep.expand_as(images)], images[keep.expand_as(images)])
+    share = mask_share(keep)
+    assert share.shape == (8,) and ((share >= 0) & (share <= 1)).all()
+    correct = masked_correct(model, images, keep, m.composite, labels)
+    assert correct.shape == (8,) and set(correct.unique().tolist()) <= {0.0, 1.0}
+    direct = (model(mixed).argmax(1) == labels).float()
+    assert torch.equal(correct, direct)
+
+
+def test_check_method_contract() -> None:
+    testing = pytest.importorskip("nicebench.testing")
+    report = testing.check_method("nice")
+    assert report["ok"]
