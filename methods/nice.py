@@ -20,7 +20,6 @@ pipeline feeds the classifier.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any
 
@@ -30,7 +29,7 @@ from torch import nn
 
 from nicebench import Method, MethodError, register_method
 from nicebench.gates import expected_l0, sample, test_mask, total_variation, upsample_cells
-from nicebench.models import cached_module, materialise, model_metadata, predict
+from nicebench.models import cached_module, materialise, model_fingerprint, model_metadata, predict
 
 NICE_CODE_VERSION = 1
 GENERATORS = ("small", "tiny")
@@ -42,16 +41,6 @@ LOWRES_FACTOR = 4
 def auto_cell(size: int) -> int:
     """Gate cell side for an image side: 1 up to 32 px, 4 below 128 px, 8 from 128 px."""
     return 1 if size <= 32 else 4 if size < 128 else 8
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A stable hash of a model's state (names, shapes, dtypes and bytes of every tensor)."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def reference_image(images: torch.Tensor, reference: str, mean: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,6 @@ in about two minutes on two CPU cores at 64 px.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from typing import Any
 
@@ -43,19 +42,9 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from nicebench import Method, MethodError, register_method
-from nicebench.models import cached_module, materialise, predict
+from nicebench.models import cached_module, materialise, model_fingerprint, predict
 
 RTSAL_CODE_VERSION = 1
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A stable hash of a model's state (names, shapes, dtypes and bytes of every tensor)."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ __all__ = [
     "build_arch",
     "cached_module",
     "stable_hash",
+    "model_fingerprint",
     "jpeg_roundtrip",
     "materialise",
     "last_conv_layer",
@@ -37,6 +38,17 @@ __all__ = [
 ]
 
 MODEL_CODE_VERSION = 2
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A stable hash of a model's state (names, shapes, dtypes and bytes of every tensor): the
+    classifier's part of the cache key of anything trained against it."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:
