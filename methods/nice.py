@@ -29,32 +29,12 @@ from torch import nn
 
 from nicebench import Method, MethodError, register_method
 from nicebench.gates import expected_l0, sample, test_mask, total_variation, upsample_cells
+from nicebench.gates.masking import REFERENCES, auto_cell, reference_image
 from nicebench.models import cached_module, materialise, model_fingerprint, model_metadata, predict
 
 NICE_CODE_VERSION = 1
 GENERATORS = ("small", "tiny")
-REFERENCES = ("zero", "mean", "lowres")
 TARGETS = ("label", "pred")
-LOWRES_FACTOR = 4
-
-
-def auto_cell(size: int) -> int:
-    """Gate cell side for an image side: 1 up to 32 px, 4 below 128 px, 8 from 128 px."""
-    return 1 if size <= 32 else 4 if size < 128 else 8
-
-
-def reference_image(images: torch.Tensor, reference: str, mean: torch.Tensor) -> torch.Tensor:
-    """The reference ``r`` that replaces dropped pixels (see the module docstring)."""
-    if reference == "zero":
-        return torch.zeros_like(images)
-    if reference == "mean":
-        return mean.to(images).expand_as(images)
-    if reference == "lowres":
-        h, w = images.shape[-2:]
-        small = (math.ceil(h / LOWRES_FACTOR), math.ceil(w / LOWRES_FACTOR))
-        low = F.interpolate(images, size=small, mode="area")
-        return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
-    raise MethodError(f"nice: reference must be one of {REFERENCES}, got {reference!r}")
 
 
 class MaskGenerator(nn.Module):
@@ -120,6 +100,10 @@ class Nice(Method):
     (``"label"`` or ``"pred"``: what the masked image must still be classified as), ``epochs``,
     ``lr`` (Adam, cosine decay), ``batch_size``, ``n_train`` (first images of the train split),
     ``seed``.
+
+    Defaults come from a λ sweep on scenes-64 (``bench/nice_lambda_sweep.py``): with the
+    low-resolution reference and 2-px cells, λ = 0.6 keeps about a quarter of the pixels with the
+    classifier's accuracy on the masked images within 2 points of its accuracy on the originals.
     """
 
     learns = True
@@ -132,11 +116,11 @@ class Nice(Method):
         self,
         model: nn.Module | None,
         *,
-        lam: float = 2.0,
+        lam: float = 0.6,
         mu: float = 0.1,
         cell: int | str = "auto",
         generator: str = "small",
-        reference: str = "zero",
+        reference: str = "lowres",
         target: str = "label",
         epochs: int = 4,
         lr: float = 3e-3,

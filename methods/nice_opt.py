@@ -32,32 +32,12 @@ from torch import nn
 
 from nicebench import Method, MethodError, register_method
 from nicebench.gates import content_seed, gate_step, test_mask, upsample_cells
+from nicebench.gates.masking import REFERENCES, auto_cell, reference_image
 
-REFERENCES = ("zero", "mean", "lowres")
 TARGETS = ("label", "pred")
-LOWRES_FACTOR = 4
 INIT_LOGIT = 1.0  # all gates open at the start (test mask ≈ 0.77)
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
-
-
-def auto_cell(size: int) -> int:
-    """Gate cell side for an image side: 1 up to 32 px, 4 below 128 px, 8 from 128 px."""
-    return 1 if size <= 32 else 4 if size < 128 else 8
-
-
-def reference_image(images: torch.Tensor, reference: str, mean: torch.Tensor) -> torch.Tensor:
-    """The reference ``r`` replacing closed gates (``"mean"`` stays a broadcast ``[1,C,1,1]``)."""
-    if reference == "zero":
-        return images.new_zeros((1, images.shape[1], 1, 1))
-    if reference == "mean":
-        return mean.to(images).reshape(1, -1, 1, 1).expand(1, images.shape[1], 1, 1)
-    if reference == "lowres":
-        h, w = images.shape[-2:]
-        small = (math.ceil(h / LOWRES_FACTOR), math.ceil(w / LOWRES_FACTOR))
-        low = F.interpolate(images, size=small, mode="area")
-        return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
-    raise MethodError(f"nice-opt: reference must be one of {REFERENCES}, got {reference!r}")
 
 
 @register_method("nice-opt")
@@ -66,7 +46,7 @@ class NiceOpt(Method):
 
     Parameters: ``steps`` (T, the most Adam steps), ``lam`` (λ, weight of the mean expected L0),
     ``mu`` (μ, weight of the mask's total variation), ``cell`` (gate cell side in pixels, or
-    ``"auto"``: 4 at 64 px), ``reference`` (``"zero"``, ``"mean"``, ``"lowres"``), ``samples``
+    ``"auto"``: 2 at 64 px), ``reference`` (``"zero"``, ``"mean"``, ``"lowres"``), ``samples``
     (gate samples per step), ``lr`` (Adam), ``target`` (``"label"``: the targets passed to
     ``explain``; ``"pred"``: the classifier's prediction on the clean image), ``patience``
     (checks with an unchanged mask before an image stops; 0 = never stop early), ``check_every``

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -33,9 +34,18 @@ class RayExecutor:
         except ImportError as exc:
             raise ImportError("the ray executor needs `pip install nicebench[ray]`") from exc
         self.ray = ray
+        self.started = False
         if not ray.is_initialized():
+            # workers see the driver's cache and settings (models are trained once, not per worker)
+            env = {k: v for k, v in os.environ.items() if k.startswith(("NICEBENCH_", "OMP_"))}
             ray.init(address=address, num_cpus=num_cpus, include_dashboard=False,
-                     log_to_driver=False)  # fmt: skip
+                     log_to_driver=False, runtime_env={"env_vars": env})  # fmt: skip
+            self.started = True
+
+    def shutdown(self) -> None:
+        """Stop the Ray instance this executor started (a cluster it joined keeps running)."""
+        if self.started:
+            self.ray.shutdown()
 
     def map(
         self, fn: Callable[[Any], Any], cells: Iterable[Any], progress: bool = True
@@ -49,12 +59,13 @@ class RayExecutor:
             bar.update(1)
             yield ray.get(ready[0])
         bar.close()
+        self.shutdown()
 
 
-def get_executor(name: str, address: str | None = None):
-    """``"local"`` or ``"ray"``."""
+def get_executor(name: str, address: str | None = None, num_cpus: int | None = None):
+    """``"local"`` or ``"ray"`` (a cluster at ``address``, else a local Ray instance)."""
     if name == "local":
         return LocalExecutor()
     if name == "ray":
-        return RayExecutor(address=address)
+        return RayExecutor(address=address, num_cpus=num_cpus)
     raise ValueError(f"unknown executor {name!r}; use 'local' or 'ray'")

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .config import PluginSpec, RunConfig
+from .config import PluginSpec, RunConfig, parse_specs
 from .data import BenchDataset, DatasetMissingError, collate, load_dataset
 from .method import Method, create_method
 from .metrics import MetricContext, MetricSpec, get_metric_spec
@@ -236,18 +236,27 @@ def compression_track(ctx: MetricContext) -> list[dict[str, Any]]:
     )  # fmt: skip
 
 
+# The default leaderboard's methods: every built-in, with CPU-friendly settings where the plugin's
+# default is sized for a GPU; AVIF's quality sweep (~12 ms an image per quality on a CPU) is left
+# to `--methods avif`.
+DEFAULT_METHODS = [
+    "random", "center", "edges", "oracle", "saliency", "ig", "occlusion", "gradcam", "lime",
+    "rise:n_masks=500", "rtsal", "nice", "nice-opt", "jpeg", "webp",
+]  # fmt: skip
+
+
 def default_config(**overrides: Any) -> RunConfig:
-    """The default leaderboard: every applicable built-in method on ``scenes`` (64 px) and, when
-    its files are on this machine, ``fashion-mnist``."""
+    """The default leaderboard: :data:`DEFAULT_METHODS` on ``scenes`` (64 px) and, when its files
+    are on this machine, ``fashion-mnist``; 100 test images each."""
     datasets = [PluginSpec.make("scenes", {"size": 64})]
     try:
         load_dataset("fashion-mnist", split="test")
         datasets.append(PluginSpec.make("fashion-mnist"))
     except DatasetMissingError:
         pass
-    methods = [PluginSpec.make(n) for n in METHODS.names()]
-    return RunConfig(datasets=datasets, methods=methods, metrics=list(DEFAULT_METRICS),
-                     **overrides)  # fmt: skip
+    settings = {"n_images": 100, **overrides}
+    return RunConfig(datasets=datasets, methods=parse_specs(DEFAULT_METHODS),
+                     metrics=list(DEFAULT_METRICS), **settings)  # fmt: skip
 
 
 def plan_cells(cfg: RunConfig) -> list[Cell]:

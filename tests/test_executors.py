@@ -13,7 +13,7 @@ TINY = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
 
 
 def test_ray_executor_matches_local(tiny_scenes, tmp_path):
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
 
     def cfg(out, executor):
         return RunConfig(datasets=parse_specs(TINY), methods=parse_specs("center,gradcam"),
@@ -21,11 +21,7 @@ def test_ray_executor_matches_local(tiny_scenes, tmp_path):
                          out=str(out), executor=executor, settings={"n_steps": 8})  # fmt: skip
 
     local = run(cfg(tmp_path / "local", "local"), progress=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        remote = run(cfg(tmp_path / "ray", "ray"), progress=False)
-    finally:
-        ray.shutdown()
+    remote = run(cfg(tmp_path / "ray", "ray"), progress=False)  # starts and stops local Ray
     assert local.ok == remote.ok == 4 and not remote.failed
     a = pd.read_csv(tmp_path / "local" / "per_image.csv")
     b = pd.read_csv(tmp_path / "ray" / "per_image.csv")
