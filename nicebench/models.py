@@ -67,9 +67,18 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.num_classes = num_classes
         self.cam_layer = cam_layer
+        self.channels_last = False
+
+    def use_channels_last(self, on: bool = True) -> Classifier:
+        """Run convolutions in channels-last layout (about 1.5× faster on CPUs)."""
+        self.channels_last = on
+        return self.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
 
 
 def _scenecnn(num_classes: int, channels: int, size: int) -> tuple[nn.Module, nn.Module]:
@@ -213,14 +222,14 @@ def train_classifier(
     steps = epochs * ((len(x_all) + bs - 1) // bs)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.get("lr", 3e-3), total_steps=steps)
     flip = bool(recipe.get("flip", True))
-    model.to(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
+    model.use_channels_last(True)  # ~1.5x faster convolutions on CPU
     model.train()
     gen = torch.Generator().manual_seed(seed)
     for epoch in tqdm(range(epochs), desc=f"train {train.registered_name}", leave=False):
         order = torch.randperm(len(x_all), generator=gen)
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
-            x = x_all[idx].float().div_(255).contiguous(memory_format=torch.channels_last)
+            x = x_all[idx].float().div_(255)
             if flip:
                 f = torch.rand(len(idx), generator=gen) < 0.5
                 x[f] = x[f].flip(-1)
@@ -236,7 +245,7 @@ def train_classifier(
             opt.step()
             sched.step()
         del epoch
-    model.to(memory_format=torch.contiguous_format)
+    model.use_channels_last(False)
     model.eval()
 
 
@@ -276,11 +285,12 @@ def model_metadata(kind: str, identity: dict[str, Any]) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _freeze(model: nn.Module, device: str | torch.device | None) -> nn.Module:
+def _freeze(model: Classifier, device: str | torch.device | None) -> Classifier:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.to(device or "cpu")
+    model = model.to(device or "cpu")
+    return model.use_channels_last(torch.device(device or "cpu").type == "cpu")
 
 
 def load_model(

@@ -110,11 +110,16 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def rebuild_method(method: Any, model: nn.Module) -> Any:
-    """The same method on another model: ``method.with_model(model)`` when the method defines it
-    (learned methods reuse what they learned), else a new instance of its class built with the
-    instance's attributes named like its constructor's keyword parameters."""
+    """The same method on another model: ``method.with_model(model)`` when the method defines it;
+    for other learned methods a shallow copy of the fitted instance with the classifier swapped
+    (re-fitting on the randomised model would cost a full training); else a new instance of its
+    class built with the instance's attributes named like its constructor's keyword parameters."""
     if hasattr(method, "with_model"):
         return method.with_model(model)
+    if getattr(method, "learns", False):
+        clone = copy.copy(method)
+        clone.model = model
+        return clone
     params = inspect.signature(type(method).__init__).parameters
     kw = {
         k: getattr(method, k)
