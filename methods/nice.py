@@ -28,7 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from nicebench import Method, MethodError, register_method
-from nicebench.gates import expected_l0, sample, test_mask, total_variation, upsample_cells
+from nicebench.gates import (
+    expected_l0,
+    ranked_test_mask,
+    sample,
+    total_variation,
+    upsample_cells,
+)
 from nicebench.gates.masking import REFERENCES, auto_cell, reference_image
 from nicebench.models import cached_module, materialise, model_fingerprint, model_metadata, predict
 
@@ -240,8 +246,9 @@ class Nice(Method):
         return self._check_fitted()(images.to(self.device, torch.float32))
 
     def attribute(self, images: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """The test-time mask ``clamp(σ(log α)·(ζ−γ)+γ, 0, 1)`` upsampled to ``[B,1,H,W]``."""
-        z = test_mask(self.log_alpha(images))
+        """The test-time mask ``clamp(σ(log α)·(ζ−γ)+γ, 0, 1)`` upsampled to ``[B,1,H,W]``, its
+        saturated ties broken by ``1e-3·σ(log α)`` (:func:`nicebench.gates.ranked_test_mask`)."""
+        z = ranked_test_mask(self.log_alpha(images))
         return upsample_cells(z, self.cell_px, tuple(images.shape[-2:]))
 
     def binary_mask(

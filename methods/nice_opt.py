@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nicebench import Method, MethodError, register_method
-from nicebench.gates import content_seed, gate_step, test_mask, upsample_cells
+from nicebench.gates import content_seed, gate_step, ranked_test_mask, upsample_cells
 from nicebench.gates.masking import REFERENCES, auto_cell, reference_image
 
 TARGETS = ("label", "pred")
@@ -189,10 +189,11 @@ class NiceOpt(Method):
 
     # -- the plugin API -------------------------------------------------------------------------
     def attribute(self, images: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """The test-time mask ``clamp(σ(log α)·(ζ−γ)+γ, 0, 1)`` upsampled to ``[B,1,H,W]``."""
+        """The test-time mask ``clamp(σ(log α)·(ζ−γ)+γ, 0, 1)`` upsampled to ``[B,1,H,W]``, its
+        saturated ties broken by ``1e-3·σ(log α)`` (:func:`nicebench.gates.ranked_test_mask`)."""
         la = self.log_alpha(images, targets)
         cell = self.cell_size(*images.shape[-2:])
-        return upsample_cells(test_mask(la), cell, tuple(images.shape[-2:]))
+        return upsample_cells(ranked_test_mask(la), cell, tuple(images.shape[-2:]))
 
     def binary_mask(
         self, images: torch.Tensor, targets: torch.Tensor | None = None

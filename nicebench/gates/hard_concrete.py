@@ -99,3 +99,14 @@ def upsample_cells(z: torch.Tensor, cell: int, size: tuple[int, int] | None = No
                       mode="replicate")  # fmt: skip
         z = z[..., : size[0], : size[1]]
     return z
+
+
+TIE_BREAK = 1e-3
+
+
+def ranked_test_mask(log_alpha: torch.Tensor) -> torch.Tensor:
+    """The test-time mask with its saturated ties broken by the gate's keep probability:
+    ``test_mask(log α) + 1e-3·σ(log α)``. The clamp makes most gates exactly 0 or 1; ranking
+    metrics (deletion, insertion, pointing game) need an order within those plateaus, and
+    ``σ(log α)`` gives it without changing which gates are open."""
+    return test_mask(log_alpha) + TIE_BREAK * torch.sigmoid(log_alpha)
