@@ -30,8 +30,6 @@ def _private_cache(session_cache, monkeypatch):
     monkeypatch.setenv("NICEBENCH_CACHE", str(session_cache))
 
 
-
-
 @pytest.fixture(scope="session")
 def tiny_scenes(session_cache):
     """(dataset, model): scenes at 32 px with a classifier trained for a few seconds."""
