@@ -305,10 +305,10 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
     from .report.tables import write_tables
 
     t0 = time.perf_counter()
+    cells = plan_cells(cfg)  # validates names first: a bad config leaves no store behind
     out = Path(cfg.out)
     store = RunStore(out)
     store.record_run(cfg.to_dict(), versions())
-    cells = plan_cells(cfg)
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
     summary = RunSummary(out, len(cells), len(cells) - len(todo), 0)

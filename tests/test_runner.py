@@ -144,14 +144,16 @@ def test_killed_run_resumes_without_recomputing(tiny_scenes, tmp_path):
     assert all(after[k] == v for k, v in done_before.items())  # not recomputed
 
 
-def test_cli_list_and_errors(capsys):
+def test_cli_list_and_errors(capsys, tmp_path):
     assert main(["list", "methods", "grad*"]) == 0
     out = capsys.readouterr().out
     assert "gradcam" in out and "random" not in out
     assert main(["list", "datasets"]) == 0
     assert "scenes" in capsys.readouterr().out
-    assert main(["run", "--datasets", "scenez", "--n-images", "2", "-q"]) == 2
+    out = tmp_path / "run"
+    assert main(["run", "--datasets", "scenez", "--n-images", "2", "-q", "--out", str(out)]) == 2
     assert "Did you mean: scenes" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_cli_run_tiny(tiny_scenes, tmp_path, capsys):
