@@ -40,6 +40,15 @@ __all__ = [
 MODEL_CODE_VERSION = 2
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX), so bf16 autocast
+    speeds up oneDNN convolutions instead of emulating them."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # pragma: no cover - private helpers of this torch version
+        return False
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """A stable hash of a model's state (names, shapes, dtypes and bytes of every tensor): the
     classifier's part of the cache key of anything trained against it."""

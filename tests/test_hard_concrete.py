@@ -107,3 +107,25 @@ def test_upsample_cells() -> None:
     assert torch.equal(hc.upsample_cells(z, 1), z)
     assert hc.upsample_cells(z, 4, size=(7, 10)).shape == (1, 1, 7, 10)
     assert hc.upsample_cells(z, 4, size=(7, 13))[0, 0, 0, -1].item() == 2.0
+
+
+def test_ranked_test_mask_orders_plateaus_without_moving_gates() -> None:
+    la = torch.full((1, 1, 12, 12), -30.0)
+    la[0, 0, 2:9, 2:9] = 40.0  # a large kept block, logits far past σ's float32 saturation
+    la[0, 0, 10, 10] = 60.0  # an isolated kept cell with the largest logit
+    la[0, 0, 0, 11] = 0.3  # a partly open gate
+    z = hc.test_mask(la)
+    assert torch.sigmoid(la[0, 0, 10, 10]) == torch.sigmoid(la[0, 0, 5, 5])  # tied by σ alone
+    plain = hc.ranked_test_mask(la)
+    assert torch.allclose(plain, z + hc.TIE_BREAK * torch.sigmoid(la))
+    window = hc.rank_window_cells(12, 12)
+    assert window == 3 and hc.rank_window_cells(32, 32) == 7 and hc.rank_window_cells(8, 8, 0) == 1
+    ranked = hc.ranked_test_mask(la, window)
+    # the same gates are open; every ranked value stays within 2e-3 of the test mask
+    assert ((ranked - z).abs() <= 2 * hc.TIE_BREAK).all()
+    assert torch.equal(ranked >= 0.5, z >= 0.5)
+    # fully open > partly open > closed still holds, and inside the open plateau the interior of
+    # the block outranks both its rim and the isolated cell
+    assert ranked[0, 0, 5, 5] == ranked.max()
+    assert ranked[0, 0, 5, 5] > ranked[0, 0, 2, 2] > ranked[0, 0, 10, 10] > ranked[0, 0, 0, 11]
+    assert ranked[0, 0, 0, 11] > ranked[0, 0, 0, 0]

@@ -28,6 +28,8 @@ __all__ = [
     "prob_one",
     "total_variation",
     "upsample_cells",
+    "rank_window_cells",
+    "ranked_test_mask",
 ]
 
 GAMMA = -0.1
@@ -102,11 +104,30 @@ def upsample_cells(z: torch.Tensor, cell: int, size: tuple[int, int] | None = No
 
 
 TIE_BREAK = 1e-3
+RANK_WINDOW = 0.22  # default tie-break window: this share of the cell grid's shorter side
 
 
-def ranked_test_mask(log_alpha: torch.Tensor) -> torch.Tensor:
-    """The test-time mask with its saturated ties broken by the gate's keep probability:
-    ``test_mask(log α) + 1e-3·σ(log α)``. The clamp makes most gates exactly 0 or 1; ranking
-    metrics (deletion, insertion, pointing game) need an order within those plateaus, and
-    ``σ(log α)`` gives it without changing which gates are open."""
-    return test_mask(log_alpha) + TIE_BREAK * torch.sigmoid(log_alpha)
+def rank_window_cells(h: int, w: int, share: float = RANK_WINDOW) -> int:
+    """The odd window side (in cells) of :func:`ranked_test_mask` for an ``h×w`` grid: about
+    ``share`` of the shorter side, at least 3 (1 = no window when ``share`` is 0)."""
+    if share <= 0:
+        return 1
+    return max(3, int(round(share * min(h, w))) | 1)
+
+
+def ranked_test_mask(log_alpha: torch.Tensor, window: int = 1) -> torch.Tensor:
+    """The test-time mask with an order inside its saturated plateaus, for ranking metrics.
+
+    The clamp makes most gates exactly 0 or 1 and large logits saturate ``σ(log α)`` to 1.0 in
+    float32, so the gate alone leaves whole regions tied. Ties are broken (at a scale of 1e-3,
+    so no gate crosses another of a different test mask value by more than that) by the mean
+    test mask of the ``window×window`` cells around each gate when ``window > 1`` (the interior
+    of large kept regions first, isolated kept cells last), then by ``σ(log α)``. Which gates
+    are open does not change. ``log_alpha`` is ``[B,1,h,w]``.
+    """
+    z = test_mask(log_alpha)
+    tie = TIE_BREAK * torch.sigmoid(log_alpha)
+    if window > 1:
+        local = F.avg_pool2d(z, window, stride=1, padding=window // 2, count_include_pad=False)
+        tie = TIE_BREAK * (local + TIE_BREAK * torch.sigmoid(log_alpha))
+    return z + tie
