@@ -38,8 +38,10 @@ def test_registered_and_flags() -> None:
     assert "nice" in nb.list_methods()
     assert cls.learns and cls.gate_mask and cls.deterministic and not cls.needs_gradients
     model = _setup()[0]
-    for bad in ({"reference": "grey"}, {"generator": "big"}, {"target": "x"}, {"cell": 0}):
-        with pytest.raises(MethodError):
+    bads = ({"reference": "grey"}, {"generator": "big"}, {"target": "x"}, {"cell": 0},
+            {"rank_window": -0.1})  # fmt: skip
+    for bad in bads:
+        with pytest.raises(MethodError, match=next(iter(bad))):
             cls(model, **bad)
     with pytest.raises(MethodError):
         cls(None)
@@ -92,6 +94,10 @@ def test_training_is_cached_and_keyed_by_classifier_and_params(monkeypatch) -> N
     monkeypatch.setattr(cls, "_train", fail)
     second = _nice(model).fit(train)
     assert torch.equal(second.explain(images, labels), sal)
+    # the tie-break window only reorders the explanation map: same generator, same open gates
+    plain = _nice(model, rank_window=0).fit(train)
+    assert torch.equal(plain.binary_mask(images), second.binary_mask(images))
+    assert not torch.equal(plain.explain(images, labels), sal)
     with pytest.raises(AssertionError, match="retrained"):
         _nice(model, lam=3.0).fit(train)
     other, *_ = _setup(seed=1)

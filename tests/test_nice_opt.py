@@ -42,9 +42,10 @@ def test_registered_with_capabilities():
     )
 
 
-def test_beats_random_on_deletion_and_insertion(trained):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_beats_random_on_deletion_and_insertion(trained, precision):
     model, images, _, preds = trained
-    sal = _method(model).explain(images, preds)
+    sal = _method(model, precision=precision).explain(images, preds)
     rnd = METHODS.get("random")(model).explain(images, preds)
     d_opt, d_rnd = (nb.metrics.deletion(model, images, s).mean().item() for s in (sal, rnd))
     i_opt, i_rnd = (nb.metrics.insertion(model, images, s).mean().item() for s in (sal, rnd))
@@ -107,9 +108,26 @@ def test_targets_change_the_mask(trained):
 
 def test_bad_parameters():
     model = build_arch("scenecnn", nb.load_dataset("scenes", size=32, n=1))
-    for bad in ({"reference": "blur"}, {"target": "top"}, {"cell": 0}, {"steps": 0}):
-        with pytest.raises(nb.MethodError):
+    bads = ({"reference": "blur"}, {"target": "top"}, {"cell": 0}, {"steps": 0},
+            {"precision": "fp16"}, {"rank_window": 1.5})  # fmt: skip
+    for bad in bads:
+        with pytest.raises(nb.MethodError, match=next(iter(bad))):
             METHODS.get("nice-opt")(model, **bad)
+
+
+def test_precision_choice(monkeypatch):
+    from nicebench import models
+
+    model = build_arch("scenecnn", nb.load_dataset("scenes", size=32, n=1))
+    cls = METHODS.get("nice-opt")
+    assert cls(model, precision="fp32").uses_bf16("cuda") is False
+    assert cls(model, precision="bf16").uses_bf16("cpu") is True
+    assert cls(model).uses_bf16("cuda") is True
+    for native in (True, False):
+        monkeypatch.setattr(models.torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
+        monkeypatch.setattr(models.torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert models.native_cpu_bf16() is native
+        assert cls(model).uses_bf16("cpu") is native
 
 
 def test_check_method_contract():
