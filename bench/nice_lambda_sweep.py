@@ -33,7 +33,7 @@ from nicebench.registry import get_method_class
 # generator, TV); "authors" = the public NICE code's settings (zero reference, one 3×3 conv,
 # Adam 1e-3, batch 100, 10 epochs, no TV) with its λ ∈ {1, 5, 10, 15, 20}
 PRESETS = {
-    "nice": {"lams": [0.2, 0.4, 0.6, 1, 2], "params": {}},
+    "nice": {"lams": [0.2, 0.4, 0.5, 0.55, 0.6, 1, 2], "params": {}},
     "authors": {
         "lams": [1, 5, 10, 15, 20],
         "params": {"generator": "tiny", "reference": "zero", "mu": 0.0, "lr": 1e-3,
