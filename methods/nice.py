@@ -30,8 +30,7 @@ from torch import nn
 from nicebench import Method, MethodError, register_method
 from nicebench.gates import (
     expected_l0,
-    rank_window_cells,
-    ranked_test_mask,
+    ranked_mask_map,
     sample,
     total_variation,
     upsample_cells,
@@ -262,10 +261,8 @@ class Nice(Method):
         """The test-time mask ``clamp(σ(log α)·(ζ−γ)+γ, 0, 1)`` upsampled to ``[B,1,H,W]``, its
         saturated ties broken (at 1e-3) by the mean mask of a window of ``rank_window`` of the
         grid's side around each cell (:func:`nicebench.gates.ranked_test_mask`)."""
-        la = self.log_alpha(images)
-        window = rank_window_cells(*la.shape[-2:], share=self.rank_window)
-        z = ranked_test_mask(la, window)
-        return upsample_cells(z, self.cell_px, tuple(images.shape[-2:]))
+        size = tuple(images.shape[-2:])
+        return ranked_mask_map(self.log_alpha(images), self.cell_px, size, self.rank_window)
 
     def binary_mask(
         self, images: torch.Tensor, targets: torch.Tensor | None = None

@@ -35,8 +35,7 @@ from nicebench import Method, MethodError, register_method
 from nicebench.gates import (
     content_seed,
     gate_step,
-    rank_window_cells,
-    ranked_test_mask,
+    ranked_mask_map,
     upsample_cells,
 )
 from nicebench.gates.masking import REFERENCES, auto_cell, reference_image
@@ -141,8 +140,9 @@ class NiceOpt(Method):
             return self.precision == "bf16"
         return torch.device(device).type == "cuda" or native_cpu_bf16()
 
-    def _autocast(self, device: torch.device):
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.uses_bf16(device))
+    def _autocast(self, device: torch.device, enabled: bool | None = None):
+        on = self.uses_bf16(device) if enabled is None else enabled
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
 
     # -- the optimizer --------------------------------------------------------------------------
     def log_alpha(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
@@ -167,6 +167,7 @@ class NiceOpt(Method):
         per_image_ref = ref.shape[0] == b and b > 1
         s, (b1, b2) = self.samples, ADAM_BETAS
         cuda = dev.type == "cuda"
+        bf16 = self.uses_bf16(dev)  # decided once, not per step
 
         la = torch.full((b, 1, h, w), INIT_LOGIT, device=dev)
         m, v = torch.zeros_like(la), torch.zeros_like(la)
@@ -183,7 +184,7 @@ class NiceOpt(Method):
             x_t, l0, tv = gate_step(la_a, x_a, r_a, seeds[idx], step * s, cell=cell, samples=s)
             if cuda:
                 x_t = x_t.contiguous(memory_format=torch.channels_last)
-            with self._autocast(dev):
+            with self._autocast(dev, bf16):
                 logits = self.model(x_t)
             ce = F.cross_entropy(logits.float(), y[idx].repeat(s), reduction="none")
             loss = (ce.view(s, -1).mean(0) + self.lam * l0 + self.mu * tv).sum()
@@ -221,8 +222,7 @@ class NiceOpt(Method):
         grid's side around each cell (:func:`nicebench.gates.ranked_test_mask`)."""
         la = self.log_alpha(images, targets)
         cell = self.cell_size(*images.shape[-2:])
-        window = rank_window_cells(*la.shape[-2:], share=self.rank_window)
-        return upsample_cells(ranked_test_mask(la, window), cell, tuple(images.shape[-2:]))
+        return ranked_mask_map(la, cell, tuple(images.shape[-2:]), self.rank_window)
 
     def binary_mask(
         self, images: torch.Tensor, targets: torch.Tensor | None = None

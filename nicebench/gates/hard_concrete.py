@@ -30,6 +30,7 @@ __all__ = [
     "upsample_cells",
     "rank_window_cells",
     "ranked_test_mask",
+    "ranked_mask_map",
 ]
 
 GAMMA = -0.1
@@ -131,3 +132,12 @@ def ranked_test_mask(log_alpha: torch.Tensor, window: int = 1) -> torch.Tensor:
         local = F.avg_pool2d(z, window, stride=1, padding=window // 2, count_include_pad=False)
         tie = TIE_BREAK * (local + TIE_BREAK * torch.sigmoid(log_alpha))
     return z + tie
+
+
+def ranked_mask_map(
+    log_alpha: torch.Tensor, cell: int, size: tuple[int, int], share: float = RANK_WINDOW
+) -> torch.Tensor:
+    """The explanation map of a gate method: :func:`ranked_test_mask` with a window of ``share``
+    of the grid's side (:func:`rank_window_cells`), upsampled from cells to ``size``."""
+    window = rank_window_cells(*log_alpha.shape[-2:], share=share)
+    return upsample_cells(ranked_test_mask(log_alpha, window), cell, size)
