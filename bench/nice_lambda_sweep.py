@@ -134,6 +134,7 @@ def main() -> None:
             "insertion_auc": insertion(model, xf, sal).mean().item(),
             "train_seconds": m.train_info.get("train_seconds"),
             **{k: v for k, v in m.params().items() if k != "lam"},
+            "n_train": m.train_info.get("n_train", m.n_train),  # images trained on
         }  # fmt: skip
         if obj_masks is not None:
             row["pointing_game"] = pointing_game(sal, obj_masks[:nf]).mean().item()

@@ -37,7 +37,7 @@ __all__ = [
     "predict",
 ]
 
-MODEL_CODE_VERSION = 2
+MODEL_CODE_VERSION = 3  # 3: initial weights seeded (they drew from the global RNG before)
 
 
 def native_cpu_bf16() -> bool:
@@ -148,11 +148,14 @@ ARCHS: dict[str, Callable[[int, int, int], tuple[nn.Module, nn.Module]]] = {
 PRETRAINED = {"resnet50"}
 
 
-def build_arch(arch: str, dataset: BenchDataset) -> Classifier:
-    """An untrained (or ImageNet-pretrained) classifier for ``dataset``."""
+def build_arch(arch: str, dataset: BenchDataset, seed: int = 0) -> Classifier:
+    """An untrained (or ImageNet-pretrained) classifier for ``dataset``, its initial weights drawn
+    from ``seed`` (the global RNG is left as it was)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHS)}")
-    net, cam = ARCHS[arch](dataset.num_classes, dataset.channels, dataset.size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net, cam = ARCHS[arch](dataset.num_classes, dataset.channels, dataset.size)
     return Classifier(net, dataset.mean, dataset.std, dataset.num_classes, cam)
 
 
@@ -188,9 +191,10 @@ def jpeg_roundtrip(
 
 def materialise(dataset: BenchDataset, workers: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """All images (uint8 ``[N,C,H,W]``) and labels of a dataset, generated with worker processes."""
+    # its own generator: the loader's base seed must not draw from the global RNG
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=256, num_workers=workers if len(dataset) > 2000 else 0,
-        collate_fn=_collate_uint8,
+        collate_fn=_collate_uint8, generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     xs, ys = [], []
     for x, y in tqdm(loader, desc=f"materialise {dataset.registered_name}", leave=False):
@@ -219,8 +223,15 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> to
 def train_classifier(
     model: Classifier, train: BenchDataset, recipe: dict[str, Any], seed: int = 0
 ) -> None:
-    """Deterministic training: AdamW, one-cycle lr, random flips and JPEG round-trips."""
-    torch.manual_seed(seed)
+    """Deterministic training: AdamW, one-cycle lr, random flips and JPEG round-trips. The
+    weights are bitwise reproducible for a torch version and thread count; the global RNG is
+    left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _train_classifier(model, train, recipe, seed)
+
+
+def _train_classifier(model: Classifier, train: BenchDataset, recipe: dict[str, Any], seed: int):
     rng = np.random.default_rng(seed)
     x_all, y_all = materialise(train)
     epochs, bs = int(recipe.get("epochs", 8)), int(recipe.get("batch_size", 128))
@@ -279,7 +290,13 @@ def cached_module(
     else:
         t0 = time.perf_counter()
         meta = train(module) or {}
-        meta = {"identity": identity, "train_seconds": time.perf_counter() - t0, **meta}
+        meta = {
+            "identity": identity,
+            "train_seconds": time.perf_counter() - t0,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),  # float summation order, so the exact weights
+            **meta,
+        }
         tmp = path.with_suffix(".tmp")
         torch.save(module.state_dict(), tmp)
         tmp.replace(path)

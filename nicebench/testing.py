@@ -22,7 +22,7 @@ def tiny_setup(size: int = 32, n: int = 6, seed: int = 0) -> tuple[nn.Module, Be
     """A randomly initialised (untrained, seeded) scenes classifier and a tiny scenes test set."""
     ds = load_dataset("scenes", size=size, n=n, seed=seed, train_n=64)
     torch.manual_seed(seed)
-    model = build_arch(ds.model_arch, ds).eval()
+    model = build_arch(ds.model_arch, ds, seed=seed).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model, ds

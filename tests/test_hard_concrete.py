@@ -117,13 +117,14 @@ def test_ranked_test_mask_orders_plateaus_without_moving_gates() -> None:
     z = hc.test_mask(la)
     assert torch.sigmoid(la[0, 0, 10, 10]) == torch.sigmoid(la[0, 0, 5, 5])  # tied by σ alone
     plain = hc.ranked_test_mask(la)
-    assert torch.allclose(plain, z + hc.TIE_BREAK * torch.sigmoid(la))
+    assert torch.allclose(plain, (1 - hc.TIE_BREAK) * z + hc.TIE_BREAK * torch.sigmoid(la))
+    assert plain.min() >= 0 and plain.max() <= 1
     window = hc.rank_window_cells(12, 12)
     assert window == 3 and hc.rank_window_cells(32, 32) == 7 and hc.rank_window_cells(8, 8, 0) == 1
     ranked = hc.ranked_test_mask(la, window)
     # the same gates are open; every ranked value stays within 2e-3 of the test mask
     assert ((ranked - z).abs() <= 2 * hc.TIE_BREAK).all()
-    assert torch.equal(ranked >= 0.5, z >= 0.5)
+    assert torch.equal(ranked >= 0.5, z >= 0.5) and ranked.min() >= 0 and ranked.max() <= 1
     # fully open > partly open > closed still holds, and inside the open plateau the interior of
     # the block outranks both its rim and the isolated cell
     assert ranked[0, 0, 5, 5] == ranked.max()

@@ -23,7 +23,7 @@ def _cache(tmp_path, monkeypatch):
 def _setup(seed: int = 0):
     torch.manual_seed(seed)
     test = nb.load_dataset("scenes", size=32, n=8)
-    model = build_arch("scenecnn", test).eval().requires_grad_(False)
+    model = build_arch("scenecnn", test, seed=seed).eval().requires_grad_(False)
     train = nb.load_dataset("scenes", split="train", size=32, n=64)
     images, labels = collate([test[i] for i in range(8)])[:2]
     return model, train, images, labels
@@ -151,3 +151,22 @@ def test_check_method_contract() -> None:
     testing = pytest.importorskip("nicebench.testing")
     report = testing.check_method("nice")
     assert report["ok"]
+
+
+def test_small_generator_at_one_pixel_cells_convolves_at_half_resolution() -> None:
+    """At cell 1 (28-px images) the convolutions run on a 14×14 grid; the head's logits come back
+    to 28×28 with per-pixel detail from the image (not constant on 2×2 blocks)."""
+    from nicebench.methods.nice import MaskGenerator
+
+    torch.manual_seed(0)
+    net = MaskGenerator(1, 1, "small", [0.3], [0.3]).eval()
+    sizes = []
+    for conv in net.body.modules():
+        if isinstance(conv, torch.nn.Conv2d):
+            conv.register_forward_hook(lambda mod, inp, out: sizes.append(tuple(out.shape[-2:])))
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, 28, 28))
+    assert out.shape == (2, 1, 28, 28)
+    assert sizes == [(14, 14)] * 4  # three conv blocks and the 1×1 head
+    blocks = out.unfold(-2, 2, 2).unfold(-2, 2, 2).reshape(2, 1, 14, 14, 4)
+    assert (blocks.std(-1) > 1e-4).float().mean() > 0.9

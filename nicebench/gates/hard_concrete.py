@@ -123,15 +123,16 @@ def ranked_test_mask(log_alpha: torch.Tensor, window: int = 1) -> torch.Tensor:
     float32, so the gate alone leaves whole regions tied. Ties are broken (at a scale of 1e-3,
     so no gate crosses another of a different test mask value by more than that) by the mean
     test mask of the ``window×window`` cells around each gate when ``window > 1`` (the interior
-    of large kept regions first, isolated kept cells last), then by ``σ(log α)``. Which gates
-    are open does not change. ``log_alpha`` is ``[B,1,h,w]``.
+    of large kept regions first, isolated kept cells last), then by ``σ(log α)``:
+    ``(1 − ε)·z + ε·tie`` with ``ε = 1e-3`` and ``tie ∈ [0, 1]``, so the map stays in [0, 1].
+    Which gates are open does not change. ``log_alpha`` is ``[B,1,h,w]``.
     """
     z = test_mask(log_alpha)
-    tie = TIE_BREAK * torch.sigmoid(log_alpha)
+    tie = torch.sigmoid(log_alpha)
     if window > 1:
         local = F.avg_pool2d(z, window, stride=1, padding=window // 2, count_include_pad=False)
-        tie = TIE_BREAK * (local + TIE_BREAK * torch.sigmoid(log_alpha))
-    return z + tie
+        tie = (local + TIE_BREAK * tie) / (1 + TIE_BREAK)
+    return (1 - TIE_BREAK) * z + TIE_BREAK * tie
 
 
 def ranked_mask_map(
