@@ -20,12 +20,14 @@ pipeline feeds the classifier.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from nicebench import Method, MethodError, register_method
 from nicebench.gates import (
@@ -94,10 +96,28 @@ class MaskGenerator(nn.Module):
         with torch.no_grad():
             head.bias.fill_(init_logit)
 
+    def for_inference(self, channels_last: bool = False) -> MaskGenerator:
+        """A copy in eval mode with each BatchNorm folded into the convolution before it, in
+        channels-last memory if asked (faster oneDNN convolutions on CPU): the same logits up
+        to float rounding, in about half the time on scenes-64."""
+        net = copy.deepcopy(self).eval()
+        if isinstance(net.body, nn.Sequential):
+            layers: list[nn.Module] = []
+            for m in net.body:
+                if isinstance(m, nn.BatchNorm2d) and layers and isinstance(layers[-1], nn.Conv2d):
+                    layers[-1] = fuse_conv_bn_eval(layers[-1], m)
+                else:
+                    layers.append(m)
+            net.body = nn.Sequential(*layers)
+        net.channels_last = channels_last
+        return net.to(memory_format=torch.channels_last) if channels_last else net
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         grid = (math.ceil(h / self.cell), math.ceil(w / self.cell))
         x = (x - self.mean) / self.std
+        if getattr(self, "channels_last", False):
+            x = x.contiguous(memory_format=torch.channels_last)
         out = self.body(x)
         if self.skip is not None:
             out = F.interpolate(out, size=grid, mode="bilinear", align_corners=False)
@@ -207,7 +227,8 @@ class Nice(Method):
         def train(net: nn.Module) -> dict[str, Any]:
             return self._train(net, ds, n, cell)
 
-        self.net = cached_module("nice", identity, build, train).to(self.device)
+        net = cached_module("nice", identity, build, train).to(self.device)
+        self.net = net.for_inference(channels_last=self.device.type == "cpu")
         self.train_info = model_metadata("nice", identity)
         self.net.requires_grad_(False)
         self.cell_px = cell

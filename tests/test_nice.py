@@ -170,3 +170,23 @@ def test_small_generator_at_one_pixel_cells_convolves_at_half_resolution() -> No
     assert sizes == [(14, 14)] * 4  # three conv blocks and the 1×1 head
     blocks = out.unfold(-2, 2, 2).unfold(-2, 2, 2).reshape(2, 1, 14, 14, 4)
     assert (blocks.std(-1) > 1e-4).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("cell", [1, 2, 4])
+def test_inference_copy_folds_batchnorm_with_the_same_logits(cell: int) -> None:
+    from nicebench.methods.nice import MaskGenerator
+
+    torch.manual_seed(0)
+    net = MaskGenerator(3, cell, "small", [0.4] * 3, [0.2] * 3)
+    net.train()
+    with torch.no_grad():  # BatchNorm statistics away from their initial values
+        for _ in range(3):
+            net(torch.rand(8, 3, 32, 32))
+    net.eval()
+    x = torch.rand(4, 3, 32, 32)
+    for channels_last in (False, True):
+        fast = net.for_inference(channels_last)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), net(x), atol=1e-4, rtol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # a copy
