@@ -65,6 +65,7 @@ class MaskGenerator(nn.Module):
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.skip: nn.Module | None = None
+        self.channels_last = False  # set by for_inference
         if kind == "tiny":
             self.body = nn.Conv2d(channels, 1, 3, padding=1)
             head = self.body
@@ -116,7 +117,7 @@ class MaskGenerator(nn.Module):
         h, w = x.shape[-2:]
         grid = (math.ceil(h / self.cell), math.ceil(w / self.cell))
         x = (x - self.mean) / self.std
-        if getattr(self, "channels_last", False):
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out = self.body(x)
         if self.skip is not None:
