@@ -31,12 +31,14 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from nicebench import Method, MethodError, register_method
 from nicebench.gates import (
+    check_rank_window,
     expected_l0,
     ranked_mask_map,
     sample,
     total_variation,
     upsample_cells,
 )
+from nicebench.gates.hard_concrete import RANK_WINDOW
 from nicebench.gates.masking import REFERENCES, auto_cell, reference_image
 from nicebench.models import cached_module, materialise, model_fingerprint, model_metadata, predict
 
@@ -168,7 +170,7 @@ class Nice(Method):
         batch_size: int = 64,
         n_train: int = 24000,
         seed: int = 0,
-        rank_window: float = 0.22,
+        rank_window: float = RANK_WINDOW,
     ):
         super().__init__(model)
         if model is None:
@@ -185,9 +187,7 @@ class Nice(Method):
         self.generator, self.reference, self.target = generator, reference, target
         self.epochs, self.lr, self.batch_size = int(epochs), float(lr), int(batch_size)
         self.n_train, self.seed = int(n_train), int(seed)
-        if not 0 <= float(rank_window) < 1:
-            raise MethodError(f"nice: rank_window must be in [0, 1), got {rank_window!r}")
-        self.rank_window = float(rank_window)
+        self.rank_window = check_rank_window(rank_window, "nice")
         self.net: MaskGenerator | None = None
         self.train_info: dict[str, Any] = {}
 

@@ -33,21 +33,25 @@ from torch import nn
 
 from nicebench import Method, MethodError, register_method
 from nicebench.gates import (
+    check_rank_window,
     content_seed,
     gate_step,
     ranked_mask_map,
     upsample_cells,
 )
+from nicebench.gates.hard_concrete import RANK_WINDOW
 from nicebench.gates.masking import REFERENCES, auto_cell, reference_image
 from nicebench.models import native_cpu_bf16
 
 TARGETS = ("label", "pred")
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
 INIT_LOGIT = 1.0  # all gates open at the start (test mask ≈ 0.77)
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+
+
+def _bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @register_method("nice-opt")
@@ -89,7 +93,7 @@ class NiceOpt(Method):
         check_every: int = 5,
         tol: float = 0.05,
         seed: int = 0,
-        rank_window: float = 0.22,
+        rank_window: float = RANK_WINDOW,
         precision: str = "auto",
     ):
         super().__init__(model)
@@ -108,9 +112,7 @@ class NiceOpt(Method):
         self.samples, self.lr = int(samples), float(lr)
         self.patience, self.check_every, self.seed = int(patience), int(check_every), int(seed)
         self.tol = float(tol)
-        if not 0 <= float(rank_window) < 1:
-            raise MethodError(f"nice-opt: rank_window must be in [0, 1), got {rank_window!r}")
-        self.rank_window = float(rank_window)
+        self.rank_window = check_rank_window(rank_window, "nice-opt")
         if precision not in PRECISIONS:
             raise MethodError(f"nice-opt: precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
@@ -130,7 +132,7 @@ class NiceOpt(Method):
 
     def _targets(self, images: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         if self.target == "pred" or targets is None:
-            with torch.no_grad(), self._autocast(images.device):
+            with torch.no_grad(), _bf16_autocast(images.device, self.uses_bf16(images.device)):
                 return self.model(images).argmax(1)
         return torch.as_tensor(targets, device=images.device).long().reshape(-1)
 
@@ -139,10 +141,6 @@ class NiceOpt(Method):
         if self.precision != "auto":
             return self.precision == "bf16"
         return torch.device(device).type == "cuda" or native_cpu_bf16()
-
-    def _autocast(self, device: torch.device, enabled: bool | None = None):
-        on = self.uses_bf16(device) if enabled is None else enabled
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
 
     # -- the optimizer --------------------------------------------------------------------------
     def log_alpha(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
@@ -184,7 +182,7 @@ class NiceOpt(Method):
             x_t, l0, tv = gate_step(la_a, x_a, r_a, seeds[idx], step * s, cell=cell, samples=s)
             if cuda:
                 x_t = x_t.contiguous(memory_format=torch.channels_last)
-            with self._autocast(dev, bf16):
+            with _bf16_autocast(dev, bf16):
                 logits = self.model(x_t)
             ce = F.cross_entropy(logits.float(), y[idx].repeat(s), reduction="none")
             loss = (ce.view(s, -1).mean(0) + self.lam * l0 + self.mu * tv).sum()

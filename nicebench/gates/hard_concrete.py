@@ -16,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..method import MethodError
+
 __all__ = [
     "GAMMA",
     "ZETA",
@@ -28,6 +30,7 @@ __all__ = [
     "prob_one",
     "total_variation",
     "upsample_cells",
+    "check_rank_window",
     "rank_window_cells",
     "ranked_test_mask",
     "ranked_mask_map",
@@ -106,6 +109,14 @@ def upsample_cells(z: torch.Tensor, cell: int, size: tuple[int, int] | None = No
 
 TIE_BREAK = 1e-3
 RANK_WINDOW = 0.22  # default tie-break window: this share of the cell grid's shorter side
+
+
+def check_rank_window(share: float, owner: str) -> float:
+    """``share`` as a float once it is a valid tie-break window (in [0, 1)), else a
+    :class:`~nicebench.MethodError` naming ``owner``, the method that was given it."""
+    if not 0 <= float(share) < 1:
+        raise MethodError(f"{owner}: rank_window must be in [0, 1), got {share!r}")
+    return float(share)
 
 
 def rank_window_cells(h: int, w: int, share: float = RANK_WINDOW) -> int:
