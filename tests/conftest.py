@@ -7,7 +7,19 @@ import os
 import pytest
 import torch
 
-from nicebench.testing import TINY_SCENES
+
+def pytest_configure(config):
+    """Stop at once, with the fix, when the tests would run against the wrong nicebench."""
+    from nicebench._provenance import check_installed_under, import_origins
+
+    try:
+        prefix = os.environ.get("NICEBENCH_EXPECT_PREFIX")
+        check_installed_under(prefix) if prefix else import_origins()
+    except ImportError as err:
+        raise pytest.UsageError(str(err)) from err
+
+
+from nicebench.testing import TINY_SCENES  # noqa: E402  (after the guard's definition)
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
