@@ -29,22 +29,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from nicebench import Method, MethodError, register_method
-from nicebench.gates import (
-    check_rank_window,
-    expected_l0,
-    ranked_mask_map,
-    sample,
-    total_variation,
-    upsample_cells,
-)
+from nicebench import GateMaskMethod, LearnedMethod, MethodError, register_method
+from nicebench.gates import expected_l0, sample, total_variation, upsample_cells
 from nicebench.gates.hard_concrete import RANK_WINDOW
-from nicebench.gates.masking import REFERENCES, auto_cell, reference_image
-from nicebench.models import cached_module, materialise, model_fingerprint, model_metadata, predict
+from nicebench.gates.masking import auto_cell
+from nicebench.models import predict
 
 NICE_CODE_VERSION = 2  # 2: small generator at feature stride ≥ 2 (cell 1: + per-pixel skip)
 GENERATORS = ("small", "tiny")
-TARGETS = ("label", "pred")
 EXPLAIN_ONLY = ("rank_window",)  # parameters that do not change the trained generator
 
 
@@ -131,7 +123,7 @@ class MaskGenerator(nn.Module):
 
 
 @register_method("nice")
-class Nice(Method):
+class Nice(GateMaskMethod, LearnedMethod):
     """NICE's amortized hard-concrete gate mask, trained against the frozen classifier.
 
     Parameters: ``lam`` (λ, weight of the mean expected L0 of the gates), ``mu`` (μ, weight of
@@ -149,11 +141,12 @@ class Nice(Method):
     accuracy on the originals (``results/nice_lambda_sweep_*.csv``).
     """
 
-    learns = True
-    gate_mask = True
     deterministic = True
     needs_gradients = False
     quick_params = {"epochs": 1, "n_train": 64, "batch_size": 32}
+    cache_kind = "nice"
+    code_version = NICE_CODE_VERSION
+    explain_only = EXPLAIN_ONLY
 
     def __init__(
         self,
@@ -172,138 +165,65 @@ class Nice(Method):
         seed: int = 0,
         rank_window: float = RANK_WINDOW,
     ):
-        super().__init__(model)
-        if model is None:
-            raise MethodError("nice: needs the classifier it explains")
+        super().__init__(model, reference=reference, cell=cell, target=target,
+                         rank_window=rank_window)  # fmt: skip
         if generator not in GENERATORS:
             raise MethodError(f"nice: generator must be one of {GENERATORS}, got {generator!r}")
-        if reference not in REFERENCES:
-            raise MethodError(f"nice: reference must be one of {REFERENCES}, got {reference!r}")
-        if target not in TARGETS:
-            raise MethodError(f"nice: target must be one of {TARGETS}, got {target!r}")
-        if cell != "auto" and (not isinstance(cell, int) or cell < 1):
-            raise MethodError(f"nice: cell must be 'auto' or a positive int, got {cell!r}")
-        self.lam, self.mu, self.cell = float(lam), float(mu), cell
-        self.generator, self.reference, self.target = generator, reference, target
+        self.lam, self.mu, self.generator = float(lam), float(mu), generator
         self.epochs, self.lr, self.batch_size = int(epochs), float(lr), int(batch_size)
         self.n_train, self.seed = int(n_train), int(seed)
-        self.rank_window = check_rank_window(rank_window, "nice")
         self.net: MaskGenerator | None = None
+        self.cell_px = 0
         self.train_info: dict[str, Any] = {}
 
     # -- training ---------------------------------------------------------------------------
-    def params(self) -> dict[str, Any]:
-        """The constructor parameters."""
-        return {k: getattr(self, k) for k in self.default_params()}
+    def prepare(self, dataset: Any) -> None:
+        size = int(getattr(dataset, "size", 0) or dataset[0][0].shape[-1])
+        self.cell_px = auto_cell(size) if self.cell == "auto" else int(self.cell)
 
-    def training_params(self) -> dict[str, Any]:
-        """The parameters that identify a trained generator (with the data and classifier)."""
-        return {k: v for k, v in self.params().items() if k not in EXPLAIN_ONLY}
+    def cache_identity(self, dataset: Any, n: int) -> dict[str, Any]:
+        identity = super().cache_identity(dataset, n)
+        identity["params"] = {**identity["params"], "cell": self.cell_px, "n_train": n}  # as trained
+        return identity
 
-    def _mean(self) -> torch.Tensor:
-        mean = getattr(self.model, "mean", None)
-        return mean if isinstance(mean, torch.Tensor) else torch.full((1, 1, 1, 1), 0.5)
-
-    def fit(self, train_dataset: Any) -> Nice:
-        """Train the generator on the first ``n_train`` images of ``train_dataset`` (or load it)."""
-        ds = train_dataset
-        size = int(getattr(ds, "size", 0) or ds[0][0].shape[-1])
-        cell = auto_cell(size) if self.cell == "auto" else int(self.cell)
-        channels = int(getattr(ds, "channels", 0) or ds[0][0].shape[0])
+    def build_module(self, dataset: Any) -> MaskGenerator:
+        channels = int(getattr(dataset, "channels", 0) or dataset[0][0].shape[0])
         mean = getattr(self.model, "mean", torch.full((1, channels, 1, 1), 0.5))
         std = getattr(self.model, "std", torch.full((1, channels, 1, 1), 0.25))
-        n = min(self.n_train, len(ds))
-        identity = {
-            "code": NICE_CODE_VERSION,
-            "data": ds.identity() if hasattr(ds, "identity") else repr(ds),
-            "n_train": n,
-            "classifier": model_fingerprint(self.model),
-            "params": {**self.training_params(), "cell": cell, "n_train": n},  # as trained
-        }
+        return MaskGenerator(channels, self.cell_px, self.generator, mean.cpu(), std.cpu())
 
-        def build() -> MaskGenerator:
-            torch.manual_seed(self.seed)
-            return MaskGenerator(channels, cell, self.generator, mean.cpu(), std.cpu())
+    def training_targets(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return predict(self.model, images) if self.target == "pred" else labels
 
-        def train(net: nn.Module) -> dict[str, Any]:
-            return self._train(net, ds, n, cell)
+    def training_loss(self, module, x, y, gen):
+        log_alpha = module(x)
+        u = torch.rand(log_alpha.shape, generator=gen).to(x.device)
+        z = sample(log_alpha, u)
+        zu = upsample_cells(z, self.cell_px, tuple(x.shape[-2:]))
+        ce = F.cross_entropy(self.model(zu * x + (1 - zu) * self.reference_image(x)), y)
+        l0 = expected_l0(log_alpha).mean()
+        tv = total_variation(z).mean()
+        loss = ce + self.lam * l0 + self.mu * tv
+        return loss, {"ce": ce.item(), "l0": l0.item(), "tv": tv.item()}
 
-        net = cached_module("nice", identity, build, train).to(self.device)
-        self.net = net.for_inference(channels_last=self.device.type == "cpu")
-        self.train_info = model_metadata("nice", identity)
-        self.net.requires_grad_(False)
-        self.cell_px = cell
-        return super().fit(train_dataset)
+    def train_module(self, module: nn.Module, dataset: Any, n: int) -> dict[str, Any]:
+        return {**super().train_module(module, dataset, n), "cell": self.cell_px}
 
-    def _train(self, net: nn.Module, ds: Any, n: int, cell: int) -> dict[str, Any]:
-        device = self.device
-        subset = torch.utils.data.Subset(ds, range(n))
-        subset.registered_name = getattr(ds, "registered_name", "dataset")
-        x_all, y_all = materialise(subset)
-        if self.target == "pred":
-            y_all = predict(self.model, x_all)
-        net.to(device).train()
-        gen = torch.Generator().manual_seed(self.seed)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-        bs = self.batch_size
-        steps = self.epochs * math.ceil(n / bs)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-        mean = self._mean().to(device)
-        size = tuple(x_all.shape[-2:])
-        hist = []
-        for _ in range(self.epochs):
-            order = torch.randperm(n, generator=gen)
-            tot = torch.zeros(4)
-            for i in range(0, n, bs):
-                idx = order[i : i + bs]
-                x = x_all[idx].to(device).float().div_(255)
-                y = y_all[idx].to(device)
-                log_alpha = net(x)
-                u = torch.rand(log_alpha.shape, generator=gen).to(device)
-                z = sample(log_alpha, u)
-                zu = upsample_cells(z, cell, size)
-                x_t = zu * x + (1 - zu) * reference_image(x, self.reference, mean)
-                ce = F.cross_entropy(self.model(x_t), y)
-                l0 = expected_l0(log_alpha).mean()
-                tv = total_variation(z).mean()
-                loss = ce + self.lam * l0 + self.mu * tv
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                k = len(idx)
-                tot += torch.tensor([ce.item(), l0.item(), tv.item(), 1.0]) * k
-            hist.append({"ce": tot[0].item() / n, "l0": tot[1].item() / n, "tv": tot[2].item() / n})
-        net.eval()
-        self.train_info = {"history": hist, "n_train": n, "cell": cell}
-        return self.train_info
+    def use_module(self, module: nn.Module, dataset: Any) -> None:
+        self.net = module.for_inference(channels_last=self.device.type == "cpu")
 
     # -- explaining -------------------------------------------------------------------------
-    def _check_fitted(self) -> MaskGenerator:
-        if self.net is None:
-            raise MethodError("nice: call fit(train_dataset) first")
-        return self.net
+    def cell_size(self, height: int, width: int) -> int:
+        """The cell the generator was trained with (``fit`` first)."""
+        return self.cell_px or super().cell_size(height, width)
 
     @torch.no_grad()
+    def gate_logits(self, images: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+        """The generator's gate logits (class-agnostic: ``targets`` are not used)."""
+        if self.net is None:
+            raise MethodError("nice: call fit(train_dataset) first")
+        return self.net(images)
+
     def log_alpha(self, images: torch.Tensor) -> torch.Tensor:
         """Gate logits ``[B,1,h,w]`` on the cell grid."""
-        return self._check_fitted()(images.to(self.device, torch.float32))
-
-    def attribute(self, images: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """The test-time mask ``clamp(σ(log α)·(ζ−γ)+γ, 0, 1)`` upsampled to ``[B,1,H,W]``, its
-        saturated ties broken (at 1e-3) by the mean mask of a window of ``rank_window`` of the
-        grid's side around each cell (:func:`nicebench.gates.ranked_test_mask`)."""
-        size = tuple(images.shape[-2:])
-        return ranked_mask_map(self.log_alpha(images), self.cell_px, size, self.rank_window)
-
-    def binary_mask(
-        self, images: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The kept pixels, ``z ≥ 0.5`` (bool ``[B,1,H,W]``); ``targets`` are not used."""
-        keep = self.log_alpha(images) >= 0  # test mask ≥ 0.5 ⇔ σ(log α) ≥ 0.5
-        return upsample_cells(keep, self.cell_px, tuple(images.shape[-2:]))
-
-    def composite(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``mask ⊙ x + (1 − mask) ⊙ r`` with this method's reference ``r``."""
-        m = mask.to(images.device, images.dtype)
-        return m * images + (1 - m) * reference_image(images, self.reference, self._mean())
+        return self._logits(images, None)

@@ -31,19 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nicebench import Method, MethodError, register_method
-from nicebench.gates import (
-    check_rank_window,
-    content_seed,
-    gate_step,
-    ranked_mask_map,
-    upsample_cells,
-)
+from nicebench import GateMaskMethod, MethodError, register_method
+from nicebench.gates import content_seed, gate_step
 from nicebench.gates.hard_concrete import RANK_WINDOW
-from nicebench.gates.masking import REFERENCES, auto_cell, reference_image
 from nicebench.models import native_cpu_bf16
 
-TARGETS = ("label", "pred")
 PRECISIONS = ("auto", "fp32", "bf16")
 INIT_LOGIT = 1.0  # all gates open at the start (test mask ≈ 0.77)
 ADAM_BETAS = (0.9, 0.999)
@@ -55,7 +47,7 @@ def _bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:
 
 
 @register_method("nice-opt")
-class NiceOpt(Method):
+class NiceOpt(GateMaskMethod):
     """NICE gates optimised per image by the batched (fused on CUDA) gate optimizer.
 
     Parameters: ``steps`` (T, the most Adam steps), ``lam`` (λ, weight of the mean expected L0),
@@ -71,10 +63,8 @@ class NiceOpt(Method):
     CUDA and on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX), fp32 elsewhere).
     """
 
-    learns = False
     needs_gradients = True
     deterministic = True
-    gate_mask = True
     quick_params = {"steps": 6, "check_every": 2}
 
     def __init__(
@@ -96,23 +86,14 @@ class NiceOpt(Method):
         rank_window: float = RANK_WINDOW,
         precision: str = "auto",
     ):
-        super().__init__(model)
-        if model is None:
-            raise MethodError("nice-opt: needs the classifier it explains")
-        if reference not in REFERENCES:
-            raise MethodError(f"nice-opt: reference must be one of {REFERENCES}, got {reference!r}")
-        if target not in TARGETS:
-            raise MethodError(f"nice-opt: target must be one of {TARGETS}, got {target!r}")
-        if cell != "auto" and (not isinstance(cell, int) or cell < 1):
-            raise MethodError(f"nice-opt: cell must be 'auto' or a positive int, got {cell!r}")
+        super().__init__(model, reference=reference, cell=cell, target=target,
+                         rank_window=rank_window)  # fmt: skip
         if steps < 1 or samples < 1 or check_every < 1 or patience < 0:
             raise MethodError("nice-opt: steps, samples, check_every >= 1 and patience >= 0")
-        self.steps, self.lam, self.mu, self.cell = int(steps), float(lam), float(mu), cell
-        self.reference, self.target = reference, target
+        self.steps, self.lam, self.mu = int(steps), float(lam), float(mu)
         self.samples, self.lr = int(samples), float(lr)
         self.patience, self.check_every, self.seed = int(patience), int(check_every), int(seed)
         self.tol = float(tol)
-        self.rank_window = check_rank_window(rank_window, "nice-opt")
         if precision not in PRECISIONS:
             raise MethodError(f"nice-opt: precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
@@ -120,17 +101,8 @@ class NiceOpt(Method):
         self._memo: tuple[tuple, torch.Tensor] | None = None
 
     # -- helpers --------------------------------------------------------------------------------
-    def cell_size(self, height: int, width: int) -> int:
-        """The gate cell side used for images of this size."""
-        return auto_cell(min(height, width)) if self.cell == "auto" else int(self.cell)
-
-    def _mean(self, channels: int) -> torch.Tensor:
-        mean = getattr(self.model, "mean", None)
-        if isinstance(mean, torch.Tensor):
-            return mean
-        return torch.full((1, channels, 1, 1), 0.5)
-
-    def _targets(self, images: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    def targets_for(self, images: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+        """As :meth:`GateMaskMethod.targets_for`, the predictions at the optimiser's precision."""
         if self.target == "pred" or targets is None:
             with torch.no_grad(), _bf16_autocast(images.device, self.uses_bf16(images.device)):
                 return self.model(images).argmax(1)
@@ -143,10 +115,9 @@ class NiceOpt(Method):
         return torch.device(device).type == "cuda" or native_cpu_bf16()
 
     # -- the optimizer --------------------------------------------------------------------------
-    def log_alpha(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    def gate_logits(self, images: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         """Optimised gate logits ``[B,1,h,w]`` (the last batch's result is memoised)."""
-        images = images.to(self.device, torch.float32)
-        y = self._targets(images, targets)
+        y = self.targets_for(images, targets)
         seeds = content_seed(images, self.seed)
         key = (tuple(images.shape), tuple(seeds.tolist()), tuple(y.tolist()))
         if self._memo is not None and self._memo[0] == key:
@@ -161,7 +132,7 @@ class NiceOpt(Method):
         dev = images.device
         cell = self.cell_size(height, width)
         h, w = math.ceil(height / cell), math.ceil(width / cell)
-        ref = reference_image(images, self.reference, self._mean(c))
+        ref = self.reference_image(images)
         per_image_ref = ref.shape[0] == b and b > 1
         s, (b1, b2) = self.samples, ADAM_BETAS
         cuda = dev.type == "cuda"
@@ -213,26 +184,6 @@ class NiceOpt(Method):
         }
         return la.detach()
 
-    # -- the plugin API -------------------------------------------------------------------------
-    def attribute(self, images: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """The test-time mask ``clamp(σ(log α)·(ζ−γ)+γ, 0, 1)`` upsampled to ``[B,1,H,W]``, its
-        saturated ties broken (at 1e-3) by the mean mask of a window of ``rank_window`` of the
-        grid's side around each cell (:func:`nicebench.gates.ranked_test_mask`)."""
-        la = self.log_alpha(images, targets)
-        cell = self.cell_size(*images.shape[-2:])
-        return ranked_mask_map(la, cell, tuple(images.shape[-2:]), self.rank_window)
-
-    def binary_mask(
-        self, images: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The kept pixels, test mask ``≥ 0.5`` (bool ``[B,1,H,W]``); ``targets`` default to the
-        classifier's predictions."""
-        la = self.log_alpha(images, targets)
-        cell = self.cell_size(*images.shape[-2:])
-        return upsample_cells(la >= 0, cell, tuple(images.shape[-2:])).to(images.device)
-
-    def composite(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``mask ⊙ x + (1 − mask) ⊙ r`` with this method's reference ``r``."""
-        m = mask.to(images.device, images.dtype)
-        ref = reference_image(images, self.reference, self._mean(images.shape[1]))
-        return m * images + (1 - m) * ref
+    def log_alpha(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Optimised gate logits ``[B,1,h,w]`` on the cell grid."""
+        return self._logits(images, targets)

@@ -32,7 +32,6 @@ in about two minutes on two CPU cores at 64 px.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -41,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from nicebench import Method, MethodError, register_method
-from nicebench.models import cached_module, materialise, model_fingerprint, predict
+from nicebench import LearnedMethod, MethodError, register_method
+from nicebench.models import predict
 
 RTSAL_CODE_VERSION = 1
 
@@ -128,13 +127,14 @@ def total_variation(m: torch.Tensor) -> torch.Tensor:
 
 
 @register_method("rtsal")
-class RealTimeSaliency(Method):
+class RealTimeSaliency(LearnedMethod):
     """Dabkowski & Gal's masking model: a decoder on the classifier's own features."""
 
-    learns = True
     deterministic = True
     needs_gradients = False
     quick_params = {"n_train": 32, "epochs": 1, "batch_size": 16}
+    cache_kind = "rtsal"
+    code_version = RTSAL_CODE_VERSION
 
     def __init__(
         self,
@@ -163,10 +163,6 @@ class RealTimeSaliency(Method):
         self.taps: list[tuple[str, int]] = []
         self.train_info: dict[str, Any] = {}
 
-    def params(self) -> dict[str, Any]:
-        """The constructor parameters (with the data and classifier: the cache identity)."""
-        return {k: getattr(self, k) for k in self.default_params()}
-
     # -- encoder ---------------------------------------------------------------------------
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The tapped feature maps of ``self.model`` on ``images``, finest first."""
@@ -187,43 +183,32 @@ class RealTimeSaliency(Method):
                 h.remove()
         return [out[n] for n, _ in self.taps]
 
-    def mask(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mask ``[B,1,H,W]`` in [0,1] (differentiable in the decoder's weights)."""
+    def mask(
+        self, images: torch.Tensor, targets: torch.Tensor, decoder: nn.Module | None = None
+    ) -> torch.Tensor:
+        """Mask ``[B,1,H,W]`` in [0,1] (differentiable in the decoder's weights); ``decoder``
+        defaults to the fitted one."""
         with torch.no_grad():
             feats = self.features(images)
-        logits = self.decoder(feats, targets)
+        logits = (decoder or self.decoder)(feats, targets)
         if logits.shape[-2:] != images.shape[-2:]:
             logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear",
                                    align_corners=False)  # fmt: skip
         return torch.sigmoid(logits)
 
     # -- training ---------------------------------------------------------------------------
-    def fit(self, train_dataset: Any) -> RealTimeSaliency:
-        """Train the decoder on the first ``n_train`` images of ``train_dataset`` (or load it)."""
-        ds = train_dataset
-        x0 = ds[0][0]
-        self.taps = feature_taps(self.model, tuple(x0.shape), self.scales)
-        n = min(self.n_train, len(ds))
-        num_classes = int(getattr(self.model, "num_classes", 0) or ds.num_classes)
-        identity = {
-            "code": RTSAL_CODE_VERSION,
-            "data": ds.identity() if hasattr(ds, "identity") else repr(ds),
-            "n_train": n,
-            "classifier": model_fingerprint(self.model),
-            "params": self.params(),
-            "taps": self.taps,
-        }
+    def prepare(self, dataset: Any) -> None:
+        self.taps = feature_taps(self.model, tuple(dataset[0][0].shape), self.scales)
 
-        def build() -> MaskDecoder:
-            torch.manual_seed(self.seed)
-            return MaskDecoder([c for _, c in self.taps], num_classes, self.width)
+    def cache_identity(self, dataset: Any, n: int) -> dict[str, Any]:
+        return {**super().cache_identity(dataset, n), "taps": self.taps}
 
-        def train(dec: nn.Module) -> dict[str, Any]:
-            return self._train(dec, ds, n)
+    def build_module(self, dataset: Any) -> MaskDecoder:
+        num_classes = int(getattr(self.model, "num_classes", 0) or dataset.num_classes)
+        return MaskDecoder([c for _, c in self.taps], num_classes, self.width)
 
-        self.decoder = cached_module("rtsal", identity, build, train).to(self.device)
-        self.decoder.requires_grad_(False)
-        return super().fit(train_dataset)
+    def training_targets(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return predict(self.model, images)  # f_c: the class predicted on x
 
     def _fill(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """D&G's alternative image A: a strong blur or the mean colour plus noise, per image."""
@@ -236,49 +221,27 @@ class RealTimeSaliency(Method):
         pick = (torch.rand(len(x), 1, 1, 1, generator=gen) < 0.5).to(x)
         return pick * blur + (1 - pick) * (mean + noise)
 
-    def _train(self, dec: nn.Module, ds: Any, n: int) -> dict[str, Any]:
-        device = self.device
-        subset = torch.utils.data.Subset(ds, range(n))
-        subset.registered_name = getattr(ds, "registered_name", "dataset")
-        x_all, _ = materialise(subset)
-        y_all = predict(self.model, x_all)
-        self.decoder = dec.to(device).train()
-        gen = torch.Generator().manual_seed(self.seed)
-        opt = torch.optim.Adam(dec.parameters(), lr=self.lr)
-        bs = self.batch_size
-        steps = self.epochs * math.ceil(n / bs)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-        tv_side = max(4, x_all.shape[-1] // 4)
-        hist = []
-        for _ in range(self.epochs):
-            order = torch.randperm(n, generator=gen)
-            tot = torch.zeros(5)
-            for i in range(0, n, bs):
-                idx = order[i : i + bs]
-                x = x_all[idx].to(device).float().div_(255)
-                y = y_all[idx].to(device)
-                m = self.mask(x, y)
-                a = self._fill(x, gen)
-                p_keep = F.softmax(self.model(m * x + (1 - m) * a), 1).gather(1, y[:, None])
-                p_del = F.softmax(self.model((1 - m) * x + m * a), 1).gather(1, y[:, None])
-                small = F.interpolate(m, size=(tv_side, tv_side), mode="area")
-                tv = total_variation(small)
-                area = (m.mean((1, 2, 3)) + 5e-4) ** self.area_power
-                keep = -torch.log(p_keep.squeeze(1).clamp_min(1e-8))
-                destroy = p_del.squeeze(1).clamp_min(1e-8) ** self.destroyer_power
-                loss = (self.tv * tv + self.area * area + self.preserver * keep + destroy).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                parts = [loss, tv.mean(), m.mean(), keep.mean(), p_del.mean()]
-                tot += torch.tensor([float(v.detach()) for v in parts]) * len(idx)
-            tot /= n
-            hist.append(dict(zip(["loss", "tv", "area", "keep_nll", "p_destroyed"], tot.tolist(),
-                                 strict=True)))  # fmt: skip
-        dec.eval()
-        self.train_info = {"history": hist, "n_train": n, "taps": self.taps}
-        return self.train_info
+    def training_loss(self, module, x, y, gen):
+        m = self.mask(x, y, module)
+        a = self._fill(x, gen)
+        p_keep = F.softmax(self.model(m * x + (1 - m) * a), 1).gather(1, y[:, None])
+        p_del = F.softmax(self.model((1 - m) * x + m * a), 1).gather(1, y[:, None])
+        tv_side = max(4, x.shape[-1] // 4)
+        small = F.interpolate(m, size=(tv_side, tv_side), mode="area")
+        tv = total_variation(small)
+        area = (m.mean((1, 2, 3)) + 5e-4) ** self.area_power
+        keep = -torch.log(p_keep.squeeze(1).clamp_min(1e-8))
+        destroy = p_del.squeeze(1).clamp_min(1e-8) ** self.destroyer_power
+        loss = (self.tv * tv + self.area * area + self.preserver * keep + destroy).mean()
+        parts = {"loss": loss, "tv": tv.mean(), "area": m.mean(), "keep_nll": keep.mean(),
+                 "p_destroyed": p_del.mean()}  # fmt: skip
+        return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+    def train_module(self, module: nn.Module, dataset: Any, n: int) -> dict[str, Any]:
+        return {**super().train_module(module, dataset, n), "taps": self.taps}
+
+    def use_module(self, module: nn.Module, dataset: Any) -> None:
+        self.decoder = module
 
     # -- explaining -------------------------------------------------------------------------
     @torch.no_grad()
@@ -286,10 +249,3 @@ class RealTimeSaliency(Method):
         if self.decoder is None:
             raise MethodError("rtsal: call fit(train_dataset) first")
         return self.mask(images, targets)
-
-    def with_model(self, model: nn.Module) -> RealTimeSaliency:
-        """The trained decoder on another classifier of the same architecture (no re-fit): what
-        the sanity check uses, as re-training on a randomised classifier would cost a full fit."""
-        other = copy.copy(self)
-        other.model = model
-        return other

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from . import metrics  # noqa: E402  (nb.metrics.deletion, ...)
 from .data import BenchDataset, DatasetMissingError, cache_dir, collate, load_dataset
+from .gates.method import GateMaskMethod
+from .learned import LearnedMethod
 from .method import Method, MethodError, create_method
 from .models import load_model
 from .registry import (
@@ -20,6 +22,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BenchDataset",
     "DatasetMissingError",
+    "GateMaskMethod",
+    "LearnedMethod",
     "Method",
     "MethodError",
     "cache_dir",

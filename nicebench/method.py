@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 import torch
@@ -22,14 +23,23 @@ class Method:
 
     Capability flags (checked by :func:`nicebench.testing.check_method`):
 
-    - ``learns``: :meth:`fit` trains something on a dataset before ``explain`` can be used.
+    - ``learns``: :meth:`fit` trains something on a dataset before ``explain`` can be used
+      (subclass :class:`nicebench.LearnedMethod`, which owns fit → cache → train).
     - ``needs_gradients``: ``attribute`` back-propagates through the model.
     - ``deterministic``: the same inputs give the same map.
     - ``uses_model``: the map depends on the classifier (False for sanity baselines).
     - ``needs_masks``: ``attribute`` needs the ground-truth masks (``oracle``).
-    - ``gate_mask``: the method produces a gate mask that the compression track can use as is
-      (it implements ``binary_mask(images, targets)``).
-    - ``codec_only``: a codec baseline (``jpeg``, ``webp``, ``avif``): compression track only.
+    - ``gate_mask``: the method has a binary gate mask of its own (:meth:`binary_mask`) and a
+      masked input (:meth:`composite`): the compression track codes that mask as one operating
+      point, and ``mask_share``/``masked_accuracy`` apply (subclass
+      :class:`nicebench.GateMaskMethod`).
+    - ``masked_input``: :meth:`composite` builds the masked input the gates were learned against,
+      so ``masked_accuracy`` applies (every :class:`nicebench.GateMaskMethod`; ``oracle`` has a
+      gate mask but no reference image of its own).
+
+    Hooks the core calls, each declared here with its default: :meth:`fit`, :meth:`attribute`
+    (via :meth:`explain`), :meth:`params`, :meth:`with_model` (the sanity check), and for
+    ``gate_mask`` methods :meth:`binary_mask`, for ``masked_input`` methods :meth:`composite`.
 
     ``quick_params`` are parameters that make ``fit``/``explain`` fast (used by
     :func:`nicebench.testing.check_method` and the smoke tests).
@@ -41,7 +51,7 @@ class Method:
     uses_model: ClassVar[bool] = True
     needs_masks: ClassVar[bool] = False
     gate_mask: ClassVar[bool] = False
-    codec_only: ClassVar[bool] = False
+    masked_input: ClassVar[bool] = False
     quick_params: ClassVar[dict[str, Any]] = {}
     registered_name: ClassVar[str] = ""
 
@@ -61,16 +71,27 @@ class Method:
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
-        """The keyword parameters of the constructor and their defaults."""
+        """The keyword parameters of the constructor and their defaults (a constructor that
+        passes ``**params`` on to its base class takes the base's parameters too)."""
         import inspect
 
-        sig = inspect.signature(cls.__init__)
         kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        return {
-            k: p.default
-            for k, p in sig.parameters.items()
-            if k not in ("self", "model") and p.kind in kinds and p.default is not p.empty
-        }
+        out: dict[str, Any] = {}
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass) or klass is object:
+                continue
+            params = inspect.signature(klass.__init__).parameters
+            for k, p in params.items():
+                if k not in ("self", "model") and p.kind in kinds and p.default is not p.empty:
+                    out.setdefault(k, p.default)
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                break
+        return out
+
+    def params(self) -> dict[str, Any]:
+        """The constructor's keyword parameters as this instance holds them (attributes of the
+        same names), so ``type(self)(model, **self.params())`` rebuilds it."""
+        return {k: getattr(self, k) for k in self.default_params() if hasattr(self, k)}
 
     @property
     def device(self) -> torch.device:
@@ -91,6 +112,27 @@ class Method:
         The one function a new method overrides. ``images`` are on :attr:`device`, in [0, 1].
         """
         raise NotImplementedError(f"{type(self).__name__} must override attribute()")
+
+    def with_model(self, model: nn.Module) -> Method:
+        """This method on another classifier of the same architecture (the sanity check's
+        randomised model): a new instance with the same parameters. A fitted learned method keeps
+        what it learned and only swaps the classifier (re-fitting would be a full training)."""
+        if self.learns:
+            other = copy.copy(self)
+            other.model = model
+            return other
+        return type(self)(model, **self.params())
+
+    def binary_mask(
+        self, images: torch.Tensor, targets: torch.Tensor | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """The method's own kept pixels, bool ``[B,1,H,W]`` (only when ``gate_mask``)."""
+        raise MethodError(f"{self.name}: has no gate mask of its own (gate_mask=False)")
+
+    def composite(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``mask ⊙ x + (1 − mask) ⊙ r`` with the method's reference ``r`` (only when
+        ``masked_input``): the masked input the method's gates were learned against."""
+        raise MethodError(f"{self.name}: has no masked input of its own (masked_input=False)")
 
     def explain(
         self, images: torch.Tensor, targets: torch.Tensor | list[int] | int, **kwargs: Any

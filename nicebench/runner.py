@@ -227,7 +227,7 @@ def compression_track(ctx: MetricContext) -> list[dict[str, Any]]:
     if getattr(m, "codec_only", False):
         return quality_sweep_rows(ctx.model, ctx.images, ctx.labels, m.codec, m.qualities,
                                   subsampling=m.subsampling, reference_quality=s.get("quality", 75))  # fmt: skip
-    gate = ctx.gate_mask() if getattr(m, "gate_mask", False) and hasattr(m, "binary_mask") else None
+    gate = ctx.gate_mask() if m.gate_mask else None
     return compression_rows(
         ctx.model, ctx.images, ctx.labels, ctx.saliency, gt_masks=ctx.masks,
         codec=s.get("codec", "jpeg"), quality=s.get("quality", 75),

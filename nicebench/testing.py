@@ -9,10 +9,27 @@ import torch
 from torch import nn
 
 from .data import BenchDataset, collate, load_dataset
+from .gates.hard_concrete import upsample_cells
+from .gates.method import GateMaskMethod
+from .learned import LearnedMethod
 from .method import Method, MethodError
 from .models import build_arch
 
-__all__ = ["check_method", "tiny_setup", "TINY_SCENES"]
+FLAGS = ("learns", "needs_gradients", "deterministic", "uses_model", "needs_masks", "gate_mask",
+         "masked_input")  # fmt: skip
+
+__all__ = ["ContractError", "check_method", "check_gate_method", "tiny_setup", "TINY_SCENES"]
+
+
+class ContractError(AssertionError):
+    """A plugin broke its kind's contract; the message names the plugin and the rule."""
+
+
+def _require(ok: Any, message: str) -> None:
+    """Raise :class:`ContractError` with ``message`` unless ``ok`` (unlike ``assert``, this
+    survives ``python -O``)."""
+    if not ok:
+        raise ContractError(message)
 
 # scenes parameters for end-to-end tests: 32 px, 64 test images, a classifier trained in seconds
 TINY_SCENES = {"size": 32, "n": 64, "train_n": 1500, "train_epochs": 3}
@@ -41,7 +58,7 @@ def check_method(
     n: int = 4,
     atol: float = 1e-4,
 ) -> dict[str, Any]:
-    """Run the plugin contract on ``cls`` and raise ``AssertionError`` naming what broke.
+    """Run the plugin contract on ``cls`` and raise :class:`ContractError` naming what broke.
 
     Checks: capability flags are booleans; ``fit`` (learning methods) then ``explain`` give a
     finite float32 ``[B,1,H,W]`` map on the images' device; batch independence (each image alone
@@ -61,25 +78,39 @@ def check_method(
     params = {**cls.quick_params, **(params or {})}
     report: dict[str, Any] = {"method": name}
 
-    for flag in ("learns", "needs_gradients", "deterministic", "uses_model", "needs_masks"):
-        assert isinstance(getattr(cls, flag), bool), f"{name}: capability {flag} must be a bool"
+    _require(isinstance(cls, type) and issubclass(cls, Method),
+             f"{name}: a method must subclass nicebench.Method")  # fmt: skip
+    for flag in FLAGS:
+        _require(isinstance(getattr(cls, flag), bool), f"{name}: capability {flag} must be a bool")
+    if issubclass(cls, LearnedMethod):
+        _require(cls.learns, f"{name}: a LearnedMethod must keep learns=True")
+    _require(not cls.masked_input or cls.gate_mask,
+             f"{name}: masked_input=True needs gate_mask=True (composite needs a binary mask)")
     if cls.needs_masks:
-        assert dataset.has_masks, f"{name} needs masks: give check_method a dataset with masks"
+        _require(dataset.has_masks, f"{name} needs masks: give check_method a dataset with masks")
 
     items = collate([dataset[i] for i in range(n)])
     images, labels = items[0], items[1]
     masks = items[2] if len(items) > 2 else None
     method = cls(model, **params)
     if cls.learns:
-        assert not method.fitted, f"{name}: learns=True but is usable before fit()"
-        method.fit(dataset.train_split() if hasattr(dataset, "train_split") else dataset)
+        _require(not method.fitted, f"{name}: learns=True but is usable before fit()")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0x5EED_CAFE)  # a state no plugin seeds to by chance
+            state = torch.random.get_rng_state()
+            method.fit(dataset.train_split())
+            _require(torch.equal(state, torch.random.get_rng_state()),
+                     f"{name}: fit() moved the global RNG (seed a generator of your own)")
+        _require(method.fitted, f"{name}: fit() did not leave the method fitted")
     sal = _explain(method, images, labels, masks)
 
-    assert isinstance(sal, torch.Tensor), f"{name}: explain returned {type(sal).__name__}"
-    assert sal.dtype == torch.float32, f"{name}: map dtype {sal.dtype}, expected float32"
-    assert tuple(sal.shape) == (n, 1, *images.shape[-2:]), f"{name}: map shape {tuple(sal.shape)}"
-    assert sal.device == images.device, f"{name}: map on {sal.device}, images on {images.device}"
-    assert torch.isfinite(sal).all(), f"{name}: map has NaN or inf"
+    _require(isinstance(sal, torch.Tensor), f"{name}: explain returned {type(sal).__name__}")
+    _require(sal.dtype == torch.float32, f"{name}: map dtype {sal.dtype}, expected float32")
+    _require(tuple(sal.shape) == (n, 1, *images.shape[-2:]),
+             f"{name}: map shape {tuple(sal.shape)}")  # fmt: skip
+    _require(sal.device == images.device,
+             f"{name}: map on {sal.device}, images on {images.device}")  # fmt: skip
+    _require(torch.isfinite(sal).all(), f"{name}: map has NaN or inf")
 
     singles = torch.cat(
         [
@@ -94,15 +125,14 @@ def check_method(
     )
     err = (singles - sal).abs().max().item()
     scale = max(sal.abs().max().item(), 1e-12)
-    assert err <= atol * max(1.0, scale), f"{name}: not batch-independent (max diff {err:.3g})"
+    _require(err <= atol * max(1.0, scale), f"{name}: not batch-independent (max diff {err:.3g})")
     report["batch_independence_max_diff"] = err
 
     if cls.deterministic:
         again = _explain(method, images, labels, masks)
         diff = (again - sal).abs().max().item()
-        assert diff <= atol * max(1.0, scale), (
-            f"{name}: deterministic=True but maps differ by {diff}"
-        )
+        _require(diff <= atol * max(1.0, scale),
+                 f"{name}: deterministic=True but maps differ by {diff}")  # fmt: skip
 
     if cls.needs_masks:
         try:
@@ -110,23 +140,22 @@ def check_method(
         except MethodError:
             pass
         else:
-            raise AssertionError(f"{name}: needs_masks=True but explain() worked without masks")
+            raise ContractError(f"{name}: needs_masks=True but explain() worked without masks")
 
     other = copy.deepcopy(model)
     torch.manual_seed(12345)
     for m in other.modules():
         if hasattr(m, "reset_parameters") and m is not other:
             m.reset_parameters()
-    other_method = cls(other, **params)
-    if cls.learns:
-        other_method = copy.copy(method)
-        other_method.model = other
+    other_method = method.with_model(other)
+    _require(isinstance(other_method, cls) and other_method.model is other,
+             f"{name}: with_model(model) must return the method on that model")  # fmt: skip
     other_sal = _explain(other_method, images, labels, masks)
     changed = (other_sal - sal).abs().max().item() > atol * max(1.0, scale)
     if not cls.uses_model:
-        assert not changed, f"{name}: uses_model=False but the map changes with the classifier"
+        _require(not changed, f"{name}: uses_model=False but the map changes with the classifier")
     elif not cls.learns:
-        assert changed, f"{name}: uses_model=True but the map ignores the classifier"
+        _require(changed, f"{name}: uses_model=True but the map ignores the classifier")
     report["map_depends_on_model"] = changed
 
     if not cls.needs_gradients:
@@ -134,8 +163,81 @@ def check_method(
             try:
                 _explain(method, images, labels, masks)
             except RuntimeError as exc:
-                raise AssertionError(
+                raise ContractError(
                     f"{name}: needs_gradients=False but fails without autograd: {exc}"
                 ) from exc
+    if cls.gate_mask:
+        report.update(_check_gate_hooks(method, images, labels, masks, sal, name))
     report["ok"] = True
+    report["fitted_method"] = method
+    return report
+
+
+def _check_gate_hooks(method, images, labels, masks, sal, name) -> dict[str, Any]:
+    kw = {"masks": masks} if method.needs_masks else {}
+    keep = method.binary_mask(images, labels, **kw)
+    _require(isinstance(keep, torch.Tensor) and keep.dtype == torch.bool,
+             f"{name}: binary_mask must return a bool tensor")  # fmt: skip
+    _require(tuple(keep.shape) == tuple(sal.shape),
+             f"{name}: binary_mask shape {tuple(keep.shape)}, expected {tuple(sal.shape)}")
+    _require(keep.device == images.device, f"{name}: binary_mask on {keep.device}")
+    out: dict[str, Any] = {"mask_share": keep.float().mean().item()}
+    if method.masked_input:
+        x = method.composite(images, keep)
+        _require(tuple(x.shape) == tuple(images.shape) and torch.isfinite(x).all(),
+                 f"{name}: composite must give finite images of the input's shape")  # fmt: skip
+        _require(torch.allclose(method.composite(images, torch.ones_like(keep)), images),
+                 f"{name}: composite with a full mask must give the image back")  # fmt: skip
+        _require(torch.equal(x[keep.expand_as(x)], images[keep.expand_as(images)]),
+                 f"{name}: composite must keep the masked-in pixels as they are")
+    return out
+
+
+def check_gate_method(
+    cls: type[GateMaskMethod] | str,
+    model: nn.Module | None = None,
+    dataset: BenchDataset | None = None,
+    params: dict[str, Any] | None = None,
+    n: int = 4,
+    atol: float = 1e-4,
+) -> dict[str, Any]:
+    """:func:`check_method` plus the gate-method contract (raises :class:`ContractError`).
+
+    Checks: ``cls`` subclasses :class:`nicebench.GateMaskMethod`; ``gate_logits`` are finite
+    ``[B,1,⌈H/cell⌉,⌈W/cell⌉]``; the binary mask is ``log α ≥ 0`` upsampled by the cell (constant
+    on each cell) and the map is the ranked test mask, so pixels the map ranks at ≥ 0.5 are the
+    kept ones; ``composite`` keeps the kept pixels and puts the reference elsewhere.
+    """
+    if isinstance(cls, str):
+        from .registry import METHODS
+
+        cls = METHODS.get(cls)
+    name = getattr(cls, "registered_name", "") or cls.__name__
+    _require(isinstance(cls, type) and issubclass(cls, GateMaskMethod),
+             f"{name}: a gate method must subclass nicebench.GateMaskMethod")  # fmt: skip
+    report = check_method(cls, model, dataset, params, n, atol)
+    method: GateMaskMethod = report["fitted_method"]
+    if model is None or dataset is None:
+        model, dataset = tiny_setup(n=max(n, 4))
+    images, labels = collate([dataset[i] for i in range(n)])[:2]
+    h, w = images.shape[-2:]
+    cell = method.cell_size(h, w)
+    la = method.gate_logits(images.to(method.device), labels.to(method.device))
+    _require(tuple(la.shape) == (n, 1, *method.grid_size(h, w)),
+             f"{name}: gate_logits shape {tuple(la.shape)}, expected "
+             f"[{n},1,{method.grid_size(h, w)[0]},{method.grid_size(h, w)[1]}]")  # fmt: skip
+    _require(torch.isfinite(la).all(), f"{name}: gate_logits have NaN or inf")
+    keep = method.binary_mask(images, labels)
+    expected = upsample_cells(la.cpu() >= 0, cell, (h, w))
+    _require(torch.equal(keep.cpu(), expected),
+             f"{name}: binary_mask must be log α ≥ 0 upsampled by the cell ({cell} px)")
+    sal = method.explain(images, labels)
+    # the map is the test mask (≥ 0.5 exactly where kept) up to the 1e-3 tie-break
+    kept = keep.cpu()
+    _require(bool((sal[kept] >= 0.5 - 2e-3).all() and (sal[~kept] <= 0.5 + 2e-3).all()),
+             f"{name}: the map must be ≥ 0.5 on the kept pixels and below elsewhere")
+    ref = method.composite(images, torch.zeros_like(keep))
+    _require(torch.allclose(ref, method.reference_image(images).expand_as(images)),
+             f"{name}: composite with an empty mask must give the reference image")
+    report["cell"] = cell
     return report

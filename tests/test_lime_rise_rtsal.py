@@ -128,7 +128,7 @@ def test_rtsal_taps_trains_caches_and_swaps_model(tmp_path, monkeypatch):
     assert not torch.equal(sal, m.explain(x, torch.tensor([1, 2, 3, 4])))  # class-conditioned
 
     # a second instance loads the cached decoder instead of training
-    monkeypatch.setattr(RealTimeSaliency, "_train", lambda *a: pytest.fail("retrained"))
+    monkeypatch.setattr(RealTimeSaliency, "train_module", lambda *a: pytest.fail("retrained"))
     again = RealTimeSaliency(model, **params).fit(train)
     assert torch.equal(again.explain(x, torch.tensor([0, 1, 2, 3])), sal)
 

@@ -7,7 +7,7 @@ import torch
 
 import nicebench as nb
 from nicebench import Method, MethodError, register_method
-from nicebench.testing import check_method
+from nicebench.testing import ContractError, check_method
 
 CORE_METHODS = ["random", "center", "edges", "oracle", "saliency", "ig", "occlusion", "gradcam"]
 
@@ -35,7 +35,7 @@ def test_check_method_catches_a_dishonest_plugin():
                 score = self.model(images).gather(1, targets[:, None])
             return score[:, :, None, None] * images.mean(1, keepdim=True)
 
-    with pytest.raises(AssertionError, match="uses_model=False"):
+    with pytest.raises(ContractError, match="uses_model=False"):
         check_method(Dishonest)
 
     class BatchDependent(Method):
@@ -44,7 +44,7 @@ def test_check_method_catches_a_dishonest_plugin():
         def attribute(self, images, targets, **kw):
             return images.mean(1, keepdim=True) - images.mean()
 
-    with pytest.raises(AssertionError, match="batch-independent"):
+    with pytest.raises(ContractError, match="batch-independent"):
         check_method(BatchDependent)
 
     class WrongShape(Method):

@@ -91,7 +91,7 @@ def test_training_is_cached_and_keyed_by_classifier_and_params(monkeypatch) -> N
     def fail(*args, **kwargs):
         raise AssertionError("retrained although cached")
 
-    monkeypatch.setattr(cls, "_train", fail)
+    monkeypatch.setattr(cls, "train_module", fail)
     second = _nice(model).fit(train)
     assert torch.equal(second.explain(images, labels), sal)
     # the tie-break window only reorders the explanation map: same generator, same open gates

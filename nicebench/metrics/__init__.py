@@ -65,7 +65,7 @@ class MetricContext:
     def gate_mask(self) -> torch.Tensor:
         """The method's binary gate mask (``binary_mask``), computed once per batch."""
         if "gate_mask" not in self.cache:
-            kw = {"masks": self.masks} if getattr(self.method, "needs_masks", False) else {}
+            kw = {"masks": self.masks} if self.method.needs_masks else {}
             self.cache["gate_mask"] = self.method.binary_mask(self.images, self.targets, **kw)
         return self.cache["gate_mask"]
 
@@ -131,19 +131,15 @@ _register(MetricSpec(
 ))  # fmt: skip
 
 
-def _has_gate(method: Any) -> bool:
-    return bool(getattr(method, "gate_mask", False)) and hasattr(method, "binary_mask")
-
-
 _register(MetricSpec(
     "mask_share", lambda c: mask_share(c.gate_mask()), "mask_share", higher_is_better=False,
-    applies=_has_gate, description="share of pixels the method's binary gate mask keeps",
+    applies=lambda m: m.gate_mask, description="share of pixels the method's binary gate mask keeps",
 ))  # fmt: skip
 _register(MetricSpec(
     "masked_accuracy",
     lambda c: masked_correct(c.model, c.images, c.gate_mask(), c.method.composite, c.labels),
     "masked_accuracy", higher_is_better=True,
-    applies=lambda m: _has_gate(m) and hasattr(m, "composite"),
+    applies=lambda m: m.masked_input,
     description="classifier accuracy on the image composited through the binary gate mask",
 ))  # fmt: skip
 
@@ -163,7 +159,7 @@ def _sanity(c: MetricContext) -> torch.Tensor:
     out = torch.full((len(c.images),), float("nan"))
     if k == 0:
         return out
-    kw = {"masks": c.masks[:k]} if getattr(c.method, "needs_masks", False) else {}
+    kw = {"masks": c.masks[:k]} if c.method.needs_masks else {}
     rand = randomised_model(c.model, seed=c.settings.get("seed", 0))
     out[:k] = sanity_spearman(
         c.method, c.model, c.images[:k], c.targets[:k], maps=c.saliency[:k], random_model=rand,

@@ -16,7 +16,6 @@ that is constant on either model has no rank correlation: NaN, as scipy.
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -110,23 +109,8 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def rebuild_method(method: Any, model: nn.Module) -> Any:
-    """The same method on another model: ``method.with_model(model)`` when the method defines it;
-    for other learned methods a shallow copy of the fitted instance with the classifier swapped
-    (re-fitting on the randomised model would cost a full training); else a new instance of its
-    class built with the instance's attributes named like its constructor's keyword parameters."""
-    if hasattr(method, "with_model"):
-        return method.with_model(model)
-    if getattr(method, "learns", False):
-        clone = copy.copy(method)
-        clone.model = model
-        return clone
-    params = inspect.signature(type(method).__init__).parameters
-    kw = {
-        k: getattr(method, k)
-        for k, p in params.items()
-        if k not in ("self", "model") and p.kind == p.KEYWORD_ONLY and hasattr(method, k)
-    }
-    return type(method)(model, **kw)
+    """The same method on another model: :meth:`nicebench.Method.with_model`."""
+    return method.with_model(model)
 
 
 def sanity_spearman(
