@@ -57,7 +57,16 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     state = load_state_dict_file(path)
     if isinstance(module, Classifier) and not any(k.startswith("net.") for k in state):
         module = module.net
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    _load_strict(module, state, path)
+
+
+def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``module.load_state_dict(state)`` with an error that names the file."""
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"model weights file {path} does not fit {type(module).__name__}: "
+                         f"{str(exc).splitlines()[-1].strip()}") from None  # fmt: skip
     if missing or unexpected:
         raise ValueError(
             f"model weights file {path} does not fit {type(module).__name__}: "
@@ -79,7 +88,7 @@ def default_cam_layer(net: nn.Module) -> nn.Module:
 
 
 def torchvision_classifier(
-    name: str, weights: str | Path | None, num_classes: int | None = None,
+    name: str, weights: str | Path | None = None, num_classes: int | None = None,
     cam_layer: str | None = None,
 ) -> Classifier:  # fmt: skip
     """torchvision's architecture ``name`` with the state dict in ``weights`` (never downloaded),
@@ -102,11 +111,6 @@ def torchvision_classifier(
         num_classes = int(mats[-1].shape[0]) if mats else 1000
     with torch.random.fork_rng(devices=[]):  # initial weights are overwritten; keep the RNG
         net = torchvision.models.get_model(name, weights=None, num_classes=int(num_classes))
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"model weights file {weights} does not fit torchvision's {name}: missing "
-            f"{missing[:5]}, unexpected {unexpected[:5]}"
-        )
+    _load_strict(net, state, weights)
     cam = net.get_submodule(cam_layer) if cam_layer else default_cam_layer(net)
     return Classifier(net, IMAGENET_MEAN, IMAGENET_STD, int(num_classes), cam)
