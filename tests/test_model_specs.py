@@ -148,3 +148,36 @@ def test_imagenet_rise_config_end_to_end(tmp_path):
         assert all(math.isfinite(v) and 0 <= v <= 1 for v in board[col])
     labels = pd.read_csv(tmp_path / "run" / "per_image.csv").label
     assert set(labels) <= {1, 282, 340}  # ImageNet class indices of the wnid folders
+
+
+def test_store_written_before_models_were_an_axis(tmp_path):
+    """An older store (cells without a model column) opens, and its cells read as ``default``."""
+    import sqlite3
+
+    from nicebench.store import CellResult, RunStore
+
+    old = sqlite3.connect(tmp_path / "store.sqlite")
+    old.execute(
+        "CREATE TABLE cells (key TEXT PRIMARY KEY, dataset TEXT, method TEXT, method_name TEXT, "
+        "track TEXT, shard INTEGER, status TEXT, error TEXT, n_images INTEGER, "
+        "explain_ms_per_image REAL, peak_mem_mb REAL, seconds REAL, finished_at TEXT, "
+        "code_version TEXT, spec TEXT)"
+    )
+    old.execute("INSERT INTO cells VALUES ('k0','scenes','random','random','explain',0,'ok','',"
+                "2,0.1,1,1,'t','c','{}')")  # fmt: skip
+    old.commit()
+    old.close()
+    store = RunStore(tmp_path)
+    store.write(CellResult(key="k1", dataset="scenes", model="lenet5", method="random",
+                           method_name="random", shard=0,
+                           image_rows=[(0, 1, 1, "x", 0.5)]))  # fmt: skip
+    cells = store.cells().set_index("key")
+    assert cells.model.to_dict() == {"k0": "default", "k1": "lenet5"}
+    assert list(store.image_values().model) == ["lenet5"]
+    store.close()
+
+
+def test_model_registry_uses_its_entry_point_group():
+    from nicebench.registry import MODELS
+
+    assert MODELS.entry_point_group == "nicebench.models" and MODELS.kind == "model"
