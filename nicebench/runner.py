@@ -25,7 +25,7 @@ from .config import PluginSpec, RunConfig, parse_specs
 from .data import BenchDataset, DatasetMissingError, collate, load_dataset
 from .method import Method, create_method
 from .metrics import MetricContext, MetricSpec, get_metric_spec
-from .models import DEFAULT_MODEL, load_model
+from .models import DEFAULT_MODEL, check_model_spec, load_model
 from .registry import METHODS, METRICS
 from .store import CellResult, RunStore
 
@@ -272,11 +272,12 @@ def plan_cells(cfg: RunConfig) -> list[Cell]:
     codec = cfg.settings.get("codec", "jpeg")
     if COMPRESSION in metrics and not any(m.name == codec for m in methods):
         methods.append(PluginSpec.make(codec))  # the quality sweep every method is measured against
+    models = [check_model_spec(m) for m in cfg.models or [DEFAULT_MODEL]]
     cells = []
     for dspec in cfg.datasets:
         ds = _dataset(dspec)
         n = min(cfg.n_images, len(ds))
-        for model, mspec in itertools.product(cfg.models or [DEFAULT_MODEL], methods):
+        for model, mspec in itertools.product(models, methods):
             cls = METHODS.get(mspec.name)
             if cls.needs_masks and not ds.has_masks:
                 continue

@@ -43,7 +43,6 @@ class CellResult:
     method: str
     method_name: str
     shard: int
-    model: str = "default"
     track: str = "explain"
     status: str = "ok"
     error: str = ""
@@ -53,6 +52,7 @@ class CellResult:
     seconds: float = 0.0
     code_version: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
+    model: str = "default"  # the model spec's label
     image_rows: list[tuple[int, int, int, str, float]] = field(default_factory=list)
     cell_values: dict[str, float] = field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)

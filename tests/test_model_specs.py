@@ -181,3 +181,14 @@ def test_model_registry_uses_its_entry_point_group():
     from nicebench.registry import MODELS
 
     assert MODELS.entry_point_group == "nicebench.models" and MODELS.kind == "model"
+
+
+def test_unknown_model_names_fail_before_the_run(tmp_path):
+    cfg = RunConfig(datasets=parse_specs(TINY), models=parse_specs("scenecn"),
+                    methods=parse_specs("random"), out=str(tmp_path / "run"))  # fmt: skip
+    with pytest.raises(KeyError, match="Did you mean: scenecnn"):
+        plan_cells(cfg)
+    cfg.models = parse_specs("torchvision:resnet5000:weights=x.pth")
+    with pytest.raises(ValueError, match="no model 'resnet5000'"):
+        plan_cells(cfg)
+    assert not (tmp_path / "run").exists()

@@ -37,6 +37,7 @@ from .external import load_state_dict_file, torchvision_classifier
 from .loading import (
     DEFAULT_MODEL,
     MODEL_CODE_VERSION,
+    check_model_spec,
     classifier_identity,
     load_model,
     load_model_path,
@@ -54,6 +55,7 @@ __all__ = [
     "cache_key",
     "cache_path",
     "cached_module",
+    "check_model_spec",
     "classifier_identity",
     "get_arch",
     "is_pretrained",

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..config import PluginSpec, parse_specs
 from ..data import BenchDataset, load_dataset
-from .architectures import Classifier, build_arch, is_pretrained
+from .architectures import Classifier, build_arch, get_arch, is_pretrained
 from .cache import cache_path, cached_module
 from .external import load_weights, torchvision_classifier
 from .training import materialise, predict, train_classifier
@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "RECIPE_KEYS",
     "parse_model_spec",
+    "check_model_spec",
     "classifier_identity",
     "load_model",
     "load_model_path",
@@ -55,6 +56,20 @@ def parse_model_spec(model: str | PluginSpec | None) -> PluginSpec:
     if len(specs) != 1:
         raise ValueError(f"a model spec names one model, got {model!r}")
     return specs[0]
+
+
+def check_model_spec(model: str | PluginSpec | None) -> PluginSpec:
+    """Parse ``model`` and check its name (raises with close matches), loading nothing."""
+    spec = parse_model_spec(model)
+    if spec.name.startswith(TORCHVISION):
+        import torchvision
+
+        name = spec.name[len(TORCHVISION) :]
+        if name not in torchvision.models.list_models():
+            raise ValueError(f"model {spec}: torchvision has no model {name!r}")
+    elif spec.name != DEFAULT_MODEL.name:
+        get_arch(spec.name)
+    return spec
 
 
 def _arch_params(spec: PluginSpec, ds: BenchDataset) -> tuple[str, int, str | None, dict]:
