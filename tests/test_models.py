@@ -46,6 +46,9 @@ def test_cache_keys_are_unchanged(tmp_path, monkeypatch):
     for spec in ("default", "scenecnn", "scenecnn:seed=0", "default:seed=0"):
         assert load_model_path(scenes64, spec) == load_model_path(scenes64)
     assert load_model_path(scenes64, "scenecnn:seed=1") != load_model_path(scenes64)
+    for not_cached in ("torchvision:resnet50:weights=r50.pth", "scenecnn:weights=w.pt"):
+        with pytest.raises(ValueError, match="not cached"):
+            load_model_path(scenes64, not_cached)
     tiny = nb.load_dataset("scenes", size=32, n=64, train_n=1500, train_epochs=3)
     assert load_model_path(tiny).name == "6bff420e4836aee8.pt"
     try:

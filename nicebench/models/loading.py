@@ -150,5 +150,12 @@ def load_model(
 
 
 def load_model_path(dataset: BenchDataset, model: str | PluginSpec | None = None) -> Path:
-    """Where :func:`load_model` caches the classifier ``model`` of ``dataset``."""
-    return cache_path("classifiers", classifier_identity(dataset, model))
+    """Where :func:`load_model` caches the classifier ``model`` of ``dataset`` (a ``ValueError``
+    for models that are read from a file or come pretrained, which are not cached)."""
+    spec = parse_model_spec(model)
+    if spec.name.startswith(TORCHVISION) or "weights" in spec.kwargs:
+        raise ValueError(f"model {spec} is read from its weights file, not cached")
+    arch = _arch_params(spec, dataset)[0]
+    if is_pretrained(arch):
+        raise ValueError(f"model {spec} ({arch}) comes pretrained, not cached")
+    return cache_path("classifiers", classifier_identity(dataset, spec))
