@@ -192,3 +192,23 @@ def test_unknown_model_names_fail_before_the_run(tmp_path):
     with pytest.raises(ValueError, match="no model 'resnet5000'"):
         plan_cells(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_models_option(monkeypatch, tmp_path, capsys):
+    import nicebench.runner as runner
+    from nicebench.cli import main
+
+    seen = {}
+
+    def fake_run(cfg, progress=True):
+        seen["models"] = [str(m) for m in cfg.models]
+        (tmp_path / "leaderboard.md").write_text("")
+        return runner.RunSummary(tmp_path, 0, 0, 0)
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    argv = ["run", "--datasets", TINY, "--methods", "random", "--out", str(tmp_path), "-q"]
+    assert main([*argv, "--models", "default,torchvision:resnet50:weights=/m/r50.pth"]) == 0
+    assert seen["models"] == ["default", "torchvision:resnet50:weights=/m/r50.pth"]
+    assert main(argv) == 0 and seen["models"] == ["default"]
+    assert main(["list", "models", "*net*"]) == 0
+    assert "lenet5" in capsys.readouterr().out
