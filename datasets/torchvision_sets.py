@@ -4,10 +4,14 @@
 (``/usr/share/datasets/fashion-mnist``) with torchvision's ``FashionMNIST`` class; every set can
 download when ``download=True`` and the machine is online. A missing set raises
 :class:`nicebench.DatasetMissingError` saying how to get it.
+
+``imagenet_wnids.txt`` beside this module lists the 1000 ILSVRC2012 class wnids sorted, which is
+the class order of torchvision's (and timm's) ImageNet models: class index i is the i-th wnid.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import shutil
@@ -25,6 +29,12 @@ IDX_FILES = [
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
 ]  # fmt: skip
+
+
+@functools.cache
+def imagenet_wnids() -> list[str]:
+    """The 1000 ImageNet (ILSVRC2012) wnids in the class-index order of ImageNet classifiers."""
+    return (Path(__file__).with_name("imagenet_wnids.txt")).read_text().split()
 
 
 def _root(name: str, root: str | None) -> Path:
@@ -157,13 +167,19 @@ class CIFAR10(_TorchvisionSet):
 @register_dataset("imagefolder")
 class ImageFolder(BenchDataset):
     """Any ImageFolder tree (class sub-folders of images), resized and centre-cropped to ``size``;
-    explained with torchvision's ImageNet-pretrained ResNet-50 (weights fetched when online)."""
+    explained with torchvision's ImageNet-pretrained ResNet-50 (weights fetched when online).
+
+    ``labels``: ``auto`` (default) maps ImageNet class folders named by wnid (``n01440764``, as
+    in ImageNet's validation set sorted into folders) to the 1000 ImageNet class indices, so the
+    labels are the ImageNet model's; other folder names label by their sorted folder index.
+    ``imagenet`` requires wnid folders, ``folder`` always uses the folder index.
+    """
 
     model_arch = "resnet50"
     mean, std, channels = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 3
 
     def __init__(self, split: str = "test", root: str | None = None, size: int = 224,
-                 n: int | None = None):  # fmt: skip
+                 n: int | None = None, labels: str = "auto"):  # fmt: skip
         if root is None:
             raise ValueError("imagefolder: pass root=<folder with one sub-folder per class>, "
                              "e.g. --datasets imagefolder:root=/data/imagenette2/val")  # fmt: skip
@@ -179,7 +195,25 @@ class ImageFolder(BenchDataset):
             self.folder = tvd.ImageFolder(str(path), transform=tf)
         except FileNotFoundError as exc:
             raise DatasetMissingError(f"imagefolder: {exc}") from None
-        self.classes = self.folder.classes
+        self.label_space = self._map_labels(labels)
+        self.classes = imagenet_wnids() if self.label_space == "imagenet" else self.folder.classes
+
+    def _map_labels(self, labels: str) -> str:
+        """Relabel the samples of wnid-named folders with ImageNet class indices."""
+        if labels not in ("auto", "imagenet", "folder"):
+            raise ValueError(f"imagefolder: labels is auto, imagenet or folder, not {labels!r}")
+        index = {w: i for i, w in enumerate(imagenet_wnids())}
+        other = [c for c in self.folder.classes if c not in index]
+        if labels == "folder" or (labels == "auto" and other):
+            return "folder"
+        if other:
+            raise ValueError(f"imagefolder: labels=imagenet needs folders named by ImageNet wnid "
+                             f"(like n01440764); {self.root} has {other[:3]}")  # fmt: skip
+        to_imagenet = [index[c] for c in self.folder.classes]
+        self.folder.samples = [(path, to_imagenet[t]) for path, t in self.folder.samples]
+        self.folder.imgs = self.folder.samples
+        self.folder.targets = [t for _, t in self.folder.samples]
+        return "imagenet"
 
     @property
     def num_classes(self) -> int:
@@ -192,7 +226,8 @@ class ImageFolder(BenchDataset):
         return self.folder[index]
 
     def identity(self) -> dict[str, Any]:
-        return {"name": "imagefolder", "root": self.root, "size": self.size, "n": len(self)}
+        ident = {"name": "imagefolder", "root": self.root, "size": self.size, "n": len(self)}
+        return {**ident, "labels": "imagenet"} if self.label_space == "imagenet" else ident
 
     def train_split(self) -> BenchDataset:
         return self

@@ -12,10 +12,11 @@ __all__ = ["main"]
 def _list(args: argparse.Namespace) -> int:
     from . import registry
 
-    kinds = [args.kind] if args.kind else ["methods", "datasets", "metrics"]
+    kinds = [args.kind] if args.kind else ["methods", "datasets", "models", "metrics"]
     for kind in kinds:
         names = {"methods": registry.list_methods, "datasets": registry.list_datasets,
-                 "metrics": registry.list_metrics}[kind](args.pattern)  # fmt: skip
+                 "models": registry.list_models, "metrics": registry.list_metrics}[kind](
+            args.pattern)  # fmt: skip
         print(f"{kind}:")
         for name in names:
             doc = ""
@@ -23,6 +24,8 @@ def _list(args: argparse.Namespace) -> int:
                 doc = (registry.get_method_class(name).__doc__ or "").strip().splitlines()[0]
             elif kind == "datasets":
                 doc = (registry.get_dataset_class(name).__doc__ or "").strip().splitlines()[0]
+            elif kind == "models":
+                doc = (registry.MODELS.get(name).__doc__ or "").strip().splitlines()[0]
             else:
                 doc = getattr(registry.get_metric(name), "description", "")
             print(f"  {name:<22} {doc}")
@@ -38,6 +41,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else default_config()
     if args.datasets:
         cfg.datasets = parse_specs(args.datasets)
+    if args.models:
+        cfg.models = parse_specs(args.models)
     if args.methods:
         cfg.methods = parse_specs(args.methods)
     if args.metrics:
@@ -67,14 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nicebench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    ls = sub.add_parser("list", help="list registered methods, datasets or metrics")
-    ls.add_argument("kind", nargs="?", choices=["methods", "datasets", "metrics"])
+    ls = sub.add_parser("list", help="list registered methods, datasets, models or metrics")
+    ls.add_argument("kind", nargs="?", choices=["methods", "datasets", "models", "metrics"])
     ls.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'nice*'")
     ls.set_defaults(func=_list)
 
     r = sub.add_parser("run", help="run a leaderboard (default: the offline default leaderboard)")
     r.add_argument("config", nargs="?", help="TOML config; without it, the default leaderboard")
     r.add_argument("--datasets", action="append", help="e.g. scenes:size=128,fashion-mnist")
+    r.add_argument("--models", action="append",
+                   help="classifiers, e.g. default,scenecnn:seed=1,torchvision:resnet50:"
+                        "weights=FILE (default: each dataset's own)")  # fmt: skip
     r.add_argument("--methods", action="append", help="e.g. nice:lam=5,gradcam")
     r.add_argument("--metrics", action="append", help="e.g. deletion,insertion")
     r.add_argument("--n-images", type=int, dest="n_images")

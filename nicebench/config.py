@@ -1,4 +1,4 @@
-"""Run configuration: datasets × methods × metrics, from TOML or the command line."""
+"""Run configuration: datasets × models × methods × metrics, from TOML or the CLI."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def parse_specs(items: str | list[str] | None) -> list[PluginSpec]:
     """Parse ``"nice:lam=5,mu=0.1,gradcam"`` (and lists of such strings) into specs.
 
     After ``NAME:``, a comma-separated token with ``=`` is a parameter of the current plugin;
-    a token without ``=`` starts the next plugin.
+    a token without ``=`` starts the next plugin. A name may itself hold colons: in
+    ``torchvision:resnet50:weights=F`` the last colon before ``=`` ends the name.
     """
     if items is None:
         return []
@@ -74,14 +75,13 @@ def parse_specs(items: str | list[str] | None) -> list[PluginSpec]:
             continue
         name, params = None, {}
         for token in filter(None, (t.strip() for t in item.split(","))):
-            if ":" in token and "=" not in token.split(":", 1)[0]:
+            if "=" not in token:
+                token = token.removesuffix(":")
+            elif ":" in token.split("=", 1)[0]:  # NAME:key=value starts the next plugin
                 if name:
                     specs.append(PluginSpec.make(name, params))
-                name, rest = token.split(":", 1)
-                params = {}
-                token = rest
-                if not token:
-                    continue
+                name = token.split("=", 1)[0].rsplit(":", 1)[0]
+                token, params = token[len(name) + 1 :], {}
             if "=" in token:
                 if name is None:
                     raise ValueError(
@@ -100,9 +100,14 @@ def parse_specs(items: str | list[str] | None) -> list[PluginSpec]:
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run; each (dataset, method, shard) is one cell of it."""
+    """Everything that defines a run; each (dataset, model, method, shard) is one cell of it.
+
+    ``models`` are model specs (:mod:`nicebench.models.loading`); ``default`` is each dataset's
+    own classifier.
+    """
 
     datasets: list[PluginSpec] = field(default_factory=list)
+    models: list[PluginSpec] = field(default_factory=lambda: [PluginSpec("default")])
     methods: list[PluginSpec] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     n_images: int = 200
@@ -118,6 +123,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["datasets"] = [str(s) for s in self.datasets]
+        d["models"] = [str(s) for s in self.models]
         d["methods"] = [str(s) for s in self.methods]
         return d
 
@@ -134,7 +140,7 @@ def load_config(path: str | Path) -> RunConfig:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(raw) - _KEYS - {"datasets", "methods", "metrics", "settings"}
+    unknown = set(raw) - _KEYS - {"datasets", "models", "methods", "metrics", "settings"}
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(_KEYS)}")
     cfg = RunConfig(
@@ -143,6 +149,8 @@ def load_config(path: str | Path) -> RunConfig:
         metrics=list(raw.get("metrics", [])),
         settings=dict(raw.get("settings", {})),
     )
+    if raw.get("models"):
+        cfg.models = parse_specs(raw["models"])
     for key in _KEYS & set(raw):
         setattr(cfg, key, raw[key])
     return cfg

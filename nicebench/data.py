@@ -27,8 +27,8 @@ class BenchDataset(Dataset):
     normalised space" substrate of the metrics is the dataset's mean colour.
 
     Subclasses set the class attributes and implement ``__len__`` / ``__getitem__``. ``model_arch``
-    names the architecture of :mod:`nicebench.models` trained for it, ``model_recipe`` the training
-    settings (epochs, lr, batch size, ...).
+    names the registered architecture (:func:`nicebench.registry.list_models`) trained for it, its
+    ``default`` model, and ``model_recipe`` the training settings (epochs, lr, batch size, ...).
     """
 
     has_masks: ClassVar[bool] = False

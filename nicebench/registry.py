@@ -30,6 +30,9 @@ __all__ = [
     "get_dataset_class",
     "get_metric",
     "UnknownPluginError",
+    "MODELS",
+    "register_arch",
+    "list_models",
 ]
 
 
@@ -119,6 +122,7 @@ class Registry:
 METHODS = Registry("method", "nicebench.methods", "nicebench.methods")
 DATASETS = Registry("dataset", "nicebench.datasets", "nicebench.datasets")
 METRICS = Registry("metric", None, None)
+MODELS = Registry("model", "nicebench.models", "nicebench.models")  # classifier architectures
 
 
 def register_method(name: str, *, overwrite: bool = False) -> Callable[[type], type]:
@@ -134,6 +138,16 @@ def register_dataset(name: str, *, overwrite: bool = False) -> Callable[[type], 
 def register_metric(name: str, *, overwrite: bool = False) -> Callable[[Any], Any]:
     """Register a metric (a per-image metric function or a metric track)."""
     return METRICS.register(name, overwrite=overwrite)
+
+
+def register_arch(name: str, *, overwrite: bool = False) -> Callable[[Any], Any]:
+    """Register a classifier architecture (see :mod:`nicebench.models.architectures`)."""
+    return MODELS.register(name, overwrite=overwrite)
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered architecture names, e.g. ``list_models("res*")``."""
+    return MODELS.names(pattern)
 
 
 def list_methods(pattern: str | None = None) -> list[str]:

@@ -1,14 +1,15 @@
 """The runner: expand a config into cells, skip finished ones, execute, store, write the tables.
 
-A cell is (dataset, method with parameters, shard of images). Its key hashes the cell's config
-and the code version, so a rerun of the same config resumes where a killed run stopped and a
-code change recomputes.
+A cell is (dataset, model, method with parameters, shard of images). Its key hashes the cell's
+config and the code version, so a rerun of the same config resumes where a killed run stopped
+and a code change recomputes.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import platform
 import resource
@@ -24,7 +25,7 @@ from .config import PluginSpec, RunConfig, parse_specs
 from .data import BenchDataset, DatasetMissingError, collate, load_dataset
 from .method import Method, create_method
 from .metrics import MetricContext, MetricSpec, get_metric_spec
-from .models import load_model
+from .models import DEFAULT_MODEL, check_model_spec, load_model
 from .registry import METHODS, METRICS
 from .store import CellResult, RunStore
 
@@ -86,7 +87,7 @@ def versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Cell:
-    """One unit of work: a shard of a dataset explained by one method and scored."""
+    """One unit of work: a shard of a dataset, its classifier ``model`` explained by one method."""
 
     dataset: PluginSpec
     method: PluginSpec
@@ -98,12 +99,13 @@ class Cell:
     batch_size: int = 50
     device: str = "cpu"
     track: str = "explain"
+    model: PluginSpec = DEFAULT_MODEL
 
     @property
     def key(self) -> str:
         blob = json.dumps(
-            [str(self.dataset), str(self.method), self.start, self.stop, self.metrics,
-             self.settings, self.track, code_version()],
+            [str(self.dataset), str(self.model), str(self.method), self.start, self.stop,
+             self.metrics, self.settings, self.track, code_version()],
             default=str,
         )  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -116,13 +118,13 @@ def _dataset(spec: PluginSpec) -> BenchDataset:
 
 
 @functools.lru_cache(maxsize=8)
-def _model(spec: PluginSpec, device: str) -> torch.nn.Module:
-    return load_model(_dataset(spec), device=device)
+def _model(spec: PluginSpec, model: PluginSpec, device: str) -> torch.nn.Module:
+    return load_model(_dataset(spec), device=device, model=model)
 
 
 @functools.lru_cache(maxsize=32)
-def _method(dspec: PluginSpec, mspec: PluginSpec, device: str) -> Method:
-    method = create_method(mspec.name, _model(dspec, device), **mspec.kwargs)
+def _method(dspec: PluginSpec, model: PluginSpec, mspec: PluginSpec, device: str) -> Method:
+    method = create_method(mspec.name, _model(dspec, model, device), **mspec.kwargs)
     if method.learns:
         method.fit(_dataset(dspec).train_split())
     return method
@@ -137,10 +139,10 @@ def run_cell(cell: Cell) -> CellResult:
     """Compute one cell; never raises: a failure is recorded in the result's status and error."""
     t0 = time.perf_counter()
     res = CellResult(
-        key=cell.key, dataset=cell.dataset.label, method=cell.method.label,
-        method_name=cell.method.name, shard=cell.shard, track=cell.track,
-        code_version=code_version(),
-        spec={"dataset": str(cell.dataset), "method": str(cell.method),
+        key=cell.key, dataset=cell.dataset.label, model=cell.model.label,
+        method=cell.method.label, method_name=cell.method.name, shard=cell.shard,
+        track=cell.track, code_version=code_version(),
+        spec={"dataset": str(cell.dataset), "model": str(cell.model), "method": str(cell.method),
               "images": [cell.start, cell.stop], "metrics": list(cell.metrics),
               "settings": dict(cell.settings)},
     )  # fmt: skip
@@ -158,8 +160,8 @@ def run_cell(cell: Cell) -> CellResult:
 def _compute(cell: Cell, res: CellResult) -> None:
     device = cell.device
     ds = _dataset(cell.dataset)
-    model = _model(cell.dataset, device)
-    method = _method(cell.dataset, cell.method, device)
+    model = _model(cell.dataset, cell.model, device)
+    method = _method(cell.dataset, cell.model, cell.method, device)
     settings = dict(cell.settings)
     stop = min(cell.stop, len(ds))
     items = collate([ds[i] for i in range(cell.start, stop)])
@@ -270,18 +272,20 @@ def plan_cells(cfg: RunConfig) -> list[Cell]:
     codec = cfg.settings.get("codec", "jpeg")
     if COMPRESSION in metrics and not any(m.name == codec for m in methods):
         methods.append(PluginSpec.make(codec))  # the quality sweep every method is measured against
+    models = [check_model_spec(m) for m in cfg.models or [DEFAULT_MODEL]]
     cells = []
     for dspec in cfg.datasets:
         ds = _dataset(dspec)
         n = min(cfg.n_images, len(ds))
-        for mspec in methods:
+        for model, mspec in itertools.product(models, methods):
             cls = METHODS.get(mspec.name)
             if cls.needs_masks and not ds.has_masks:
                 continue
             track = "compression" if getattr(cls, "codec_only", False) else "explain"
             for shard, start in enumerate(range(0, n, cfg.shard_size)):
                 cells.append(Cell(dspec, mspec, start, min(start + cfg.shard_size, n), shard,
-                                  metrics, settings, cfg.batch_size, cfg.device, track))  # fmt: skip
+                                  metrics, settings, cfg.batch_size, cfg.device, track,
+                                  model))  # fmt: skip
     return cells
 
 
@@ -318,7 +322,8 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
         if res.status == "ok":
             summary.ok += 1
         else:
-            summary.failed.append((res.dataset, res.method, res.error))
+            where = f"{res.dataset} · {res.model}" if res.model != "default" else res.dataset
+            summary.failed.append((where, res.method, res.error))
     write_tables(store, {c.key for c in cells}, out)
     store.close()
     summary.seconds = time.perf_counter() - t0

@@ -17,7 +17,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
     key TEXT PRIMARY KEY, dataset TEXT, method TEXT, method_name TEXT, track TEXT,
     shard INTEGER, status TEXT, error TEXT, n_images INTEGER, explain_ms_per_image REAL,
-    peak_mem_mb REAL, seconds REAL, finished_at TEXT, code_version TEXT, spec TEXT
+    peak_mem_mb REAL, seconds REAL, finished_at TEXT, code_version TEXT, spec TEXT,
+    model TEXT DEFAULT 'default'
 );
 CREATE TABLE IF NOT EXISTS image_values (
     cell_key TEXT, image_index INTEGER, label INTEGER, pred INTEGER, metric TEXT, value REAL,
@@ -51,6 +52,7 @@ class CellResult:
     seconds: float = 0.0
     code_version: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
+    model: str = "default"  # the model spec's label
     image_rows: list[tuple[int, int, int, str, float]] = field(default_factory=list)
     cell_values: dict[str, float] = field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -67,6 +69,9 @@ class RunStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(cells)")}
+        if "model" not in columns:  # a store written before models were an axis of a run
+            self.conn.execute("ALTER TABLE cells ADD COLUMN model TEXT DEFAULT 'default'")
 
     def close(self) -> None:
         self.conn.close()
@@ -89,10 +94,12 @@ class RunStore:
             for table in ("image_values", "cell_values", "tables"):
                 self.conn.execute(f"DELETE FROM {table} WHERE cell_key = ?", (r.key,))
             self.conn.execute(
-                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO cells (key, dataset, method, method_name, track, shard, "
+                "status, error, n_images, explain_ms_per_image, peak_mem_mb, seconds, finished_at, "
+                "code_version, spec, model) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (r.key, r.dataset, r.method, r.method_name, r.track, r.shard, r.status, r.error,
                  r.n_images, r.explain_ms_per_image, r.peak_mem_mb, r.seconds,
-                 time.strftime("%Y-%m-%dT%H:%M:%S"), r.code_version, json.dumps(r.spec)),
+                 time.strftime("%Y-%m-%dT%H:%M:%S"), r.code_version, json.dumps(r.spec), r.model),
             )  # fmt: skip
             self.conn.executemany(
                 "INSERT INTO image_values VALUES (?,?,?,?,?,?)",
@@ -114,7 +121,7 @@ class RunStore:
 
     def image_values(self, keys: set[str] | None = None) -> pd.DataFrame:
         df = pd.read_sql_query(
-            "SELECT c.dataset, c.method, c.track, v.* FROM image_values v "
+            "SELECT c.dataset, c.model, c.method, c.track, v.* FROM image_values v "
             "JOIN cells c ON c.key = v.cell_key WHERE c.status = 'ok'",
             self.conn,
         )
@@ -122,7 +129,7 @@ class RunStore:
 
     def cell_values(self, keys: set[str] | None = None) -> pd.DataFrame:
         df = pd.read_sql_query(
-            "SELECT c.dataset, c.method, c.track, v.* FROM cell_values v "
+            "SELECT c.dataset, c.model, c.method, c.track, v.* FROM cell_values v "
             "JOIN cells c ON c.key = v.cell_key WHERE c.status = 'ok'",
             self.conn,
         )
@@ -130,17 +137,18 @@ class RunStore:
 
     def tables(self, name: str, keys: set[str] | None = None) -> pd.DataFrame:
         rows = self.conn.execute(
-            "SELECT c.dataset, c.method, c.method_name, t.cell_key, t.data FROM tables t "
+            "SELECT c.dataset, c.model, c.method, c.method_name, t.cell_key, t.data FROM tables t "
             "JOIN cells c ON c.key = t.cell_key WHERE c.status = 'ok' AND t.name = ?",
             (name,),
         ).fetchall()
         frames = []
-        for dataset, method, method_name, key, data in rows:
+        for dataset, model, method, method_name, key, data in rows:
             if keys is not None and key not in keys:
                 continue
             part = pd.DataFrame(json.loads(data))
             part.insert(0, "method_name", method_name)
             part.insert(0, "method", method)
+            part.insert(0, "model", model)
             part.insert(0, "dataset", dataset)
             frames.append(part)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

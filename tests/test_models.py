@@ -1,9 +1,10 @@
-"""Classifier training is reproducible: the same identity gives the same weights in any process."""
+"""Classifiers: reproducible training, unchanged cache keys, the architecture registry, model specs."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 import nicebench as nb
@@ -25,3 +26,76 @@ def test_trained_classifier_does_not_depend_on_the_global_rng(tmp_path, monkeypa
     assert prints[0] == prints[1]
     meta = json.loads(load_model_path(ds).with_suffix(".json").read_text())
     assert meta["threads"] == torch.get_num_threads() and meta["torch"] == torch.__version__
+
+
+def test_cache_keys_are_unchanged(tmp_path, monkeypatch):
+    """Pinned to the values the code before the models package computed: cached classifiers and
+    learned methods are found again and the default leaderboard's numbers do not move."""
+    from nicebench.models import cache_key, cache_path, stable_hash
+
+    ident = {"name": "scenes", "size": 64, "seed": 0, "version": 2, "arch": "scenecnn",
+             "recipe": {"epochs": 10}, "code": 3}  # fmt: skip
+    assert stable_hash({"kind": "classifiers", **ident}) == "7b02c70c1e2c67df"
+    assert cache_key("classifiers", ident) == "7b02c70c1e2c67df"
+    monkeypatch.setenv("NICEBENCH_CACHE", str(tmp_path))
+    assert cache_path("nice", ident) == tmp_path / "nice" / f"{cache_key('nice', ident)}.pt"
+    scenes64 = nb.load_dataset("scenes", size=64)
+    assert load_model_path(scenes64).relative_to(tmp_path).as_posix() == (
+        "classifiers/f607ae324d54cf28.pt"
+    )
+    for spec in ("default", "scenecnn", "scenecnn:seed=0", "default:seed=0"):
+        assert load_model_path(scenes64, spec) == load_model_path(scenes64)
+    assert load_model_path(scenes64, "scenecnn:seed=1") != load_model_path(scenes64)
+    for not_cached in ("torchvision:resnet50:weights=r50.pth", "scenecnn:weights=w.pt"):
+        with pytest.raises(ValueError, match="not cached"):
+            load_model_path(scenes64, not_cached)
+    tiny = nb.load_dataset("scenes", size=32, n=64, train_n=1500, train_epochs=3)
+    assert load_model_path(tiny).name == "6bff420e4836aee8.pt"
+    try:
+        fashion = nb.load_dataset("fashion-mnist")
+    except nb.DatasetMissingError:
+        return
+    assert load_model_path(fashion).name == "e1636745688be804.pt"
+
+
+def test_register_arch_and_list_models():
+    from torch import nn
+
+    from nicebench.models import build_arch, is_pretrained, list_models, register_arch
+    from nicebench.registry import MODELS
+
+    assert {"scenecnn", "lenet5", "resnet50"} <= set(list_models())
+    assert list_models("*net*") == ["lenet5", "resnet50"]
+    assert is_pretrained("resnet50") and not is_pretrained("scenecnn")
+
+    @register_arch("test-tinynet")
+    def tinynet(num_classes: int, channels: int, size: int):
+        conv = nn.Conv2d(channels, 4, 3, padding=1)
+        net = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(4, num_classes))  # fmt: skip
+        return net, conv
+
+    try:
+        assert "test-tinynet" in list_models("test-*")
+        ds = nb.load_dataset("scenes", size=32, n=2)
+        model = build_arch("test-tinynet", ds, seed=1)
+        assert model(torch.rand(2, 3, 32, 32)).shape == (2, ds.num_classes)
+        with pytest.raises(ValueError, match="already registered"):
+            register_arch("test-tinynet")(lambda n, c, s: None)
+        with pytest.raises(KeyError, match="Did you mean"):
+            nb.load_model(ds, model="scenecn")
+    finally:
+        MODELS._items.pop("test-tinynet", None)
+
+
+def test_jpeg_augmentation_is_the_codec():
+    """The training round-trip decodes exactly what the compression codec decodes."""
+    from nicebench.compression import codecs
+    from nicebench.models import jpeg_roundtrip
+
+    x = torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    out = jpeg_roundtrip(x, [20, 50, 95], [0, 2, 2])
+    arr = codecs.to_uint8(x)
+    for i, (q, ss) in enumerate(((20, "4:4:4"), (50, "4:2:0"), (95, "4:2:0"))):
+        dec = codecs.decode(codecs.encode(arr[i], "jpeg", q, ss), 3)
+        assert torch.equal(out[i], torch.from_numpy(dec.copy()).permute(2, 0, 1).float() / 255)

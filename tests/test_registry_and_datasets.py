@@ -152,3 +152,35 @@ def test_imagefolder_reads_a_tree(tmp_path):
     assert len(ds) == 4 and ds.classes == ["cat", "dog"]
     x, y = ds[3]
     assert x.shape == (3, 32, 32) and y == 1
+
+
+def _write_tree(root, classes, per_class=2, side=(40, 50)):
+    rng = np.random.default_rng(3)
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 256, (*side, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / cls / f"{i}.JPEG")
+
+
+def test_imagefolder_maps_wnid_folders_to_imagenet_classes(tmp_path):
+    from nicebench.datasets.torchvision_sets import imagenet_wnids
+
+    wnids = imagenet_wnids()
+    assert len(wnids) == len(set(wnids)) == 1000 and wnids == sorted(wnids)
+    assert wnids[0] == "n01440764" and wnids[-1] == "n15075141"  # tench ... toilet tissue
+    # goldfish (1), great white shark (2), tiger cat (282), zebra (340)
+    assert [wnids.index(w) for w in ("n01443537", "n01484850", "n02123159", "n02391049")] == [
+        1, 2, 282, 340]  # fmt: skip
+    _write_tree(tmp_path / "val", ["n02391049", "n01443537", "n02123159"])
+    ds = nb.load_dataset("imagefolder", root=str(tmp_path / "val"), size=32)
+    assert ds.label_space == "imagenet" and ds.num_classes == 1000 and ds.classes == wnids
+    assert [ds[i][1] for i in range(len(ds))] == [1, 1, 282, 282, 340, 340]
+    assert ds.identity()["labels"] == "imagenet"
+    folder = nb.load_dataset("imagefolder", root=str(tmp_path / "val"), size=32, labels="folder")
+    assert [folder[i][1] for i in range(len(folder))] == [0, 0, 1, 1, 2, 2]
+    _write_tree(tmp_path / "mixed", ["n01443537", "cat"])
+    mixed = nb.load_dataset("imagefolder", root=str(tmp_path / "mixed"), size=32)
+    assert mixed.label_space == "folder" and mixed.classes == ["cat", "n01443537"]
+    with pytest.raises(ValueError, match="wnid"):
+        nb.load_dataset("imagefolder", root=str(tmp_path / "mixed"), labels="imagenet")

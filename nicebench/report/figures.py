@@ -1,4 +1,5 @@
-"""Figures drawn from a run's tables (no models needed): the rate–accuracy plot per dataset."""
+"""Figures drawn from a run's tables (no models needed): the rate–accuracy plot per dataset
+(and classifier, when a run has several)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def rate_accuracy_figures(points: pd.DataFrame, out: str | Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for dataset, part in points.groupby("dataset", sort=False):
+    for (dataset, model), part in points.groupby(["dataset", "model"], sort=False):
+        if model != "default":
+            dataset = f"{dataset} · {model}"
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         sweep_mask = part.point.astype(str).str.startswith("q=")
         for method, pts in part[sweep_mask].groupby("method", sort=False):

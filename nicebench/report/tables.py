@@ -17,11 +17,12 @@ __all__ = [
 ]  # fmt: skip
 
 LEADERBOARD_COLUMNS = [
-    "dataset", "method", "n_images", "deletion_auc", "insertion_auc", "pointing_game",
+    "dataset", "model", "method", "n_images", "deletion_auc", "insertion_auc", "pointing_game",
     "mask_auroc", "saliency_metric", "sanity_spearman", "explain_ms_per_image",
     "compression_ratio", "bd_rate_vs_jpeg", "bpp", "accuracy_original", "accuracy_compressed",
     "status",
 ]  # fmt: skip
+_ROW = ["dataset", "model", "method"]  # a leaderboard row
 # Per-image columns that are not scores of the map (kept out of the score columns' CIs).
 _RENAME = {"correct": "accuracy_original"}
 LOWER_IS_BETTER = {"deletion_auc", "saliency_metric", "sanity_spearman", "explain_ms_per_image",
@@ -29,12 +30,12 @@ LOWER_IS_BETTER = {"deletion_auc", "saliency_metric", "sanity_spearman", "explai
 
 
 def per_image(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
-    """One row per (dataset, method, image) with a column per metric."""
+    """One row per (dataset, model, method, image) with a column per metric."""
     long = store.image_values(keys)
     if long.empty:
-        return pd.DataFrame(columns=["dataset", "method", "image_index", "label", "pred"])
+        return pd.DataFrame(columns=[*_ROW, "image_index", "label", "pred"])
     wide = long.pivot_table(
-        index=["dataset", "method", "image_index", "label", "pred"], columns="metric",
+        index=[*_ROW, "image_index", "label", "pred"], columns="metric",
         values="value", aggfunc="first",
     ).reset_index()  # fmt: skip
     wide.columns.name = None
@@ -49,15 +50,16 @@ def _status(group: pd.DataFrame) -> str:
 
 
 def compression_summary(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
-    """Per dataset × method: the compression track's headline figures (SPEC §6), each method's
-    operating points measured against the codec-only quality sweep of the same images."""
+    """Per dataset × model × method: the compression track's headline figures (SPEC §6), each
+    method's operating points measured against the codec-only quality sweep of the same images
+    and classifier."""
     from ..compression.track import summarise
 
     rows = store.tables("compression", keys)
     if rows.empty:
         return pd.DataFrame()
     out = []
-    for dataset, part in rows.groupby("dataset", sort=False):
+    for (dataset, model), part in rows.groupby(["dataset", "model"], sort=False):
         codec_rows = part[part.point.astype(str).str.startswith("q=")]
         codecs = codec_rows.method_name.unique()
         sweep = codec_rows[codec_rows.method_name == ("jpeg" if "jpeg" in codecs else codecs[0])] \
@@ -66,7 +68,7 @@ def compression_summary(store: RunStore, keys: set[str] | None = None) -> pd.Dat
             summary = summarise(mrows, sweep if len(sweep) else mrows)
             if not len(sweep):
                 summary["bd_rate_vs_jpeg"] = float("nan")
-            out.append({"dataset": dataset, "method": method, **summary})
+            out.append({"dataset": dataset, "model": model, "method": method, **summary})
     return pd.DataFrame(out)
 
 
@@ -77,7 +79,7 @@ def compression_points(store: RunStore, keys: set[str] | None = None) -> pd.Data
     rows = store.tables("compression", keys)
     if rows.empty:
         return pd.DataFrame()
-    return operating_points(rows, ["dataset", "method", "point"])
+    return operating_points(rows, [*_ROW, "point"])
 
 
 _COMPRESSION_COLUMNS = ["compression_ratio", "bd_rate_vs_jpeg", "bpp", "accuracy_compressed",
@@ -86,22 +88,23 @@ _COMPRESSION_COLUMNS = ["compression_ratio", "bd_rate_vs_jpeg", "bpp", "accuracy
 
 
 def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) -> pd.DataFrame:
-    """One row per dataset × method: mean of every per-image score with a 95% bootstrap CI."""
+    """One row per dataset × model × method: mean of every per-image score with a 95% bootstrap
+    CI."""
     cells = store.cells(keys)
     if cells.empty:
         return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
     img = per_image(store, keys)
     scalars = store.cell_values(keys)
     rows = []
-    order = list(dict.fromkeys(zip(cells.dataset, cells.method, strict=True)))
-    for dataset, method in order:
-        group = cells[(cells.dataset == dataset) & (cells.method == method)]
-        row: dict[str, object] = {"dataset": dataset, "method": method}
+    order = list(dict.fromkeys(zip(cells.dataset, cells.model, cells.method, strict=True)))
+    for dataset, model, method in order:
+        row: dict[str, object] = {"dataset": dataset, "model": model, "method": method}
+        group = cells[_is_row(cells, row)]
         ok = group[group.status == "ok"]
-        sel = img[(img.dataset == dataset) & (img.method == method)] if len(img) else img
+        sel = img[_is_row(img, row)] if len(img) else img
         row["n_images"] = int(sel.image_index.nunique()) if len(sel) else 0
         for col in sel.columns:
-            if col in ("dataset", "method", "image_index", "label", "pred"):
+            if col in (*_ROW, "image_index", "label", "pred"):
                 continue
             mean, lo, hi, n = bootstrap_ci(sel[col].to_numpy(), seed=seed)
             if n == 0:
@@ -111,7 +114,7 @@ def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) ->
             w = ok.n_images.to_numpy(dtype=float)
             row["explain_ms_per_image"] = float(np.average(ok.explain_ms_per_image, weights=w))
         if len(scalars):
-            part = scalars[(scalars.dataset == dataset) & (scalars.method == method)]
+            part = scalars[_is_row(scalars, row)]
             for name, value in part.groupby("name").value.mean().items():
                 row[name] = value
         row["status"] = _status(group)
@@ -119,11 +122,11 @@ def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) ->
     df = pd.DataFrame(rows)
     comp = compression_summary(store, keys)
     if len(comp):
-        comp = comp[["dataset", "method", *_COMPRESSION_COLUMNS, "accuracy_original"]].rename(
+        comp = comp[[*_ROW, *_COMPRESSION_COLUMNS, "accuracy_original"]].rename(
             columns={"accuracy_original": "_acc"}
         )
         df = df.drop(columns=[c for c in _COMPRESSION_COLUMNS if c in df]).merge(
-            comp, on=["dataset", "method"], how="left"
+            comp, on=_ROW, how="left"
         )
         if "accuracy_original" not in df:
             df["accuracy_original"] = df["_acc"]
@@ -139,6 +142,13 @@ def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) ->
     return df[main + other + ["status"] + ci]
 
 
+def _is_row(df: pd.DataFrame, row: dict[str, object]) -> pd.Series:
+    """The rows of ``df`` that belong to leaderboard row ``row`` (same dataset, model, method)."""
+    return (df.dataset == row["dataset"]) & (df.model == row["model"]) & (
+        df.method == row["method"]
+    )
+
+
 def _fmt(value: float, lo: float | None, hi: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -151,7 +161,7 @@ def _fmt(value: float, lo: float | None, hi: float | None) -> str:
 def to_markdown(board: pd.DataFrame) -> str:
     """The leaderboard as a Markdown table (mean ± half the 95% interval), empty columns dropped."""
     cols = [c for c in board.columns if not c.endswith(("_lo", "_hi"))]
-    cols = [c for c in cols if c in ("dataset", "method", "status") or board[c].notna().any()]
+    cols = [c for c in cols if c in (*_ROW, "status") or board[c].notna().any()]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in board.iterrows():
         cells = []
