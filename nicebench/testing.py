@@ -176,7 +176,7 @@ def check_dataset(
         _require(issubclass(ds, BenchDataset), ds.__name__, "must subclass nicebench.BenchDataset")
         ds = ds(split="test", **(params or {}))
     cls = type(ds)
-    name = cls.registered_name or cls.__name__
+    name = vars(cls).get("registered_name") or cls.__name__  # a subclass is not its base
     _require(isinstance(ds, BenchDataset), name, "must be a nicebench.BenchDataset")
     _require(isinstance(cls.has_masks, bool), name, "has_masks must be a bool")
     _require(ds.model_arch in ARCHS, name,

@@ -203,3 +203,42 @@ def test_imagefolder_reads_a_tree(tmp_path):
     assert len(ds) == 4 and ds.classes == ["cat", "dog"]
     x, y = ds[3]
     assert x.shape == (3, 32, 32) and y == 1
+
+
+def test_check_dataset_passes_the_builtins_and_names_the_broken_rule():
+    from nicebench.data import DatasetMissingError
+    from nicebench.testing import ContractError, check_dataset
+
+    assert check_dataset("scenes", {"size": 32, "n": 6})["ok"]
+    try:
+        assert check_dataset("fashion-mnist")["ok"]
+    except DatasetMissingError:
+        pass
+    scenes = nb.registry.get_dataset_class("scenes")
+
+    class Unbounded(scenes):
+        def __getitem__(self, index):
+            x, y, m = super().__getitem__(index % self.n)
+            return x, y, m
+
+    class NoMasks(scenes):
+        def __getitem__(self, index):
+            return super().__getitem__(index)[:2]
+
+    class Bright(scenes):
+        def __getitem__(self, index):
+            x, y, m = super().__getitem__(index)
+            return x * 255, y, m
+
+    class Noisy(scenes):
+        def __getitem__(self, index):
+            x, y, m = super().__getitem__(index)
+            return x.mul(0.5).add_(0.5 * torch.rand_like(x)), y, m
+
+    cases = [(Unbounded, "IndexError"), (NoMasks, r"\(image, label, mask\)"),
+             (Bright, r"values must lie in \[0, 1\]"), (Noisy, "deterministic")]  # fmt: skip
+    for cls, rule in cases:
+        with pytest.raises(ContractError, match=f"dataset {cls.__name__}: .*{rule}"):
+            check_dataset(cls, {"size": 32, "n": 6})
+    with pytest.raises(ContractError, match="must subclass nicebench.BenchDataset"):
+        check_dataset(dict)
