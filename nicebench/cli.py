@@ -19,10 +19,10 @@ def _summary(obj: object) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from . import registry
+    from . import plugins, registry
 
     kinds = [args.kind] if args.kind else list(registry.REGISTRIES)
-    failed: list[tuple[str, str]] = [(name, err) for name, err in registry.PLUGIN_ERRORS.items()]
+    failed: list[tuple[str, str]] = list(plugins.PLUGIN_ERRORS.items())
     for kind in kinds:
         reg = registry.REGISTRIES[kind]
         print(f"{kind}:")
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        from .registry import load_plugins
+        from .plugins import load_plugins
 
         load_plugins(args.plugins)
         return args.func(args)

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import hashlib
 import importlib
-import importlib.util
 import inspect
-import os
 import pkgutil
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from importlib import metadata
-from pathlib import Path
 from typing import Any
+
+from .plugins import PLUGIN_ERRORS, PLUGINS_ENV, PluginLoadError, load_env_plugins, load_plugins
 
 __all__ = [
     "Registry",
@@ -46,8 +43,6 @@ __all__ = [
     "UnknownPluginError",
 ]
 
-PLUGINS_ENV = "NICEBENCH_PLUGINS"
-
 # Checks an object about to be registered from an entry point; returns what to register or raises
 # TypeError saying what was expected.
 Coerce = Callable[["Registry", str, Any], Any]
@@ -58,10 +53,6 @@ class UnknownPluginError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message otherwise
         return str(self.args[0])
-
-
-class PluginLoadError(ImportError):
-    """A plugin module named on the command line or in ``NICEBENCH_PLUGINS`` failed to load."""
 
 
 class Registry:
@@ -107,7 +98,7 @@ class Registry:
         if self._discovered:
             return
         self._discovered = True
-        _load_env_plugins()
+        load_env_plugins()
         if self.builtin_package:
             self._import_builtins()
         if self.entry_point_group:
@@ -323,71 +314,3 @@ def get_dataset_class(name: str) -> type:
 
 def get_metric(name: str) -> Any:
     return METRICS.get(name)
-
-
-# -- local plugin modules ---------------------------------------------------------------------------
-_LOADED: dict[str, Any] = {}
-# $NICEBENCH_PLUGINS entries that failed when a registry's discovery loaded them (shown by
-# `nicebench list`; the command line loads them first and stops with the error instead)
-PLUGIN_ERRORS: dict[str, str] = {}
-_ENV_LOADED = False
-
-
-def _load_env_plugins() -> None:
-    global _ENV_LOADED
-    if _ENV_LOADED:
-        return
-    _ENV_LOADED = True
-    for item in os.environ.get(PLUGINS_ENV, "").split(os.pathsep):
-        if item.strip():
-            try:
-                _load_one(item.strip())
-            except PluginLoadError as exc:
-                PLUGIN_ERRORS[item.strip()] = f"{PLUGINS_ENV}: {exc}"
-
-
-def load_plugins(items: Iterable[str] | str | None = None, *, env: bool = True) -> list[Any]:
-    """Import local plugin modules: dotted module names or paths of ``.py`` files.
-
-    ``items`` may be comma-separated strings (the ``--plugins`` option); with ``env``, the
-    ``os.pathsep``-separated entries of ``$NICEBENCH_PLUGINS`` come first. Each module registers
-    its plugins with the decorators when imported; a module loads once per process. Raises
-    :class:`PluginLoadError` naming the module or file that failed.
-    """
-    if isinstance(items, str):
-        items = [items]
-    wanted = [p for item in items or () for p in item.split(",")]
-    if env:
-        wanted = os.environ.get(PLUGINS_ENV, "").split(os.pathsep) + wanted
-    return [_load_one(item.strip()) for item in wanted if item.strip()]
-
-
-def _load_one(item: str) -> Any:
-    is_file = item.endswith(".py") or os.sep in item or "/" in item
-    key = str(Path(item).resolve()) if is_file else item
-    if key in _LOADED:
-        return _LOADED[key]
-    if is_file:
-        path = Path(key)
-        if not path.is_file():
-            raise PluginLoadError(f"plugin file {item} does not exist")
-        digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-        module_name = f"nicebench_plugin_{path.stem}_{digest}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise PluginLoadError(f"plugin file {item}: not a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            sys.modules.pop(module_name, None)
-            raise PluginLoadError(f"plugin file {path} failed to load: {_describe(exc)}") from exc
-    else:
-        try:
-            module = importlib.import_module(item)
-        except Exception as exc:
-            raise PluginLoadError(f"plugin module {item!r} failed to load: {_describe(exc)}") \
-                from exc  # fmt: skip
-    _LOADED[key] = module
-    return module

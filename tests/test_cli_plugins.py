@@ -8,9 +8,10 @@ import os
 import pytest
 import torch
 
-from nicebench import Method, register_method
+from nicebench import Method, plugins, register_method
 from nicebench.cli import main
-from nicebench.registry import METHODS, PLUGINS_ENV, load_plugins
+from nicebench.plugins import PLUGINS_ENV, load_plugins
+from nicebench.registry import METHODS, Registry
 
 LOCAL_PLUGIN = '''
 import torch
@@ -93,3 +94,16 @@ def test_a_failing_plugin_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(PLUGINS_ENV, str(bad))
     assert main(["list", "metrics"]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_a_failing_environment_plugin_is_recorded_by_discovery(tmp_path, monkeypatch):
+    bad = tmp_path / "bad_env_plugin.py"
+    bad.write_text("raise RuntimeError('broken at import')\n")
+    monkeypatch.setenv(PLUGINS_ENV, str(bad))
+    monkeypatch.setattr(plugins, "_ENV_LOADED", False)
+    try:
+        assert Registry("thing", None, None).names() == []  # discovery goes on
+        assert str(bad) in plugins.PLUGIN_ERRORS[str(bad)]
+        assert "RuntimeError: broken at import" in plugins.PLUGIN_ERRORS[str(bad)]
+    finally:
+        plugins.PLUGIN_ERRORS.pop(str(bad), None)
