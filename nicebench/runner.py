@@ -14,7 +14,7 @@ import platform
 import resource
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -241,12 +241,8 @@ def default_config(**overrides: Any) -> RunConfig:
     """The default leaderboard, ``nicebench/configs/default.toml``: :data:`DEFAULT_METHODS` on
     ``scenes`` (64 px) and, when its files are on this machine, ``fashion-mnist``; 100 test images
     each. ``overrides`` set other :class:`RunConfig` fields."""
-    cfg = parse_config(default_config_text(), "nicebench/configs/default.toml")
-    for key, value in overrides.items():
-        if key not in RunConfig.__dataclass_fields__:
-            raise TypeError(f"default_config() got an unknown field {key!r}")
-        setattr(cfg, key, value)
-    return cfg
+    return replace(parse_config(default_config_text(), "nicebench/configs/default.toml"),
+                   **overrides)  # fmt: skip
 
 
 def plan_cells(cfg: RunConfig) -> list[Cell]:
