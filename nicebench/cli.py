@@ -9,26 +9,30 @@ from pathlib import Path
 __all__ = ["main"]
 
 
-def _list(args: argparse.Namespace) -> int:
-    from . import registry
+def _summary(obj: object) -> str:
+    """The first non-empty line of a plugin's own docstring (a metric's description), or ""."""
+    from .metrics import MetricSpec
 
-    kinds = [args.kind] if args.kind else ["methods", "datasets", "models", "metrics"]
+    doc = obj.description if isinstance(obj, MetricSpec) else obj.__doc__
+    lines = [line.strip() for line in (doc or "").splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _list(args: argparse.Namespace) -> int:
+    from . import plugins, registry
+
+    kinds = [args.kind] if args.kind else list(registry.REGISTRIES)
+    failed: list[tuple[str, str]] = list(plugins.PLUGIN_ERRORS.items())
     for kind in kinds:
-        names = {"methods": registry.list_methods, "datasets": registry.list_datasets,
-                 "models": registry.list_models, "metrics": registry.list_metrics}[kind](
-            args.pattern)  # fmt: skip
+        reg = registry.REGISTRIES[kind]
         print(f"{kind}:")
-        for name in names:
-            doc = ""
-            if kind == "methods":
-                doc = (registry.get_method_class(name).__doc__ or "").strip().splitlines()[0]
-            elif kind == "datasets":
-                doc = (registry.get_dataset_class(name).__doc__ or "").strip().splitlines()[0]
-            elif kind == "models":
-                doc = (registry.MODELS.get(name).__doc__ or "").strip().splitlines()[0]
-            else:
-                doc = getattr(registry.get_metric(name), "description", "")
-            print(f"  {name:<22} {doc}")
+        for name in reg.names(args.pattern):
+            print(f"  {name:<22} {_summary(reg.get(name))}".rstrip())
+        failed += sorted(reg.load_errors.items())
+    if failed:
+        print("failed to load:")
+        for name, error in failed:
+            print(f"  {name:<22} {error}")
     return 0
 
 
@@ -68,16 +72,28 @@ def _run(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+_PLUGINS_HELP = ("local plugin module to load first: a dotted module name or a .py file "
+                 "(repeatable or comma-separated; also $NICEBENCH_PLUGINS, os.pathsep-separated)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nicebench", description=__doc__)
+    p.add_argument("--plugins", action="append", metavar="MODULE_OR_FILE", help=_PLUGINS_HELP)
+    # the same option after the command (`nicebench list --plugins x.py`); SUPPRESS keeps a value
+    # given before the command
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--plugins", action="append", metavar="MODULE_OR_FILE",
+                        default=argparse.SUPPRESS, help=_PLUGINS_HELP)  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
-    ls = sub.add_parser("list", help="list registered methods, datasets, models or metrics")
+    ls = sub.add_parser("list", parents=[common],
+                        help="list registered methods, datasets, models or metrics (and failed plugins)")
     ls.add_argument("kind", nargs="?", choices=["methods", "datasets", "models", "metrics"])
     ls.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'nice*'")
     ls.set_defaults(func=_list)
 
-    r = sub.add_parser("run", help="run a leaderboard (default: the offline default leaderboard)")
+    r = sub.add_parser("run", parents=[common],
+                       help="run a leaderboard (default: the offline default leaderboard)")
     r.add_argument("config", nargs="?", help="TOML config; without it, the default leaderboard")
     r.add_argument("--datasets", action="append", help="e.g. scenes:size=128,fashion-mnist")
     r.add_argument("--models", action="append",
@@ -102,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from .plugins import load_plugins
+
+        load_plugins(args.plugins)
         return args.func(args)
     except (ValueError, KeyError, FileNotFoundError, ImportError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-__all__ = ["PluginSpec", "RunConfig", "parse_specs", "parse_value", "load_config"]
+__all__ = [
+    "PluginSpec", "RunConfig", "parse_specs", "parse_value", "load_config", "parse_config",
+    "available", "default_config_text",
+]  # fmt: skip
 
 
 def parse_value(text: str) -> Any:
@@ -129,6 +133,7 @@ class RunConfig:
 
 
 _KEYS = {"n_images", "shard_size", "batch_size", "device", "seed", "out", "executor", "address"}
+_LISTS = {"datasets", "optional_datasets", "models", "methods", "metrics", "settings"}
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -136,15 +141,23 @@ def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
+    return parse_config(path.read_text(), str(path))
+
+
+def parse_config(text: str, source: str = "<config>") -> RunConfig:
+    """A run config from TOML text. ``optional_datasets`` are added to ``datasets`` when their
+    files are on this machine (loading their test split raises no ``DatasetMissingError``)."""
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(raw) - _KEYS - {"datasets", "models", "methods", "metrics", "settings"}
+        raise ValueError(f"{source}: not valid TOML: {exc}") from None
+    unknown = set(raw) - _KEYS - _LISTS
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(_KEYS)}")
+        raise ValueError(f"{source}: unknown key(s) {sorted(unknown)}; "
+                         f"known: {sorted(_KEYS | _LISTS)}")  # fmt: skip
     cfg = RunConfig(
-        datasets=parse_specs(raw.get("datasets")),
+        datasets=parse_specs(raw.get("datasets"))
+        + available(parse_specs(raw.get("optional_datasets"))),
         methods=parse_specs(raw.get("methods")),
         metrics=list(raw.get("metrics", [])),
         settings=dict(raw.get("settings", {})),
@@ -154,3 +167,23 @@ def load_config(path: str | Path) -> RunConfig:
     for key in _KEYS & set(raw):
         setattr(cfg, key, raw[key])
     return cfg
+
+
+def available(datasets: list[PluginSpec]) -> list[PluginSpec]:
+    """The datasets whose test split loads on this machine."""
+    from .data import DatasetMissingError, load_dataset
+
+    out = []
+    for spec in datasets:
+        try:
+            load_dataset(spec.name, split="test", **spec.kwargs)
+        except DatasetMissingError:
+            continue
+        out.append(spec)
+    return out
+
+
+def default_config_text() -> str:
+    """The default leaderboard's TOML, shipped in the package as ``nicebench/configs/default.toml``
+    (``configs/default.toml`` in the repository links to it)."""
+    return resources.files("nicebench").joinpath("configs", "default.toml").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 from typing import Any, ClassVar
 
 import torch
@@ -156,11 +157,16 @@ class Method:
             raise MethodError(f"{self.name}: {targets.numel()} targets for {b} images")
         out_device = images.device
         device = self.device
-        images = images.to(device, torch.float32)
-        targets = targets.to(device)
-        if kwargs.get("masks") is not None:
-            kwargs["masks"] = kwargs["masks"].to(device)
-        sal = self.attribute(images, targets, **kwargs)
+        # gradient methods get autograd even when the caller is in no_grad / inference mode; the
+        # copies made there are ordinary tensors that autograd may save
+        grad_mode = torch.inference_mode(False) if self.needs_gradients else nullcontext()
+        with grad_mode, torch.enable_grad() if self.needs_gradients else nullcontext():
+            # the plugin gets its own detached copy: it may modify it or call requires_grad_()
+            images = images.to(device, torch.float32).detach().clone()
+            targets = targets.to(device).clone()
+            if kwargs.get("masks") is not None:
+                kwargs["masks"] = kwargs["masks"].to(device).detach().clone()
+            sal = self.attribute(images, targets, **kwargs)
         sal = _as_map(sal, b, h, w, self.name)
         return sal.to(out_device)
 

@@ -15,14 +15,15 @@ import platform
 import resource
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import torch
 
-from .config import PluginSpec, RunConfig, parse_specs
-from .data import BenchDataset, DatasetMissingError, collate, load_dataset
+from .config import PluginSpec, RunConfig, default_config_text, parse_config
+from .data import BenchDataset, collate, load_dataset
 from .method import Method, create_method
 from .metrics import MetricContext, MetricSpec, get_metric_spec
 from .models import DEFAULT_MODEL, check_model_spec, load_model
@@ -40,10 +41,10 @@ __all__ = [
 ]
 
 COMPRESSION = "compression"
-DEFAULT_METRICS = [
-    "deletion", "insertion", "pointing_game", "energy_pointing_game", "mask_auroc", "mask_share",
-    "masked_accuracy", "saliency_metric", "sanity_spearman", COMPRESSION,
-]  # fmt: skip
+# The default leaderboard (nicebench/configs/default.toml): its methods and metrics
+_DEFAULT = tomllib.loads(default_config_text())
+DEFAULT_METHODS: list[str] = list(_DEFAULT["methods"])
+DEFAULT_METRICS: list[str] = list(_DEFAULT["metrics"])
 
 
 @functools.lru_cache(maxsize=1)
@@ -238,27 +239,12 @@ def compression_track(ctx: MetricContext) -> list[dict[str, Any]]:
     )  # fmt: skip
 
 
-# The default leaderboard's methods: every built-in, with CPU-friendly settings where the plugin's
-# default is sized for a GPU; AVIF's quality sweep (~12 ms an image per quality on a CPU) is left
-# to `--methods avif`.
-DEFAULT_METHODS = [
-    "random", "center", "edges", "oracle", "saliency", "ig", "occlusion", "gradcam", "lime",
-    "rise:n_masks=500", "rtsal", "nice", "nice-opt", "jpeg", "webp",
-]  # fmt: skip
-
-
 def default_config(**overrides: Any) -> RunConfig:
-    """The default leaderboard: :data:`DEFAULT_METHODS` on ``scenes`` (64 px) and, when its files
-    are on this machine, ``fashion-mnist``; 100 test images each."""
-    datasets = [PluginSpec.make("scenes", {"size": 64})]
-    try:
-        load_dataset("fashion-mnist", split="test")
-        datasets.append(PluginSpec.make("fashion-mnist"))
-    except DatasetMissingError:
-        pass
-    settings = {"n_images": 100, **overrides}
-    return RunConfig(datasets=datasets, methods=parse_specs(DEFAULT_METHODS),
-                     metrics=list(DEFAULT_METRICS), **settings)  # fmt: skip
+    """The default leaderboard, ``nicebench/configs/default.toml``: :data:`DEFAULT_METHODS` on
+    ``scenes`` (64 px) and, when its files are on this machine, ``fashion-mnist``; 100 test images
+    each. ``overrides`` set other :class:`RunConfig` fields."""
+    return replace(parse_config(default_config_text(), "nicebench/configs/default.toml"),
+                   **overrides)  # fmt: skip
 
 
 def plan_cells(cfg: RunConfig) -> list[Cell]:

@@ -1,4 +1,4 @@
-"""The method plugin contract in one call: ``check_method(MyMethod)``."""
+"""The plugin contracts in one call: ``check_method(MyMethod)``, ``check_dataset(MyDataset)``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from .models import build_arch
 FLAGS = ("learns", "needs_gradients", "deterministic", "uses_model", "needs_masks", "gate_mask",
          "masked_input")  # fmt: skip
 
-__all__ = ["ContractError", "check_method", "check_gate_method", "tiny_setup", "TINY_SCENES"]
+__all__ = [
+    "ContractError", "check_method", "check_gate_method", "check_dataset", "tiny_setup",
+    "TINY_SCENES",
+]  # fmt: skip
 
 
 class ContractError(AssertionError):
@@ -241,3 +244,92 @@ def check_gate_method(
              f"{name}: composite with an empty mask must give the reference image")
     report["cell"] = cell
     return report
+
+
+def _require_ds(ok: bool, name: str, rule: str) -> None:
+    if not ok:
+        raise ContractError(f"dataset {name}: {rule}")
+
+
+def check_dataset(
+    cls_or_instance: type[BenchDataset] | BenchDataset | str,
+    params: dict[str, Any] | None = None,
+    n: int = 4,
+) -> dict[str, Any]:
+    """Run the dataset plugin contract; raise :class:`ContractError` naming the broken rule.
+
+    Checks: a :class:`BenchDataset` with ``classes``, ``mean``/``std`` per channel, ``size``,
+    ``channels``, a known ``model_arch`` and a bool ``has_masks``; a non-empty test split whose
+    first ``n`` items are ``(image, label[, mask])`` (mask iff ``has_masks``): float32
+    ``[channels, size, size]`` images in [0, 1], int labels in range, 0/1 float32 ``[1, H, W]``
+    masks; the same item twice is equal (deterministic); ``IndexError`` past the end; a JSON-able
+    ``identity()``; a non-empty ``train_split()`` with the same classes and channels; the items
+    collate into a batch. A class is built as ``cls(split="test", **params)``.
+    """
+    import json
+
+    from .registry import MODELS
+
+    ds = cls_or_instance
+    if isinstance(ds, str):
+        ds = load_dataset(ds, split="test", **(params or {}))
+    elif isinstance(ds, type):
+        _require_ds(issubclass(ds, BenchDataset), ds.__name__, "must subclass nicebench.BenchDataset")
+        ds = ds(split="test", **(params or {}))
+    cls = type(ds)
+    name = vars(cls).get("registered_name") or cls.__name__  # a subclass is not its base
+    _require_ds(isinstance(ds, BenchDataset), name, "must be a nicebench.BenchDataset")
+    _require_ds(isinstance(cls.has_masks, bool), name, "has_masks must be a bool")
+    _require_ds(ds.model_arch in MODELS, name,
+             f"model_arch {ds.model_arch!r} is not one of {MODELS.names()}")  # fmt: skip
+    _require_ds(len(ds.classes) >= 2 and all(isinstance(c, str) for c in ds.classes), name,
+             "classes must be a list of at least two names")  # fmt: skip
+    _require_ds(len(ds.mean) == ds.channels == len(ds.std), name,
+             f"mean and std need one value per channel ({ds.channels})")  # fmt: skip
+    _require_ds(all(s > 0 for s in ds.std), name, "std must be positive")
+    _require_ds(len(ds) > 0, name, "the test split is empty")
+    for i in range(min(n, len(ds))):
+        item = ds[i]
+        _require_ds(isinstance(item, tuple) and len(item) == 2 + ds.has_masks, name,
+                 f"item {i} must be (image, label{', mask' if ds.has_masks else ''}), "
+                 f"got {type(item).__name__} of {len(item)}")  # fmt: skip
+        image, label = item[0], item[1]
+        _require_ds(isinstance(image, torch.Tensor) and image.dtype == torch.float32, name,
+                 f"item {i}: image must be a float32 tensor")  # fmt: skip
+        _require_ds(tuple(image.shape) == (ds.channels, ds.size, ds.size), name,
+                 f"item {i}: image of shape {tuple(image.shape)}, expected "
+                 f"[{ds.channels}, {ds.size}, {ds.size}]")  # fmt: skip
+        _require_ds(bool(torch.isfinite(image).all()) and image.min() >= 0 and image.max() <= 1,
+                 name, f"item {i}: image values must lie in [0, 1]")  # fmt: skip
+        _require_ds(isinstance(label, int) and 0 <= label < ds.num_classes, name,
+                 f"item {i}: label {label!r} must be an int in [0, {ds.num_classes})")  # fmt: skip
+        if ds.has_masks:
+            mask = item[2]
+            _require_ds(isinstance(mask, torch.Tensor) and mask.dtype == torch.float32
+                     and tuple(mask.shape) == (1, *image.shape[-2:]), name,
+                     f"item {i}: mask must be a float32 [1, H, W] tensor")  # fmt: skip
+            _require_ds(bool(((mask == 0) | (mask == 1)).all()), name, f"item {i}: mask must be 0/1")
+        again = ds[i]
+        _require_ds(all(torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+                     for a, b in zip(item, again, strict=True)), name,
+                 f"item {i} differs when read twice (items must be deterministic)")  # fmt: skip
+    try:
+        ds[len(ds)]
+    except IndexError:
+        pass
+    else:
+        raise ContractError(f"dataset {name}: ds[len(ds)] must raise IndexError")
+    ident = ds.identity()
+    _require_ds(isinstance(ident, dict) and bool(ident), name, "identity() must be a non-empty dict")
+    try:
+        json.dumps(ident)
+    except TypeError as exc:
+        raise ContractError(f"dataset {name}: identity() must be JSON-serialisable: {exc}") from exc
+    train = ds.train_split()
+    _require_ds(isinstance(train, BenchDataset) and len(train) > 0, name,
+             "train_split() must return a non-empty BenchDataset")  # fmt: skip
+    _require_ds(list(train.classes) == list(ds.classes) and train.channels == ds.channels, name,
+             "train_split() must have the same classes and channels")  # fmt: skip
+    batch = collate([ds[i] for i in range(min(n, len(ds)))])
+    _require_ds(batch[0].dim() == 4, name, "items must collate into a [B, C, H, W] batch")
+    return {"dataset": name, "n": len(ds), "n_train": len(train), "ok": True}

@@ -32,7 +32,7 @@ def test_hash_is_lowbias32():
     assert np.array_equal(ours, _lowbias32_numpy(xs).astype(np.int64))
 
 
-def test_uniform_range_determinism_and_moments():
+def test_uniform_range_determinism_and_moments(monkeypatch):
     seeds = torch.tensor([[0], [1], [2**62 + 12345]])
     u = rng.uniform(seeds, 7, torch.arange(200_000))
     assert u.dtype == torch.float32 and u.shape == (3, 200_000)
@@ -43,9 +43,10 @@ def test_uniform_range_determinism_and_moments():
     assert (u[0] != u[1]).float().mean() > 0.99
     assert (rng.uniform(0, 8, torch.arange(1000)) != u[0, :1000]).float().mean() > 0.99
     assert (rng.uniform(2**40, 7, torch.arange(1000)) != u[0, :1000]).float().mean() > 0.99
-    # the extremes of the lattice stay inside (0, 1) in float32
-    k = torch.tensor([0, (1 << 23) - 1], dtype=torch.float32)
-    ends = (k + 0.5) * 2.0**-23
+    # the extremes of the hash map to the ends of the lattice, inside (0, 1) in float32
+    monkeypatch.setattr(rng, "_key", lambda seed, offset, index: torch.tensor([0, rng.MASK32]))
+    ends = rng.uniform(0, 0, torch.arange(2))
+    assert ends.tolist() == [2.0**-24, 1 - 2.0**-24]
     assert ends[0] > 0 and ends[1] < 1
 
 

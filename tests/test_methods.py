@@ -114,3 +114,54 @@ def test_register_and_wildcards():
     from nicebench.registry import METHODS
 
     METHODS._items.pop("zz-test-const")
+
+
+class _GradTimesInput(Method):
+    """Gradient × input, calling requires_grad_ on the images it is given."""
+
+    needs_gradients = True
+
+    def attribute(self, images, targets, **kw):
+        images.requires_grad_(True)
+        score = self.model(images).gather(1, targets[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, images)
+        return (grad * images).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("name", ["saliency", "gradcam", "zz-grad-x-input"])
+def test_gradient_methods_work_under_no_grad_and_inference_mode(tiny_scenes, name):
+    ds, model = tiny_scenes
+    images, labels = nb.collate([ds[i] for i in range(4)])[:2]
+    cls = _GradTimesInput if name.startswith("zz") else nb.registry.get_method_class(name)
+    m = cls(model)
+    ref = m.explain(images, labels)
+    assert ref.abs().max() > 0
+    with torch.no_grad():
+        torch.testing.assert_close(m.explain(images, labels), ref)
+    with torch.inference_mode():
+        x, y = images.clone(), labels.clone()  # inference tensors, as a caller there has them
+        torch.testing.assert_close(m.explain(x, y), ref)
+        assert torch.is_inference_mode_enabled()  # the caller's mode is restored
+    with torch.no_grad():
+        m.explain(images, labels)
+        assert not torch.is_grad_enabled()
+
+
+def test_explain_hands_the_plugin_a_detached_copy():
+    seen = []
+
+    class Scribbler(Method):
+        uses_model = False
+
+        def attribute(self, images, targets, **kw):
+            seen.append(images)
+            out = images.mean(1, keepdim=True).clone()
+            images.zero_()  # in place on what it was given
+            return out
+
+    images = torch.rand(2, 3, 8, 8, requires_grad=True)
+    before = images.detach().clone()
+    sal = Scribbler(None).explain(images, [0, 1])
+    assert torch.equal(images.detach(), before)
+    assert seen[0].data_ptr() != images.data_ptr() and not seen[0].requires_grad
+    torch.testing.assert_close(sal, before.mean(1, keepdim=True))

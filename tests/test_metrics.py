@@ -144,3 +144,41 @@ def test_metrics_registered():
     for m in ("deletion", "insertion", "pointing_game", "energy_pointing_game", "mask_auroc"):
         assert m in names
     assert nb.list_metrics("*pointing*") == ["energy_pointing_game", "pointing_game"]
+
+
+def test_register_metric_takes_a_function_or_a_spec():
+    from nicebench.metrics import MetricSpec, get_metric_spec
+    from nicebench.registry import METRICS
+
+    try:
+        @nb.register_metric("zz_peak", higher_is_better=True, description="peak of the map")
+        def peak(ctx):
+            return ctx.saliency.flatten(1).amax(1)
+
+        spec = get_metric_spec("zz_peak")
+        assert callable(peak) and spec.fn is peak  # the decorator returns the function
+        assert (spec.column, spec.higher_is_better, spec.needs_masks) == ("zz_peak", True, False)
+        assert spec.description == "peak of the map" and spec.applies(None)
+
+        nb.register_metric("zz_low", lambda c: c.saliency.mean((1, 2, 3)), column="zz_low_col",
+                           higher_is_better=False, needs_masks=True)  # fmt: skip
+        low = get_metric_spec("zz_low")
+        assert (low.column, low.higher_is_better, low.needs_masks) == ("zz_low_col", False, True)
+
+        full = MetricSpec("zz_full", lambda c: c.saliency.sum((1, 2, 3)), "zz_full", True)
+        assert nb.register_metric(full) is full and get_metric_spec("zz_full") is full
+
+        with pytest.raises(TypeError, match="higher_is_better=True or False"):
+            nb.register_metric("zz_nodir")(lambda c: c.saliency.sum((1, 2, 3)))
+        with pytest.raises(TypeError, match="higher_is_better"):
+            nb.register_metric("zz_nodir", lambda c: c.saliency.sum((1, 2, 3)))
+        with pytest.raises(TypeError, match="carries its own options"):
+            nb.register_metric(full, higher_is_better=False)
+        with pytest.raises(TypeError, match="fn\\(ctx\\)"):
+            nb.register_metric("zz_notfn", 3, higher_is_better=True)
+        assert "zz_nodir" not in nb.list_metrics() and "zz_notfn" not in nb.list_metrics()
+        with pytest.raises(ValueError, match="already registered"):
+            nb.register_metric("zz_peak", higher_is_better=True)(lambda c: c.saliency)
+    finally:
+        for name in ("zz_peak", "zz_low", "zz_full"):
+            METRICS._items.pop(name, None)

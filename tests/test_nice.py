@@ -148,7 +148,8 @@ def test_binary_mask_and_composite(reference: str) -> None:
 
 
 def test_check_method_contract() -> None:
-    testing = pytest.importorskip("nicebench.testing")
+    from nicebench import testing
+
     report = testing.check_method("nice")
     assert report["ok"]
 

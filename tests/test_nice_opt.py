@@ -131,7 +131,8 @@ def test_precision_choice(monkeypatch):
 
 
 def test_check_method_contract():
-    testing = pytest.importorskip("nicebench.testing")
+    from nicebench import testing
+
     report = testing.check_method("nice-opt")
     assert report["ok"]
 

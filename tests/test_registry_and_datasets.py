@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import json
 import struct
+import sys
 from importlib import metadata
 
 import numpy as np
@@ -12,13 +14,16 @@ import torch
 from PIL import Image
 
 import nicebench as nb
-from nicebench.registry import Registry
+from nicebench.registry import DATASETS, METHODS, REGISTRIES, Registry
 
 
 def test_lists_and_wildcards():
     assert {"scenes", "fashion-mnist", "mnist", "cifar10", "imagefolder"} <= set(nb.list_datasets())
     assert nb.list_methods("grad*") == ["gradcam"]
     assert set(nb.list_methods("*")) >= {"random", "center", "edges", "oracle", "saliency"}
+    # load errors are recorded, not raised: a broken built-in must still fail the tests
+    for kind, reg in REGISTRIES.items():
+        assert reg.names() and not reg.load_errors, (kind, reg.load_errors)
 
 
 def test_unknown_names_list_close_matches():
@@ -28,28 +33,77 @@ def test_unknown_names_list_close_matches():
         nb.create_method("no-such-method-at-all")
 
 
-def test_entry_points_are_loaded(monkeypatch):
-    class FakeEP:
-        name = "third-party"
+def _entry_points(monkeypatch, group: str, **values: str) -> None:
+    eps = [metadata.EntryPoint(name, value, group) for name, value in values.items()]
 
-        def load(self):
-            return "loaded-plugin"
-
-    class BrokenEP:
-        name = "broken"
-
-        def load(self):
-            raise ImportError("missing dependency")
-
-    def fake_entry_points(group):
-        assert group == "nicebench.test"
-        return [FakeEP(), BrokenEP()]
+    def fake_entry_points(group: str):
+        return [ep for ep in eps if ep.group == group]
 
     monkeypatch.setattr(metadata, "entry_points", fake_entry_points)
+
+
+def test_entry_points_are_loaded_and_failures_recorded(monkeypatch):
+    _entry_points(monkeypatch, "nicebench.test", **{"third-party": "json:dumps",
+                  "broken": "no_such_module_for_nicebench:thing"})  # fmt: skip
     reg = Registry("thing", None, "nicebench.test")
     assert reg.names() == ["third-party"]
-    assert reg.get("third-party") == "loaded-plugin"
-    assert "ImportError" in reg.load_errors["broken"]
+    assert reg.get("third-party") is json.dumps
+    err = reg.load_errors["broken"]
+    assert "ModuleNotFoundError" in err and "no_such_module_for_nicebench:thing" in err
+    with pytest.raises(KeyError, match="'broken' failed to load: .*ModuleNotFoundError"):
+        reg.get("broken")
+
+
+PLUGIN_MODULE = """
+from nicebench import BenchDataset, Method
+
+def helper():
+    pass
+
+class Good(Method):
+    uses_model = False
+
+class NoDoc(BenchDataset):
+    pass
+"""
+
+
+def test_method_and_dataset_entry_points_must_be_plugin_classes(tmp_path, monkeypatch):
+    (tmp_path / "zz_nicebench_ep_plugins.py").write_text(PLUGIN_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    group, mod = "nicebench.test-plugins", "zz_nicebench_ep_plugins"
+    _entry_points(monkeypatch, group, **{"not-a-class": f"{mod}:helper", "wrong-class":
+                  f"{mod}:NoDoc", "good": f"{mod}:Good", "random": f"{mod}:Good"})  # fmt: skip
+    reg = Registry("method", None, group, METHODS.coerce)
+    builtin = METHODS.get("random")
+    reg.register("random", builtin)
+    assert reg.names() == ["good", "random"] and reg.get("good").__name__ == "Good"
+    err = reg.load_errors["not-a-class"]
+    assert f"'not-a-class' ({mod}:helper)" in err and "group 'nicebench.test-plugins'" in err
+    assert f"function {mod}.helper" in err and "subclass of nicebench.Method" in err
+    assert f"class {mod}.NoDoc" in reg.load_errors["wrong-class"]
+    assert "already taken" in reg.load_errors["random"]  # a built-in name is not replaced
+    assert reg.get("random") is builtin and builtin.registered_name == "random"
+    datasets = Registry("dataset", None, group, DATASETS.coerce)
+    assert datasets.names() == ["wrong-class"]
+    assert "subclass of nicebench.BenchDataset" in datasets.load_errors["good"]
+
+
+def test_a_builtin_module_that_fails_to_import_is_recorded(tmp_path, monkeypatch):
+    pkg = tmp_path / "zz_nicebench_plugins"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "good.py").write_text("from nicebench.registry import METHODS\nOK = True\n")
+    (pkg / "bad.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("thing", "zz_nicebench_plugins", None)
+    reg.register("x", "value")
+    assert reg.names() == ["x"]
+    assert reg.load_errors == {
+        "zz_nicebench_plugins.bad": "built-in module zz_nicebench_plugins.bad: "
+        "RuntimeError: boom at import"
+    }
+    assert sys.modules["zz_nicebench_plugins.good"].OK
 
 
 def test_scenes_deterministic_with_masks():
@@ -184,3 +238,42 @@ def test_imagefolder_maps_wnid_folders_to_imagenet_classes(tmp_path):
     assert mixed.label_space == "folder" and mixed.classes == ["cat", "n01443537"]
     with pytest.raises(ValueError, match="wnid"):
         nb.load_dataset("imagefolder", root=str(tmp_path / "mixed"), labels="imagenet")
+
+
+def test_check_dataset_passes_the_builtins_and_names_the_broken_rule():
+    from nicebench.data import DatasetMissingError
+    from nicebench.testing import ContractError, check_dataset
+
+    assert check_dataset("scenes", {"size": 32, "n": 6})["ok"]
+    try:
+        assert check_dataset("fashion-mnist")["ok"]
+    except DatasetMissingError:
+        pass
+    scenes = nb.registry.get_dataset_class("scenes")
+
+    class Unbounded(scenes):
+        def __getitem__(self, index):
+            x, y, m = super().__getitem__(index % self.n)
+            return x, y, m
+
+    class NoMasks(scenes):
+        def __getitem__(self, index):
+            return super().__getitem__(index)[:2]
+
+    class Bright(scenes):
+        def __getitem__(self, index):
+            x, y, m = super().__getitem__(index)
+            return x * 255, y, m
+
+    class Noisy(scenes):
+        def __getitem__(self, index):
+            x, y, m = super().__getitem__(index)
+            return x.mul(0.5).add_(0.5 * torch.rand_like(x)), y, m
+
+    cases = [(Unbounded, "IndexError"), (NoMasks, r"\(image, label, mask\)"),
+             (Bright, r"values must lie in \[0, 1\]"), (Noisy, "deterministic")]  # fmt: skip
+    for cls, rule in cases:
+        with pytest.raises(ContractError, match=f"dataset {cls.__name__}: .*{rule}"):
+            check_dataset(cls, {"size": 32, "n": 6})
+    with pytest.raises(ContractError, match="must subclass nicebench.BenchDataset"):
+        check_dataset(dict)

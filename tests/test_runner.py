@@ -180,3 +180,89 @@ def test_gradcam_beats_random_on_scenes64(scenes64, tmp_path):
     assert g.insertion_auc > r.insertion_auc
     assert g.pointing_game > r.pointing_game
     assert board.accuracy_original.iloc[0] >= 0.9
+
+
+# The default leaderboard as it was defined in runner.py before it moved to default.toml.
+TODAYS_DEFAULT_METHODS = [
+    "random", "center", "edges", "oracle", "saliency", "ig", "occlusion", "gradcam", "lime",
+    "rise:n_masks=500", "rtsal", "nice", "nice-opt", "jpeg", "webp",
+]  # fmt: skip
+TODAYS_DEFAULT_METRICS = [
+    "deletion", "insertion", "pointing_game", "energy_pointing_game", "mask_auroc", "mask_share",
+    "masked_accuracy", "saliency_metric", "sanity_spearman", "compression",
+]  # fmt: skip
+
+
+def test_default_config_is_the_packaged_toml_and_unchanged():
+    from importlib import resources
+    from pathlib import Path
+
+    from nicebench.data import DatasetMissingError, load_dataset
+    from nicebench.runner import DEFAULT_METHODS, DEFAULT_METRICS, default_config
+
+    try:
+        load_dataset("fashion-mnist")
+        optional = [PluginSpec.make("fashion-mnist")]
+    except DatasetMissingError:
+        optional = []
+    expected = RunConfig(datasets=[PluginSpec.make("scenes", {"size": 64}), *optional],
+                         methods=parse_specs(TODAYS_DEFAULT_METHODS),
+                         metrics=TODAYS_DEFAULT_METRICS, n_images=100)  # fmt: skip
+    assert default_config() == expected
+    assert DEFAULT_METHODS == TODAYS_DEFAULT_METHODS and DEFAULT_METRICS == TODAYS_DEFAULT_METRICS
+    assert default_config(n_images=7, out="x") == RunConfig(**{**vars(expected), "n_images": 7,
+                                                               "out": "x"})  # fmt: skip
+    with pytest.raises(TypeError, match="n_imgs"):
+        default_config(n_imgs=7)
+    packaged = resources.files("nicebench").joinpath("configs", "default.toml")
+    in_repo = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
+    assert packaged.read_text() == in_repo.read_text()  # the same file, found installed too
+    assert load_config(in_repo) == expected
+
+
+def test_optional_datasets_are_added_when_their_files_exist(tmp_path):
+    from nicebench import BenchDataset, DatasetMissingError, register_dataset
+    from nicebench.registry import DATASETS
+
+    @register_dataset("zz-absent")
+    class Absent(BenchDataset):
+        def __init__(self, split="test"):
+            raise DatasetMissingError("zz-absent: not on this machine")
+
+    path = tmp_path / "run.toml"
+    path.write_text('datasets = ["scenes:size=32"]\n'
+                    'optional_datasets = ["zz-absent", "scenes:size=64,n=4"]\n')  # fmt: skip
+    try:
+        cfg = load_config(path)
+    finally:
+        DATASETS._items.pop("zz-absent")
+    assert cfg.datasets == parse_specs(["scenes:size=32", "scenes:size=64,n=4"])
+
+
+def test_report_reads_the_better_direction_from_the_metric_specs(tiny_scenes, tmp_path):
+    from nicebench.registry import METRICS, register_metric
+    from nicebench.report.tables import lower_is_better
+
+    # today's note for the default columns
+    assert lower_is_better(LEADERBOARD_COLUMNS) == [
+        "bd_rate_vs_jpeg", "bpp", "compression_ratio", "deletion_auc", "explain_ms_per_image",
+        "saliency_metric", "sanity_spearman",
+    ]  # fmt: skip
+    notes = {}
+    for lower in (True, False):
+        register_metric("zz_spread", lambda c: c.saliency.flatten(1).std(1),
+                        higher_is_better=not lower, overwrite=True)  # fmt: skip
+        try:
+            cfg = _cfg(tmp_path / str(lower), methods=("edges",), n=4, shard=4)
+            cfg.metrics = ["deletion", "zz_spread"]
+            assert run(cfg, progress=False).ok == 1
+        finally:
+            METRICS._items.pop("zz_spread")
+        per_image = pd.read_csv(tmp_path / str(lower) / "per_image.csv")
+        assert per_image.zz_spread.notna().all() and len(per_image) == 4
+        md = (tmp_path / str(lower) / "leaderboard.md").read_text()
+        notes[lower] = next(line for line in md.splitlines() if line.startswith("Lower is better"))
+    assert notes[True] == ("Lower is better for bd_rate_vs_jpeg, bpp, compression_ratio, "
+                           "deletion_auc, explain_ms_per_image, saliency_metric, "
+                           "sanity_spearman, zz_spread; higher for the rest.")  # fmt: skip
+    assert notes[False] == notes[True].replace(", zz_spread", "")

@@ -13,7 +13,7 @@ from ..store import RunStore
 
 __all__ = [
     "LEADERBOARD_COLUMNS", "leaderboard", "per_image", "write_tables", "to_markdown",
-    "compression_summary", "compression_points",
+    "compression_summary", "compression_points", "higher_is_better", "lower_is_better",
 ]  # fmt: skip
 
 LEADERBOARD_COLUMNS = [
@@ -25,8 +25,27 @@ LEADERBOARD_COLUMNS = [
 _ROW = ["dataset", "model", "method"]  # a leaderboard row
 # Per-image columns that are not scores of the map (kept out of the score columns' CIs).
 _RENAME = {"correct": "accuracy_original"}
-LOWER_IS_BETTER = {"deletion_auc", "saliency_metric", "sanity_spearman", "explain_ms_per_image",
-                   "compression_ratio", "bd_rate_vs_jpeg", "bpp"}  # fmt: skip
+# Which way is better for the columns that are not per-image metrics (a metric's direction is its
+# spec's ``higher_is_better``, see :func:`higher_is_better`).
+COLUMN_HIGHER_IS_BETTER = {"explain_ms_per_image": False, "compression_ratio": False,
+                           "bd_rate_vs_jpeg": False, "bpp": False}  # fmt: skip
+
+
+def higher_is_better() -> dict[str, bool]:
+    """Column → whether higher is better: the registered metrics' specs, then the report's own
+    columns (:data:`COLUMN_HIGHER_IS_BETTER`)."""
+    from ..metrics import MetricSpec
+    from ..registry import METRICS
+
+    specs = [METRICS.get(name) for name in METRICS.names()]
+    directions = {s.column: s.higher_is_better for s in specs if isinstance(s, MetricSpec)}
+    return {**directions, **COLUMN_HIGHER_IS_BETTER}
+
+
+def lower_is_better(columns) -> list[str]:
+    """The sorted columns among ``columns`` for which lower is better."""
+    directions = higher_is_better()
+    return sorted(c for c in set(columns) if directions.get(c) is False)
 
 
 def per_image(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
@@ -193,7 +212,8 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
         rate_accuracy_figures(points, out / "figures")
     run = store.latest_run()
     notes = ["", "Scores: mean over images ± half the 95% bootstrap interval (1000 resamples).",
-             "Lower is better for " + ", ".join(sorted(LOWER_IS_BETTER)) + "; higher for the rest.",
+             "Lower is better for " + ", ".join(lower_is_better(board.columns))
+             + "; higher for the rest.",
              "Deletion/insertion settings: "
              + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SETTINGS.items())
              + (f"; overrides: {run['config'].get('settings')}" if run.get("config", {}).get(

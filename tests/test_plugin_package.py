@@ -1,0 +1,75 @@
+"""examples/plugin-package as a third-party package: found through its entry points (a dist-info
+folder on sys.path stands in for `pip install`), listed, run, and a broken sibling reported."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin-package"
+
+ENTRY_POINTS = """\
+[nicebench.methods]
+grad-x-input = nicebench_example.methods:GradientTimesInput
+broken-method = nicebench_example.no_such_module:Missing
+not-a-class = nicebench_example.datasets:render
+
+[nicebench.datasets]
+bars = nicebench_example.datasets:Bars
+"""
+
+
+@pytest.fixture
+def installed(tmp_path):
+    """Environment of a subprocess that sees the example package as if pip had installed it."""
+    site = tmp_path / "site"
+    info = site / "nicebench_example_plugins-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: nicebench-example-plugins\nVersion: 0.1.0\n"
+    )
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    path = os.pathsep.join([str(EXAMPLE / "src"), str(site)])
+    return {**os.environ, "PYTHONPATH": path, "NICEBENCH_CACHE": str(tmp_path / "cache"),
+            "OMP_NUM_THREADS": "1"}  # fmt: skip
+
+
+def _nicebench(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nicebench.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_example_package_is_listed_with_its_broken_sibling(installed, tmp_path):
+    proc = _nicebench(["list"], installed, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    methods = out[out.index("methods:") : out.index("datasets:")]
+    assert "grad-x-input" in methods and "Gradient × input" in methods and "gradcam" in methods
+    assert "bars" in out[out.index("datasets:") : out.index("metrics:")]
+    failed = out[out.index("failed to load:") :]
+    assert "broken-method" in failed and "ModuleNotFoundError" in failed
+    assert "nicebench_example.no_such_module:Missing" in failed
+    line = next(x for x in failed.splitlines() if "not-a-class" in x)
+    assert "function" in line and "render" in line and "subclass of nicebench.Method" in line
+
+
+def test_tiny_leaderboard_with_the_example_plugins(installed, tmp_path):
+    out = tmp_path / "run"
+    proc = _nicebench(["run", "--datasets", "bars:n=8", "--methods", "grad-x-input,center",
+                       "--metrics", "deletion,pointing_game", "--n-images", "8", "--out",
+                       str(out), "-q"], installed, tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    board = pd.read_csv(out / "leaderboard.csv").set_index("method")
+    assert set(board.index) == {"grad-x-input", "center"}
+    assert (board.status == "ok").all() and (board.n_images == 8).all()
+    assert board.deletion_auc.notna().all() and board.pointing_game.notna().all()
+    proc = _nicebench(["run", "--datasets", "bars:n=8", "--methods", "broken-method",
+                       "--n-images", "8", "--out", str(tmp_path / "bad"), "-q"], installed,
+                      tmp_path)  # fmt: skip
+    assert proc.returncode == 2
+    assert "'broken-method' failed to load" in proc.stderr and "no_such_module" in proc.stderr
