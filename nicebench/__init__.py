@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from . import metrics  # noqa: E402  (nb.metrics.deletion, ...)
+from .codec import Codec, create_codec
 from .data import BenchDataset, DatasetMissingError, cache_dir, collate, load_dataset
 from .method import Method, MethodError, create_method
 from .models import load_model
 from .registry import (
+    list_codecs,
     list_datasets,
     list_methods,
     list_metrics,
+    register_codec,
     register_dataset,
     register_method,
     register_metric,
@@ -19,18 +22,22 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BenchDataset",
+    "Codec",
     "DatasetMissingError",
     "Method",
     "MethodError",
     "cache_dir",
     "collate",
+    "create_codec",
     "create_method",
+    "list_codecs",
     "list_datasets",
     "list_methods",
     "list_metrics",
     "load_dataset",
     "load_model",
     "metrics",
+    "register_codec",
     "register_dataset",
     "register_method",
     "register_metric",

@@ -12,17 +12,17 @@ __all__ = ["main"]
 def _list(args: argparse.Namespace) -> int:
     from . import registry
 
-    kinds = [args.kind] if args.kind else ["methods", "datasets", "metrics"]
+    kinds = [args.kind] if args.kind else ["methods", "codecs", "datasets", "metrics"]
+    classes = {"methods": registry.get_method_class, "datasets": registry.get_dataset_class,
+               "codecs": registry.get_codec_class}  # fmt: skip
     for kind in kinds:
         names = {"methods": registry.list_methods, "datasets": registry.list_datasets,
-                 "metrics": registry.list_metrics}[kind](args.pattern)  # fmt: skip
+                 "codecs": registry.list_codecs, "metrics": registry.list_metrics,
+                 }[kind](args.pattern)  # fmt: skip
         print(f"{kind}:")
         for name in names:
-            doc = ""
-            if kind == "methods":
-                doc = (registry.get_method_class(name).__doc__ or "").strip().splitlines()[0]
-            elif kind == "datasets":
-                doc = (registry.get_dataset_class(name).__doc__ or "").strip().splitlines()[0]
+            if kind in classes:
+                doc = (classes[kind](name).__doc__ or "").strip().splitlines()[0]
             else:
                 doc = getattr(registry.get_metric(name), "description", "")
             print(f"  {name:<22} {doc}")
@@ -40,6 +40,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg.datasets = parse_specs(args.datasets)
     if args.methods:
         cfg.methods = parse_specs(args.methods)
+    if args.codecs:
+        cfg.codecs = parse_specs(args.codecs)
     if args.metrics:
         cfg.metrics = [m.strip() for m in ",".join(args.metrics).split(",") if m.strip()]
     for key in ("n_images", "out", "device", "batch_size", "shard_size", "executor", "address"):
@@ -67,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nicebench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    ls = sub.add_parser("list", help="list registered methods, datasets or metrics")
-    ls.add_argument("kind", nargs="?", choices=["methods", "datasets", "metrics"])
+    ls = sub.add_parser("list", help="list registered methods, codecs, datasets or metrics")
+    ls.add_argument("kind", nargs="?", choices=["methods", "codecs", "datasets", "metrics"])
     ls.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'nice*'")
     ls.set_defaults(func=_list)
 
@@ -76,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", nargs="?", help="TOML config; without it, the default leaderboard")
     r.add_argument("--datasets", action="append", help="e.g. scenes:size=128,fashion-mnist")
     r.add_argument("--methods", action="append", help="e.g. nice:lam=5,gradcam")
+    r.add_argument(
+        "--codecs",
+        action="append",
+        help="compression-track codecs, the first the reference, e.g. jpeg,webp",
+    )
     r.add_argument("--metrics", action="append", help="e.g. deletion,insertion")
     r.add_argument("--n-images", type=int, dest="n_images")
     r.add_argument("--out", help="run directory (store and tables); default: results")

@@ -1,4 +1,4 @@
-"""Run configuration: datasets × methods × metrics, from TOML or the command line."""
+"""Run configuration: datasets × (methods + codecs) × metrics, from TOML or the command line."""
 
 from __future__ import annotations
 
@@ -35,7 +35,10 @@ class PluginSpec:
 
     @classmethod
     def make(cls, name: str, params: dict[str, Any] | None = None) -> PluginSpec:
-        return cls(name, tuple(sorted((params or {}).items())))
+        """A spec of ``name`` with ``params`` (list values, as TOML gives them, become tuples so
+        that the spec stays hashable)."""
+        items = ((k, tuple(v) if isinstance(v, list) else v) for k, v in (params or {}).items())
+        return cls(name, tuple(sorted(items)))
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -100,11 +103,17 @@ def parse_specs(items: str | list[str] | None) -> list[PluginSpec]:
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run; each (dataset, method, shard) is one cell of it."""
+    """Everything that defines a run; each (dataset, method or codec, shard) is one cell of it.
+
+    ``codecs``: the codecs of the compression track; the first is the reference every row's
+    ``bd_rate`` is measured against and codes the methods' images. Empty: the setting ``codec``,
+    else ``jpeg``.
+    """
 
     datasets: list[PluginSpec] = field(default_factory=list)
     methods: list[PluginSpec] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
+    codecs: list[PluginSpec] = field(default_factory=list)
     n_images: int = 200
     shard_size: int = 100
     batch_size: int = 50
@@ -119,7 +128,12 @@ class RunConfig:
         d = asdict(self)
         d["datasets"] = [str(s) for s in self.datasets]
         d["methods"] = [str(s) for s in self.methods]
+        d["codecs"] = [str(s) for s in self.codecs]
         return d
+
+    def run_codecs(self) -> list[PluginSpec]:
+        """:attr:`codecs`, or the setting ``codec`` (default ``jpeg``) when none is listed."""
+        return list(self.codecs) or parse_specs(str(self.settings.get("codec", "jpeg")))
 
 
 _KEYS = {"n_images", "shard_size", "batch_size", "device", "seed", "out", "executor", "address"}
@@ -134,12 +148,13 @@ def load_config(path: str | Path) -> RunConfig:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(raw) - _KEYS - {"datasets", "methods", "metrics", "settings"}
+    unknown = set(raw) - _KEYS - {"datasets", "methods", "codecs", "metrics", "settings"}
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(_KEYS)}")
     cfg = RunConfig(
         datasets=parse_specs(raw.get("datasets")),
         methods=parse_specs(raw.get("methods")),
+        codecs=parse_specs(raw.get("codecs")),
         metrics=list(raw.get("metrics", [])),
         settings=dict(raw.get("settings", {})),
     )

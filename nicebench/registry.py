@@ -1,8 +1,9 @@
 """Plugin registries in the style of timm: decorators, wildcard listing, entry points.
 
 Built-in plugins live in the ``methods/`` and ``datasets/`` folders of the repository, installed as
-``nicebench.methods`` / ``nicebench.datasets``; third-party packages register through the
-entry-point groups of the same names.
+``nicebench.methods`` / ``nicebench.datasets``, and the built-in codecs in ``nicebench.codec``;
+third-party packages register through the entry-point groups ``nicebench.methods``,
+``nicebench.datasets`` and ``nicebench.codecs``.
 """
 
 from __future__ import annotations
@@ -20,15 +21,19 @@ __all__ = [
     "METHODS",
     "DATASETS",
     "METRICS",
+    "CODECS",
     "register_method",
     "register_dataset",
     "register_metric",
+    "register_codec",
     "list_methods",
     "list_datasets",
     "list_metrics",
+    "list_codecs",
     "get_method_class",
     "get_dataset_class",
     "get_metric",
+    "get_codec_class",
     "UnknownPluginError",
 ]
 
@@ -71,13 +76,14 @@ class Registry:
         return add(obj) if obj is not None else add
 
     def discover(self) -> None:
-        """Import the built-in plugin modules and load entry points (once)."""
+        """Import the built-in plugin modules (a package's modules, or one module) and load entry
+        points (once)."""
         if self._discovered:
             return
         self._discovered = True
         if self.builtin_package:
             package = importlib.import_module(self.builtin_package)
-            for info in pkgutil.iter_modules(package.__path__):
+            for info in pkgutil.iter_modules(getattr(package, "__path__", [])):
                 if info.name.startswith("_"):
                     continue
                 importlib.import_module(f"{self.builtin_package}.{info.name}")
@@ -119,6 +125,7 @@ class Registry:
 METHODS = Registry("method", "nicebench.methods", "nicebench.methods")
 DATASETS = Registry("dataset", "nicebench.datasets", "nicebench.datasets")
 METRICS = Registry("metric", None, None)
+CODECS = Registry("codec", "nicebench.codec", "nicebench.codecs")
 
 
 def register_method(name: str, *, overwrite: bool = False) -> Callable[[type], type]:
@@ -134,6 +141,11 @@ def register_dataset(name: str, *, overwrite: bool = False) -> Callable[[type], 
 def register_metric(name: str, *, overwrite: bool = False) -> Callable[[Any], Any]:
     """Register a metric (a per-image metric function or a metric track)."""
     return METRICS.register(name, overwrite=overwrite)
+
+
+def register_codec(name: str, *, overwrite: bool = False) -> Callable[[type], type]:
+    """Class decorator: ``@register_codec("jpeg")`` on a :class:`nicebench.Codec` subclass."""
+    return CODECS.register(name, overwrite=overwrite)
 
 
 def list_methods(pattern: str | None = None) -> list[str]:
@@ -153,12 +165,21 @@ def list_metrics(pattern: str | None = None) -> list[str]:
     return METRICS.names(pattern)
 
 
+def list_codecs(pattern: str | None = None) -> list[str]:
+    """Registered codec names."""
+    return CODECS.names(pattern)
+
+
 def get_method_class(name: str) -> type:
     return METHODS.get(name)
 
 
 def get_dataset_class(name: str) -> type:
     return DATASETS.get(name)
+
+
+def get_codec_class(name: str) -> type:
+    return CODECS.get(name)
 
 
 def get_metric(name: str) -> Any:

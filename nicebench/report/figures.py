@@ -19,13 +19,14 @@ def _safe(name: str) -> str:
 
 def rate_accuracy_figures(points: pd.DataFrame, out: str | Path) -> list[Path]:
     """One PNG per dataset: every method's operating points (ratio to the reference file vs the
-    classifier's accuracy on the decoded images) and the codec's quality-sweep curve."""
+    classifier's accuracy on the decoded images) and each codec's quality-sweep curve (the rows of
+    ``kind`` ``"codec"``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for dataset, part in points.groupby("dataset", sort=False):
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        sweep_mask = part.point.astype(str).str.startswith("q=")
+        sweep_mask = part["kind"] == "codec"
         for method, pts in part[sweep_mask].groupby("method", sort=False):
             pts = pts.sort_values("ratio")
             ax.plot(pts.ratio, 100 * pts.accuracy, "-", color="0.3", lw=1.5,

@@ -1,4 +1,9 @@
-"""Leaderboard and per-image tables (CSV and Markdown) from a run store."""
+"""Leaderboard and per-image tables (CSV and Markdown) from a run store.
+
+Every row names its ``kind``: ``method`` (an explanation method) or ``codec`` (a codec's own
+quality sweep); ``method`` holds the method's or the codec's label. The compression summary
+(:func:`compression_summary`) imports no torch.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..metrics.bootstrap import bootstrap_ci
 from ..store import RunStore
 
 __all__ = [
@@ -17,24 +21,27 @@ __all__ = [
 ]  # fmt: skip
 
 LEADERBOARD_COLUMNS = [
-    "dataset", "method", "n_images", "deletion_auc", "insertion_auc", "pointing_game",
+    "dataset", "method", "kind", "n_images", "deletion_auc", "insertion_auc", "pointing_game",
     "mask_auroc", "saliency_metric", "sanity_spearman", "explain_ms_per_image",
-    "compression_ratio", "bd_rate_vs_jpeg", "bpp", "accuracy_original", "accuracy_compressed",
+    "compression_ratio", "bd_rate", "bd_codec", "bpp", "accuracy_original", "accuracy_compressed",
     "status",
 ]  # fmt: skip
 # Per-image columns that are not scores of the map (kept out of the score columns' CIs).
 _RENAME = {"correct": "accuracy_original"}
 LOWER_IS_BETTER = {"deletion_auc", "saliency_metric", "sanity_spearman", "explain_ms_per_image",
-                   "compression_ratio", "bd_rate_vs_jpeg", "bpp"}  # fmt: skip
+                   "compression_ratio", "bd_rate", "bpp"}  # fmt: skip
+
+
+_IMAGE_INDEX = ["dataset", "method", "kind", "image_index", "label", "pred"]
 
 
 def per_image(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
-    """One row per (dataset, method, image) with a column per metric."""
+    """One row per (dataset, method or codec, image) with a column per metric."""
     long = store.image_values(keys)
     if long.empty:
-        return pd.DataFrame(columns=["dataset", "method", "image_index", "label", "pred"])
+        return pd.DataFrame(columns=_IMAGE_INDEX)
     wide = long.pivot_table(
-        index=["dataset", "method", "image_index", "label", "pred"], columns="metric",
+        index=_IMAGE_INDEX, columns="metric",
         values="value", aggfunc="first",
     ).reset_index()  # fmt: skip
     wide.columns.name = None
@@ -49,59 +56,50 @@ def _status(group: pd.DataFrame) -> str:
 
 
 def compression_summary(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
-    """Per dataset × method: the compression track's headline figures (SPEC §6), each method's
-    operating points measured against the codec-only quality sweep of the same images."""
-    from ..compression.track import summarise
+    """Per dataset × method or codec: the compression track's headline figures (SPEC §6), each
+    row's operating points measured against the quality sweep of its ``bd_codec`` (the run's
+    reference codec) on the same images. Torch-free."""
+    from ..compression.summary import summarise_table
 
-    rows = store.tables("compression", keys)
-    if rows.empty:
-        return pd.DataFrame()
-    out = []
-    for dataset, part in rows.groupby("dataset", sort=False):
-        codec_rows = part[part.point.astype(str).str.startswith("q=")]
-        codecs = codec_rows.method_name.unique()
-        sweep = codec_rows[codec_rows.method_name == ("jpeg" if "jpeg" in codecs else codecs[0])] \
-            if len(codecs) else pd.DataFrame()  # fmt: skip
-        for method, mrows in part.groupby("method", sort=False):
-            summary = summarise(mrows, sweep if len(sweep) else mrows)
-            if not len(sweep):
-                summary["bd_rate_vs_jpeg"] = float("nan")
-            out.append({"dataset": dataset, "method": method, **summary})
-    return pd.DataFrame(out)
+    return summarise_table(store.tables("compression", keys))
 
 
 def compression_points(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
-    """Every method's operating points (bytes, ratio, accuracy per keep / quality / gate)."""
+    """Every method's and codec's operating points (bytes, ratio, accuracy per keep / quality /
+    gate), with their ``kind``."""
     from ..compression.rate import operating_points
 
     rows = store.tables("compression", keys)
     if rows.empty:
         return pd.DataFrame()
-    return operating_points(rows, ["dataset", "method", "point"])
+    return operating_points(rows, ["dataset", "method", "kind", "point"])
 
 
-_COMPRESSION_COLUMNS = ["compression_ratio", "bd_rate_vs_jpeg", "bpp", "accuracy_compressed",
+_COMPRESSION_COLUMNS = ["compression_ratio", "bd_rate", "bd_codec", "bpp", "accuracy_compressed",
                         "payload_ratio", "accuracy_reference", "operating_point",
                         "within_tolerance"]  # fmt: skip
 
 
 def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) -> pd.DataFrame:
-    """One row per dataset × method: mean of every per-image score with a 95% bootstrap CI."""
+    """One row per dataset × method or codec: mean of every per-image score with a 95% bootstrap
+    CI, and the compression summary."""
+    from ..metrics.bootstrap import bootstrap_ci
+
     cells = store.cells(keys)
     if cells.empty:
         return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
     img = per_image(store, keys)
     scalars = store.cell_values(keys)
     rows = []
-    order = list(dict.fromkeys(zip(cells.dataset, cells.method, strict=True)))
-    for dataset, method in order:
+    order = list(dict.fromkeys(zip(cells.dataset, cells.method, cells.kind, strict=True)))
+    for dataset, method, kind in order:
         group = cells[(cells.dataset == dataset) & (cells.method == method)]
-        row: dict[str, object] = {"dataset": dataset, "method": method}
+        row: dict[str, object] = {"dataset": dataset, "method": method, "kind": kind}
         ok = group[group.status == "ok"]
         sel = img[(img.dataset == dataset) & (img.method == method)] if len(img) else img
         row["n_images"] = int(sel.image_index.nunique()) if len(sel) else 0
         for col in sel.columns:
-            if col in ("dataset", "method", "image_index", "label", "pred"):
+            if col in _IMAGE_INDEX:
                 continue
             mean, lo, hi, n = bootstrap_ci(sel[col].to_numpy(), seed=seed)
             if n == 0:
@@ -119,11 +117,10 @@ def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) ->
     df = pd.DataFrame(rows)
     comp = compression_summary(store, keys)
     if len(comp):
-        comp = comp[["dataset", "method", *_COMPRESSION_COLUMNS, "accuracy_original"]].rename(
-            columns={"accuracy_original": "_acc"}
-        )
+        comp = comp[["dataset", "method", "kind", *_COMPRESSION_COLUMNS, "accuracy_original"]]
+        comp = comp.rename(columns={"accuracy_original": "_acc"})
         df = df.drop(columns=[c for c in _COMPRESSION_COLUMNS if c in df]).merge(
-            comp, on=["dataset", "method"], how="left"
+            comp, on=["dataset", "method", "kind"], how="left"
         )
         if "accuracy_original" not in df:
             df["accuracy_original"] = df["_acc"]
@@ -151,7 +148,8 @@ def _fmt(value: float, lo: float | None, hi: float | None) -> str:
 def to_markdown(board: pd.DataFrame) -> str:
     """The leaderboard as a Markdown table (mean ± half the 95% interval), empty columns dropped."""
     cols = [c for c in board.columns if not c.endswith(("_lo", "_hi"))]
-    cols = [c for c in cols if c in ("dataset", "method", "status") or board[c].notna().any()]
+    cols = [c for c in cols if c in ("dataset", "method", "kind", "status")
+            or board[c].notna().any()]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in board.iterrows():
         cells = []
