@@ -199,7 +199,8 @@ def _compute(cell: Cell, res: CellResult) -> None:
     correct = (preds == labels).float().tolist()
     rows += [(i, lab[j], prd[j], "correct", correct[j]) for j, i in enumerate(idx)]
     ref = cell.reference
-    codec = _codec(cell.method if method is None else ref) if ref is not None else None
+    codec_spec = cell.method if cell.kind == CODEC else ref  # a method is coded with the reference
+    codec = _codec(codec_spec) if codec_spec is not None else None
     ctx = MetricContext(model=model, images=images, labels=labels, saliency=sal, preds=preds,
                         masks=masks, method=method, settings=settings, kind=cell.kind,
                         codec=codec, bd_codec=ref.label if ref else "", start=cell.start)  # fmt: skip

@@ -317,6 +317,16 @@ def test_codecs_are_their_own_plugin_kind(name):
             nb.create_codec(name, subsampling="4:4:4")
 
 
+def test_compression_is_a_registered_table_metric():
+    from nicebench.compression.summary import summarise_table
+    from nicebench.metrics import get_metric_spec
+
+    spec = get_metric_spec("compression")
+    assert "compression" in nb.list_metrics() and spec.kind == "table"
+    assert spec.summary is summarise_table and spec.column == "compression_ratio"
+    assert get_metric_spec("deletion").kind == "per_image"
+
+
 def test_create_codec_errors_and_aliases():
     assert nb.create_codec("JPG").name == "jpeg"
     with pytest.raises(CodecError, match="codec must be one of.*jpeg"):
