@@ -176,6 +176,16 @@ def test_cli_run_tiny(tiny_scenes, tmp_path, capsys):
     assert board.insertion_auc.isna().all() and board.deletion_auc.notna().all()
 
 
+def test_cli_codecs_the_first_is_the_reference(tiny_scenes, tmp_path, capsys):
+    code = main(["run", "--datasets", TINY, "--methods", "center", "--codecs", "webp,jpeg",
+                 "--metrics", "compression", "--n-images", "4", "--out", str(tmp_path), "-q"])  # fmt: skip
+    assert code == 0
+    board = pd.read_csv(tmp_path / "leaderboard.csv").set_index("method")
+    assert board.kind.to_dict() == {"center": "method", "webp": "codec", "jpeg": "codec"}
+    assert (board.bd_codec == "webp").all()
+    assert "| webp | codec |" in (tmp_path / "leaderboard.md").read_text()
+
+
 def test_default_config_lists_jpeg_and_webp_as_codecs():
     cfg = default_config()
     assert [str(c) for c in cfg.codecs] == ["jpeg", "webp"]
