@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from . import metrics  # noqa: E402  (nb.metrics.deletion, ...)
+from .codec import Codec, create_codec
 from .data import BenchDataset, DatasetMissingError, cache_dir, collate, load_dataset
 from .gates.method import GateMaskMethod
 from .learned import LearnedMethod
 from .method import Method, MethodError, create_method
 from .models import load_model
 from .registry import (
+    list_codecs,
     list_datasets,
     list_methods,
     list_metrics,
     list_models,
     register_arch,
+    register_codec,
     register_dataset,
     register_method,
     register_metric,
@@ -23,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BenchDataset",
+    "Codec",
     "DatasetMissingError",
     "GateMaskMethod",
     "LearnedMethod",
@@ -30,7 +34,9 @@ __all__ = [
     "MethodError",
     "cache_dir",
     "collate",
+    "create_codec",
     "create_method",
+    "list_codecs",
     "list_datasets",
     "list_methods",
     "list_metrics",
@@ -39,6 +45,7 @@ __all__ = [
     "load_model",
     "metrics",
     "register_arch",
+    "register_codec",
     "register_dataset",
     "register_method",
     "register_metric",

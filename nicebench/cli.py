@@ -49,6 +49,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg.models = parse_specs(args.models)
     if args.methods:
         cfg.methods = parse_specs(args.methods)
+    if args.codecs:
+        cfg.codecs = parse_specs(args.codecs)
     if args.metrics:
         cfg.metrics = [m.strip() for m in ",".join(args.metrics).split(",") if m.strip()]
     for key in ("n_images", "out", "device", "batch_size", "shard_size", "executor", "address"):
@@ -87,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", parents=[common],
-                        help="list registered methods, datasets, models or metrics (and failed plugins)")
-    ls.add_argument("kind", nargs="?", choices=["methods", "datasets", "models", "metrics"])
+                        help="list registered methods, codecs, datasets, models or metrics (and failed plugins)")
+    ls.add_argument("kind", nargs="?", choices=["methods", "codecs", "datasets", "models", "metrics"])
     ls.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'nice*'")
     ls.set_defaults(func=_list)
 
@@ -100,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classifiers, e.g. default,scenecnn:seed=1,torchvision:resnet50:"
                         "weights=FILE (default: each dataset's own)")  # fmt: skip
     r.add_argument("--methods", action="append", help="e.g. nice:lam=5,gradcam")
+    r.add_argument(
+        "--codecs",
+        action="append",
+        help="compression-track codecs, the first the reference, e.g. jpeg,webp",
+    )
     r.add_argument("--metrics", action="append", help="e.g. deletion,insertion")
     r.add_argument("--n-images", type=int, dest="n_images")
     r.add_argument("--out", help="run directory (store and tables); default: results")

@@ -1,4 +1,4 @@
-"""Run configuration: datasets × models × methods × metrics, from TOML or the CLI."""
+"""Run configuration: datasets × models × (methods + codecs) × metrics, from TOML or the CLI."""
 
 from __future__ import annotations
 
@@ -39,7 +39,10 @@ class PluginSpec:
 
     @classmethod
     def make(cls, name: str, params: dict[str, Any] | None = None) -> PluginSpec:
-        return cls(name, tuple(sorted((params or {}).items())))
+        """A spec of ``name`` with ``params`` (list values, as TOML gives them, become tuples so
+        that the spec stays hashable)."""
+        items = ((k, tuple(v) if isinstance(v, list) else v) for k, v in (params or {}).items())
+        return cls(name, tuple(sorted(items)))
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -108,12 +111,17 @@ class RunConfig:
 
     ``models`` are model specs (:mod:`nicebench.models.loading`); ``default`` is each dataset's
     own classifier.
+
+    ``codecs``: the codecs of the compression track; the first is the reference every row's
+    ``bd_rate`` is measured against and codes the methods' images. Empty: the setting ``codec``,
+    else ``jpeg``.
     """
 
     datasets: list[PluginSpec] = field(default_factory=list)
     models: list[PluginSpec] = field(default_factory=lambda: [PluginSpec("default")])
     methods: list[PluginSpec] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
+    codecs: list[PluginSpec] = field(default_factory=list)
     n_images: int = 200
     shard_size: int = 100
     batch_size: int = 50
@@ -129,11 +137,16 @@ class RunConfig:
         d["datasets"] = [str(s) for s in self.datasets]
         d["models"] = [str(s) for s in self.models]
         d["methods"] = [str(s) for s in self.methods]
+        d["codecs"] = [str(s) for s in self.codecs]
         return d
+
+    def run_codecs(self) -> list[PluginSpec]:
+        """:attr:`codecs`, or the setting ``codec`` (default ``jpeg``) when none is listed."""
+        return list(self.codecs) or parse_specs(str(self.settings.get("codec", "jpeg")))
 
 
 _KEYS = {"n_images", "shard_size", "batch_size", "device", "seed", "out", "executor", "address"}
-_LISTS = {"datasets", "optional_datasets", "models", "methods", "metrics", "settings"}
+_LISTS = {"datasets", "optional_datasets", "models", "methods", "codecs", "metrics", "settings"}
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -159,6 +172,7 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
         datasets=parse_specs(raw.get("datasets"))
         + available(parse_specs(raw.get("optional_datasets"))),
         methods=parse_specs(raw.get("methods")),
+        codecs=parse_specs(raw.get("codecs")),
         metrics=list(raw.get("metrics", [])),
         settings=dict(raw.get("settings", {})),
     )

@@ -5,7 +5,8 @@ Built-in plugins live in the ``methods/`` and ``datasets/`` folders of the repos
 entry-point groups ``nicebench.methods``, ``nicebench.datasets`` and ``nicebench.metrics``. A local
 module or ``.py`` file loads with :func:`load_plugins` (``nicebench --plugins``, or the
 ``NICEBENCH_PLUGINS`` environment variable). A plugin that fails to load never breaks the others:
-its error is kept in :attr:`Registry.load_errors` and shown by ``nicebench list``.
+its error is kept in :attr:`Registry.load_errors` and shown by ``nicebench list``. Codecs: the built-ins
+in ``nicebench.codec``, entry-point group ``nicebench.codecs``.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ __all__ = [
     "DATASETS",
     "METRICS",
     "REGISTRIES",
+    "CODECS",
     "register_method",
     "register_dataset",
     "register_metric",
+    "register_codec",
     "list_methods",
     "list_datasets",
     "list_metrics",
+    "list_codecs",
     "get_method_class",
     "get_dataset_class",
     "get_metric",
@@ -40,6 +44,7 @@ __all__ = [
     "PLUGINS_ENV",
     "PLUGIN_ERRORS",
     "PluginLoadError",
+    "get_codec_class",
     "UnknownPluginError",
     "MODELS",
     "register_arch",
@@ -110,7 +115,7 @@ class Registry:
 
     def _import_builtins(self) -> None:
         package = importlib.import_module(self.builtin_package)
-        for info in pkgutil.iter_modules(package.__path__):
+        for info in pkgutil.iter_modules(getattr(package, "__path__", [])):
             if info.name.startswith("_"):
                 continue
             module = f"{self.builtin_package}.{info.name}"
@@ -218,8 +223,10 @@ METHODS = Registry("method", "nicebench.methods", "nicebench.methods",
 DATASETS = Registry("dataset", "nicebench.datasets", "nicebench.datasets",
                     _subclass_of("nicebench.data", "BenchDataset"))  # fmt: skip
 METRICS = Registry("metric", "nicebench.metrics", "nicebench.metrics", _metric_entry)
+CODECS = Registry("codec", "nicebench.codec", "nicebench.codecs",
+                  _subclass_of("nicebench.codec", "Codec"))  # fmt: skip
 MODELS = Registry("model", "nicebench.models", "nicebench.models")  # classifier architectures
-REGISTRIES = {"methods": METHODS, "datasets": DATASETS, "models": MODELS, "metrics": METRICS}
+REGISTRIES = {"methods": METHODS, "codecs": CODECS, "datasets": DATASETS, "models": MODELS, "metrics": METRICS}
 
 
 def register_method(name: str, *, overwrite: bool = False) -> Callable[[type], type]:
@@ -303,6 +310,11 @@ def list_models(pattern: str | None = None) -> list[str]:
     return MODELS.names(pattern)
 
 
+def register_codec(name: str, *, overwrite: bool = False) -> Callable[[type], type]:
+    """Class decorator: ``@register_codec("jpeg")`` on a :class:`nicebench.Codec` subclass."""
+    return CODECS.register(name, overwrite=overwrite)
+
+
 def list_methods(pattern: str | None = None) -> list[str]:
     """Registered method names, e.g. ``list_methods("nice*")``."""
     return METHODS.names(pattern)
@@ -318,12 +330,21 @@ def list_metrics(pattern: str | None = None) -> list[str]:
     return METRICS.names(pattern)
 
 
+def list_codecs(pattern: str | None = None) -> list[str]:
+    """Registered codec names."""
+    return CODECS.names(pattern)
+
+
 def get_method_class(name: str) -> type:
     return METHODS.get(name)
 
 
 def get_dataset_class(name: str) -> type:
     return DATASETS.get(name)
+
+
+def get_codec_class(name: str) -> type:
+    return CODECS.get(name)
 
 
 def get_metric(name: str) -> Any:

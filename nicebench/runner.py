@@ -1,8 +1,10 @@
 """The runner: expand a config into cells, skip finished ones, execute, store, write the tables.
 
-A cell is (dataset, model, method with parameters, shard of images). Its key hashes the cell's
-config and the code version, so a rerun of the same config resumes where a killed run stopped
-and a code change recomputes.
+A cell is (dataset, model, method or codec with parameters, shard of images). A method cell
+explains its images and applies the metrics; a codec cell (``kind="codec"``) explains nothing and
+applies the table metrics (the compression track's quality sweep). Its key hashes the cell's config
+and the code version, so a rerun of the same config resumes where a killed run stopped and a code
+change recomputes.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from typing import Any
 import tomllib
 import torch
 
+from .codec import Codec, create_codec
 from .config import PluginSpec, RunConfig, default_config_text, parse_config
 from .data import BenchDataset, collate, load_dataset
 from .method import Method, create_method
 from .metrics import MetricContext, MetricSpec, get_metric_spec
 from .models import DEFAULT_MODEL, check_model_spec, load_model
-from .registry import METHODS, METRICS
+from .registry import CODECS, METHODS
 from .store import CellResult, RunStore
 
 __all__ = [
@@ -41,9 +44,11 @@ __all__ = [
 ]
 
 COMPRESSION = "compression"
-# The default leaderboard (nicebench/configs/default.toml): its methods and metrics
+METHOD, CODEC = "method", "codec"
+# The default leaderboard (nicebench/configs/default.toml): its methods, codecs and metrics
 _DEFAULT = tomllib.loads(default_config_text())
 DEFAULT_METHODS: list[str] = list(_DEFAULT["methods"])
+DEFAULT_CODECS: list[str] = list(_DEFAULT["codecs"])
 DEFAULT_METRICS: list[str] = list(_DEFAULT["metrics"])
 
 
@@ -88,7 +93,10 @@ def versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Cell:
-    """One unit of work: a shard of a dataset, its classifier ``model`` explained by one method."""
+    """One unit of work: a shard of a dataset, its classifier ``model`` explained by one method
+    and scored, or (``kind`` ``"codec"``) coded by one codec; ``method`` holds the method's or the
+    codec's spec. ``reference``: the run's reference codec (its first), None when no codec is in
+    the run."""
 
     dataset: PluginSpec
     method: PluginSpec
@@ -99,14 +107,15 @@ class Cell:
     settings: tuple[tuple[str, Any], ...] = ()
     batch_size: int = 50
     device: str = "cpu"
-    track: str = "explain"
+    kind: str = METHOD
+    reference: PluginSpec | None = None
     model: PluginSpec = DEFAULT_MODEL
 
     @property
     def key(self) -> str:
         blob = json.dumps(
             [str(self.dataset), str(self.model), str(self.method), self.start, self.stop,
-             self.metrics, self.settings, self.track, code_version()],
+             self.metrics, self.settings, self.kind, str(self.reference), code_version()],
             default=str,
         )  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -131,8 +140,19 @@ def _method(dspec: PluginSpec, model: PluginSpec, mspec: PluginSpec, device: str
     return method
 
 
-def _metric_specs(names: tuple[str, ...], ds: BenchDataset, method: Method) -> list[MetricSpec]:
-    specs = [get_metric_spec(n) for n in names if n != COMPRESSION]
+@functools.lru_cache(maxsize=16)
+def _codec(spec: PluginSpec) -> Codec:
+    return create_codec(spec.name, **spec.kwargs)
+
+
+def _metric_specs(
+    names: tuple[str, ...], ds: BenchDataset, method: Method | None
+) -> list[MetricSpec]:
+    """The metrics that apply to a cell, table metrics first: a codec cell (``method`` None) gets
+    only the table metrics."""
+    specs = sorted((get_metric_spec(n) for n in names), key=lambda s: s.kind != "table")
+    if method is None:
+        return [s for s in specs if s.kind == "table"]
     return [s for s in specs if (ds.has_masks or not s.needs_masks) and s.applies(method)]
 
 
@@ -142,7 +162,7 @@ def run_cell(cell: Cell) -> CellResult:
     res = CellResult(
         key=cell.key, dataset=cell.dataset.label, model=cell.model.label,
         method=cell.method.label, method_name=cell.method.name, shard=cell.shard,
-        track=cell.track, code_version=code_version(),
+        kind=cell.kind, code_version=code_version(),
         spec={"dataset": str(cell.dataset), "model": str(cell.model), "method": str(cell.method),
               "images": [cell.start, cell.stop], "metrics": list(cell.metrics),
               "settings": dict(cell.settings)},
@@ -162,7 +182,8 @@ def _compute(cell: Cell, res: CellResult) -> None:
     device = cell.device
     ds = _dataset(cell.dataset)
     model = _model(cell.dataset, cell.model, device)
-    method = _method(cell.dataset, cell.model, cell.method, device)
+    method = (_method(cell.dataset, cell.model, cell.method, device) if cell.kind == METHOD
+              else None)  # fmt: skip
     settings = dict(cell.settings)
     stop = min(cell.stop, len(ds))
     items = collate([ds[i] for i in range(cell.start, stop)])
@@ -173,10 +194,40 @@ def _compute(cell: Cell, res: CellResult) -> None:
             [model(images[i : i + 256]).argmax(1) for i in range(0, len(images), 256)]
         )
     targets = labels if settings.get("target", "pred") == "label" else preds
-    if method.needs_masks and masks is None:
-        raise ValueError(f"method {method.name!r} needs masks and dataset {ds.registered_name!r} "
-                         "has none")  # fmt: skip
+    if method is None:
+        sal, res.explain_ms_per_image = None, 0.0  # a codec explains nothing: no explain time
+    else:
+        sal = _explain(cell, res, method, images, targets, masks)
 
+    idx = list(range(cell.start, stop))
+    lab, prd = labels.tolist(), preds.tolist()
+    rows = res.image_rows
+    correct = (preds == labels).float().tolist()
+    rows += [(i, lab[j], prd[j], "correct", correct[j]) for j, i in enumerate(idx)]
+    ref = cell.reference
+    codec_spec = cell.method if cell.kind == CODEC else ref  # a method is coded with the reference
+    codec = _codec(codec_spec) if codec_spec is not None else None
+    ctx = MetricContext(model=model, images=images, labels=labels, saliency=sal, preds=preds,
+                        masks=masks, method=method, settings=settings, kind=cell.kind,
+                        codec=codec, bd_codec=ref.label if ref else "", start=cell.start)  # fmt: skip
+    for spec in _metric_specs(cell.metrics, ds, method):
+        if spec.kind == "table":
+            res.tables[spec.name] = spec.fn(ctx)
+            continue
+        values = spec.fn(ctx)
+        if values is None:
+            continue
+        values = values.detach().float().cpu().tolist()
+        rows += [(i, lab[j], prd[j], spec.column, values[j]) for j, i in enumerate(idx)]
+    res.n_images = len(idx)
+
+
+def _explain(cell: Cell, res: CellResult, method: Method, images, targets, masks) -> torch.Tensor:
+    """The method's maps of the cell's images, timed (explain time and peak memory into ``res``)."""
+    device = cell.device
+    if method.needs_masks and masks is None:
+        raise ValueError(f"method {method.name!r} needs masks and dataset "
+                         f"{cell.dataset.name!r} has none")  # fmt: skip
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
@@ -196,82 +247,45 @@ def _compute(cell: Cell, res: CellResult) -> None:
     if not torch.isfinite(sal).all():
         bad = (~torch.isfinite(sal)).flatten(1).any(1).sum().item()
         raise ValueError(f"method {method.name!r} returned NaN/inf in {bad} of {len(sal)} maps")
-
-    idx = list(range(cell.start, stop))
-    lab, prd = labels.tolist(), preds.tolist()
-    rows = res.image_rows
-    correct = (preds == labels).float().tolist()
-    rows += [(i, lab[j], prd[j], "correct", correct[j]) for j, i in enumerate(idx)]
-    ctx = MetricContext(model=model, images=images, labels=labels, saliency=sal, preds=preds,
-                        masks=masks, method=method, settings=settings)  # fmt: skip
-    if COMPRESSION in cell.metrics:
-        res.tables["compression"] = compression_track(ctx)
-    if getattr(method, "codec_only", False):
-        res.n_images = len(idx)
-        return
-    for spec in _metric_specs(cell.metrics, ds, method):
-        values = spec.fn(ctx)
-        if values is None:
-            continue
-        values = values.detach().float().cpu().tolist()
-        rows += [(i, lab[j], prd[j], spec.column, values[j]) for j, i in enumerate(idx)]
-    res.n_images = len(idx)
-
-
-def compression_track(ctx: MetricContext) -> list[dict[str, Any]]:
-    """Per-image × operating-point rows of the compression track (SPEC §6) for one batch.
-
-    A codec-only method contributes its quality sweep; any other method its map's top-k masks
-    (``keeps``) and, for gate-mask methods, its own binary mask, as mixed-resolution images.
-    """
-    from .compression import compression_rows, quality_sweep_rows
-
-    s, m = ctx.settings, ctx.method
-    if getattr(m, "codec_only", False):
-        return quality_sweep_rows(ctx.model, ctx.images, ctx.labels, m.codec, m.qualities,
-                                  subsampling=m.subsampling, reference_quality=s.get("quality", 75))  # fmt: skip
-    gate = ctx.gate_mask() if m.gate_mask else None
-    return compression_rows(
-        ctx.model, ctx.images, ctx.labels, ctx.saliency, gt_masks=ctx.masks,
-        codec=s.get("codec", "jpeg"), quality=s.get("quality", 75),
-        keeps=tuple(s.get("keeps", (0.05, 0.1, 0.2, 0.3, 0.5))), factor=s.get("factor", 4),
-        dilate=s.get("dilate", 0), binary_mask=gate,
-    )  # fmt: skip
+    return sal
 
 
 def default_config(**overrides: Any) -> RunConfig:
-    """The default leaderboard, ``nicebench/configs/default.toml``: :data:`DEFAULT_METHODS` on
-    ``scenes`` (64 px) and, when its files are on this machine, ``fashion-mnist``; 100 test images
-    each. ``overrides`` set other :class:`RunConfig` fields."""
+    """The default leaderboard, ``nicebench/configs/default.toml``: :data:`DEFAULT_METHODS` and
+    :data:`DEFAULT_CODECS` on ``scenes`` (64 px) and, when its files are on this machine,
+    ``fashion-mnist``; 100 test images each. ``overrides`` set other :class:`RunConfig` fields."""
     return replace(parse_config(default_config_text(), "nicebench/configs/default.toml"),
                    **overrides)  # fmt: skip
 
 
 def plan_cells(cfg: RunConfig) -> list[Cell]:
-    """Expand a config into cells (methods that can't apply to a dataset are left out)."""
+    """Expand a config into cells: methods (those that can't apply to a dataset are left out),
+    then, when the ``compression`` metric is on, the run's codecs (:meth:`RunConfig.run_codecs`)."""
     metrics = tuple(cfg.metrics or DEFAULT_METRICS)
     for name in metrics:
-        if name != COMPRESSION and name not in METRICS:
-            get_metric_spec(name)  # raises with close matches
+        get_metric_spec(name)  # raises with close matches
     settings = tuple(sorted({"seed": cfg.seed, **cfg.settings}.items()))
-    methods = list(cfg.methods)
-    codec = cfg.settings.get("codec", "jpeg")
-    if COMPRESSION in metrics and not any(m.name == codec for m in methods):
-        methods.append(PluginSpec.make(codec))  # the quality sweep every method is measured against
+    codecs = cfg.run_codecs() if COMPRESSION in metrics else []
+    for spec in cfg.methods:
+        if spec.name in CODECS and spec.name not in METHODS:
+            raise ValueError(f"{spec.name!r} is a codec, not a method: list it under codecs "
+                             f"(TOML `codecs = [...]`, CLI --codecs)")  # fmt: skip
+    for spec in codecs:
+        CODECS.get(spec.name)  # raises with close matches
+    reference = codecs[0] if codecs else None
+    units = [(m, METHOD) for m in cfg.methods] + [(c, CODEC) for c in codecs]
     models = [check_model_spec(m) for m in cfg.models or [DEFAULT_MODEL]]
     cells = []
     for dspec in cfg.datasets:
         ds = _dataset(dspec)
         n = min(cfg.n_images, len(ds))
-        for model, mspec in itertools.product(models, methods):
-            cls = METHODS.get(mspec.name)
-            if cls.needs_masks and not ds.has_masks:
+        for model, (spec, kind) in itertools.product(models, units):
+            if kind == METHOD and METHODS.get(spec.name).needs_masks and not ds.has_masks:
                 continue
-            track = "compression" if getattr(cls, "codec_only", False) else "explain"
             for shard, start in enumerate(range(0, n, cfg.shard_size)):
-                cells.append(Cell(dspec, mspec, start, min(start + cfg.shard_size, n), shard,
-                                  metrics, settings, cfg.batch_size, cfg.device, track,
-                                  model))  # fmt: skip
+                cells.append(Cell(dspec, spec, start, min(start + cfg.shard_size, n), shard,
+                                  metrics, settings, cfg.batch_size, cfg.device, kind,
+                                  reference, model))  # fmt: skip
     return cells
 
 

@@ -15,7 +15,7 @@ __all__ = ["CellResult", "RunStore"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
-    key TEXT PRIMARY KEY, dataset TEXT, method TEXT, method_name TEXT, track TEXT,
+    key TEXT PRIMARY KEY, dataset TEXT, method TEXT, method_name TEXT, kind TEXT,
     shard INTEGER, status TEXT, error TEXT, n_images INTEGER, explain_ms_per_image REAL,
     peak_mem_mb REAL, seconds REAL, finished_at TEXT, code_version TEXT, spec TEXT,
     model TEXT DEFAULT 'default'
@@ -43,7 +43,7 @@ class CellResult:
     method: str
     method_name: str
     shard: int
-    track: str = "explain"
+    kind: str = "method"  # or "codec"
     status: str = "ok"
     error: str = ""
     n_images: int = 0
@@ -70,8 +70,12 @@ class RunStore:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
         columns = {r[1] for r in self.conn.execute("PRAGMA table_info(cells)")}
+        if "kind" not in columns and "track" in columns:  # written before cells had a kind
+            with self.conn:
+                self.conn.execute("ALTER TABLE cells RENAME COLUMN track TO kind")
         if "model" not in columns:  # a store written before models were an axis of a run
-            self.conn.execute("ALTER TABLE cells ADD COLUMN model TEXT DEFAULT 'default'")
+            with self.conn:
+                self.conn.execute("ALTER TABLE cells ADD COLUMN model TEXT DEFAULT 'default'")
 
     def close(self) -> None:
         self.conn.close()
@@ -94,10 +98,10 @@ class RunStore:
             for table in ("image_values", "cell_values", "tables"):
                 self.conn.execute(f"DELETE FROM {table} WHERE cell_key = ?", (r.key,))
             self.conn.execute(
-                "INSERT OR REPLACE INTO cells (key, dataset, method, method_name, track, shard, "
+                "INSERT OR REPLACE INTO cells (key, dataset, method, method_name, kind, shard, "
                 "status, error, n_images, explain_ms_per_image, peak_mem_mb, seconds, finished_at, "
                 "code_version, spec, model) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (r.key, r.dataset, r.method, r.method_name, r.track, r.shard, r.status, r.error,
+                (r.key, r.dataset, r.method, r.method_name, r.kind, r.shard, r.status, r.error,
                  r.n_images, r.explain_ms_per_image, r.peak_mem_mb, r.seconds,
                  time.strftime("%Y-%m-%dT%H:%M:%S"), r.code_version, json.dumps(r.spec), r.model),
             )  # fmt: skip
@@ -121,7 +125,7 @@ class RunStore:
 
     def image_values(self, keys: set[str] | None = None) -> pd.DataFrame:
         df = pd.read_sql_query(
-            "SELECT c.dataset, c.model, c.method, c.track, v.* FROM image_values v "
+            "SELECT c.dataset, c.model, c.method, c.kind, v.* FROM image_values v "
             "JOIN cells c ON c.key = v.cell_key WHERE c.status = 'ok'",
             self.conn,
         )
@@ -129,7 +133,7 @@ class RunStore:
 
     def cell_values(self, keys: set[str] | None = None) -> pd.DataFrame:
         df = pd.read_sql_query(
-            "SELECT c.dataset, c.model, c.method, c.track, v.* FROM cell_values v "
+            "SELECT c.dataset, c.model, c.method, c.kind, v.* FROM cell_values v "
             "JOIN cells c ON c.key = v.cell_key WHERE c.status = 'ok'",
             self.conn,
         )
@@ -137,15 +141,16 @@ class RunStore:
 
     def tables(self, name: str, keys: set[str] | None = None) -> pd.DataFrame:
         rows = self.conn.execute(
-            "SELECT c.dataset, c.model, c.method, c.method_name, t.cell_key, t.data FROM tables t "
+            "SELECT c.dataset, c.model, c.method, c.method_name, c.kind, t.cell_key, t.data FROM tables t "
             "JOIN cells c ON c.key = t.cell_key WHERE c.status = 'ok' AND t.name = ?",
             (name,),
         ).fetchall()
         frames = []
-        for dataset, model, method, method_name, key, data in rows:
+        for dataset, model, method, method_name, kind, key, data in rows:
             if keys is not None and key not in keys:
                 continue
             part = pd.DataFrame(json.loads(data))
+            part.insert(0, "kind", kind)
             part.insert(0, "method_name", method_name)
             part.insert(0, "method", method)
             part.insert(0, "model", model)

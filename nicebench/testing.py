@@ -1,13 +1,17 @@
-"""The plugin contracts in one call: ``check_method(MyMethod)``, ``check_dataset(MyDataset)``."""
+"""The plugin contracts in one call: ``check_method(MyMethod)``, ``check_gate_method``,
+``check_dataset(MyDataset)``, ``check_codec(MyCodec)``."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from .codec import Codec
+from .compression.codecs import CodecError
 from .data import BenchDataset, collate, load_dataset
 from .gates.hard_concrete import upsample_cells
 from .gates.method import GateMaskMethod
@@ -19,7 +23,8 @@ FLAGS = ("learns", "needs_gradients", "deterministic", "uses_model", "needs_mask
          "masked_input")  # fmt: skip
 
 __all__ = [
-    "ContractError", "check_method", "check_gate_method", "check_dataset", "tiny_setup",
+    "ContractError", "check_method", "check_gate_method", "check_dataset", "check_codec",
+    "tiny_setup",
     "TINY_SCENES",
 ]  # fmt: skip
 
@@ -333,3 +338,87 @@ def check_dataset(
     batch = collate([ds[i] for i in range(min(n, len(ds)))])
     _require_ds(batch[0].dim() == 4, name, "items must collate into a [B, C, H, W] batch")
     return {"dataset": name, "n": len(ds), "n_train": len(train), "ok": True}
+
+
+def _textured(h: int, w: int, channels: int, seed: int = 0) -> np.ndarray:
+    """A ``uint8 [H,W,C]`` test image: a colour gradient under seeded noise (hard to code)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) * 127 / (h + w)], -1)[..., :channels]
+    return np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
+
+
+def _require_codec(ok: bool, name: str, rule: str) -> None:
+    if not ok:
+        raise ContractError(f"codec {name}: {rule}")
+
+
+def _expect_codec_error(name: str, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        fn(*args, **kwargs)
+    except CodecError:
+        return
+    except Exception as exc:  # any other error breaks the contract too
+        raise ContractError(f"codec {name}: {what} must raise CodecError, raised "
+                            f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
+    raise ContractError(f"codec {name}: {what} must raise CodecError")
+
+
+def check_codec(cls: type[Codec] | str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the codec plugin contract on ``cls``; raise :class:`ContractError` naming what broke.
+
+    Checks, on seeded textured RGB and grey images: ``block`` is a positive int and
+    ``subsamplings`` a non-empty tuple; ``encode`` returns non-empty ``bytes``; ``decode`` gives back
+    ``uint8 [H,W,C]``; a higher quality gives no fewer bytes; ``header_size`` is an int in
+    [0, len); ``roundtrip`` agrees with ``encode``/``decode``/``header_size``; qualities outside
+    [1, 100] raise :class:`CodecError` (in the constructor and in ``roundtrip``). ``params`` go to
+    the constructor (default: none).
+    """
+    if isinstance(cls, str):
+        from .registry import CODECS
+
+        cls = CODECS.get(cls)
+    name = getattr(cls, "registered_name", "") or cls.__name__
+    _require_codec(
+        isinstance(cls, type) and issubclass(cls, Codec), name, "must subclass nicebench.Codec"
+    )
+    _require_codec(isinstance(cls.block, int) and cls.block > 0, name, "block must be a positive int")
+    _require_codec(isinstance(cls.subsamplings, tuple) and len(cls.subsamplings) > 0, name,
+             "subsamplings must be a non-empty tuple")  # fmt: skip
+    codec = cls(**(params or {}))
+    report: dict[str, Any] = {"codec": name, "bytes": {}}
+    for channels in (3, 1):
+        arr = _textured(48, 40, channels, seed=channels)
+        sizes = []
+        for q in (10, 50, 90):
+            data = codec.encode(arr, q)
+            _require_codec(isinstance(data, bytes) and len(data) > 0, name,
+                     f"encode must return non-empty bytes, got {type(data).__name__}")  # fmt: skip
+            dec = codec.decode(data, channels)
+            _require_codec(isinstance(dec, np.ndarray) and dec.dtype == np.uint8
+                     and dec.shape == arr.shape, name,
+                     f"decode must give back uint8 {arr.shape}, got "
+                     f"{getattr(dec, 'dtype', type(dec).__name__)} {getattr(dec, 'shape', '')}")  # fmt: skip
+            head = codec.header_size(data)
+            _require_codec(isinstance(head, (int, np.integer)) and 0 <= head < len(data), name,
+                     f"header_size must be an int in [0, {len(data)}), got {head!r}")  # fmt: skip
+            sizes.append(len(data))
+        _require_codec(sizes == sorted(sizes), name,
+                 f"a higher quality must not give fewer bytes (q10, q50, q90: {sizes})")  # fmt: skip
+        report["bytes"][channels] = sizes
+        batch = np.stack([arr, _textured(48, 40, channels, seed=7)])
+        coded = codec.roundtrip(batch, 50)
+        streams = [codec.encode(a, 50) for a in batch]
+        _require_codec(coded.streams == streams and coded.nbytes.tolist() == [len(s) for s in streams],
+                 name, "roundtrip's streams and nbytes must be those of encode")  # fmt: skip
+        _require_codec(coded.header.tolist() == [codec.header_size(s) for s in streams], name,
+                 "roundtrip's header must be header_size of its streams")  # fmt: skip
+        _require_codec(coded.decoded.shape == batch.shape and coded.decoded.dtype == np.uint8
+                 and np.array_equal(coded.decoded[0], codec.decode(streams[0], channels)),
+                 name, "roundtrip's decoded images must be decode of its streams")  # fmt: skip
+    for bad in (0, 101, 50.5):
+        _expect_codec_error(name, f"quality {bad!r} in the constructor", cls,
+                            **{**(params or {}), "qualities": (bad,)})  # fmt: skip
+        _expect_codec_error(name, f"quality {bad!r} in roundtrip", codec.roundtrip, batch, bad)
+    report["ok"] = True
+    return report

@@ -27,7 +27,7 @@ from nicebench.compression import (
 from nicebench.compression.codecs import header_size
 from nicebench.compression.mixed import low_resolution, snap_mask, topk_mask
 from nicebench.compression.rate import pareto_front
-from nicebench.testing import check_method, tiny_setup
+from nicebench.testing import ContractError, check_codec, tiny_setup
 
 CODECS = available_codecs()
 PIL_KW = {
@@ -258,9 +258,9 @@ def test_summarise_headline_and_bd():
     assert s["accuracy_reference"] == pytest.approx(0.90)
     assert s["accuracy_original"] == pytest.approx(0.95)
     assert s["bpp"] == pytest.approx(1.1)
-    assert s["bd_rate_vs_jpeg"] < 0
+    assert s["bd_rate"] < 0 and s["bd_codec"] == "jpeg"
     worse = summarise(pts.assign(bytes=pts["bytes"] * 3), sweep)
-    assert worse["bd_rate_vs_jpeg"] > 0  # the sign says when uniform quality wins
+    assert worse["bd_rate"] > 0  # the sign says when uniform quality wins
     none = summarise(pts[pts["point"] != "keep=0.3"], sweep)
     assert math.isnan(none["compression_ratio"]) and not none["within_tolerance"]
     assert none["operating_point"] == "keep=0.2"
@@ -295,13 +295,98 @@ def test_track_rows_with_a_tiny_model():
 
 
 @pytest.mark.parametrize("name", ["jpeg", "webp", "avif"])
-def test_codec_only_methods(name):
-    cls = nb.registry.get_method_class(name)
-    assert cls.codec_only and not nb.Method.codec_only
-    assert check_method(cls)["ok"]
-    m = cls(None, qualities=(5, 50, 95))
-    assert m.qualities == (5, 50, 95)
-    sal = m.explain(torch.rand(2, 3, 16, 16), [0, 1])
-    assert torch.all(sal == 1)
+def test_codecs_are_their_own_plugin_kind(name):
+    assert name in nb.list_codecs() and name not in nb.list_methods()
+    cls = nb.registry.get_codec_class(name)
+    assert issubclass(cls, nb.Codec) and not issubclass(cls, nb.Method)
+    if name not in CODECS:
+        with pytest.raises(CodecError, match="not available"):
+            nb.create_codec(name)
+        return
+    assert check_codec(cls)["ok"]
+    codec = nb.create_codec(name, qualities=(5, 50, 95))
+    assert codec.qualities == (5, 50, 95) and codec.name == name and codec.subsampling == "4:2:0"
+    assert codec.block == {"jpeg": 8, "webp": 16, "avif": 8}[name]
     with pytest.raises(CodecError, match="quality"):
-        cls(None, qualities=(0, 50))
+        nb.create_codec(name, qualities=(0, 50))
+    with pytest.raises(CodecError, match="at least one quality"):
+        nb.create_codec(name, qualities=())
+    if name == "webp":
+        assert cls.subsamplings == ("4:2:0",)
+        with pytest.raises(CodecError, match="subsampling"):
+            nb.create_codec(name, subsampling="4:4:4")
+
+
+def test_compression_is_a_registered_table_metric():
+    from nicebench.compression.summary import summarise_table
+    from nicebench.metrics import get_metric_spec
+
+    spec = get_metric_spec("compression")
+    assert "compression" in nb.list_metrics() and spec.kind == "table"
+    assert spec.summary is summarise_table and spec.column == "compression_ratio"
+    assert get_metric_spec("deletion").kind == "per_image"
+
+
+def test_create_codec_errors_and_aliases():
+    assert nb.create_codec("JPG").name == "jpeg"
+    with pytest.raises(CodecError, match="codec must be one of.*jpeg"):
+        nb.create_codec("jpeg2000")
+    with pytest.raises(CodecError, match="unexpected keyword"):
+        nb.create_codec("jpeg", quality=5)
+
+
+def test_compress_with_a_codec_instance_equals_by_name(scenes):
+    x, _, m = scenes
+    by_name = compress(x, m > 0.5, codec="jpeg", subsampling="4:4:4")
+    codec = nb.create_codec("jpeg", subsampling="4:4:4")
+    by_instance = compress(x, m > 0.5, codec=codec)
+    assert by_instance.streams == by_name.streams
+    assert by_instance.settings == by_name.settings and by_name.settings["subsampling"] == "4:4:4"
+
+
+class _Grey(nb.Codec):
+    """A test codec: JPEG through the functional helpers (not registered)."""
+
+    def encode(self, arr, quality):
+        from nicebench.compression.codecs import check_quality, encode
+
+        return encode(arr, "jpeg", check_quality(quality), self.subsampling)
+
+    def decode(self, data, channels):
+        from nicebench.compression.codecs import decode
+
+        return decode(data, channels)
+
+    def header_size(self, data):
+        return header_size(data, "jpeg")
+
+
+class _HeaderTooBig(_Grey):
+    def header_size(self, data):
+        return len(data)
+
+
+class _FloatDecode(_Grey):
+    def decode(self, data, channels):
+        return super().decode(data, channels).astype(np.float32)
+
+
+class _Inverted(_Grey):
+    def encode(self, arr, quality):
+        return super().encode(arr, 101 - quality)
+
+
+class _NoQualityCheck(_Grey):
+    def roundtrip(self, arr, quality):
+        return super().roundtrip(arr, min(max(int(quality), 1), 100))
+
+
+def test_check_codec_passes_a_good_codec_and_names_what_broke():
+    assert check_codec(_Grey)["ok"]
+    for cls, rule in [(_HeaderTooBig, "header_size"), (_FloatDecode, "decode must give back"),
+                      (_Inverted, "higher quality"), (_NoQualityCheck, "in roundtrip")]:  # fmt: skip
+        with pytest.raises(ContractError, match=f"codec {cls.__name__}: .*{rule}"):
+            check_codec(cls)
+    with pytest.raises(ContractError, match="must subclass"):
+        check_codec(int)
+    assert issubclass(ContractError, AssertionError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sqlite3
@@ -17,8 +18,9 @@ from nicebench import Method, register_method
 from nicebench.cli import main
 from nicebench.config import PluginSpec, RunConfig, load_config, parse_specs
 from nicebench.registry import METHODS
-from nicebench.report.tables import LEADERBOARD_COLUMNS
-from nicebench.runner import plan_cells, run
+from nicebench.report.tables import LEADERBOARD_COLUMNS, compression_summary
+from nicebench.runner import default_config, plan_cells, run
+from nicebench.store import RunStore
 from nicebench.testing import TINY_SCENES
 
 TINY = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
@@ -47,6 +49,8 @@ def test_config_file(tmp_path):
     assert cfg.datasets[0].kwargs == {"size": 32, "n": 8}
     assert cfg.methods == [PluginSpec.make("occlusion", {"window": 4})]
     assert cfg.n_images == 8 and cfg.settings == {"n_steps": 8}
+    path.write_text('datasets = ["scenes"]\ncodecs = ["webp", "jpeg:subsampling=4:4:4"]\n')
+    assert load_config(path).codecs == parse_specs(["webp", "jpeg:subsampling=4:4:4"])
     path.write_text("bogus = 1\n")
     with pytest.raises(ValueError, match="unknown key"):
         load_config(path)
@@ -65,7 +69,8 @@ def test_tiny_run_tables_and_resume(tiny_scenes, tmp_path):
     s1 = run(cfg, progress=False)
     assert s1.total == 8 and s1.ok == 8 and not s1.failed
     board = pd.read_csv(tmp_path / "leaderboard.csv")
-    assert list(board.columns[:15]) == LEADERBOARD_COLUMNS[:15]
+    assert list(board.columns[:17]) == LEADERBOARD_COLUMNS[:17]
+    assert (board.kind == "method").all()
     assert set(board.method) == {"random", "center", "gradcam", "oracle"}
     assert (board.n_images == 16).all() and (board.status == "ok").all()
     assert board.deletion_auc.notna().all() and board.deletion_auc_lo.notna().all()
@@ -73,7 +78,7 @@ def test_tiny_run_tables_and_resume(tiny_scenes, tmp_path):
     oracle = board.set_index("method").loc["oracle"]
     assert oracle.pointing_game == 1.0 and oracle.mask_auroc == 1.0
     per_image = pd.read_csv(tmp_path / "per_image.csv")
-    assert len(per_image) == 4 * 16
+    assert len(per_image) == 4 * 16 and (per_image.kind == "method").all()
     assert "| gradcam |" in (tmp_path / "leaderboard.md").read_text()
     s2 = run(cfg, progress=False)
     assert s2.skipped == 8 and s2.ok == 0
@@ -148,6 +153,11 @@ def test_cli_list_and_errors(capsys, tmp_path):
     assert main(["list", "methods", "grad*"]) == 0
     out = capsys.readouterr().out
     assert "gradcam" in out and "random" not in out
+    assert main(["list", "codecs"]) == 0
+    out = capsys.readouterr().out
+    assert "jpeg" in out and "webp" in out and "avif" in out
+    assert main(["list", "metrics", "comp*"]) == 0
+    assert "compression" in capsys.readouterr().out
     assert main(["list", "datasets"]) == 0
     assert "scenes" in capsys.readouterr().out
     out = tmp_path / "run"
@@ -164,6 +174,100 @@ def test_cli_run_tiny(tiny_scenes, tmp_path, capsys):
     assert "2 cells computed" in out and "| edges |" in out
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert board.insertion_auc.isna().all() and board.deletion_auc.notna().all()
+
+
+def test_cli_codecs_the_first_is_the_reference(tiny_scenes, tmp_path, capsys):
+    code = main(["run", "--datasets", TINY, "--methods", "center", "--codecs", "webp,jpeg",
+                 "--metrics", "compression", "--n-images", "4", "--out", str(tmp_path), "-q"])  # fmt: skip
+    assert code == 0
+    board = pd.read_csv(tmp_path / "leaderboard.csv").set_index("method")
+    assert board.kind.to_dict() == {"center": "method", "webp": "codec", "jpeg": "codec"}
+    assert (board.bd_codec == "webp").all()
+    assert "| webp | codec |" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_default_config_lists_jpeg_and_webp_as_codecs():
+    cfg = default_config()
+    assert [str(c) for c in cfg.codecs] == ["jpeg", "webp"]
+    assert not {"jpeg", "webp"} & {m.name for m in cfg.methods}
+    assert "compression" in cfg.metrics
+    old = RunConfig(datasets=parse_specs(TINY), methods=parse_specs("center"), n_images=4,
+                    metrics=["compression"], settings={"codec": "webp"})  # fmt: skip
+    cells = plan_cells(old)
+    assert [(c.method.name, c.kind) for c in cells] == [("center", "method"), ("webp", "codec")]
+    assert all(str(c.reference) == "webp" for c in cells)
+    with pytest.raises(ValueError, match="'jpeg' is a codec, not a method"):
+        plan_cells(RunConfig(datasets=parse_specs(TINY), methods=parse_specs("jpeg")))
+
+
+def _compression_cfg(out, shard):
+    return RunConfig(
+        datasets=parse_specs(TINY), methods=parse_specs("center,random"),
+        codecs=[PluginSpec.make("jpeg", {"qualities": [10, 30, 50, 75, 90]}), PluginSpec.make("webp")],
+        n_images=12,
+        shard_size=shard, batch_size=6, out=str(out), metrics=["compression"],
+    )  # fmt: skip
+
+
+_TORCH_FREE_SUMMARY = """
+import importlib.abc, importlib.util, pathlib, sys, types
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "torch":
+            raise ImportError(f"the compression summary imported {name}")
+
+sys.meta_path.insert(0, NoTorch())  # any torch import now fails
+root = pathlib.Path(importlib.util.find_spec("nicebench").origin).parent
+for name, sub in [("nicebench", ""), ("nicebench.compression", "compression"),
+                  ("nicebench.report", "report")]:
+    pkg = types.ModuleType(name)  # the packages without their __init__ (which import torch)
+    pkg.__path__ = [str(root / sub)]
+    sys.modules[name] = pkg
+from nicebench.report.tables import compression_summary
+from nicebench.store import RunStore
+summary = compression_summary(RunStore(sys.argv[1]))
+assert "torch" not in sys.modules
+print(summary.to_json(orient="split", double_precision=15))
+"""
+
+
+def test_compression_metric_codec_cells_and_shards(tiny_scenes, tmp_path):
+    """Codec cells code the quality sweep; rows carry their kind and global image index; the
+    summary is the same with 1, 2 or 3 shards and needs no torch."""
+    summaries = {}
+    for shard in (12, 6, 4):
+        out = tmp_path / f"shard{shard}"
+        summary = run(_compression_cfg(out, shard), progress=False)
+        assert not summary.failed and summary.total == 4 * 12 // shard
+        store = RunStore(out)
+        rows = store.tables("compression")
+        for (method, point), part in rows.groupby(["method", "point"]):
+            assert sorted(part["image"]) == list(range(12)), (method, point)
+        assert set(rows["bd_codec"]) == {"jpeg(qualities=(10, 30, 50, 75, 90))"}
+        summaries[shard] = compression_summary(store)
+        store.close()
+    for shard in (6, 4):
+        pd.testing.assert_frame_equal(
+            summaries[shard], summaries[12], check_exact=False, rtol=1e-12
+        )
+    comp = summaries[12].set_index("method")
+    jpeg = "jpeg(qualities=(10, 30, 50, 75, 90))"
+    assert comp.loc[jpeg, "kind"] == "codec" and comp.loc["webp", "kind"] == "codec"
+    assert comp.loc["center", "kind"] == "method"
+    assert comp.loc[jpeg, "bd_rate"] == 0.0 and (comp["bd_codec"] == jpeg).all()
+    assert comp.loc[jpeg, "n_images"] == 12
+    board = pd.read_csv(tmp_path / "shard4" / "leaderboard.csv").set_index("method")
+    assert board.loc["webp", "kind"] == "codec" and board.loc["center", "kind"] == "method"
+    assert board.loc["webp", "bd_codec"] == jpeg and board.loc[jpeg, "bd_rate"] == 0.0
+    points = pd.read_csv(tmp_path / "shard4" / "compression_points.csv")
+    assert set(points[points.kind == "codec"].method) == {jpeg, "webp"}
+
+    proc = subprocess.run([sys.executable, "-c", _TORCH_FREE_SUMMARY, str(tmp_path / "shard4")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    free = pd.read_json(io.StringIO(proc.stdout), orient="split")
+    pd.testing.assert_frame_equal(free, summaries[4], check_dtype=False)
 
 
 @pytest.mark.slow

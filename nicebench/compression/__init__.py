@@ -10,29 +10,29 @@ runner calls (per-image rows, quality sweeps, the per-method summary).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+if TYPE_CHECKING:
+    from ..codec import Codec
+
 from .codecs import (
-    CODECS,
+    PILLOW_CODECS,
     CodecError,
     Coded,
     available_codecs,
     block_size,
-    check_codec,
     check_quality,
-    check_subsampling,
-    roundtrip,
     to_uint8,
 )
 from .mixed import MaskError, as_map, low_resolution, mix, snap_mask, topk_mask
 from .rate import bd_rate, headline_ratio, image_quality
 
 __all__ = [
-    "CODECS",
+    "PILLOW_CODECS",
     "CodecError",
     "MaskError",
     "CompressionResult",
@@ -134,7 +134,7 @@ def compress(
     images: torch.Tensor,
     saliency_or_mask: torch.Tensor,
     keep: float = 0.2,
-    codec: str = "jpeg",
+    codec: str | Codec = "jpeg",
     quality: int = 75,
     factor: int = 4,
     dilate: int = 0,
@@ -144,29 +144,33 @@ def compress(
     upsample: str = "auto",
     allow_empty: bool = False,
     reference: Coded | None = None,
+    first_image: int = 0,
 ) -> CompressionResult:
     """Code ``images`` as mixed-resolution images driven by a saliency map or a mask (SPEC §6).
 
     - ``images``: float ``[B,C,H,W]`` in [0,1], C = 1 or 3.
     - ``saliency_or_mask``: a bool ``[B,1,H,W]`` mask, used as is (snapped to the block grid), or a
       float map (higher = more important) of which the top ``keep`` share of blocks is kept.
-    - ``codec``/``quality``/``subsampling``: Pillow settings (JPEG: libjpeg-turbo, optimize=True);
-      the reference is the original coded with the same settings.
+    - ``codec``/``quality``/``subsampling``: a registered codec's name (JPEG: libjpeg-turbo through
+      Pillow, optimize=True) or a :class:`nicebench.Codec` instance (which carries its own
+      subsampling); the reference is the original coded with the same settings.
     - ``factor``: the background is downsampled by it (area filter) and brought back up
       (``upsample="auto"``: bilinear below 8, nearest from 8; or force "bilinear"/"nearest").
       ``dilate``: grow the mask by this many blocks.
-    - ``block``: the snapping grid, by default :func:`block_size` of the codec (8 for JPEG).
-    - ``seed``: breaks ties in the top-``keep`` ranking. ``reference``: a :class:`Coded` of the same
+    - ``block``: the snapping grid, by default the codec's ``block`` (8 for JPEG).
+    - ``seed``: breaks ties in the top-``keep`` ranking; ``first_image``: the global index of the
+      first image (a shard's start), so each image's tie-break is its own. ``reference``: a :class:`Coded` of the same
       images with the same settings, to reuse it across operating points.
     - ``allow_empty``: an empty bool mask is an error by default (usually a mistake); with True it
       codes that image wholly at low resolution (a gate mask that closed every gate).
     """
-    codec = check_codec(codec)
+    from ..codec import as_codec
+
+    coder = as_codec(codec, subsampling)
     quality = check_quality(quality)
-    subsampling = check_subsampling(codec, subsampling)
     factor = _check_int("factor", factor, 1)
     dilate = _check_int("dilate", dilate, 0)
-    block = block_size(codec, subsampling) if block is None else _check_int("block", block, 1)
+    block = coder.block if block is None else _check_int("block", block, 1)
     arr = to_uint8(images)
     smap = as_map(saliency_or_mask, images)
     x = torch.from_numpy(arr).to(images.device).permute(0, 3, 1, 2).float().div_(255)
@@ -182,12 +186,12 @@ def compress(
     else:
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
             raise MaskError(f"keep must be a share in (0, 1], got {keep!r}")
-        mask = topk_mask(smap, float(keep), block, dilate, seed=seed)
+        mask = topk_mask(smap, float(keep), block, dilate, seed=seed, first_image=first_image)
     mixed = mix(x, mask, low_resolution(x, factor, upsample))
     mixed_u8 = to_uint8(mixed)
-    coded = roundtrip(mixed_u8, codec, quality, subsampling)
+    coded = coder.roundtrip(mixed_u8, quality)
     if reference is None:
-        reference = roundtrip(arr, codec, quality, subsampling)
+        reference = coder.roundtrip(arr, quality)
     elif len(reference.nbytes) != len(arr) or reference.decoded.shape != arr.shape:
         raise ValueError("reference: a Coded of other images; leave it None to code the originals")
     q = image_quality(arr, coded.decoded, mask[:, 0].cpu().numpy())
@@ -202,10 +206,11 @@ def compress(
         mixed=back(mixed_u8), mask=mask,
         psnr=q["psnr"], ssim=q["ssim"], psnr_mask=q["psnr_mask"], ssim_mask=q["ssim_mask"],
         streams=coded.streams,
-        settings={"codec": codec, "quality": quality, "subsampling": subsampling,
+        settings={"codec": coder.name, "quality": quality, "subsampling": coder.subsampling,
                   "factor": factor, "upsample": upsample, "dilate": dilate, "block": block,
                   "keep": None if smap.dtype == torch.bool else float(keep)},
     )  # fmt: skip
 
 
-from .track import compression_rows, quality_sweep_rows, summarise  # noqa: E402
+from .summary import summarise  # noqa: E402
+from .track import compression_rows, quality_sweep_rows  # noqa: E402

@@ -1,6 +1,8 @@
 """In-memory image codecs through Pillow: JPEG (libjpeg-turbo), WebP (libwebp), AVIF (libavif).
 
-Every call encodes one ``uint8`` image ``[H,W,C]`` (C = 1 or 3) to a ``bytes`` object and decodes it
+These are the functions the built-in :class:`nicebench.Codec` plugins (``jpeg``, ``webp``,
+``avif`` in :mod:`nicebench.codec`) are made of; the compression track itself codes through codec
+plugins. Every call encodes one ``uint8`` image ``[H,W,C]`` (C = 1 or 3) to a ``bytes`` object and decodes it
 back; nothing touches the disk. :func:`header_size` parses the encoded file and returns the bytes
 that are not coded image data (the codec's container and headers), so rates can also be reported
 with the fixed header left out: at 28–64 px the JPEG header is a large share of the file.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +20,9 @@ import torch
 from PIL import Image, features
 
 __all__ = [
-    "CODECS",
+    "PILLOW_CODECS",
+    "SUBSAMPLINGS",
+    "BLOCK",
     "CodecError",
     "available_codecs",
     "check_codec",
@@ -30,12 +35,19 @@ __all__ = [
     "Coded",
     "to_uint8",
     "roundtrip",
+    "code_batch",
 ]
 
-CODECS = ("jpeg", "webp", "avif")
+#: The codecs Pillow can write (the built-in codec plugins; ``nicebench.list_codecs()`` lists every
+#: registered codec, third-party ones included).
+PILLOW_CODECS = ("jpeg", "webp", "avif")
 _PIL_FORMAT = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
 _PIL_FEATURE = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}
 _SUBSAMPLING = ("4:4:4", "4:2:2", "4:2:0")
+#: The chroma subsamplings each codec can code (lossy WebP: always 4:2:0).
+SUBSAMPLINGS = {"jpeg": _SUBSAMPLING, "webp": ("4:2:0",), "avif": _SUBSAMPLING}
+#: The block grid a mask is snapped to (see :func:`block_size`).
+BLOCK = {"jpeg": 8, "webp": 16, "avif": 8}
 _JPEG_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 #: The largest side each codec can code (JPEG: 16-bit dimensions; WebP: 14-bit; AVIF: libavif's
 #: default limit of 16384 along a side is the practical one).
@@ -47,8 +59,8 @@ class CodecError(ValueError):
 
 
 def available_codecs() -> list[str]:
-    """The codecs of :data:`CODECS` that this Pillow build can write."""
-    return [c for c in CODECS if features.check(_PIL_FEATURE[c])]
+    """The codecs of :data:`PILLOW_CODECS` that this Pillow build can write."""
+    return [c for c in PILLOW_CODECS if features.check(_PIL_FEATURE[c])]
 
 
 def check_codec(codec: str) -> str:
@@ -56,8 +68,8 @@ def check_codec(codec: str) -> str:
     name = str(codec).lower()
     if name == "jpg":
         name = "jpeg"
-    if name not in CODECS:
-        raise CodecError(f"codec must be one of {list(CODECS)}, got {codec!r}")
+    if name not in PILLOW_CODECS:
+        raise CodecError(f"codec must be one of {list(PILLOW_CODECS)}, got {codec!r}")
     if not features.check(_PIL_FEATURE[name]):
         raise CodecError(
             f"codec {name!r} is not available in this Pillow build (Pillow has: "
@@ -78,8 +90,13 @@ def check_quality(quality: int) -> int:
 def check_subsampling(codec: str, subsampling: str | int) -> str:
     """Validate chroma subsampling ("4:4:4", "4:2:2", "4:2:0"; Pillow's 0/1/2 also accepted).
 
-    WebP's lossy mode always codes 4:2:0 chroma, so it accepts only that.
+    WebP's lossy mode always codes 4:2:0 chroma, so it accepts only that (:data:`SUBSAMPLINGS`).
     """
+    return check_subsampling_in(codec, subsampling, SUBSAMPLINGS[codec])
+
+
+def check_subsampling_in(codec: str, subsampling: str | int, allowed: tuple[str, ...]) -> str:
+    """Normalise ``subsampling`` and check that it is one of ``allowed`` for ``codec``."""
     if isinstance(subsampling, (int, np.integer)) and not isinstance(subsampling, bool):
         inverse = {v: k for k, v in _JPEG_SUBSAMPLING.items()}
         if int(subsampling) not in inverse:
@@ -87,8 +104,9 @@ def check_subsampling(codec: str, subsampling: str | int) -> str:
         subsampling = inverse[int(subsampling)]
     if subsampling not in _SUBSAMPLING:
         raise CodecError(f"subsampling must be one of {_SUBSAMPLING}, got {subsampling!r}")
-    if codec == "webp" and subsampling != "4:2:0":
-        raise CodecError(f"subsampling {subsampling!r}: lossy WebP always codes 4:2:0 chroma")
+    if subsampling not in allowed:
+        only = "lossy WebP always codes" if codec == "webp" else f"{codec} codes only"
+        raise CodecError(f"subsampling {subsampling!r}: {only} {' or '.join(allowed)} chroma")
     return subsampling
 
 
@@ -101,7 +119,7 @@ def block_size(codec: str, subsampling: str = "4:2:0") -> int:
     AVIF: 8, a common AV1 transform size (AV1 partitions adaptively from 128 down to 4 px).
     """
     check_subsampling(codec, subsampling)
-    return {"jpeg": 8, "webp": 16, "avif": 8}[codec]
+    return BLOCK[codec]
 
 
 def _check_array(arr: np.ndarray, codec: str) -> None:
@@ -164,7 +182,7 @@ def header_size(data: bytes, codec: str) -> int:
         return _webp_header(data)
     if codec == "avif":
         return _avif_header(data)
-    raise CodecError(f"codec must be one of {list(CODECS)}, got {codec!r}")
+    raise CodecError(f"codec must be one of {list(PILLOW_CODECS)}, got {codec!r}")
 
 
 def _jpeg_scan_bytes(data: bytes) -> int:
@@ -257,13 +275,26 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return arr.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def roundtrip(arr: np.ndarray, codec: str, quality: int, subsampling: str = "4:2:0") -> Coded:
-    """Encode and decode every image of ``uint8 [B,H,W,C]`` (one Pillow call per image)."""
-    streams = [encode(a, codec, quality, subsampling) for a in arr]
-    decoded = np.stack([decode(s, arr.shape[-1]) for s in streams])
+def code_batch(
+    arr: np.ndarray,
+    encode_one: Callable[[np.ndarray], bytes],
+    decode_one: Callable[[bytes, int], np.ndarray],
+    header_of: Callable[[bytes], int],
+) -> Coded:
+    """Encode and decode every image of ``uint8 [B,H,W,C]`` with the given per-image functions."""
+    streams = [encode_one(a) for a in arr]
+    decoded = np.stack([decode_one(s, arr.shape[-1]) for s in streams])
     return Coded(
         streams=streams,
         nbytes=np.array([len(s) for s in streams], dtype=np.int64),
-        header=np.array([header_size(s, codec) for s in streams], dtype=np.int64),
+        header=np.array([header_of(s) for s in streams], dtype=np.int64),
         decoded=decoded,
     )
+
+
+def roundtrip(arr: np.ndarray, codec: str, quality: int, subsampling: str = "4:2:0") -> Coded:
+    """Encode and decode every image of ``uint8 [B,H,W,C]`` (one Pillow call per image)."""
+    return code_batch(
+        arr, lambda a: encode(a, codec, quality, subsampling), decode,
+        lambda s: header_size(s, codec),
+    )  # fmt: skip

@@ -68,13 +68,20 @@ def snap_mask(mask: torch.Tensor, block: int, dilate: int = 0) -> torch.Tensor:
 
 
 def topk_mask(
-    saliency: torch.Tensor, keep: float, block: int, dilate: int = 0, seed: int = 0
+    saliency: torch.Tensor,
+    keep: float,
+    block: int,
+    dilate: int = 0,
+    seed: int = 0,
+    first_image: int = 0,
 ) -> torch.Tensor:
     """Keep the top ``keep`` share of the ``block`` grid, ranked by mean saliency per block.
 
     Exactly ``max(1, round(keep · n_blocks))`` blocks are kept before dilation, so ``keep`` is the
     kept area share whatever the map's scale; ties (e.g. a constant map) are broken by a seeded
-    random order per image. Returns a bool ``[B,1,H,W]`` mask.
+    random order per image: row ``first_image + i`` of the seeded stream for image ``i``, so an
+    image gets the same order in whichever shard of a dataset it is. Returns a bool ``[B,1,H,W]``
+    mask.
     """
     if not 0 < keep <= 1:
         raise MaskError(f"keep must be in (0, 1], got {keep}")
@@ -85,7 +92,8 @@ def topk_mask(
     n = flat.shape[1]
     k = min(n, max(1, round(keep * n)))
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    shuffle = torch.rand(b, n, generator=gen).argsort(dim=1).to(flat.device)
+    shuffle = torch.rand(first_image + b, n, generator=gen)[first_image:]
+    shuffle = shuffle.argsort(dim=1).to(flat.device)
     order = torch.sort(flat.gather(1, shuffle), dim=1, descending=True, stable=True).indices
     chosen = shuffle.gather(1, order[:, :k])
     grid = torch.zeros(b, n, dtype=torch.bool, device=flat.device)

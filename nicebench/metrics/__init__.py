@@ -1,14 +1,16 @@
-"""Metrics: a registry of per-image metrics the runner applies to every (dataset, method) cell.
+"""Metrics: a registry of the metrics the runner applies to every cell.
 
 Each :class:`MetricSpec` maps a :class:`MetricContext` (model, images, labels, maps, masks, the
-method and the run's settings) to a per-image tensor, and names its leaderboard column.
+method, the codec and the run's settings) to a per-image tensor (``kind="per_image"``), or to rows
+of a table (``kind="table"``, e.g. ``compression``) that its torch-free ``summary`` reduces to
+leaderboard columns; it names its leaderboard column.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,6 +22,9 @@ from .gate import mask_share, masked_correct
 from .localisation import energy_pointing_game, mask_auroc, pointing_game
 from .saliency_metric import saliency_metric
 from .sanity import randomised_model, sanity_spearman
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "MetricContext",
@@ -40,22 +45,33 @@ __all__ = [
     "randomised_model",
     "mask_share",
     "masked_correct",
+    "COMPRESSION_METRIC",
 ]
 
 
 @dataclass
 class MetricContext:
-    """What a metric sees of one batch of one (dataset, method) cell."""
+    """What a metric sees of one batch of one cell.
+
+    ``kind`` is the cell's: ``"method"`` (``method`` and its ``saliency`` are set) or ``"codec"``
+    (``method`` and ``saliency`` are None). ``codec`` is the codec the cell codes with: a codec
+    cell's own, or the run's reference codec (its first) in a method cell; ``bd_codec`` names the
+    reference codec's leaderboard row. ``start`` is the global index of the batch's first image.
+    """
 
     model: nn.Module
     images: torch.Tensor
     labels: torch.Tensor
-    saliency: torch.Tensor
+    saliency: torch.Tensor | None
     preds: torch.Tensor
     masks: torch.Tensor | None = None
     method: Any = None
     settings: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
+    kind: str = "method"
+    codec: Any = None
+    bd_codec: str = ""
+    start: int = 0
 
     @property
     def targets(self) -> torch.Tensor:
@@ -72,15 +88,23 @@ class MetricContext:
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A per-image metric: ``fn(ctx) -> Tensor[B]`` and where it goes in the leaderboard."""
+    """A metric and where it goes in the leaderboard.
+
+    ``kind="per_image"``: ``fn(ctx) -> Tensor[B]``, one value per image, in method cells.
+    ``kind="table"``: ``fn(ctx) -> list[dict]``, rows stored as the cell's table ``name``, in
+    method and codec cells; ``summary(rows) -> DataFrame`` (torch-free) reduces a run's rows to one
+    leaderboard row per (dataset, method).
+    """
 
     name: str
-    fn: Callable[[MetricContext], torch.Tensor]
+    fn: Callable[[MetricContext], Any]
     column: str
     higher_is_better: bool
     needs_masks: bool = False
     applies: Callable[[Any], bool] = lambda method: True
     description: str = ""
+    kind: str = "per_image"
+    summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None
 
 
 def _register(spec: MetricSpec) -> MetricSpec:
@@ -172,3 +196,6 @@ _register(MetricSpec(
     "sanity_spearman", _sanity, "sanity_spearman", higher_is_better=False,
     description="Adebayo et al.: rank correlation of maps on the trained vs top-randomised model",
 ))  # fmt: skip
+
+
+from .compression import COMPRESSION_METRIC  # noqa: E402  (registers ``compression``)

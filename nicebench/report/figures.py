@@ -20,7 +20,8 @@ def _safe(name: str) -> str:
 
 def rate_accuracy_figures(points: pd.DataFrame, out: str | Path) -> list[Path]:
     """One PNG per dataset: every method's operating points (ratio to the reference file vs the
-    classifier's accuracy on the decoded images) and the codec's quality-sweep curve."""
+    classifier's accuracy on the decoded images) and each codec's quality-sweep curve (the rows of
+    ``kind`` ``"codec"``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -28,7 +29,7 @@ def rate_accuracy_figures(points: pd.DataFrame, out: str | Path) -> list[Path]:
         if model != "default":
             dataset = f"{dataset} · {model}"
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        sweep_mask = part.point.astype(str).str.startswith("q=")
+        sweep_mask = part["kind"] == "codec"
         for method, pts in part[sweep_mask].groupby("method", sort=False):
             pts = pts.sort_values("ratio")
             ax.plot(pts.ratio, 100 * pts.accuracy, "-", color="0.3", lw=1.5,

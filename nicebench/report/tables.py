@@ -1,4 +1,9 @@
-"""Leaderboard and per-image tables (CSV and Markdown) from a run store."""
+"""Leaderboard and per-image tables (CSV and Markdown) from a run store.
+
+Every row names its ``kind``: ``method`` (an explanation method) or ``codec`` (a codec's own
+quality sweep); ``method`` holds the method's or the codec's label. The compression summary
+(:func:`compression_summary`) imports no torch.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..metrics.bootstrap import bootstrap_ci
 from ..store import RunStore
 
 __all__ = [
@@ -17,18 +21,18 @@ __all__ = [
 ]  # fmt: skip
 
 LEADERBOARD_COLUMNS = [
-    "dataset", "model", "method", "n_images", "deletion_auc", "insertion_auc", "pointing_game",
+    "dataset", "model", "method", "kind", "n_images", "deletion_auc", "insertion_auc", "pointing_game",
     "mask_auroc", "saliency_metric", "sanity_spearman", "explain_ms_per_image",
-    "compression_ratio", "bd_rate_vs_jpeg", "bpp", "accuracy_original", "accuracy_compressed",
+    "compression_ratio", "bd_rate", "bd_codec", "bpp", "accuracy_original", "accuracy_compressed",
     "status",
 ]  # fmt: skip
-_ROW = ["dataset", "model", "method"]  # a leaderboard row
+_ROW = ["dataset", "model", "method", "kind"]  # a leaderboard row
 # Per-image columns that are not scores of the map (kept out of the score columns' CIs).
 _RENAME = {"correct": "accuracy_original"}
 # Which way is better for the columns that are not per-image metrics (a metric's direction is its
 # spec's ``higher_is_better``, see :func:`higher_is_better`).
 COLUMN_HIGHER_IS_BETTER = {"explain_ms_per_image": False, "compression_ratio": False,
-                           "bd_rate_vs_jpeg": False, "bpp": False}  # fmt: skip
+                           "bd_rate": False, "bpp": False}  # fmt: skip
 
 
 def higher_is_better() -> dict[str, bool]:
@@ -69,30 +73,17 @@ def _status(group: pd.DataFrame) -> str:
 
 
 def compression_summary(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
-    """Per dataset × model × method: the compression track's headline figures (SPEC §6), each
-    method's operating points measured against the codec-only quality sweep of the same images
-    and classifier."""
-    from ..compression.track import summarise
+    """Per dataset × method or codec: the compression track's headline figures (SPEC §6), each
+    row's operating points measured against the quality sweep of its ``bd_codec`` (the run's
+    reference codec) on the same images. Torch-free."""
+    from ..compression.summary import summarise_table
 
-    rows = store.tables("compression", keys)
-    if rows.empty:
-        return pd.DataFrame()
-    out = []
-    for (dataset, model), part in rows.groupby(["dataset", "model"], sort=False):
-        codec_rows = part[part.point.astype(str).str.startswith("q=")]
-        codecs = codec_rows.method_name.unique()
-        sweep = codec_rows[codec_rows.method_name == ("jpeg" if "jpeg" in codecs else codecs[0])] \
-            if len(codecs) else pd.DataFrame()  # fmt: skip
-        for method, mrows in part.groupby("method", sort=False):
-            summary = summarise(mrows, sweep if len(sweep) else mrows)
-            if not len(sweep):
-                summary["bd_rate_vs_jpeg"] = float("nan")
-            out.append({"dataset": dataset, "model": model, "method": method, **summary})
-    return pd.DataFrame(out)
+    return summarise_table(store.tables("compression", keys))
 
 
 def compression_points(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
-    """Every method's operating points (bytes, ratio, accuracy per keep / quality / gate)."""
+    """Every method's and codec's operating points (bytes, ratio, accuracy per keep / quality /
+    gate), with their ``kind``."""
     from ..compression.rate import operating_points
 
     rows = store.tables("compression", keys)
@@ -101,7 +92,7 @@ def compression_points(store: RunStore, keys: set[str] | None = None) -> pd.Data
     return operating_points(rows, [*_ROW, "point"])
 
 
-_COMPRESSION_COLUMNS = ["compression_ratio", "bd_rate_vs_jpeg", "bpp", "accuracy_compressed",
+_COMPRESSION_COLUMNS = ["compression_ratio", "bd_rate", "bd_codec", "bpp", "accuracy_compressed",
                         "payload_ratio", "accuracy_reference", "operating_point",
                         "within_tolerance"]  # fmt: skip
 
@@ -109,15 +100,19 @@ _COMPRESSION_COLUMNS = ["compression_ratio", "bd_rate_vs_jpeg", "bpp", "accuracy
 def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) -> pd.DataFrame:
     """One row per dataset × model × method: mean of every per-image score with a 95% bootstrap
     CI."""
+    from ..metrics.bootstrap import bootstrap_ci
+
     cells = store.cells(keys)
     if cells.empty:
         return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
     img = per_image(store, keys)
     scalars = store.cell_values(keys)
     rows = []
-    order = list(dict.fromkeys(zip(cells.dataset, cells.model, cells.method, strict=True)))
-    for dataset, model, method in order:
-        row: dict[str, object] = {"dataset": dataset, "model": model, "method": method}
+    order = list(dict.fromkeys(zip(cells.dataset, cells.model, cells.method, cells.kind,
+                                   strict=True)))  # fmt: skip
+    for dataset, model, method, kind in order:
+        row: dict[str, object] = {"dataset": dataset, "model": model, "method": method,
+                                  "kind": kind}  # fmt: skip
         group = cells[_is_row(cells, row)]
         ok = group[group.status == "ok"]
         sel = img[_is_row(img, row)] if len(img) else img
@@ -162,10 +157,10 @@ def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) ->
 
 
 def _is_row(df: pd.DataFrame, row: dict[str, object]) -> pd.Series:
-    """The rows of ``df`` that belong to leaderboard row ``row`` (same dataset, model, method)."""
+    """The rows of ``df`` that belong to leaderboard row ``row`` (same dataset, model, method
+    or codec)."""
     return (df.dataset == row["dataset"]) & (df.model == row["model"]) & (
-        df.method == row["method"]
-    )
+        df.method == row["method"]) & (df.kind == row["kind"])
 
 
 def _fmt(value: float, lo: float | None, hi: float | None) -> str:
