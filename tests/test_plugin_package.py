@@ -21,6 +21,9 @@ not-a-class = nicebench_example.datasets:render
 
 [nicebench.datasets]
 bars = nicebench_example.datasets:Bars
+
+[nicebench.codecs]
+jpeg2000 = nicebench_example.codecs:Jpeg2000
 """
 
 
@@ -50,7 +53,8 @@ def test_example_package_is_listed_with_its_broken_sibling(installed, tmp_path):
     out = proc.stdout
     methods = out[out.index("methods:") : out.index("datasets:")]
     assert "grad-x-input" in methods and "Gradient × input" in methods and "gradcam" in methods
-    assert "bars" in out[out.index("datasets:") : out.index("metrics:")]
+    assert "bars" in out[out.index("datasets:") : out.index("models:")]
+    assert "jpeg2000" in out[out.index("codecs:") : out.index("datasets:")]
     failed = out[out.index("failed to load:") :]
     assert "broken-method" in failed and "ModuleNotFoundError" in failed
     assert "nicebench_example.no_such_module:Missing" in failed
@@ -58,16 +62,38 @@ def test_example_package_is_listed_with_its_broken_sibling(installed, tmp_path):
     assert "function" in line and "render" in line and "subclass of nicebench.Method" in line
 
 
-def test_tiny_leaderboard_with_the_example_plugins(installed, tmp_path):
-    out = tmp_path / "run"
-    proc = _nicebench(["run", "--datasets", "bars:n=8", "--methods", "grad-x-input,center",
-                       "--metrics", "deletion,pointing_game", "--n-images", "8", "--out",
-                       str(out), "-q"], installed, tmp_path)  # fmt: skip
+def _example_leaderboard(nicebench, out: Path) -> pd.DataFrame:
+    """A tiny run of the example's method, dataset and codec (the codec is the reference)."""
+    proc = nicebench(["run", "--datasets", "bars:n=8", "--methods", "grad-x-input,center",
+                      "--codecs", "jpeg2000,jpeg", "--metrics", "deletion,pointing_game,compression",
+                      "--n-images", "8", "--out", str(out), "-q"])  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     board = pd.read_csv(out / "leaderboard.csv").set_index("method")
-    assert set(board.index) == {"grad-x-input", "center"}
+    assert set(board.index) == {"grad-x-input", "center", "jpeg2000", "jpeg"}
     assert (board.status == "ok").all() and (board.n_images == 8).all()
-    assert board.deletion_auc.notna().all() and board.pointing_game.notna().all()
+    methods = board[board.kind == "method"]
+    assert methods.deletion_auc.notna().all() and methods.pointing_game.notna().all()
+    assert board.loc["jpeg2000", "kind"] == "codec" and board.bpp.notna().all()
+    return board
+
+
+@pytest.mark.skipif("NICEBENCH_EXAMPLE_INSTALLED" not in os.environ,
+                    reason="tox pip-installs examples/plugin-package and sets this")
+def test_the_pip_installed_example_package_is_listed_and_runs(tmp_path):
+    env = {**os.environ, "NICEBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = _nicebench(["list"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for kind, name in (("methods", "grad-x-input"), ("datasets", "bars"), ("codecs", "jpeg2000")):
+        section = proc.stdout.split(f"{kind}:\n", 1)[1].split(":\n", 1)[0]
+        assert name in section, (kind, name)
+    assert "failed to load" not in proc.stdout
+    _example_leaderboard(lambda args: _nicebench(args, env, tmp_path), tmp_path / "run")
+
+
+def test_tiny_leaderboard_with_the_example_plugins(installed, tmp_path):
+    out = tmp_path / "run"
+    board = _example_leaderboard(lambda args: _nicebench(args, installed, tmp_path), out)
+    assert board.loc["jpeg2000", "bd_codec"] == "jpeg2000"
     proc = _nicebench(["run", "--datasets", "bars:n=8", "--methods", "broken-method",
                        "--n-images", "8", "--out", str(tmp_path / "bad"), "-q"], installed,
                       tmp_path)  # fmt: skip

@@ -289,8 +289,9 @@ def test_gradcam_beats_random_on_scenes64(scenes64, tmp_path):
 # The default leaderboard as it was defined in runner.py before it moved to default.toml.
 TODAYS_DEFAULT_METHODS = [
     "random", "center", "edges", "oracle", "saliency", "ig", "occlusion", "gradcam", "lime",
-    "rise:n_masks=500", "rtsal", "nice", "nice-opt", "jpeg", "webp",
+    "rise:n_masks=500", "rtsal", "nice", "nice-opt",
 ]  # fmt: skip
+TODAYS_DEFAULT_CODECS = ["jpeg", "webp"]  # were methods; codecs are their own kind now
 TODAYS_DEFAULT_METRICS = [
     "deletion", "insertion", "pointing_game", "energy_pointing_game", "mask_auroc", "mask_share",
     "masked_accuracy", "saliency_metric", "sanity_spearman", "compression",
@@ -311,6 +312,7 @@ def test_default_config_is_the_packaged_toml_and_unchanged():
         optional = []
     expected = RunConfig(datasets=[PluginSpec.make("scenes", {"size": 64}), *optional],
                          methods=parse_specs(TODAYS_DEFAULT_METHODS),
+                         codecs=parse_specs(TODAYS_DEFAULT_CODECS),
                          metrics=TODAYS_DEFAULT_METRICS, n_images=100)  # fmt: skip
     assert default_config() == expected
     assert DEFAULT_METHODS == TODAYS_DEFAULT_METHODS and DEFAULT_METRICS == TODAYS_DEFAULT_METRICS
@@ -349,7 +351,7 @@ def test_report_reads_the_better_direction_from_the_metric_specs(tiny_scenes, tm
 
     # today's note for the default columns
     assert lower_is_better(LEADERBOARD_COLUMNS) == [
-        "bd_rate_vs_jpeg", "bpp", "compression_ratio", "deletion_auc", "explain_ms_per_image",
+        "bd_rate", "bpp", "compression_ratio", "deletion_auc", "explain_ms_per_image",
         "saliency_metric", "sanity_spearman",
     ]  # fmt: skip
     notes = {}
@@ -366,7 +368,7 @@ def test_report_reads_the_better_direction_from_the_metric_specs(tiny_scenes, tm
         assert per_image.zz_spread.notna().all() and len(per_image) == 4
         md = (tmp_path / str(lower) / "leaderboard.md").read_text()
         notes[lower] = next(line for line in md.splitlines() if line.startswith("Lower is better"))
-    assert notes[True] == ("Lower is better for bd_rate_vs_jpeg, bpp, compression_ratio, "
+    assert notes[True] == ("Lower is better for bd_rate, bpp, compression_ratio, "
                            "deletion_auc, explain_ms_per_image, saliency_metric, "
                            "sanity_spearman, zz_spread; higher for the rest.")  # fmt: skip
     assert notes[False] == notes[True].replace(", zz_spread", "")

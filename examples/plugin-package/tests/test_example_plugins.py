@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from nicebench.testing import check_dataset, check_method
+from nicebench.testing import check_codec, check_dataset, check_method
 
+from nicebench_example.codecs import Jpeg2000
 from nicebench_example.datasets import Bars
 from nicebench_example.methods import GradientTimesInput
 
@@ -42,3 +43,19 @@ def test_gradient_times_input_is_the_first_order_term_of_a_linear_model():
         sal = GradientTimesInput(linear).explain(images, targets)
     weights = linear[1].weight.view(6, 3, 32, 32)[targets]
     torch.testing.assert_close(sal, (weights * images).sum(1, keepdim=True))
+
+
+def test_codec_contract():
+    report = check_codec(Jpeg2000)
+    assert report["ok"] and report["bytes"][3][0] < report["bytes"][3][-1]
+
+
+def test_codec_hits_its_psnr_target():
+    from skimage.metrics import peak_signal_noise_ratio
+
+    ds = Bars(n=4, size=64)
+    arr = (ds[0][0].permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
+    codec = Jpeg2000()
+    low, high = (codec.decode(codec.encode(arr, q), arr.shape[-1]) for q in (20, 80))
+    assert peak_signal_noise_ratio(arr, high) > peak_signal_noise_ratio(arr, low)
+    assert peak_signal_noise_ratio(arr, high) > 40
