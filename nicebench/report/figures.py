@@ -29,10 +29,12 @@ def rate_accuracy_figures(points: pd.DataFrame, out: str | Path) -> list[Path]:
         if model != "default":
             dataset = f"{dataset} · {model}"
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 colours: a dozen methods stay apart
         sweep_mask = part["kind"] == "codec"
-        for method, pts in part[sweep_mask].groupby("method", sort=False):
+        styles = ["-", "--", "-.", ":"]  # one line style per codec, in grey: not a method's colour
+        for i, (method, pts) in enumerate(part[sweep_mask].groupby("method", sort=False)):
             pts = pts.sort_values("ratio")
-            ax.plot(pts.ratio, 100 * pts.accuracy, "-", color="0.3", lw=1.5,
+            ax.plot(pts.ratio, 100 * pts.accuracy, styles[i % len(styles)], color="0.25", lw=1.6,
                     label=f"{method} quality sweep")  # fmt: skip
         for method, pts in part[~sweep_mask].groupby("method", sort=False):
             pts = pts.sort_values("ratio")
