@@ -13,11 +13,11 @@ import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin-package"
 
-ENTRY_POINTS = """\
+# What the example package declares, and a broken sibling distribution's two entry points. Under
+# tox the example package is pip-installed, so only the broken sibling is faked then.
+GOOD = """\
 [nicebench.methods]
 grad-x-input = nicebench_example.methods:GradientTimesInput
-broken-method = nicebench_example.no_such_module:Missing
-not-a-class = nicebench_example.datasets:render
 
 [nicebench.datasets]
 bars = nicebench_example.datasets:Bars
@@ -25,18 +25,28 @@ bars = nicebench_example.datasets:Bars
 [nicebench.codecs]
 jpeg2000 = nicebench_example.codecs:Jpeg2000
 """
+BROKEN = """\
+[nicebench.methods]
+broken-method = nicebench_example.no_such_module:Missing
+not-a-class = nicebench_example.datasets:render
+"""
+INSTALLED = "NICEBENCH_EXAMPLE_INSTALLED" in os.environ
+
+
+def _fake_dist(site: Path, name: str, entry_points: str) -> None:
+    info = site / f"{name.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(entry_points)
 
 
 @pytest.fixture
 def installed(tmp_path):
     """Environment of a subprocess that sees the example package as if pip had installed it."""
     site = tmp_path / "site"
-    info = site / "nicebench_example_plugins-0.1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: nicebench-example-plugins\nVersion: 0.1.0\n"
-    )
-    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    if not INSTALLED:
+        _fake_dist(site, "nicebench-example-plugins", GOOD)
+    _fake_dist(site, "nicebench-example-broken", BROKEN)
     path = os.pathsep.join([str(EXAMPLE / "src"), str(site)])
     return {**os.environ, "PYTHONPATH": path, "NICEBENCH_CACHE": str(tmp_path / "cache"),
             "OMP_NUM_THREADS": "1"}  # fmt: skip
