@@ -4,14 +4,25 @@ A module trained against an ``identity`` (a JSON-serialisable dict naming everyt
 its weights) lives at ``cache_dir()/<kind>/<key>.pt`` with its training metadata beside it in
 ``<key>.json``; ``key = cache_key(kind, identity)``. Weights are read with
 ``torch.load(weights_only=True)``.
+
+Both files are written atomically (a temporary file in the same folder, fsync, rename) under a
+lock file per entry (``<key>.lock``), so processes that need the same module at once train it
+once: the others wait for the lock and load what the first wrote. The JSON records the SHA-256 of
+the weight file; a weight file that does not match it, or that does not load, is reported
+(:class:`CorruptCacheWarning`), moved aside to ``<key>.pt.corrupt`` and retrained.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import os
+import tempfile
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +38,12 @@ __all__ = [
     "cache_path",
     "cached_module",
     "model_metadata",
+    "CorruptCacheWarning",
 ]
+
+
+class CorruptCacheWarning(UserWarning):
+    """A cached weight file was corrupt or truncated; it was moved aside and retrained."""
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:
@@ -57,6 +73,84 @@ def cache_path(kind: str, identity: dict[str, Any], suffix: str = ".pt") -> Path
     return cache_dir() / kind / f"{cache_key(kind, identity)}{suffix}"
 
 
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one: a
+    temporary file in the same folder, flushed and fsynced, renamed over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def entry_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on the cache entry ``path`` (``<key>.lock`` beside it) across processes;
+    a no-op where ``fcntl`` does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path.with_suffix(".lock"), "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _load_entry(path: Path, module: nn.Module) -> bool:
+    """Load the entry at ``path`` into ``module``; False (after a warning, the weight file moved
+    aside) when it is corrupt. An entry written before hashes were recorded is checked by loading
+    it, and gets its hash added."""
+    data = path.read_bytes()
+    meta_path = path.with_suffix(".json")
+    meta = _read_json(meta_path)
+    digest = _sha256(data)
+    problem = ""
+    if meta.get("sha256") and meta["sha256"] != digest:
+        problem = f"SHA-256 {digest[:12]}… does not match {meta['sha256'][:12]}… in {meta_path.name}"
+    else:
+        try:
+            module.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu",
+                                              weights_only=True))  # fmt: skip
+        except Exception as exc:  # truncated, not a state dict, wrong shapes
+            problem = f"it does not load ({type(exc).__name__}: {str(exc)[:200]})"
+    if problem:
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+        warnings.warn(f"corrupt cache entry {path}: {problem}; moved aside to "
+                      f"{path.name}.corrupt and retraining", CorruptCacheWarning, stacklevel=3)
+        return False
+    if meta and not meta.get("sha256"):
+        atomic_write(meta_path, json.dumps({**meta, "sha256": digest}, indent=2,
+                                           default=str).encode())  # fmt: skip
+    return True
+
+
 def cached_module(
     kind: str,
     identity: dict[str, Any],
@@ -66,27 +160,33 @@ def cached_module(
     """Build a module and load its cached weights, or train it once and cache them.
 
     ``identity`` must name everything that changes the trained weights; ``train`` may return
-    metadata (accuracy, seconds) stored beside the weights as JSON.
+    metadata (accuracy, seconds) stored beside the weights as JSON, with the weights' SHA-256.
+    Concurrent callers for one entry train once (a lock per entry); a corrupt entry is retrained.
     """
     path = cache_path(kind, identity)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = build()
-    if path.exists():
-        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    else:
-        t0 = time.perf_counter()
-        meta = train(module) or {}
-        meta = {
-            "identity": identity,
-            "train_seconds": time.perf_counter() - t0,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),  # float summation order, so the exact weights
-            **meta,
-        }
-        tmp = path.with_suffix(".tmp")
-        torch.save(module.state_dict(), tmp)
-        tmp.replace(path)
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
+    with entry_lock(path):
+        existed = path.exists()
+        if not (existed and _load_entry(path, module)):
+            if existed:
+                module = build()  # the failed load may have filled part of the module
+            t0 = time.perf_counter()
+            meta = train(module) or {}
+            buf = io.BytesIO()
+            torch.save(module.state_dict(), buf)
+            data = buf.getvalue()
+            meta = {
+                "identity": identity,
+                "train_seconds": time.perf_counter() - t0,
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),  # float summation order, so the exact weights
+                **meta,
+                "sha256": _sha256(data),
+            }
+            atomic_write(path, data)
+            atomic_write(path.with_suffix(".json"),
+                         json.dumps(meta, indent=2, default=str).encode())  # fmt: skip
     module.eval()
     return module
 
