@@ -311,20 +311,22 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
     t0 = time.perf_counter()
     cells = plan_cells(cfg)  # validates names first: a bad config leaves no store behind
     out = Path(cfg.out)
-    store = RunStore(out)
+    store = RunStore(out).claim()  # one writer per run directory
     store.record_run(cfg.to_dict(), versions())
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
     summary = RunSummary(out, len(cells), len(cells) - len(todo), 0)
     executor = get_executor(cfg.executor, address=cfg.address)
-    for res in executor.map(run_cell, todo, progress=progress):
-        store.write(res)
-        if res.status == "ok":
-            summary.ok += 1
-        else:
-            where = f"{res.dataset} · {res.model}" if res.model != "default" else res.dataset
-            summary.failed.append((where, res.method, res.error))
-    write_tables(store, {c.key for c in cells}, out)
-    store.close()
+    try:
+        for res in executor.map(run_cell, todo, progress=progress):
+            store.write(res)
+            if res.status == "ok":
+                summary.ok += 1
+            else:
+                where = f"{res.dataset} · {res.model}" if res.model != "default" else res.dataset
+                summary.failed.append((where, res.method, res.error))
+        write_tables(store, {c.key for c in cells}, out)
+    finally:
+        store.close()
     summary.seconds = time.perf_counter() - t0
     return summary

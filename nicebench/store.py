@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -58,14 +59,29 @@ class CellResult:
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
+class StoreError(ValueError):
+    """A run store that can't be used: corrupt, or held by another live run."""
+
+
 class RunStore:
-    """``<run dir>/store.sqlite``; the driver alone writes it."""
+    """``<run dir>/store.sqlite``; the driver alone writes it (see :meth:`claim`)."""
 
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "store.sqlite"
-        self.conn = sqlite3.connect(self.path, timeout=60)
+        self._lock: Any = None
+        self.conn = sqlite3.connect(self.path, timeout=60)  # waits up to 60 s for a writer
+        try:
+            bad = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:
+            bad = [str(exc)]
+        if bad != ["ok"]:
+            self.conn.close()
+            raise StoreError(
+                f"run store {self.path} is damaged ({'; '.join(bad[:3])}): move it aside "
+                "(the tables beside it stay readable) and rerun to recompute its cells"
+            )
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
@@ -77,8 +93,34 @@ class RunStore:
             with self.conn:
                 self.conn.execute("ALTER TABLE cells ADD COLUMN model TEXT DEFAULT 'default'")
 
+    def claim(self) -> RunStore:
+        """Make this process the run directory's only writer until :meth:`close`; a
+        :class:`StoreError` naming the other run's pid when a live run already holds it."""
+        import fcntl
+
+        handle = open(self.dir / "run.lock", "a+")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "unknown"
+            handle.close()
+            raise StoreError(
+                f"run directory {self.dir} is in use by a live run (pid {pid}); wait for it to "
+                "finish, or pass another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
+        return self
+
     def close(self) -> None:
         self.conn.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     def done_keys(self) -> set[str]:
         """Keys of the cells that finished successfully (a rerun skips them)."""

@@ -129,3 +129,28 @@ def test_two_processes_train_an_entry_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
     assert log.read_text() == "trained\n"  # one training; the other process waited and loaded
     assert outs[0][0] == outs[1][0]  # the same weights
+
+
+def test_a_run_directory_has_one_live_writer(tmp_path):
+    from nicebench.store import RunStore, StoreError
+
+    first = RunStore(tmp_path).claim()
+    with pytest.raises(StoreError, match=rf"in use by a live run \(pid {os.getpid()}\).*--out"):
+        RunStore(tmp_path).claim()
+    reader = RunStore(tmp_path)  # reading needs no claim
+    assert reader.done_keys() == set()
+    reader.close()
+    first.close()
+    RunStore(tmp_path).claim().close()  # released on close (and by the OS when a run dies)
+
+
+def test_a_damaged_store_is_refused_with_the_fix(tmp_path):
+    from nicebench.cli import main
+    from nicebench.store import RunStore, StoreError
+
+    (tmp_path / "store.sqlite").write_bytes(b"SQLite format 3\x00" + os.urandom(4000))
+    with pytest.raises(StoreError, match=r"store\.sqlite is damaged .*move it aside"):
+        RunStore(tmp_path)
+    code = main(["run", "--datasets", "scenes:size=32,n=4", "--methods", "random",
+                 "--metrics", "deletion", "--n-images", "4", "--out", str(tmp_path), "-q"])  # fmt: skip
+    assert code == 2
