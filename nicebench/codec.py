@@ -65,11 +65,11 @@ class Codec:
 
     def encode(self, arr: np.ndarray, quality: int) -> bytes:
         """One ``uint8 [H,W,C]`` image (C = 1 or 3) → the encoded file, in memory."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must override encode()")
 
     def decode(self, data: bytes, channels: int) -> np.ndarray:
         """An encoded file → ``uint8 [H,W,channels]``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must override decode()")
 
     def header_size(self, data: bytes) -> int:
         """Bytes of ``data`` that are not coded image data, in [0, len(data)) (default 0)."""
