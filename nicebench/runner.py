@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tomllib
 import torch
 
@@ -173,6 +174,7 @@ def run_cell(cell: Cell) -> CellResult:
         res.status = "failed"
         res.error = f"{type(exc).__name__}: {exc}"
         res.image_rows, res.cell_values, res.tables = [], {}, {}
+        res.artifacts, res.samples = [], []
         res.spec["traceback"] = traceback.format_exc(limit=6)
     res.seconds = time.perf_counter() - t0
     return res
@@ -209,7 +211,8 @@ def _compute(cell: Cell, res: CellResult) -> None:
     codec = _codec(codec_spec) if codec_spec is not None else None
     ctx = MetricContext(model=model, images=images, labels=labels, saliency=sal, preds=preds,
                         masks=masks, method=method, settings=settings, kind=cell.kind,
-                        codec=codec, bd_codec=ref.label if ref else "", start=cell.start)  # fmt: skip
+                        codec=codec, bd_codec=ref.label if ref else "", start=cell.start,
+                        sample_images=int(settings.get("sample_images", 16)))  # fmt: skip
     for spec in _metric_specs(cell.metrics, ds, method):
         if spec.kind == "table":
             res.tables[spec.name] = spec.fn(ctx)
@@ -220,6 +223,35 @@ def _compute(cell: Cell, res: CellResult) -> None:
         values = values.detach().float().cpu().tolist()
         rows += [(i, lab[j], prd[j], spec.column, values[j]) for j, i in enumerate(idx)]
     res.n_images = len(idx)
+    _keep_sample(ctx, res)
+
+
+def _keep_sample(ctx: MetricContext, res: CellResult) -> None:
+    """What figures need of the cell beyond its scores: the arrays the metrics kept, the sample
+    images' maps (float16, each divided by its largest magnitude) and binary gate masks, and the
+    sample images themselves (uint8 HWC, with their ground-truth masks and labels)."""
+    rows = ctx.sample_rows
+    if rows and ctx.saliency is not None:
+        maps = ctx.saliency[rows].detach().float().sum(1)  # channels summed: [k, H, W]
+        scale = maps.flatten(1).abs().amax(1).clamp_min(1e-12)[:, None, None]
+        ctx.keep("map", maps / scale, list(range(len(rows))), dtype="float16")
+        if ctx.method.gate_mask:
+            gate = ctx.cache.get("gate_mask")
+            if gate is None:  # no metric needed the gate mask: compute it for the sample only
+                kw = {"masks": ctx.masks[rows]} if ctx.method.needs_masks else {}
+                gate = ctx.method.binary_mask(ctx.images[rows], ctx.targets[rows], **kw)
+            else:
+                gate = gate[rows]
+            ctx.keep("gate_mask", gate.reshape(len(rows), *gate.shape[-2:]),
+                     list(range(len(rows))), dtype="uint8")  # fmt: skip
+    res.artifacts = ctx.kept
+    images = (ctx.images[rows].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu()
+    for j in rows:
+        i = ctx.start + j
+        res.samples.append((i, "image", images[j].numpy()))
+        res.samples.append((i, "label", np.asarray(int(ctx.labels[j]))))
+        if ctx.masks is not None:
+            res.samples.append((i, "mask", (ctx.masks[j, 0] > 0.5).byte().cpu().numpy()))
 
 
 def _explain(cell: Cell, res: CellResult, method: Method, images, targets, masks) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -10,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["CellResult", "RunStore"]
+__all__ = ["CellResult", "RunStore", "StoreError", "pack", "unpack"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -32,12 +34,37 @@ CREATE TABLE IF NOT EXISTS tables (
     cell_key TEXT, name TEXT, data TEXT, PRIMARY KEY (cell_key, name)
 );
 CREATE TABLE IF NOT EXISTS runs (started_at TEXT, config TEXT, versions TEXT);
+CREATE TABLE IF NOT EXISTS artifacts (
+    cell_key TEXT, image_index INTEGER, name TEXT, data BLOB,
+    PRIMARY KEY (cell_key, image_index, name)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    dataset TEXT, image_index INTEGER, name TEXT, data BLOB,
+    PRIMARY KEY (dataset, image_index, name)
+);
 """
+
+
+def pack(array: np.ndarray) -> bytes:
+    """An array as ``.npy`` bytes (dtype and shape included; never pickled)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def unpack(data: bytes) -> np.ndarray:
+    """The array :func:`pack` wrote (loaded without pickle)."""
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 @dataclass
 class CellResult:
-    """What one cell computed: per-image values, per-cell scalars and small tables."""
+    """What one cell computed: per-image values, per-cell scalars and small tables.
+
+    ``artifacts``: per-image arrays kept for figures and reports (``(image_index, name, array)``:
+    deletion/insertion curves, the sample images' maps and gate masks, coded examples);
+    ``samples``: the dataset's own arrays of its sample images (``image``, ``mask``, ``label``),
+    stored once per dataset."""
 
     key: str
     dataset: str
@@ -57,6 +84,8 @@ class CellResult:
     image_rows: list[tuple[int, int, int, str, float]] = field(default_factory=list)
     cell_values: dict[str, float] = field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    artifacts: list[tuple[int, str, np.ndarray]] = field(default_factory=list)
+    samples: list[tuple[int, str, np.ndarray]] = field(default_factory=list)
 
 
 class StoreError(ValueError):
@@ -137,7 +166,7 @@ class RunStore:
         """Write one cell and everything it computed in a single transaction (replacing any
         earlier attempt of the same cell)."""
         with self.conn:
-            for table in ("image_values", "cell_values", "tables"):
+            for table in ("image_values", "cell_values", "tables", "artifacts"):
                 self.conn.execute(f"DELETE FROM {table} WHERE cell_key = ?", (r.key,))
             self.conn.execute(
                 "INSERT OR REPLACE INTO cells (key, dataset, method, method_name, kind, shard, "
@@ -158,6 +187,14 @@ class RunStore:
             self.conn.executemany(
                 "INSERT INTO tables VALUES (?,?,?)",
                 [(r.key, k, json.dumps(v, default=float)) for k, v in r.tables.items()],
+            )
+            self.conn.executemany(
+                "INSERT INTO artifacts VALUES (?,?,?,?)",
+                [(r.key, int(i), name, pack(a)) for i, name, a in r.artifacts],
+            )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO samples VALUES (?,?,?,?)",
+                [(r.dataset, int(i), name, pack(a)) for i, name, a in r.samples],
             )
 
     # -- reading ---------------------------------------------------------------------------------
@@ -199,6 +236,32 @@ class RunStore:
             part.insert(0, "dataset", dataset)
             frames.append(part)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def artifacts(self, name: str, keys: set[str] | None = None) -> pd.DataFrame:
+        """The kept arrays called ``name`` (a SQL LIKE pattern, e.g. ``"curve/%"``) of the
+        finished cells: one row per (cell, image) with ``dataset, model, method, method_name,
+        kind, cell_key, image_index, name, array``."""
+        rows = self.conn.execute(
+            "SELECT c.dataset, c.model, c.method, c.method_name, c.kind, a.cell_key, "
+            "a.image_index, a.name, a.data FROM artifacts a JOIN cells c ON c.key = a.cell_key "
+            "WHERE c.status = 'ok' AND a.name LIKE ? ORDER BY c.rowid, a.image_index",
+            (name,),
+        ).fetchall()
+        cols = ["dataset", "model", "method", "method_name", "kind", "cell_key", "image_index",
+                "name", "array"]  # fmt: skip
+        records = [(*r[:-1], unpack(r[-1])) for r in rows if keys is None or r[5] in keys]
+        return pd.DataFrame(records, columns=cols)
+
+    def samples(self, dataset: str | None = None) -> pd.DataFrame:
+        """The sample images' own arrays (``image`` uint8 HWC, ``mask`` uint8 HW where the
+        dataset has masks, ``label``): ``dataset, image_index, name, array``."""
+        sql = "SELECT dataset, image_index, name, data FROM samples"
+        args: tuple[str, ...] = ()
+        if dataset is not None:
+            sql, args = sql + " WHERE dataset = ?", (dataset,)
+        rows = self.conn.execute(sql + " ORDER BY dataset, image_index", args).fetchall()
+        return pd.DataFrame([(*r[:-1], unpack(r[-1])) for r in rows],
+                            columns=["dataset", "image_index", "name", "array"])  # fmt: skip
 
     def latest_run(self) -> dict[str, Any]:
         row = self.conn.execute("SELECT * FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,6 +58,9 @@ class MetricContext:
     (``method`` and ``saliency`` are None). ``codec`` is the codec the cell codes with: a codec
     cell's own, or the run's reference codec (its first) in a method cell; ``bd_codec`` names the
     reference codec's leaderboard row. ``start`` is the global index of the batch's first image.
+    Images whose global index is below ``sample_images`` are the dataset's figure sample (the same
+    for every method). A metric keeps per-image arrays for figures and reports with :meth:`keep`
+    (every image) or :meth:`keep_sample` (the sample only); the runner stores them with the cell.
     """
 
     model: nn.Module
@@ -72,6 +76,29 @@ class MetricContext:
     codec: Any = None
     bd_codec: str = ""
     start: int = 0
+    sample_images: int = 16
+    kept: list[tuple[int, str, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def sample_rows(self) -> list[int]:
+        """The rows of the batch that belong to the figure sample."""
+        return list(range(max(0, min(len(self.images), self.sample_images - self.start))))
+
+    def keep(self, name: str, values: torch.Tensor | np.ndarray, rows: list[int] | None = None,
+             dtype: str = "float32") -> None:
+        """Keep ``values[j]`` (one array per image of the batch, or per row of ``rows``) under
+        ``name`` for image ``start + j``; stored with the cell, read back by
+        :meth:`nicebench.store.RunStore.artifacts`."""
+        rows = list(range(len(self.images))) if rows is None else rows
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu().numpy()
+        for j in rows:
+            self.kept.append((self.start + j, name, np.asarray(values[j]).astype(dtype)))
+
+    def keep_sample(self, name: str, values: torch.Tensor | np.ndarray,
+                    dtype: str = "float32") -> None:
+        """:meth:`keep` for the figure sample's rows only (``values`` covers the whole batch)."""
+        self.keep(name, values, self.sample_rows, dtype)
 
     @property
     def targets(self) -> torch.Tensor:
@@ -125,17 +152,28 @@ def _faith_kwargs(ctx: MetricContext) -> dict[str, Any]:
     }
 
 
+def _deletion(c: MetricContext) -> torch.Tensor:
+    """Deletion AUC per image; every image's curve kept as ``curve/deletion``."""
+    scores, curves = deletion(c.model, c.images, c.saliency, return_curves=True,
+                              substrate=c.settings.get("substrate", "mean"), **_faith_kwargs(c))
+    c.keep("curve/deletion", curves)
+    return scores
+
+
+def _insertion(c: MetricContext) -> torch.Tensor:
+    """Insertion AUC per image; every image's curve kept as ``curve/insertion``."""
+    scores, curves = insertion(c.model, c.images, c.saliency, return_curves=True,
+                               **_faith_kwargs(c))
+    c.keep("curve/insertion", curves)
+    return scores
+
+
 _register(MetricSpec(
-    "deletion",
-    lambda c: deletion(c.model, c.images, c.saliency, substrate=c.settings.get("substrate", "mean"),
-                       **_faith_kwargs(c)),
-    "deletion_auc", higher_is_better=False,
+    "deletion", _deletion, "deletion_auc", higher_is_better=False,
     description="RISE deletion AUC: image → substrate in saliency order",
 ))  # fmt: skip
 _register(MetricSpec(
-    "insertion",
-    lambda c: insertion(c.model, c.images, c.saliency, **_faith_kwargs(c)),
-    "insertion_auc", higher_is_better=True,
+    "insertion", _insertion, "insertion_auc", higher_is_better=True,
     description="RISE insertion AUC: blurred image → image in saliency order",
 ))  # fmt: skip
 _register(MetricSpec(
