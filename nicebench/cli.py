@@ -37,14 +37,17 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import pandas as pd
     import torch
 
     from .config import load_config, parse_specs
+    from .report.terminal import terminal_summary
     from .runner import default_config, run
 
     cfg = load_config(args.config) if args.config else default_config()
     if args.datasets:
         cfg.datasets = parse_specs(args.datasets)
+        cfg.skipped_datasets = []
     if args.models:
         cfg.models = parse_specs(args.models)
     if args.methods:
@@ -62,16 +65,65 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    for spec, why in cfg.skipped_datasets:
+        print(f"skipped dataset {spec}: {why}", file=sys.stderr)
     summary = run(cfg, progress=not args.quiet)
     out = Path(cfg.out)
     print(f"{summary.ok} cells computed, {summary.skipped} already in the store, "
           f"{len(summary.failed)} failed, in {summary.seconds:.1f} s")  # fmt: skip
     for dataset, method, error in summary.failed:
         print(f"  FAILED {dataset} · {method}: {error}")
-    print(f"wrote {out / 'leaderboard.csv'}, {out / 'leaderboard.md'}, {out / 'per_image.csv'}")
-    if not args.quiet:
-        print((out / "leaderboard.md").read_text())
-    return summary.exit_code
+    files: list[Path] = []
+    code = summary.exit_code
+    if not args.no_report:
+        try:
+            files = _write_figures_and_report(out, ("png", "pdf"))
+        except Exception as exc:  # the tables are written: say what failed and go on
+            print(f"error: figures/report not written ({type(exc).__name__}: {exc}); the tables "
+                  f"are in {out}; retry with `nicebench report {out}`", file=sys.stderr)  # fmt: skip
+            code = 1
+    board = pd.read_csv(out / "leaderboard.csv")
+    print(terminal_summary(board, out, files), end="")
+    return code
+
+
+def _write_figures_and_report(run_dir: Path, formats: tuple[str, ...]) -> list[Path]:
+    """The run's figures, then the report that shows them: [figures folder, report page]."""
+    from .report.figures import write_figures
+    from .report.html import write_report
+
+    write_figures(run_dir, formats=formats)
+    return [run_dir / "figures", write_report(run_dir)]
+
+
+def _run_dir(path: str) -> Path:
+    run_dir = Path(path)
+    if not (run_dir / "store.sqlite").is_file():
+        raise FileNotFoundError(f"{run_dir} holds no run store (store.sqlite): pass the --out "
+                                "directory of a `nicebench run`")  # fmt: skip
+    return run_dir
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from .report.figures import write_figures
+
+    formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
+    bad = sorted(set(formats) - {"png", "pdf", "svg"})
+    if bad:
+        raise ValueError(f"--format {args.format!r}: unknown format(s) {bad}; use png, pdf, svg")
+    paths = write_figures(_run_dir(args.run_dir), formats=formats)
+    print(f"wrote {len(paths)} files into {Path(args.run_dir) / 'figures'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    run_dir = _run_dir(args.run_dir)
+    if args.figures:
+        _write_figures_and_report(run_dir, ("png", "pdf"))
+    from .report.html import write_report
+
+    print(f"wrote {write_report(run_dir)}")
+    return 0
 
 
 _PLUGINS_HELP = ("local plugin module to load first: a dotted module name or a .py file "
@@ -109,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--metrics", action="append", help="e.g. deletion,insertion")
     r.add_argument("--n-images", type=int, dest="n_images")
-    r.add_argument("--out", help="run directory (store and tables); default: results")
+    r.add_argument("--out", help="run directory (store, tables, figures, report); default: "
+                   "runs/<config name>, runs/default without a config")
     r.add_argument("--device", help="cpu or cuda")
     r.add_argument("--batch-size", type=int, dest="batch_size")
     r.add_argument("--shard-size", type=int, dest="shard_size")
@@ -117,7 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", help="Ray cluster address (with --executor ray)")
     r.add_argument("--threads", type=int, help="torch CPU threads")
     r.add_argument("-q", "--quiet", action="store_true")
+    r.add_argument("--no-report", action="store_true", dest="no_report",
+                   help="write the tables only (no figures, no HTML report)")
     r.set_defaults(func=_run)
+
+    f = sub.add_parser("figures", parents=[common],
+                       help="draw a run's paper figures into RUN_DIR/figures (no model needed)")
+    f.add_argument("run_dir", help="a run directory (the --out of `nicebench run`)")
+    f.add_argument("--format", default="png,pdf", help="comma-separated: png, pdf, svg")
+    f.set_defaults(func=_figures)
+
+    h = sub.add_parser("report", parents=[common],
+                       help="write RUN_DIR/report/index.html, one self-contained page")
+    h.add_argument("run_dir", help="a run directory (the --out of `nicebench run`)")
+    h.add_argument("--figures", action="store_true", help="redraw the figures first")
+    h.set_defaults(func=_report)
     return p
 
 

@@ -115,6 +115,11 @@ class RunConfig:
     ``codecs``: the codecs of the compression track; the first is the reference every row's
     ``bd_rate`` is measured against and codes the methods' images. Empty: the setting ``codec``,
     else ``jpeg``.
+
+    ``out``: the run directory; by default ``runs/<config file's stem>`` (``runs/default`` for
+    the default leaderboard), so a user's run never writes into the committed reference results
+    (``results/``) unless named. ``skipped_datasets``: the optional datasets left out because
+    their files are not on this machine, each with the message that says how to get them.
     """
 
     datasets: list[PluginSpec] = field(default_factory=list)
@@ -127,13 +132,15 @@ class RunConfig:
     batch_size: int = 50
     device: str = "cpu"
     seed: int = 0
-    out: str = "results"
+    out: str = "runs/default"
     executor: str = "local"
     address: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    skipped_datasets: list[tuple[str, str]] = field(default_factory=list, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("skipped_datasets")
         d["datasets"] = [str(s) for s in self.datasets]
         d["models"] = [str(s) for s in self.models]
         d["methods"] = [str(s) for s in self.methods]
@@ -168,14 +175,17 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {sorted(unknown)}; "
                          f"known: {sorted(_KEYS | _LISTS)}")  # fmt: skip
+    skipped: list[tuple[str, str]] = []
     cfg = RunConfig(
         datasets=parse_specs(raw.get("datasets"))
-        + available(parse_specs(raw.get("optional_datasets"))),
+        + available(parse_specs(raw.get("optional_datasets")), skipped),
         methods=parse_specs(raw.get("methods")),
         codecs=parse_specs(raw.get("codecs")),
         metrics=list(raw.get("metrics", [])),
         settings=dict(raw.get("settings", {})),
     )
+    cfg.skipped_datasets = skipped
+    cfg.out = f"runs/{Path(source).stem}" if source != "<config>" else cfg.out
     if raw.get("models"):
         cfg.models = parse_specs(raw["models"])
     for key in _KEYS & set(raw):
@@ -183,15 +193,20 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
     return cfg
 
 
-def available(datasets: list[PluginSpec]) -> list[PluginSpec]:
-    """The datasets whose test split loads on this machine."""
+def available(
+    datasets: list[PluginSpec], skipped: list[tuple[str, str]] | None = None
+) -> list[PluginSpec]:
+    """The datasets whose test split loads on this machine; the others are appended to
+    ``skipped`` as (spec, the loader's message saying how to get the files)."""
     from .data import DatasetMissingError, load_dataset
 
     out = []
     for spec in datasets:
         try:
             load_dataset(spec.name, split="test", **spec.kwargs)
-        except DatasetMissingError:
+        except DatasetMissingError as exc:
+            if skipped is not None:
+                skipped.append((str(spec), str(exc)))
             continue
         out.append(spec)
     return out

@@ -168,12 +168,37 @@ def test_cli_list_and_errors(capsys, tmp_path):
 
 def test_cli_run_tiny(tiny_scenes, tmp_path, capsys):
     code = main(["run", "--datasets", TINY, "--methods", "edges,center", "--n-images", "4",
-                 "--out", str(tmp_path), "--metrics", "deletion,pointing_game"])  # fmt: skip
+                 "--out", str(tmp_path), "--metrics", "deletion,pointing_game", "--no-report"])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert "2 cells computed" in out and "| edges |" in out
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert board.insertion_auc.isna().all() and board.deletion_auc.notna().all()
+    # a compact summary, not the Markdown table: key columns that have values, the best method
+    # per metric, where the files are
+    lines = out.splitlines()
+    assert "2 cells computed" in out and "| edges |" not in out
+    assert max(len(line) for line in lines if str(tmp_path) not in line) <= 100
+    header = next(line for line in lines if line.strip().startswith("method"))
+    assert header.split() == ["method", "deletion", "pointing"]
+    best = board.set_index("method")
+    for metric, pick in (("deletion_auc", best.deletion_auc.idxmin()),
+                         ("pointing_game", best.pointing_game.idxmax())):  # fmt: skip
+        assert f"{metric} {pick} (" in out
+    assert f"run directory: {tmp_path}" in out and "leaderboard.md" in out
+    assert not (tmp_path / "report").exists()
+
+
+def test_run_directories_never_default_to_the_committed_results(tmp_path):
+    assert default_config().out == "runs/default"
+    path = tmp_path / "my-sweep.toml"
+    path.write_text('datasets = ["scenes:size=32"]\n')
+    assert load_config(path).out == "runs/my-sweep"
+    path.write_text('datasets = ["scenes:size=32"]\nout = "elsewhere"\n')
+    assert load_config(path).out == "elsewhere"
+    from pathlib import Path
+
+    for config in (Path(__file__).resolve().parents[1] / "configs").glob("*.toml"):
+        assert not load_config(config).out.startswith("results"), config
 
 
 def test_cli_codecs_the_first_is_the_reference(tiny_scenes, tmp_path, capsys):
@@ -326,7 +351,7 @@ def test_default_config_is_the_packaged_toml_and_unchanged():
     assert load_config(in_repo) == expected
 
 
-def test_optional_datasets_are_added_when_their_files_exist(tmp_path):
+def test_optional_datasets_are_added_when_their_files_exist(tiny_scenes, tmp_path, capsys):
     from nicebench import BenchDataset, DatasetMissingError, register_dataset
     from nicebench.registry import DATASETS
 
@@ -340,9 +365,17 @@ def test_optional_datasets_are_added_when_their_files_exist(tmp_path):
                     'optional_datasets = ["zz-absent", "scenes:size=64,n=4"]\n')  # fmt: skip
     try:
         cfg = load_config(path)
+        tiny = tmp_path / "tiny.toml"
+        tiny.write_text(f'datasets = ["{TINY}"]\noptional_datasets = ["zz-absent"]\n')
+        code = main(["run", str(tiny), "--methods", "center", "--metrics", "deletion",
+                     "--n-images", "2", "--out", str(tmp_path / "run"), "-q", "--no-report"])  # fmt: skip
     finally:
         DATASETS._items.pop("zz-absent")
     assert cfg.datasets == parse_specs(["scenes:size=32", "scenes:size=64,n=4"])
+    assert cfg.skipped_datasets == [("zz-absent", "zz-absent: not on this machine")]
+    assert code == 0
+    err = capsys.readouterr().err  # the user is told what was left out and why
+    assert "skipped dataset zz-absent: zz-absent: not on this machine" in err
 
 
 def test_report_reads_the_better_direction_from_the_metric_specs(tiny_scenes, tmp_path):

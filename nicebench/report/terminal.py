@@ -1,0 +1,91 @@
+"""The compact summary ``nicebench run`` prints: a few key columns per dataset, the best method
+per metric, and where the full tables, figures and report are."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["KEY_COLUMNS", "terminal_summary", "best_per_metric"]
+
+# The columns a terminal shows (the leaderboard files hold every column with its interval).
+KEY_COLUMNS = ["deletion_auc", "insertion_auc", "pointing_game", "mask_auroc",
+               "compression_ratio", "explain_ms_per_image"]  # fmt: skip
+_SHORT = {"deletion_auc": "deletion", "insertion_auc": "insertion", "pointing_game": "pointing",
+          "compression_ratio": "bytes_ratio", "explain_ms_per_image": "ms/image"}  # fmt: skip
+_WIDTH = 12
+
+
+def _reads_ground_truth(method_name: str) -> bool:
+    """Whether a method reads the dataset's ground-truth masks (a reference, not a contender)."""
+    from ..registry import METHODS
+
+    try:
+        return bool(METHODS.get(method_name).needs_masks)
+    except KeyError:  # a plugin of another process, not registered here
+        return False
+
+
+def best_per_metric(board: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """Per dataset (and model) and score column: the best explanation method (methods that read
+    the ground truth left out) with its value; better directions from the metric specs."""
+    from .tables import higher_is_better
+
+    directions = higher_is_better()
+    columns = [c for c in (columns or KEY_COLUMNS) if c in board and c != "explain_ms_per_image"]
+    methods = board[board.kind == "method"]
+    name = methods.method.str.split("(").str[0]
+    methods = methods[~name.map(_reads_ground_truth)]
+    rows = []
+    for (dataset, model), part in methods.groupby(["dataset", "model"], sort=False):
+        for col in columns:
+            values = part[col].dropna()
+            if values.empty or col not in directions:
+                continue
+            best = values.idxmax() if directions[col] else values.idxmin()
+            rows.append({"dataset": dataset, "model": model, "metric": col,
+                         "method": part.method[best], "value": float(values[best])})  # fmt: skip
+    return pd.DataFrame(rows, columns=["dataset", "model", "metric", "method", "value"])
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def terminal_summary(board: pd.DataFrame, out: str | Path, files: list[Path] | None = None) -> str:
+    """A summary that fits a terminal: per dataset the key columns that have values, the best
+    method per metric, and the files written."""
+    from .tables import lower_is_better
+
+    low = [_SHORT.get(c, c) for c in lower_is_better([c for c in KEY_COLUMNS if c in board])]
+    lines = [f"means over images (intervals in leaderboard.md); lower is better for "
+             f"{', '.join(low)}"]  # fmt: skip
+    for (dataset, model), part in board.groupby(["dataset", "model"], sort=False):
+        cols = [c for c in KEY_COLUMNS if c in part and part[c].notna().any()]
+        title = dataset if model == "default" else f"{dataset} · {model}"
+        width = max(8, *(len(m) for m in part.method)) + 1
+        lines += ["", title, "  " + "method".ljust(width)
+                  + "".join(_SHORT.get(c, c)[: _WIDTH - 1].rjust(_WIDTH) for c in cols)]
+        for _, r in part.iterrows():
+            lines.append("  " + str(r.method).ljust(width)
+                         + "".join(_cell(r[c]).rjust(_WIDTH) for c in cols))  # fmt: skip
+    best = best_per_metric(board)
+    if len(best):
+        lines += ["", "best method per metric (methods that read the ground truth left out):"]
+        for (dataset, model), part in best.groupby(["dataset", "model"], sort=False):
+            title = dataset if model == "default" else f"{dataset} · {model}"
+            lines.append(f"  {title}:")
+            lines += [f"    {r.metric} {r.method} ({r.value:.3f})" for r in part.itertuples()]
+    out = Path(out)
+    lines += ["", f"run directory: {out}",
+              "  tables: leaderboard.md, leaderboard.csv, per_image.csv"]  # fmt: skip
+    for path in files or []:
+        where = path.relative_to(out) if path.is_relative_to(out) else path
+        lines.append(f"  {'report' if path.suffix == '.html' else 'figures'}: {where}")
+    return "\n".join(lines) + "\n"
