@@ -206,7 +206,7 @@ def test_report_in_headless_chromium(tiny_report_run):
     assert EVIL_DATASET in expected and len(expected) == 2
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-dev-shm-usage"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             problems: list[str] = []
