@@ -142,6 +142,30 @@ def test_keys_select_cells_and_missing_store(tmp_path):
     assert not (tmp_path / "empty" / "store.sqlite").exists()
 
 
+def test_empty_store_and_tile_sizes(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.record_run({"datasets": []}, {})
+    store.close()
+    text = render_report(tmp_path / "run")
+    assert set(SECTIONS) <= _parse(text).ids and "No cells in this run yet" in text
+    from nicebench.report.html import _tile_shape
+
+    assert _tile_shape(28, 28) == (None, (112, 112))  # small: blown up by a whole factor
+    assert _tile_shape(64, 32) == (None, (128, 64))
+    assert _tile_shape(224, 448) == ((80, 160), (80, 160))  # large: drawn shrunk
+
+
+def test_browser_check_fails_when_required(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("NICEBENCH_CHROMIUM", raising=False)
+    monkeypatch.delenv("NICEBENCH_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium"):
+        _chromium()
+    monkeypatch.setenv("NICEBENCH_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="may not skip"):
+        _chromium()
+
+
 # -- the browser test ------------------------------------------------------------------------------
 def _chromium() -> str:
     """Debian's Chromium and Playwright for Python, or a skip (a failure when

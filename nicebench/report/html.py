@@ -38,6 +38,7 @@ _ROW = ["dataset", "model", "method", "kind"]
 _FIGURE_MAX_WIDTH = 1600
 # Sample tiles are drawn at an integer multiple of the image size close to this many CSS pixels.
 _TILE_PX = 112
+_TILE_MAX_PX = 160  # larger sample images are drawn shrunk to this
 # Directions for columns no metric spec names (the spec's own direction wins when there is one).
 _FALLBACK_HIGHER = {
     "accuracy_original": True, "accuracy_compressed": True, "accuracy_reference": True,
@@ -88,16 +89,32 @@ def _png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _png(array: np.ndarray) -> str:
-    """A uint8 array ([H, W], [H, W, 1], [H, W, 3] or [H, W, 4]) as a PNG data URI."""
+def _png(array: np.ndarray, shape: tuple[int, int] | None = None) -> str:
+    """A uint8 array ([H, W], [H, W, 1], [H, W, 3] or [H, W, 4]) as a PNG data URI, shrunk to
+    ``shape`` (H, W) when given and smaller (large images would make a heavy page)."""
     from PIL import Image
 
     array = np.ascontiguousarray(array)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
+    image = Image.fromarray(array)
+    if shape is not None and (shape[0] < image.height or shape[1] < image.width):
+        image = image.resize((shape[1], shape[0]), Image.BOX)
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", optimize=True)
+    image.save(buf, format="PNG", optimize=True)
     return _png_uri(buf.getvalue())
+
+
+def _tile_shape(height: int, width: int) -> tuple[tuple[int, int] | None, tuple[int, int]]:
+    """(the size a sample's PNGs are drawn at, or None for the stored size; the size they are
+    shown at): small images blown up by a whole factor (drawn pixelated), large ones shrunk."""
+    side = max(height, width)
+    if side > _TILE_MAX_PX:
+        scale = _TILE_MAX_PX / side
+        drawn = (max(1, round(height * scale)), max(1, round(width * scale)))
+        return drawn, drawn
+    k = max(1, round(_TILE_PX / side))
+    return None, (height * k, width * k)
 
 
 def _sha256(text: str) -> str:
@@ -248,13 +265,13 @@ def _colormap(name: str):
 _SEQUENTIAL, _DIVERGING = "viridis", "RdBu_r"
 
 
-def _render_map(array: np.ndarray, signed: bool) -> str:
+def _render_map(array: np.ndarray, signed: bool, shape: tuple[int, int] | None) -> str:
     a = np.nan_to_num(np.asarray(array, dtype=np.float32))
     if signed:
         rgba = _colormap(_DIVERGING)((np.clip(a, -1, 1) + 1) / 2, bytes=True)
     else:
         rgba = _colormap(_SEQUENTIAL)(np.clip(a, 0, 1), bytes=True)
-    return _png(rgba[:, :, :3])
+    return _png(rgba[:, :, :3], shape)
 
 
 def _colorbar(name: str) -> str:
@@ -262,9 +279,9 @@ def _colorbar(name: str) -> str:
     return _png(_colormap(name)(ramp, bytes=True)[:, :, :3])
 
 
-def _tile(uri: str, caption: str, px: int, title: str = "") -> str:
+def _tile(uri: str, caption: str, px: tuple[int, int], title: str = "") -> str:
     tip = f' title="{_e(title)}"' if title else ""
-    return (f'<figure class="tile"{tip}><img src="{uri}" width="{px}" height="{px}" '
+    return (f'<figure class="tile"{tip}><img src="{uri}" width="{px[1]}" height="{px[0]}" '
             f'alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>')  # fmt: skip
 
 
@@ -315,8 +332,8 @@ def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
                              if c not in (*_ROW, "image_index", "label", "pred", "accuracy_original")
                              and scores[c].notna().any()), key=lambda c: rank.get(c, len(rank)))  # fmt: skip
         first = indices[0] if indices else 0
-        size = _as_rgb(arrays[(first, "image")]).shape[0] if indices else 32
-        px = max(1, round(_TILE_PX / size)) * size
+        height, width = _as_rgb(arrays[(first, "image")]).shape[:2] if indices else (32, 32)
+        drawn, px = _tile_shape(height, width)
         title = _group_title(dataset, model, several_models)
         parts.append(f'<div class="browser" data-dataset="{_e(dataset)}" data-model="{_e(model)}">'
                      f"<h3>{_e(title)}</h3>")  # fmt: skip
@@ -340,19 +357,19 @@ def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
         for n, i in enumerate(indices):
             hidden = "" if n == 0 else " hidden"
             image = _as_rgb(arrays[(i, "image")])
-            tiles = [_tile(_png(image), f"image {i}", px)]
+            tiles = [_tile(_png(image, drawn), f"image {i}", px)]
             if (i, "mask") in arrays:
-                tiles.append(_tile(_png(arrays[(i, "mask")].astype(np.uint8) * 255),
+                tiles.append(_tile(_png(arrays[(i, "mask")].astype(np.uint8) * 255, drawn),
                                    "ground truth", px))  # fmt: skip
             for m in methods:
                 if (m, i) in by_key:
                     note = ("signed map, blue < 0 < red" if signed[m]
                             else "map, 0 (dark) to its largest value (yellow)")  # fmt: skip
-                    tiles.append(_tile(_render_map(by_key[(m, i)], signed[m]), m, px, note))
+                    tiles.append(_tile(_render_map(by_key[(m, i)], signed[m], drawn), m, px, note))
                 if (m, i) in gate_by:
                     keep = np.asarray(gate_by[(m, i)]) > 0
                     shown = np.where(keep[:, :, None], image, (image * 0.2).astype(np.uint8))
-                    tiles.append(_tile(_png(shown), f"{m} · gate", px,
+                    tiles.append(_tile(_png(shown, drawn), f"{m} · gate", px,
                                        f"pixels the gate keeps ({keep.mean():.0%})"))  # fmt: skip
             parts.append(f'<div class="sample" data-image="{i}"{hidden}>'
                          f'<div class="tiles">{"".join(tiles)}</div>')  # fmt: skip
@@ -547,6 +564,10 @@ th[aria-sort="descending"] button::after { content: " ▼"; color: var(--accent)
 th .dir { color: var(--accent); }
 td.num { text-align: right; white-space: nowrap; }
 td.name { font-weight: 600; white-space: nowrap; }
+table.sortable td.name, table.sortable th:first-child { position: sticky; left: 0; z-index: 1; }
+table.sortable td.name { background: #fff; }
+table.sortable tr.codec td.name { background: #fbfbf3; }
+table.sortable tbody tr:hover td.name { background: #eef3fb; }
 td .ci { display: block; color: var(--muted); font-size: 11px; }
 tr.codec td { background: #fbfbf3; }
 tbody tr:hover td { background: #eef3fb; }
@@ -655,8 +676,9 @@ def render_report(run_dir: str | Path, keys: set[str] | None = None) -> str:
     datasets = list(dict.fromkeys(cells.dataset)) if len(cells) else []
     n_methods = len(set(cells.method)) if len(cells) else 0
     meta = (f"{_e(run_dir.resolve().name)} · started {_e(run.get('started_at', '?'))} · code "
-            f"{_e(versions.get('code', '?'))} · {len(datasets)} datasets "
-            f"({_e(', '.join(datasets))}) · {n_methods} methods and codecs · {len(cells)} cells"
+            f"{_e(versions.get('code', '?'))} · {len(datasets)} datasets"
+            + (f" ({_e(', '.join(datasets))})" if datasets else "")
+            + f" · {n_methods} methods and codecs · {len(cells)} cells"
             + (f' · <span class="failed">{n_failed} failed</span>' if n_failed else ""))  # fmt: skip
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("leaderboard", "Leaderboard"), ("figures", "Figures"), ("images", "Per-image browser"),
