@@ -154,7 +154,7 @@ def _header(col: str, directions: dict[str, bool], help_: dict[str, str], numeri
     title = "; ".join(t for t in (help_.get(col, ""), note, "click to sort") if t)
     kind = "num" if numeric else "text"
     return (f'<th data-type="{kind}"{attr} title="{_e(title)}"><button type="button">'
-            f"{_e(col)}{mark}</button></th>")  # fmt: skip
+            f"{_e(col).replace('_', '_<wbr>')}{mark}</button></th>")  # fmt: skip
 
 
 # -- sections -------------------------------------------------------------------------------------
@@ -178,8 +178,9 @@ def _leaderboard_section(board: pd.DataFrame, several_models: bool) -> str:
         best: dict[str, float] = {}
         for c in cols:
             if numeric[c] and c in directions and c != "n_images" and methods[c].notna().any():
-                values = methods[c].astype(float)
-                best[c] = values.max() if directions[c] else values.min()
+                values = methods[c].astype(float).dropna()
+                if values.nunique() > 1:  # a column where every method ties marks no one
+                    best[c] = values.max() if directions[c] else values.min()
         title = _group_title(dataset, model, several_models)
         parts.append(f'<h3>{_e(title)}</h3><div class="scroll"><table class="board sortable" '
                      f'data-dataset="{_e(dataset)}" data-model="{_e(model)}"><thead><tr>')  # fmt: skip
@@ -556,13 +557,15 @@ h3 { margin: 18px 0 6px; font-size: 15px; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin-bottom: 6px; }
 th, td { padding: 4px 9px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { background: var(--bg2); text-align: left; white-space: nowrap; font-weight: 600; }
+th { background: var(--bg2); text-align: left; font-weight: 600; vertical-align: bottom; }
+th .dir { white-space: nowrap; }
 th button { font: inherit; font-weight: 600; color: inherit; background: none; border: 0;
-            padding: 0; cursor: pointer; }
+            padding: 0; cursor: pointer; text-align: inherit; }
 th[aria-sort="ascending"] button::after { content: " ▲"; color: var(--accent); }
 th[aria-sort="descending"] button::after { content: " ▼"; color: var(--accent); }
 th .dir { color: var(--accent); }
 td.num { text-align: right; white-space: nowrap; }
+th[data-type="num"] { text-align: right; }
 td.name { font-weight: 600; white-space: nowrap; }
 table.sortable td.name, table.sortable th:first-child { position: sticky; left: 0; z-index: 1; }
 table.sortable td.name { background: #fff; }
