@@ -102,6 +102,9 @@ def test_report_written_self_contained_with_every_section(tmp_path):
     from PIL import Image
 
     Image.new("RGB", (40, 30), "red").save(figures / "rate_accuracy_scenes.png")
+    Image.new("RGB", (2400, 900), "blue").save(figures / "wide.png")  # a 300-dpi figure
+    (figures / "wide.pdf").write_bytes(b"%PDF-1.4\n")
+    (figures / "broken.png").write_bytes(b"not a png")
     path = write_report(run_dir)
     assert path == run_dir / "report" / "index.html" and path.is_file()
     text = path.read_text()
@@ -115,6 +118,9 @@ def test_report_written_self_contained_with_every_section(tmp_path):
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
     # the figure, embedded, with its file name as caption and a link to the file beside it
     assert "rate_accuracy_scenes.png" in text and 'href="../figures/rate_accuracy_scenes.png"' in text
+    assert 'width="1600" height="600" alt="wide.png"' in text  # shrunk for the page
+    assert 'href="../figures/wide.pdf"' in text
+    assert 'alt="broken.png"' not in text and "broken.png: not a readable PNG" in text
     # leaderboard per dataset; the failed cell shows with its error; settings and versions
     assert text.count('<table class="board sortable"') == 2
     assert "ValueError: boom" in text and "Failed cells (1)" in text
