@@ -8,7 +8,11 @@ classifier accuracies, timings, failed cells with their errors, the run's settin
 
 Every string from a plugin, a config or a dataset goes through :func:`html.escape`; the page's
 Content-Security-Policy allows only its own inline script and style (by hash) and ``data:``
-images, so even a string that escaped escaping could neither run a script nor load anything.
+images, so even a string that escaped escaping could neither run a script nor load anything. The
+page embeds no JSON in its script: the data is in the (escaped) HTML, the script only sorts tables
+and switches sample images.
+
+Public: :func:`write_report` (the file) and :func:`render_report` (the page as a string).
 """
 
 from __future__ import annotations
@@ -360,7 +364,7 @@ def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
             image = _as_rgb(arrays[(i, "image")])
             tiles = [_tile(_png(image, drawn), f"image {i}", px)]
             if (i, "mask") in arrays:
-                tiles.append(_tile(_png(arrays[(i, "mask")].astype(np.uint8) * 255, drawn),
+                tiles.append(_tile(_png((np.asarray(arrays[(i, "mask")]) > 0).astype(np.uint8) * 255, drawn),
                                    "ground truth", px))  # fmt: skip
             for m in methods:
                 if (m, i) in by_key:
