@@ -88,12 +88,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _write_figures_and_report(run_dir: Path, formats: tuple[str, ...]) -> list[Path]:
-    """The run's figures, then the report that shows them: [figures folder, report page]."""
+    """The latest run's figures, then the report that shows them: [figures folder, page]."""
     from .report.figures import write_figures
     from .report.html import write_report
 
-    write_figures(run_dir, formats=formats)
-    return [run_dir / "figures", write_report(run_dir)]
+    keys = _latest_keys(run_dir)
+    write_figures(run_dir, formats=formats, keys=keys)
+    return [run_dir / "figures", write_report(run_dir, keys)]
+
+
+def _latest_keys(run_dir: Path) -> set[str] | None:
+    """The cells of the run directory's latest run (its tables show the same ones)."""
+    from .store import RunStore
+
+    store = RunStore(run_dir)
+    try:
+        return store.latest_keys()
+    finally:
+        store.close()
 
 
 def _run_dir(path: str) -> Path:
@@ -111,7 +123,8 @@ def _figures(args: argparse.Namespace) -> int:
     bad = sorted(set(formats) - {"png", "pdf", "svg"})
     if bad:
         raise ValueError(f"--format {args.format!r}: unknown format(s) {bad}; use png, pdf, svg")
-    paths = write_figures(_run_dir(args.run_dir), formats=formats)
+    run_dir = _run_dir(args.run_dir)
+    paths = write_figures(run_dir, formats=formats, keys=_latest_keys(run_dir))
     print(f"wrote {len(paths)} files into {Path(args.run_dir) / 'figures'}")
     return 0
 
@@ -122,7 +135,7 @@ def _report(args: argparse.Namespace) -> int:
         _write_figures_and_report(run_dir, ("png", "pdf"))
     from .report.html import write_report
 
-    print(f"wrote {write_report(run_dir)}")
+    print(f"wrote {write_report(run_dir, _latest_keys(run_dir))}")
     return 0
 
 

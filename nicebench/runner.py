@@ -344,7 +344,7 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
     cells = plan_cells(cfg)  # validates names first: a bad config leaves no store behind
     out = Path(cfg.out)
     store = RunStore(out).claim()  # one writer per run directory
-    store.record_run(cfg.to_dict(), versions())
+    store.record_run(cfg.to_dict(), versions(), [c.key for c in cells])
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
     summary = RunSummary(out, len(cells), len(cells) - len(todo), 0)

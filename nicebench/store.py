@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS cell_values (
 CREATE TABLE IF NOT EXISTS tables (
     cell_key TEXT, name TEXT, data TEXT, PRIMARY KEY (cell_key, name)
 );
-CREATE TABLE IF NOT EXISTS runs (started_at TEXT, config TEXT, versions TEXT);
+CREATE TABLE IF NOT EXISTS runs (started_at TEXT, config TEXT, versions TEXT, cells TEXT);
 CREATE TABLE IF NOT EXISTS artifacts (
     cell_key TEXT, image_index INTEGER, name TEXT, data BLOB,
     PRIMARY KEY (cell_key, image_index, name)
@@ -121,6 +121,9 @@ class RunStore:
         if "model" not in columns:  # a store written before models were an axis of a run
             with self.conn:
                 self.conn.execute("ALTER TABLE cells ADD COLUMN model TEXT DEFAULT 'default'")
+        if "cells" not in {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}:
+            with self.conn:  # a store written before runs recorded their cells
+                self.conn.execute("ALTER TABLE runs ADD COLUMN cells TEXT")
 
     def claim(self) -> RunStore:
         """Make this process the run directory's only writer until :meth:`close`; a
@@ -155,12 +158,22 @@ class RunStore:
         """Keys of the cells that finished successfully (a rerun skips them)."""
         return {r[0] for r in self.conn.execute("SELECT key FROM cells WHERE status = 'ok'")}
 
-    def record_run(self, config: dict[str, Any], versions: dict[str, str]) -> None:
+    def record_run(
+        self, config: dict[str, Any], versions: dict[str, str], keys: list[str] | None = None
+    ) -> None:
+        """Record a run's config, versions and the keys of its cells (its tables, figures and
+        report show those cells, see :meth:`latest_keys`)."""
         with self.conn:
             self.conn.execute(
-                "INSERT INTO runs VALUES (?, ?, ?)",
-                (time.strftime("%Y-%m-%dT%H:%M:%S"), json.dumps(config), json.dumps(versions)),
-            )
+                "INSERT INTO runs (started_at, config, versions, cells) VALUES (?, ?, ?, ?)",
+                (time.strftime("%Y-%m-%dT%H:%M:%S"), json.dumps(config), json.dumps(versions),
+                 json.dumps(keys) if keys is not None else None),
+            )  # fmt: skip
+
+    def latest_keys(self) -> set[str] | None:
+        """The cell keys of the latest run (None: no run, or one recorded without them)."""
+        row = self.conn.execute("SELECT cells FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        return set(json.loads(row[0])) if row and row[0] else None
 
     def write(self, r: CellResult) -> None:
         """Write one cell and everything it computed in a single transaction (replacing any

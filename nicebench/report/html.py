@@ -44,10 +44,6 @@ _FIGURE_MAX_WIDTH = 1600
 _TILE_PX = 112
 _TILE_MAX_PX = 160  # larger sample images are drawn shrunk to this
 # Directions for columns no metric spec names (the spec's own direction wins when there is one).
-_FALLBACK_HIGHER = {
-    "accuracy_original": True, "accuracy_compressed": True, "accuracy_reference": True,
-    "payload_ratio": False, "psnr": True, "ssim": True, "bpp_payload": False,
-}  # fmt: skip
 _COLUMN_HELP = {
     "n_images": "images scored",
     "explain_ms_per_image": "wall time of explain() per image (ms)",
@@ -133,7 +129,7 @@ def _group_title(dataset: str, model: str, several_models: bool) -> str:
 def _directions() -> dict[str, bool]:
     from .tables import higher_is_better
 
-    return {**_FALLBACK_HIGHER, **higher_is_better()}
+    return higher_is_better()
 
 
 def _descriptions() -> dict[str, str]:

@@ -32,7 +32,10 @@ _RENAME = {"correct": "accuracy_original"}
 # Which way is better for the columns that are not per-image metrics (a metric's direction is its
 # spec's ``higher_is_better``, see :func:`higher_is_better`).
 COLUMN_HIGHER_IS_BETTER = {"explain_ms_per_image": False, "compression_ratio": False,
-                           "bd_rate": False, "bpp": False}  # fmt: skip
+                           "bd_rate": False, "bpp": False, "payload_ratio": False,
+                           "bpp_payload": False, "accuracy_original": True,
+                           "accuracy_compressed": True, "accuracy_reference": True, "psnr": True,
+                           "ssim": True}  # fmt: skip
 
 
 def higher_is_better() -> dict[str, bool]:
