@@ -3,7 +3,8 @@
 Runs the same config (default: the default leaderboard's metrics and fast methods on scenes-64,
 100 images) into two fresh run directories, alternately with and without the figure data (every
 image's deletion/insertion curves, the sample's maps, gate masks and images), ``--repeat`` times,
-and prints one JSON line: the best wall time of each, their ratio, and both stores' sizes.
+in alternating order, and prints one JSON line: the best wall time of each, their ratio, and
+both stores' sizes.
 Run: ``python bench/figure_data.py [--methods random,gradcam,nice] [--n-images 100]``.
 """
 
@@ -44,8 +45,8 @@ def main() -> None:
     runner.run(replace(cfg, out=tempfile.mkdtemp()), progress=False)  # train, warm caches
     times: dict[str, list[float]] = {"keep": [], "none": []}
     sizes: dict[str, int] = {}
-    for _ in range(args.repeat):
-        for mode in ("keep", "none"):
+    for rep in range(args.repeat):
+        for mode in ("keep", "none") if rep % 2 == 0 else ("none", "keep"):  # alternate order
             out = Path(tempfile.mkdtemp())
             with contextlib.ExitStack() as stack:
                 if mode == "none":
