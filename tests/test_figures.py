@@ -89,7 +89,7 @@ def test_saliency_grid_rows_are_the_sample_images_in_order(tiny_run):
     axes = np.array(fig.axes).reshape(6, -1)
     maps = store.artifacts("map")
     methods = list(dict.fromkeys(maps.method))
-    assert [ax.get_title() for ax in axes[0]] == ["image", *methods]
+    assert [ax.get_title().replace("\n", "") for ax in axes[0]] == ["image", *methods]
     samples = store.samples(dataset)
     images = samples[samples.name == "image"].sort_values("image_index")
     assert fig.nicebench_index == images.image_index.tolist()[:6] == list(range(6))
@@ -136,6 +136,13 @@ def test_curves_one_per_method_with_band_and_labels(tiny_run):
         assert np.isfinite(band).all()
     assert "share of pixels" in axes[-1, 0].get_xlabel()
     assert [t.get_text() for t in fig.legends[0].get_texts()] == methods
+
+
+def test_wrap_label():
+    assert F.wrap_label("gradcam") == "gradcam"
+    wrapped = F.wrap_label("nice(batch_size=32,epochs=1,lam=0.5,n_train=64)", 14)
+    assert wrapped.replace("\n", "") == "nice(batch_size=32,epochs=1,lam=0.5,n_train=64)"
+    assert wrapped.split("\n")[0] == "nice" and max(map(len, wrapped.split("\n")[2:])) <= 14
 
 
 def test_bootstrap_band_brackets_the_mean():
@@ -211,7 +218,9 @@ def test_lambda_figures(tiny_run):
         for c, method in enumerate(sweeps.method, start=1):
             m = gates[(gates.method == method) & (gates.image_index == r)].iloc[0]["array"]
             drawn = np.asarray(axes[r, c].images[0].get_array())
-            np.testing.assert_array_equal(drawn, np.where(m[..., None] > 0, image, 128))
+            np.testing.assert_array_equal(drawn, F.masked_view(image, m))
+            np.testing.assert_array_equal(drawn[m > 0], image[m > 0])  # open gates: the image
+            assert (drawn[m == 0] != image[m == 0]).any(axis=-1).all()  # closed: tinted
     fig = F.lambda_tradeoff(store)
     board = leaderboard(store).set_index("method")
     axes = fig.axes

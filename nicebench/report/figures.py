@@ -40,6 +40,7 @@ import pandas as pd  # noqa: E402
 from matplotlib import patheffects  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from ..store import RunStore  # noqa: E402
 from . import style  # noqa: E402
@@ -48,8 +49,8 @@ from .style import DOUBLE_COLUMN, SINGLE_COLUMN, Palette  # noqa: E402
 __all__ = [
     "write_figures", "saliency_grid", "curves_figure", "forest_figure", "forest_metrics",
     "rate_accuracy_figure", "rate_accuracy_figures", "lambda_sweeps", "lambda_mask_grid",
-    "lambda_tradeoff", "mixed_resolution_examples", "leaderboard_latex", "run_palette",
-    "METRIC_LABELS",
+    "lambda_tradeoff", "mixed_resolution_examples", "leaderboard_latex", "latex_columns",
+    "run_palette", "wrap_label", "masked_view", "METRIC_LABELS",
 ]  # fmt: skip
 
 # How a leaderboard column is named on an axis or in a table header.
@@ -78,6 +79,25 @@ def _safe(name: str) -> str:
 
 def _where(dataset: str, model: str) -> str:
     return dataset if model == "default" else f"{dataset} · {model}"
+
+
+def wrap_label(label: str, width: int = 14) -> str:
+    """A leaderboard label over several lines for a narrow column: the plugin name, then its
+    parameters, at most ``width`` characters a line where a parameter allows
+    (``"nice(lam=0.2,epochs=2)"`` → ``"nice\n(lam=0.2,\nepochs=2)"``)."""
+    if len(label) <= width or "(" not in label:
+        return label
+    name, rest = label.split("(", 1)
+    lines, current = [name], "("
+    for part in rest.split(","):
+        piece = part if current == "(" else "," + part
+        if current != "(" and len(current) + len(piece) > width:
+            lines.append(current + ",")
+            current = part
+        else:
+            current += piece
+    lines.append(current)
+    return "\n".join(lines)
 
 
 def _groups(df: pd.DataFrame) -> list[tuple[str, str]]:
@@ -187,9 +207,10 @@ def saliency_grid(store: RunStore, dataset: str, model: str = "default",
     ncols, nrows = len(methods) + 1, len(index)
     has_gate = any(m in {k[0] for k in gate} for m in methods)
     legend = 0.25 if (gt or has_gate) else 0.0
-    slanted = any(len(m) > 9 for m in methods) and ncols > 8
+    titles = [wrap_label(m, 12 if ncols > 8 else 16) for m in methods]
+    title_lines = max(t.count("\n") + 1 for t in titles)
     with style.context():
-        fig, axes = _image_grid(nrows, ncols, top=0.55 if slanted else 0.4, bottom=legend)
+        fig, axes = _image_grid(nrows, ncols, top=0.3 + 0.1 * title_lines, bottom=legend)
         for r, i in enumerate(index):
             image = images[i]
             ax = axes[r, 0]
@@ -210,9 +231,8 @@ def saliency_grid(store: RunStore, dataset: str, model: str = "default",
                 if (method, i) in gate:
                     _outline(ax, gate[(method, i)], _GATE_OUTLINE, "--")
         axes[0, 0].set_title("image", fontsize=6, pad=2)
-        for c, method in enumerate(methods, start=1):
-            axes[0, c].set_title(method, fontsize=6, pad=2, rotation=25 if slanted else 0,
-                                 ha="left" if slanted else "center")  # fmt: skip
+        for c, title in enumerate(titles, start=1):
+            axes[0, c].set_title(title, fontsize=6, pad=2, linespacing=1.0)
         fig.suptitle(f"Saliency maps, {_where(dataset, model)}", y=1.0, va="top")
         handles = []
         if gt:
@@ -250,6 +270,7 @@ def curves_figure(store: RunStore, keys: set[str] | None = None,
         fig, axes = plt.subplots(nrows, ncols, figsize=(width, 1.9 * nrows + 0.6), squeeze=False,
                                  sharex=True, sharey="row")  # fmt: skip
         handles: dict[str, Line2D] = {}
+        band_alpha = 0.12 if curves.method.nunique() <= 6 else 0.06  # many bands: fainter
         for r, name in enumerate(which):
             for c, (dataset, model) in enumerate(groups):
                 ax = axes[r, c]
@@ -262,7 +283,7 @@ def curves_figure(store: RunStore, keys: set[str] | None = None,
                     st = palette.line(method)
                     (line,) = ax.plot(x, mean, color=st["color"], ls=st["linestyle"], lw=1.0,
                                       label=method)  # fmt: skip
-                    ax.fill_between(x, lo, hi, color=st["color"], alpha=0.12, lw=0)
+                    ax.fill_between(x, lo, hi, color=st["color"], alpha=band_alpha, lw=0)
                     handles.setdefault(method, line)
                 ax.set_xlim(0, 1)
                 if name == "deletion":
@@ -445,12 +466,24 @@ def lambda_sweeps(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame
     return df[n >= 2].sort_values(["dataset", "model", "sweep", "lam"]).reset_index(drop=True)
 
 
+_CLOSED = np.array([0x00, 0x72, 0xB2], dtype=np.float32)  # Okabe-Ito blue
+
+
+def masked_view(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``image`` (uint8 HWC) where ``mask`` (HW) is set; elsewhere a dark blue tint of it
+    (35% blue + 25% image), so closed gates show on black backgrounds too. uint8 HW3."""
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+    closed = (0.35 * _CLOSED + 0.25 * rgb.astype(np.float32)).round().astype(np.uint8)
+    return np.where((np.asarray(mask) > 0)[..., None], rgb, closed)
+
+
 def lambda_mask_grid(store: RunStore, dataset: str, model: str = "default",
                      keys: set[str] | None = None, n_images: int = 6,
                      sweeps: pd.DataFrame | None = None) -> Figure | None:
     """The authors' figure: sample images (rows) × λ (columns, increasing), the first column the
-    image, then the image times the binary gate mask kept at each λ (grey where gates are closed
-    on colour images, black on grey ones, as the zero reference does). The first sweep of the
+    image, then the image where the binary gate mask kept at each λ is open and a dark blue tint of
+    it where closed (:func:`masked_view`: a zero reference would hide a mask on the black
+    background of MNIST-like images). The first sweep of the
     dataset when a run has several. ``None`` without a λ sweep or kept gate masks."""
     sweeps = lambda_sweeps(store, keys) if sweeps is None else sweeps
     sw = sweeps[(sweeps.dataset == dataset) & (sweeps.model == model)] if len(sweeps) else sweeps
@@ -470,7 +503,7 @@ def lambda_mask_grid(store: RunStore, dataset: str, model: str = "default",
         return None
     ncols, nrows = len(sw) + 1, len(index)
     with style.context():
-        fig, axes = _image_grid(nrows, ncols, max_cell=0.85, top=0.4, left=0.3)
+        fig, axes = _image_grid(nrows, ncols, max_cell=0.85, top=0.55, left=0.3, bottom=0.22)
         for r, i in enumerate(index):
             image = images[i]
             _show_image(axes[r, 0], image)
@@ -482,14 +515,16 @@ def lambda_mask_grid(store: RunStore, dataset: str, model: str = "default",
                 m = mask.get((s.method, i))
                 if m is None:
                     continue
-                keep = (m > 0)[..., None]
-                grey = np.full_like(image, 0 if image.shape[-1] == 1 else 128)
-                _show_image(ax, np.where(keep, image, grey))
+                _show_image(ax, masked_view(image, m))
         axes[0, 0].set_title("image", fontsize=7)
         for c, (_, s) in enumerate(sw.iterrows(), start=1):
             axes[0, c].set_title(f"λ = {s.lam:g}", fontsize=7)
-        fig.suptitle(f"{sw.sweep.iloc[0]} gate masks over λ, {_where(dataset, model)}", y=1.0,
-                     va="top")
+        fig.suptitle(f"Gate masks over λ, {_where(dataset, model)}\n{sw.sweep.iloc[0]}", y=1.0,
+                     va="top", fontsize=7, linespacing=1.2)
+        closed = masked_view(np.full((1, 1, 3), 160, np.uint8), np.zeros((1, 1)))[0, 0] / 255
+        fig.legend(handles=[Patch(facecolor=tuple(closed), edgecolor="none",
+                                  label="gates closed (image tinted)")],
+                   loc="lower center", bbox_to_anchor=(0.5, 0.0))  # fmt: skip
     fig.nicebench_lams = sw.lam.tolist()
     fig.nicebench_index = index
     return fig
@@ -625,10 +660,21 @@ def mixed_resolution_examples(store: RunStore, dataset: str, model: str = "defau
         entries.append(("original", original.iloc[0]["array"]))
     entries += [("method", p) for p in panels]
     blocks = math.ceil(len(entries) / ncols)
-    cell = DOUBLE_COLUMN / ncols
+    title_lines = max(wrap_label(p[0]).count("\n") + 2 for p in panels)
+    gap = 0.16 + 0.09 * title_lines  # inches between rows: an x label, the next row's titles
+    left, top, bottom = 0.32, 0.3 + 0.09 * title_lines, 0.16
+    cell = (DOUBLE_COLUMN - left) / (ncols + 0.04 * (ncols - 1))
+    nrows = 2 * blocks
+    height = top + bottom + nrows * cell + (nrows - 1) * gap
     with style.context():
-        fig, axes = plt.subplots(2 * blocks, ncols, figsize=(DOUBLE_COLUMN, 2 * blocks * (cell + 0.25)),
-                                 squeeze=False)  # fmt: skip
+        fig, axes = plt.subplots(nrows, ncols, figsize=(DOUBLE_COLUMN, height), squeeze=False)
+        fig.subplots_adjust(left=left / DOUBLE_COLUMN, right=0.999, top=1 - top / height,
+                            bottom=bottom / height, wspace=0.04, hspace=gap / cell)  # fmt: skip
+        for b in range(blocks):
+            for row, text in ((2 * b, "mixed resolution"), (2 * b + 1, f"{codec}, uniform")):
+                pos = axes[row, 0].get_position()
+                fig.text(0.3 / DOUBLE_COLUMN, (pos.y0 + pos.y1) / 2, text, rotation=90,
+                         ha="right", va="center", fontsize=6)  # fmt: skip
         for ax in axes.ravel():
             _blank(ax)
             ax.set_visible(False)
@@ -647,12 +693,11 @@ def mixed_resolution_examples(store: RunStore, dataset: str, model: str = "defau
                             transform=ax.transAxes)  # fmt: skip
                 else:
                     _show_image(ax, im if im.ndim == 3 else im[..., None])
-            top.set_title(f"{method}\n{chosen}", fontsize=6)
+            top.set_title(f"{wrap_label(method)}\n{chosen}", fontsize=6, linespacing=1.0)
             top.set_xlabel(f"{nbytes} B", fontsize=6, labelpad=1)
             bottom.set_xlabel(f"{codec} {cpoint}: {cbytes} B", fontsize=6, labelpad=1)
-        fig.suptitle(f"Mixed resolution (top) vs {codec} at about equal bytes (bottom), "
-                     f"{_where(dataset, model)} image #{image_index}", y=1.0)  # fmt: skip
-        fig.tight_layout(pad=0.3, h_pad=0.2, w_pad=0.2)
+        fig.suptitle(f"Coded by each method's mask vs {codec} at about equal bytes, "
+                     f"{_where(dataset, model)} image #{image_index}", y=1.0, va="top")  # fmt: skip
     fig.nicebench_panels = [(p[0], p[1], p[3], p[4], p[6]) for p in panels]
     return fig
 
