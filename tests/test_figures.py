@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 
 import matplotlib
 import numpy as np
@@ -164,7 +165,8 @@ def test_forest_plot_sorted_best_first_with_baselines_marked(tiny_run):
         ax = fig.axes[0]
         labels = [t.get_text() for t in ax.get_yticklabels()]
         ticks = list(ax.get_yticks())
-        shown = [lab for _, lab in sorted(zip(ticks, labels, strict=True), reverse=True)]  # top first
+        # top first
+        shown = [lab for _, lab in sorted(zip(ticks, labels, strict=True), reverse=True)]
         part = board[board[metric].notna()]
         expected = part.sort_values(metric, ascending=not higher_is_better()[metric],
                                     kind="stable").method.tolist()  # fmt: skip
@@ -365,6 +367,12 @@ def test_mixed_resolution_examples_at_nearest_bytes(tmp_path):
     paths = F.write_figures(tmp_path)
     names = {p.name for p in paths}
     assert {"mixed_resolution_toy-a.png", "mixed_resolution_toy-b.pdf"} <= names
+    # keys: only these cells (here toy-b's) are drawn
+    shutil.rmtree(tmp_path / "figures")
+    keys = set(store.cells().query("dataset == 'toy-b'").key)
+    names = {p.name for p in F.write_figures(tmp_path, formats=["png"], keys=keys)}
+    assert "mixed_resolution_toy-b.png" in names and "saliency_grid_toy-b.png" in names
+    assert not any("toy-a" in n for n in names)
     store.close()
 
 

@@ -4,18 +4,21 @@
 ``leaderboard.tex``; each figure also has its own function returning the matplotlib ``Figure``
 (or ``None`` when the run lacks what it needs), so a script or a test can draw or inspect one:
 
-========================  ==============================================================  =========
-file                      what                                                            function
-========================  ==============================================================  =========
-saliency_grid_<d>         sample images (rows) × methods (columns), map over the image    :func:`saliency_grid`
-curves                    deletion / insertion: mean curve, 95% bootstrap band            :func:`curves_figure`
-forest_<metric>           per dataset, each method's mean and 95% interval, sorted        :func:`forest_figure`
-rate_accuracy_<d>         compression operating points against the codecs' sweeps         :func:`rate_accuracy_figure`
-nice_masks_over_lambda_<d>  gate masks of the sample over λ (a λ-sweep run)               :func:`lambda_mask_grid`
-nice_lambda_tradeoff      mask share vs masked accuracy and deletion over λ               :func:`lambda_tradeoff`
-mixed_resolution_<d>      a sample image coded by each method vs the codec at equal bytes :func:`mixed_resolution_examples`
-leaderboard.tex           the leaderboard, booktabs, best per column in bold              :func:`leaderboard_latex`
-========================  ==============================================================  =========
+- ``saliency_grid_<d>``: sample images (rows) × methods (columns), each map over the image, the
+  ground-truth outline, gate methods' binary masks outlined (:func:`saliency_grid`);
+- ``curves``: deletion and insertion, each method's mean curve with its 95% bootstrap band, one
+  panel per dataset (:func:`curves_figure`);
+- ``forest_<metric>``: per dataset each row's mean and 95% interval, sorted best first, baselines
+  and codecs marked (:func:`forest_figure`);
+- ``rate_accuracy_<d>``: the compression track's operating points against the codecs' quality
+  sweeps, Pareto fronts where the points carry ``on_front`` (:func:`rate_accuracy_figure`);
+- ``nice_masks_over_lambda_<d>`` and ``nice_lambda_tradeoff``: a gate method swept over ``lam``,
+  the masks of the sample per λ and mask share against masked accuracy and deletion
+  (:func:`lambda_mask_grid`, :func:`lambda_tradeoff`);
+- ``mixed_resolution_<d>``: one sample image coded by each method's mask beside the reference
+  codec at about equal bytes (:func:`mixed_resolution_examples`);
+- ``leaderboard.tex``: the leaderboard, booktabs, best per column in bold
+  (:func:`leaderboard_latex`).
 
 ``<d>`` is the dataset's label (with the classifier's label when a run has several), made
 file-name safe. Figures a run cannot feed (no masks, no compression, no gate method, no λ sweep,
@@ -107,6 +110,12 @@ def _groups(df: pd.DataFrame) -> list[tuple[str, str]]:
     return list(dict.fromkeys(zip(df["dataset"], df["model"], strict=True)))
 
 
+def _by_index(samples: pd.DataFrame, name: str) -> dict[int, np.ndarray]:
+    """A dataset's sample arrays called ``name``, by image index."""
+    part = samples[samples.name == name]
+    return dict(zip(part.image_index.astype(int), part["array"], strict=True))
+
+
 def _ok_cells(store: RunStore, keys: set[str] | None) -> pd.DataFrame:
     cells = store.cells(keys)
     return cells[cells.status == "ok"]
@@ -192,8 +201,8 @@ def saliency_grid(store: RunStore, dataset: str, model: str = "default",
     if maps.empty:
         return None
     samples = store.samples(dataset)
-    images = {int(r.image_index): r["array"] for _, r in samples[samples.name == "image"].iterrows()}
-    gt = {int(r.image_index): r["array"] for _, r in samples[samples.name == "mask"].iterrows()}
+    images = _by_index(samples, "image")
+    gt = _by_index(samples, "mask")
     labels = {int(r.image_index): int(np.asarray(r["array"]).ravel()[0])
               for _, r in samples[samples.name == "label"].iterrows()}  # fmt: skip
     index = sorted(set(maps.image_index) & set(images))[:n_images]
@@ -216,8 +225,8 @@ def saliency_grid(store: RunStore, dataset: str, model: str = "default",
             ax = axes[r, 0]
             _show_image(ax, image)
             _blank(ax)
-            ax.set_ylabel(f"#{i}" + (f" ({labels[i]})" if i in labels else ""), fontsize=6,
-                          rotation=0, ha="right", va="center")  # fmt: skip
+            ax.set_ylabel(f"#{i}" + (f"\nclass {labels[i]}" if i in labels else ""), fontsize=6,
+                          rotation=0, ha="right", va="center", linespacing=1.1)  # fmt: skip
             for c, method in enumerate(methods, start=1):
                 ax = axes[r, c]
                 _blank(ax)
@@ -236,9 +245,9 @@ def saliency_grid(store: RunStore, dataset: str, model: str = "default",
         fig.suptitle(f"Saliency maps, {_where(dataset, model)}", y=1.0, va="top")
         handles = []
         if gt:
+            stroke = patheffects.withStroke(linewidth=2.2, foreground="0.2")
             handles.append(Line2D([], [], color="white", lw=1.0, label="ground-truth object",
-                                  path_effects=[patheffects.withStroke(linewidth=2.2,
-                                                                       foreground="0.2")]))  # fmt: skip
+                                  path_effects=[stroke]))  # fmt: skip
         if has_gate:
             handles.append(Line2D([], [], color=_GATE_OUTLINE, ls="--", lw=1.0,
                                   label="gate mask (gate methods)"))  # fmt: skip
@@ -292,8 +301,9 @@ def curves_figure(store: RunStore, keys: set[str] | None = None,
                 if r == 0:
                     ax.set_title(_where(dataset, model))
                 if r == nrows - 1:
-                    ax.set_xlabel(f"share of pixels {'deleted' if name == 'deletion' else 'inserted'}"
-                                  if nrows == 1 else "share of pixels deleted / inserted")  # fmt: skip
+                    done = {"deletion": "deleted", "insertion": "inserted"}[name]
+                    ax.set_xlabel(f"share of pixels {done}" if nrows == 1
+                                  else "share of pixels deleted / inserted")  # fmt: skip
                 if c == 0:
                     ax.set_ylabel(f"{name.capitalize()}\np(target class)")
         ncol = min(len(handles), 7 if ncols > 1 else 3)
@@ -325,7 +335,9 @@ def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = No
 
         directions = higher_is_better()
     higher = directions.get(metric, True)
-    data = board[pd.to_numeric(board.get(metric), errors="coerce").notna()] if metric in board else board.iloc[:0]
+    if metric not in board:
+        return None
+    data = board[pd.to_numeric(board[metric], errors="coerce").notna()]
     if data.empty:
         return None
     palette = palette or Palette(data.loc[data.kind != "codec", "method"],
@@ -359,11 +371,13 @@ def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = No
             ax.set_ylim(-0.7, len(part) - 0.3)
             ax.grid(True, axis="x")
             ax.set_title(_where(dataset, model))
-            ax.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} ({'↑' if higher else '↓'} better)")
+            arrow = "↑" if higher else "↓"
+            ax.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} ({arrow} better)")
         has_ci = f"{metric}_lo" in data and data[f"{metric}_lo"].notna().any()
-        handles = [Line2D([], [], marker="o", color="0.2", lw=1.2 if has_ci else 0, ms=4,
+        lw = 1.2 if has_ci else 0
+        handles = [Line2D([], [], marker="o", color="0.2", lw=lw, ms=4,
                           label="method (95% CI)" if has_ci else "method"),
-                   Line2D([], [], marker="s", color="0.5", mfc="white", lw=1.2 if has_ci else 0, ms=4,
+                   Line2D([], [], marker="s", color="0.5", mfc="white", lw=lw, ms=4,
                           label="baseline / codec")]  # fmt: skip
         fig.legend(handles=handles, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0))
         fig.tight_layout(rect=(0, 0.08 if nmax > 6 else 0.12, 1, 1))
@@ -425,8 +439,10 @@ def rate_accuracy_figures(points: pd.DataFrame, out: str | Path,
                           formats: Sequence[str] = ("png",)) -> list[Path]:
     """:func:`rate_accuracy_figure` for every dataset of ``points``, written into ``out``."""
     paths: list[Path] = []
-    palette = Palette(points.loc[points.kind != "codec", "method"],
-                      points.loc[points.kind == "codec", "method"]) if len(points) else None  # fmt: skip
+    palette = None
+    if len(points):
+        palette = Palette(points.loc[points.kind != "codec", "method"],
+                          points.loc[points.kind == "codec", "method"])
     for dataset, model in _groups(points):
         fig = rate_accuracy_figure(points, dataset, model, palette)
         paths += _save(fig, Path(out), f"rate_accuracy_{_safe(_where(dataset, model))}", formats)
@@ -496,7 +512,7 @@ def lambda_mask_grid(store: RunStore, dataset: str, model: str = "default",
     if gates.empty:
         return None
     samples = store.samples(dataset)
-    images = {int(r.image_index): r["array"] for _, r in samples[samples.name == "image"].iterrows()}
+    images = _by_index(samples, "image")
     mask = {(r.method, int(r.image_index)): r["array"] for _, r in gates.iterrows()}
     index = sorted(set(gates.image_index) & set(images))[:n_images]
     if not index:
@@ -630,7 +646,9 @@ def mixed_resolution_examples(store: RunStore, dataset: str, model: str = "defau
         return None
     if codec is None:
         ref = store.tables("compression", keys)
-        refs = ref.loc[ref.dataset == dataset, "bd_codec"].dropna() if len(ref) and "bd_codec" in ref else []
+        refs = []
+        if len(ref) and "bd_codec" in ref:
+            refs = ref.loc[ref.dataset == dataset, "bd_codec"].dropna().tolist()
         codec = next((c for c in refs if c in set(codecs.method)), codecs.method.iloc[0])
     codecs = codecs[codecs.method == codec]
     if image_index is None:
@@ -746,6 +764,11 @@ def _tex_value(row: pd.Series, col: str) -> float | None:
     return None if pd.isna(v) else float(v)
 
 
+_CAPTION = ("Leaderboard: mean over images with its 95% bootstrap interval in brackets; the best "
+            "value per column and dataset in bold (the oracle, which reads the ground truth, is "
+            "not ranked). Codec rows are scored on compression only.")
+
+
 def leaderboard_latex(board: pd.DataFrame, directions: dict[str, bool] | None = None,
                       caption: str | None = None) -> str:
     """The leaderboard as a booktabs ``table*``: one block of rows per dataset (and classifier),
@@ -763,8 +786,9 @@ def leaderboard_latex(board: pd.DataFrame, directions: dict[str, bool] | None = 
                          for c in cols]
     lines = [
         "% nicebench leaderboard: mean [95% bootstrap interval]; best per column and dataset in bold",
+        "% needs \\usepackage{booktabs} and \\usepackage{graphicx}",
         "\\begin{table*}[t]", "\\centering", "\\small",
-        f"\\caption{{{caption or 'Leaderboard: mean over images with its 95% bootstrap interval; best per dataset in bold (the oracle is not ranked). Codec rows: compression only.'}}}".replace("%", "\\%"),
+        f"\\caption{{{_tex(caption or _CAPTION)}}}",
         "\\label{tab:leaderboard}",
         "\\resizebox{\\textwidth}{!}{%",
         f"\\begin{{tabular}}{{l{'r' * len(cols)}}}",
@@ -779,8 +803,9 @@ def leaderboard_latex(board: pd.DataFrame, directions: dict[str, bool] | None = 
             vals = [v for _, r in ranked.iterrows() if (v := _tex_value(r, c)) is not None]
             if vals:
                 best[c] = _num(max(vals) if directions.get(c, True) else min(vals))
+        group = _tex(_where(dataset, model))
         lines += ["\\midrule",
-                  f"\\multicolumn{{{len(cols) + 1}}}{{l}}{{\\textit{{{_tex(_where(dataset, model))}}}}} \\\\"]  # fmt: skip
+                  f"\\multicolumn{{{len(cols) + 1}}}{{l}}{{\\textit{{{group}}}}} \\\\"]
         for _, row in part.iterrows():
             name = _tex(row.method) + (" (codec)" if row.kind == "codec" else "")
             cells = [name]
@@ -851,13 +876,14 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
                            f"rate_accuracy_{_safe(_where(dataset, model))}", formats)  # fmt: skip
         sweeps = lambda_sweeps(store, keys)
         for dataset, model in _groups(sweeps):
-            paths += _save(lambda_mask_grid(store, dataset, model, keys, sweeps=sweeps), out,
-                           f"nice_masks_over_lambda_{_safe(_where(dataset, model))}", formats)  # fmt: skip
+            fig = lambda_mask_grid(store, dataset, model, keys, sweeps=sweeps)
+            paths += _save(fig, out, f"nice_masks_over_lambda_{_safe(_where(dataset, model))}",
+                           formats)  # fmt: skip
         paths += _save(lambda_tradeoff(store, keys, board, sweeps), out, "nice_lambda_tradeoff",
                        formats)  # fmt: skip
         for dataset, model in groups:
-            paths += _save(mixed_resolution_examples(store, dataset, model, keys), out,
-                           f"mixed_resolution_{_safe(_where(dataset, model))}", formats)  # fmt: skip
+            fig = mixed_resolution_examples(store, dataset, model, keys)
+            paths += _save(fig, out, f"mixed_resolution_{_safe(_where(dataset, model))}", formats)
         if len(board):
             out.mkdir(parents=True, exist_ok=True)
             tex = out / "leaderboard.tex"
