@@ -346,7 +346,7 @@ def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = No
     nmax = max(len(data[(data.dataset == d) & (data.model == m)]) for d, m in groups)
     width = DOUBLE_COLUMN if len(groups) > 1 else SINGLE_COLUMN
     with style.context():
-        fig, axes = plt.subplots(1, len(groups), figsize=(width, 0.5 + 0.17 * nmax + 0.3),
+        fig, axes = plt.subplots(1, len(groups), figsize=(width, 0.8 + 0.17 * max(nmax, 3)),
                                  squeeze=False)  # fmt: skip
         for c, (dataset, model) in enumerate(groups):
             ax = axes[0, c]
@@ -375,12 +375,16 @@ def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = No
             ax.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} ({arrow} better)")
         has_ci = f"{metric}_lo" in data and data[f"{metric}_lo"].notna().any()
         lw = 1.2 if has_ci else 0
-        handles = [Line2D([], [], marker="o", color="0.2", lw=lw, ms=4,
-                          label="method (95% CI)" if has_ci else "method"),
-                   Line2D([], [], marker="s", color="0.5", mfc="white", lw=lw, ms=4,
-                          label="baseline / codec")]  # fmt: skip
+        bases = [style.is_baseline(m, k) for m, k in zip(data.method, data.kind, strict=True)]
+        handles = []
+        if not all(bases):
+            handles.append(Line2D([], [], marker="o", color="0.2", lw=lw, ms=4,
+                                  label="method (95% CI)" if has_ci else "method"))  # fmt: skip
+        if any(bases):
+            handles.append(Line2D([], [], marker="s", color="0.5", mfc="white", lw=lw, ms=4,
+                                  label="baseline / codec"))  # fmt: skip
         fig.legend(handles=handles, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0))
-        fig.tight_layout(rect=(0, 0.08 if nmax > 6 else 0.12, 1, 1))
+        fig.tight_layout(rect=(0, 0.22 / fig.get_figheight(), 1, 1))
     return fig
 
 
