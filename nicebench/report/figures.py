@@ -1,56 +1,898 @@
-"""Figures drawn from a run's tables (no models needed): the rate–accuracy plot per dataset
-(and classifier, when a run has several)."""
+"""Paper figures drawn from what a run keeps in its store (no model needed).
+
+:func:`write_figures` writes ``RUN_DIR/figures/`` (vector PDF and 300-dpi PNG) and
+``leaderboard.tex``; each figure also has its own function returning the matplotlib ``Figure``
+(or ``None`` when the run lacks what it needs), so a script or a test can draw or inspect one:
+
+- ``saliency_grid_<d>``: sample images (rows) × methods (columns), each map over the image, the
+  ground-truth outline, gate methods' binary masks outlined (:func:`saliency_grid`);
+- ``curves``: deletion and insertion, each method's mean curve with its 95% bootstrap band, one
+  panel per dataset (:func:`curves_figure`);
+- ``forest_<metric>``: per dataset each row's mean and 95% interval, sorted best first, baselines
+  and codecs marked (:func:`forest_figure`);
+- ``rate_accuracy_<d>``: the compression track's operating points against the codecs' quality
+  sweeps, Pareto fronts where the points carry ``on_front`` (:func:`rate_accuracy_figure`);
+- ``nice_masks_over_lambda_<d>`` and ``nice_lambda_tradeoff``: a gate method swept over ``lam``,
+  the masks of the sample per λ and mask share against masked accuracy and deletion
+  (:func:`lambda_mask_grid`, :func:`lambda_tradeoff`);
+- ``mixed_resolution_<d>``: one sample image coded by each method's mask beside the reference
+  codec at about equal bytes (:func:`mixed_resolution_examples`);
+- ``leaderboard.tex``: the leaderboard, booktabs, best per column in bold
+  (:func:`leaderboard_latex`).
+
+``<d>`` is the dataset's label (with the classifier's label when a run has several), made
+file-name safe. Figures a run cannot feed (no masks, no compression, no gate method, no λ sweep,
+no coded examples) are skipped without error.
+"""
 
 from __future__ import annotations
 
+import io
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
-__all__ = ["rate_accuracy_figures"]
+from ..store import RunStore  # noqa: E402
+from . import style  # noqa: E402
+from .style import DOUBLE_COLUMN, SINGLE_COLUMN, Palette  # noqa: E402
+
+__all__ = [
+    "write_figures", "saliency_grid", "curves_figure", "forest_figure", "forest_metrics",
+    "rate_accuracy_figure", "rate_accuracy_figures", "lambda_sweeps", "lambda_mask_grid",
+    "lambda_tradeoff", "mixed_resolution_examples", "leaderboard_latex", "latex_columns",
+    "run_palette", "wrap_label", "masked_view", "METRIC_LABELS",
+]  # fmt: skip
+
+# How a leaderboard column is named on an axis or in a table header.
+METRIC_LABELS = {
+    "deletion_auc": "Deletion AUC", "insertion_auc": "Insertion AUC",
+    "pointing_game": "Pointing game", "energy_pointing_game": "Energy pointing game",
+    "mask_auroc": "Mask AUROC", "saliency_metric": "Saliency metric",
+    "sanity_spearman": "Sanity (Spearman)", "mask_share": "Mask share",
+    "masked_accuracy": "Masked accuracy", "explain_ms_per_image": "ms / image",
+    "compression_ratio": "Compression ratio", "bd_rate": "BD-rate", "bpp": "bpp",
+    "accuracy_compressed": "Accuracy (coded)", "accuracy_original": "Accuracy",
+    "payload_ratio": "Payload ratio",
+}  # fmt: skip
+# Leaderboard columns that describe the run rather than rank its rows
+_NOT_SCORES = {"n_images", "accuracy_original", "accuracy_reference", "operating_point",
+               "within_tolerance", "bd_codec", "payload_ratio"}  # fmt: skip
+_ROW = ["dataset", "model", "method", "kind"]
+_GT_OUTLINE = "#FFFFFF"  # ground truth: a white line
+_GATE_OUTLINE = style.OKABE_ITO["sky blue"]  # gate mask: a dashed sky-blue line
 
 
+# -- helpers ---------------------------------------------------------------------------------------
 def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip("_")
 
 
-def rate_accuracy_figures(points: pd.DataFrame, out: str | Path) -> list[Path]:
-    """One PNG per dataset: every method's operating points (ratio to the reference file vs the
-    classifier's accuracy on the decoded images) and each codec's quality-sweep curve (the rows of
-    ``kind`` ``"codec"``)."""
-    out = Path(out)
+def _where(dataset: str, model: str) -> str:
+    return dataset if model == "default" else f"{dataset} · {model}"
+
+
+def wrap_label(label: str, width: int = 14) -> str:
+    """A leaderboard label over several lines for a narrow column: the plugin name, then its
+    parameters, at most ``width`` characters a line where a parameter allows
+    (``"nice(lam=0.2,epochs=2)"`` → ``"nice\n(lam=0.2,\nepochs=2)"``)."""
+    if len(label) <= width or "(" not in label:
+        return label
+    name, rest = label.split("(", 1)
+    lines, current = [name], "("
+    for part in rest.split(","):
+        piece = part if current == "(" else "," + part
+        if current != "(" and len(current) + len(piece) > width:
+            lines.append(current + ",")
+            current = part
+        else:
+            current += piece
+    lines.append(current)
+    return "\n".join(lines)
+
+
+def _groups(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (dataset, model) pairs of ``df`` in their order of appearance."""
+    if df.empty:
+        return []
+    return list(dict.fromkeys(zip(df["dataset"], df["model"], strict=True)))
+
+
+def _by_index(samples: pd.DataFrame, name: str) -> dict[int, np.ndarray]:
+    """A dataset's sample arrays called ``name``, by image index."""
+    part = samples[samples.name == name]
+    return dict(zip(part.image_index.astype(int), part["array"], strict=True))
+
+
+def _ok_cells(store: RunStore, keys: set[str] | None) -> pd.DataFrame:
+    cells = store.cells(keys)
+    return cells[cells.status == "ok"]
+
+
+def run_palette(store: RunStore, keys: set[str] | None = None) -> Palette:
+    """The palette of a run: every method and codec of its cells, so that a name has the same
+    style in all of the run's figures."""
+    cells = store.cells(keys)
+    methods = cells.loc[cells.kind != "codec", "method"].tolist()
+    codecs = cells.loc[cells.kind == "codec", "method"].tolist()
+    return Palette(methods, codecs)
+
+
+def _blank(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _show_image(ax, image: np.ndarray, **kw) -> None:
+    """``image`` uint8 HWC (C = 1 or 3) as it is (grey for one channel)."""
+    if image.ndim == 3 and image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, **kw)
+    else:
+        ax.imshow(image, **kw)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    img = image.astype(np.float32) / 255
+    return img.mean(-1) if img.ndim == 3 else img
+
+
+def _outline(ax, mask: np.ndarray, color: str, linestyle: str = "-", lw: float = 0.7) -> None:
+    if mask is None or not np.any(mask) or np.all(mask):
+        return
+    ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=lw,
+               linestyles=[linestyle])  # fmt: skip
+
+
+def _image_grid(nrows: int, ncols: int, width: float = DOUBLE_COLUMN, max_cell: float = 0.9,
+                top: float = 0.3, bottom: float = 0.0, left: float = 0.35,
+                gap: float = 0.03) -> tuple[Figure, np.ndarray]:
+    """A grid of square image panels of at most ``max_cell`` inches within ``width`` (panels
+    ``gap`` of a cell apart), with ``top``/``bottom``/``left`` inches of margin for titles, a
+    legend and row labels: the figure is exactly as tall as it needs to be."""
+    cell = min((width - left) / (ncols + gap * (ncols - 1)), max_cell)
+    w = left + cell * (ncols + gap * (ncols - 1)) + 0.02
+    h = top + bottom + cell * (nrows + gap * (nrows - 1))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), squeeze=False)
+    fig.subplots_adjust(left=left / w, right=1 - 0.02 / w, bottom=bottom / h, top=1 - top / h,
+                        wspace=gap, hspace=gap)  # fmt: skip
+    return fig, axes
+
+
+def _bootstrap_band(curves: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                    level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean curve over images and the percentile bootstrap band (images resampled with
+    replacement, ``n_boot`` times; multinomial weights, one matrix product)."""
+    n = len(curves)
+    mean = curves.mean(0)
+    if n < 2:
+        return mean, mean, mean
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n, np.full(n, 1 / n), size=n_boot) / n
+    boots = weights @ curves
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha], axis=0)
+    return mean, lo, hi
+
+
+# -- 1. saliency grid ------------------------------------------------------------------------------
+def saliency_grid(store: RunStore, dataset: str, model: str = "default",
+                  keys: set[str] | None = None, n_images: int = 8) -> Figure | None:
+    """Sample images (rows, by image index) × methods (columns, in run order), the first column the
+    image itself. Each map (divided by its largest magnitude; negative values shown as 0) is drawn
+    with ``inferno`` over the image in grey; the ground-truth object outline (white) where the
+    dataset has masks; for gate methods (binary ``gate_mask`` kept) the gate mask's outline,
+    dashed sky blue, over the method's map. ``None`` when the run kept no maps."""
+    maps = store.artifacts("map", keys)
+    maps = maps[(maps.dataset == dataset) & (maps.model == model) & (maps.kind == "method")]
+    if maps.empty:
+        return None
+    samples = store.samples(dataset)
+    images = _by_index(samples, "image")
+    gt = _by_index(samples, "mask")
+    labels = {int(r.image_index): int(np.asarray(r["array"]).ravel()[0])
+              for _, r in samples[samples.name == "label"].iterrows()}  # fmt: skip
+    index = sorted(set(maps.image_index) & set(images))[:n_images]
+    if not index:
+        return None
+    methods = list(dict.fromkeys(maps.method))
+    gates = store.artifacts("gate_mask", keys)
+    gates = gates[(gates.dataset == dataset) & (gates.model == model)]
+    gate = {(r.method, int(r.image_index)): r["array"] for _, r in gates.iterrows()}
+    lookup = {(r.method, int(r.image_index)): r["array"] for _, r in maps.iterrows()}
+    ncols, nrows = len(methods) + 1, len(index)
+    has_gate = any(m in {k[0] for k in gate} for m in methods)
+    legend = 0.25 if (gt or has_gate) else 0.0
+    titles = [wrap_label(m, 12 if ncols > 8 else 16) for m in methods]
+    title_lines = max(t.count("\n") + 1 for t in titles)
+    with style.context():
+        fig, axes = _image_grid(nrows, ncols, top=0.3 + 0.1 * title_lines, bottom=legend)
+        for r, i in enumerate(index):
+            image = images[i]
+            ax = axes[r, 0]
+            _show_image(ax, image)
+            _blank(ax)
+            ax.set_ylabel(f"#{i}" + (f"\nclass {labels[i]}" if i in labels else ""), fontsize=6,
+                          rotation=0, ha="right", va="center", linespacing=1.1)  # fmt: skip
+            for c, method in enumerate(methods, start=1):
+                ax = axes[r, c]
+                _blank(ax)
+                sal = lookup.get((method, i))
+                if sal is None:
+                    continue
+                ax.imshow(_grey(image), cmap="gray", vmin=0, vmax=1)
+                ax.imshow(np.clip(sal.astype(np.float32), 0, 1), cmap="inferno", vmin=0, vmax=1,
+                          alpha=0.65)  # fmt: skip
+                _outline(ax, gt.get(i), _GT_OUTLINE)
+                if (method, i) in gate:
+                    _outline(ax, gate[(method, i)], _GATE_OUTLINE, "--")
+        axes[0, 0].set_title("image", fontsize=6, pad=2)
+        for c, title in enumerate(titles, start=1):
+            axes[0, c].set_title(title, fontsize=6, pad=2, linespacing=1.0)
+        fig.suptitle(f"Saliency maps, {_where(dataset, model)}", y=1.0, va="top")
+        handles = []
+        if gt:
+            stroke = patheffects.withStroke(linewidth=2.2, foreground="0.2")
+            handles.append(Line2D([], [], color="white", lw=1.0, label="ground-truth object",
+                                  path_effects=[stroke]))  # fmt: skip
+        if has_gate:
+            handles.append(Line2D([], [], color=_GATE_OUTLINE, ls="--", lw=1.0,
+                                  label="gate mask (gate methods)"))  # fmt: skip
+        if handles:
+            fig.legend(handles=handles, loc="lower center", ncol=len(handles),
+                       bbox_to_anchor=(0.5, 0.0))  # fmt: skip
+    fig.nicebench_index = index  # the image indices of the rows, for tests and captions
+    return fig
+
+
+# -- 2. deletion / insertion curves ----------------------------------------------------------------
+def curves_figure(store: RunStore, keys: set[str] | None = None,
+                  which: Sequence[str] = ("deletion", "insertion"),
+                  palette: Palette | None = None, n_boot: int = 1000) -> Figure | None:
+    """Rows: deletion, insertion; columns: one panel per dataset (and classifier). Each method's
+    mean curve over the run's images (softmax probability of the target class against the share of
+    pixels deleted / inserted, most salient first) with its 95% percentile bootstrap band over
+    images. ``None`` when the run kept no curves."""
+    curves = store.artifacts("curve/%", keys)
+    curves = curves[curves.kind == "method"]
+    if curves.empty:
+        return None
+    which = [w for w in which if (curves.name == f"curve/{w}").any()]
+    groups = _groups(curves)
+    palette = palette or run_palette(store, keys)
+    ncols, nrows = len(groups), len(which)
+    width = DOUBLE_COLUMN if ncols > 1 else SINGLE_COLUMN
+    with style.context():
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width, 1.9 * nrows + 0.6), squeeze=False,
+                                 sharex=True, sharey="row")  # fmt: skip
+        handles: dict[str, Line2D] = {}
+        band_alpha = 0.12 if curves.method.nunique() <= 6 else 0.06  # many bands: fainter
+        for r, name in enumerate(which):
+            for c, (dataset, model) in enumerate(groups):
+                ax = axes[r, c]
+                part = curves[(curves.name == f"curve/{name}") & (curves.dataset == dataset)
+                              & (curves.model == model)]  # fmt: skip
+                for method, g in part.groupby("method", sort=False):
+                    data = np.stack(g.sort_values("image_index")["array"].to_list()).astype(float)
+                    mean, lo, hi = _bootstrap_band(data, n_boot=n_boot)
+                    x = np.linspace(0, 1, data.shape[1])
+                    st = palette.line(method)
+                    (line,) = ax.plot(x, mean, color=st["color"], ls=st["linestyle"], lw=1.0,
+                                      label=method)  # fmt: skip
+                    ax.fill_between(x, lo, hi, color=st["color"], alpha=band_alpha, lw=0)
+                    handles.setdefault(method, line)
+                ax.set_xlim(0, 1)
+                if name == "deletion":
+                    ax.set_ylim(bottom=0)
+                ax.grid(True)
+                if r == 0:
+                    ax.set_title(_where(dataset, model))
+                if r == nrows - 1:
+                    done = {"deletion": "deleted", "insertion": "inserted"}[name]
+                    ax.set_xlabel(f"share of pixels {done}" if nrows == 1
+                                  else "share of pixels deleted / inserted")  # fmt: skip
+                if c == 0:
+                    ax.set_ylabel(f"{name.capitalize()}\np(target class)")
+        ncol = min(len(handles), 7 if ncols > 1 else 3)
+        rows = math.ceil(len(handles) / ncol)
+        height = fig.get_figheight()
+        fig.legend(handles=list(handles.values()), labels=list(handles), loc="lower center",
+                   ncol=ncol, bbox_to_anchor=(0.5, 0.0), handlelength=2.2)  # fmt: skip
+        fig.tight_layout(rect=(0, (0.05 + 0.16 * rows) / height, 1, 1))
+    return fig
+
+
+# -- 3. forest plots -------------------------------------------------------------------------------
+def forest_metrics(board: pd.DataFrame) -> list[str]:
+    """The leaderboard columns a forest plot is drawn for: the scores with a bootstrap interval
+    that some row has, and the compression track's headline columns."""
+    cols = [c for c in board.columns if f"{c}_lo" in board.columns and c not in _NOT_SCORES]
+    cols += [c for c in ("compression_ratio", "bd_rate") if c in board.columns and c not in cols]
+    return [c for c in cols if pd.to_numeric(board[c], errors="coerce").notna().any()]
+
+
+def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = None,
+                  directions: dict[str, bool] | None = None) -> Figure | None:
+    """One panel per dataset: each row's mean of ``metric`` with its 95% interval (where the
+    leaderboard has one), best at the top (``directions``: column → higher is better, default
+    :func:`nicebench.report.tables.higher_is_better`). Baselines (``random``, ``center``,
+    ``edges``, ``oracle``) and codec rows are drawn as open grey squares with grey italic names."""
+    if directions is None:
+        from .tables import higher_is_better
+
+        directions = higher_is_better()
+    higher = directions.get(metric, True)
+    if metric not in board:
+        return None
+    data = board[pd.to_numeric(board[metric], errors="coerce").notna()]
+    if data.empty:
+        return None
+    palette = palette or Palette(data.loc[data.kind != "codec", "method"],
+                                 data.loc[data.kind == "codec", "method"])  # fmt: skip
+    groups = _groups(data)
+    nmax = max(len(data[(data.dataset == d) & (data.model == m)]) for d, m in groups)
+    width = DOUBLE_COLUMN if len(groups) > 1 else SINGLE_COLUMN
+    with style.context():
+        fig, axes = plt.subplots(1, len(groups), figsize=(width, 0.8 + 0.17 * max(nmax, 3)),
+                                 squeeze=False)  # fmt: skip
+        for c, (dataset, model) in enumerate(groups):
+            ax = axes[0, c]
+            part = data[(data.dataset == dataset) & (data.model == model)].copy()
+            part["_v"] = part[metric].astype(float)
+            # best first, drawn at the top
+            part = part.sort_values("_v", ascending=not higher, kind="stable")
+            y = np.arange(len(part))[::-1]
+            for yi, (_, row) in zip(y, part.iterrows(), strict=True):
+                base = style.is_baseline(row.method, row.kind)
+                colour = "0.5" if base else palette.color(row.method, row.kind)
+                lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+                if lo is not None and hi is not None and pd.notna(lo) and pd.notna(hi):
+                    ax.plot([lo, hi], [yi, yi], color=colour, lw=1.2, solid_capstyle="butt")
+                ax.plot([row._v], [yi], "s" if base else "o", ms=4, color=colour,
+                        mfc="white" if base else colour, mew=1.0)  # fmt: skip
+            ax.set_yticks(y, [str(m) for m in part.method])
+            for tick, (_, row) in zip(ax.get_yticklabels(), part.iterrows(), strict=True):
+                if style.is_baseline(row.method, row.kind):
+                    tick.set_color("0.4")
+                    tick.set_fontstyle("italic")
+            ax.set_ylim(-0.7, len(part) - 0.3)
+            ax.grid(True, axis="x")
+            ax.set_title(_where(dataset, model))
+            arrow = "↑" if higher else "↓"
+            ax.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} ({arrow} better)")
+        has_ci = f"{metric}_lo" in data and data[f"{metric}_lo"].notna().any()
+        lw = 1.2 if has_ci else 0
+        bases = [style.is_baseline(m, k) for m, k in zip(data.method, data.kind, strict=True)]
+        handles = []
+        if not all(bases):
+            handles.append(Line2D([], [], marker="o", color="0.2", lw=lw, ms=4,
+                                  label="method (95% CI)" if has_ci else "method"))  # fmt: skip
+        if any(bases):
+            handles.append(Line2D([], [], marker="s", color="0.5", mfc="white", lw=lw, ms=4,
+                                  label="baseline / codec"))  # fmt: skip
+        fig.legend(handles=handles, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0))
+        fig.tight_layout(rect=(0, 0.22 / fig.get_figheight(), 1, 1))
+    return fig
+
+
+# -- 4. rate–accuracy ------------------------------------------------------------------------------
+def rate_accuracy_figure(points: pd.DataFrame, dataset: str, model: str = "default",
+                         palette: Palette | None = None) -> Figure | None:
+    """Bytes relative to the reference image (x) against the classifier's accuracy on the decoded
+    images (y), one panel. Codecs (``kind == "codec"``) in grey, one line style each; methods in
+    their colours. With an ``on_front`` column, each method's and codec's Pareto front is a line
+    and its other points are faint markers; without one, methods are plain markers and codecs a
+    line through their quality sweep. The reference accuracy is a dotted line."""
+    part = points[(points.dataset == dataset) & (points.model == model)] if len(points) else points
+    if part.empty:
+        return None
+    palette = palette or Palette(part.loc[part.kind != "codec", "method"],
+                                 part.loc[part.kind == "codec", "method"])  # fmt: skip
+    front = "on_front" in part.columns
+    with style.context():
+        n_entries = part.groupby(["method", "kind"]).ngroups + 1
+        legend_rows = math.ceil(n_entries / 3)
+        fig, ax = plt.subplots(figsize=(SINGLE_COLUMN, 2.6 + 0.15 * legend_rows))
+        order = sorted(part.groupby(["method", "kind"], sort=False).groups,
+                       key=lambda mk: mk[1] == "codec")  # methods, then codecs
+        for method, kind in order:
+            pts = part[(part.method == method) & (part.kind == kind)]
+            pts = pts.sort_values("ratio")
+            st = palette.line(method, kind)
+            label = f"{method} (quality sweep)" if kind == "codec" else method
+            if front:
+                on = pts[pts.on_front.astype(bool)]
+                ax.plot(pts.ratio, 100 * pts.accuracy, st["marker"], color=st["color"],
+                        alpha=0.3, ms=3, lw=0)  # fmt: skip
+                ax.plot(on.ratio, 100 * on.accuracy, color=st["color"], ls=st["linestyle"],
+                        marker=st["marker"], ms=3.5, lw=1.0, label=label)  # fmt: skip
+            elif kind == "codec":
+                ax.plot(pts.ratio, 100 * pts.accuracy, color=st["color"], ls=st["linestyle"],
+                        lw=1.0, label=label)  # fmt: skip
+            else:
+                ax.plot(pts.ratio, 100 * pts.accuracy, st["marker"], color=st["color"], ms=3.5,
+                        lw=0, label=label)  # fmt: skip
+        if "accuracy_reference" in part:
+            ref = float(part.accuracy_reference.mean())
+            ax.axhline(100 * ref, color="0.5", ls=":", lw=0.8, label="reference image")
+        ax.set_xlabel("bytes / bytes of the reference image")
+        ax.set_ylabel("accuracy on decoded images (%)")
+        ax.set_title(f"Rate–accuracy, {_where(dataset, model)}")
+        ax.set_xlim(0, max(1.05, float(part.ratio.max()) * 1.03))
+        ax.grid(True)
+        fig.legend(loc="lower center", ncol=3, bbox_to_anchor=(0.5, 0.0), columnspacing=1.0,
+                   handlelength=1.8)  # fmt: skip
+        fig.tight_layout(rect=(0, (0.05 + 0.15 * legend_rows) / fig.get_figheight(), 1, 1))
+    return fig
+
+
+def rate_accuracy_figures(points: pd.DataFrame, out: str | Path,
+                          formats: Sequence[str] = ("png",)) -> list[Path]:
+    """:func:`rate_accuracy_figure` for every dataset of ``points``, written into ``out``."""
+    paths: list[Path] = []
+    palette = None
+    if len(points):
+        palette = Palette(points.loc[points.kind != "codec", "method"],
+                          points.loc[points.kind == "codec", "method"])
+    for dataset, model in _groups(points):
+        fig = rate_accuracy_figure(points, dataset, model, palette)
+        paths += _save(fig, Path(out), f"rate_accuracy_{_safe(_where(dataset, model))}", formats)
+    return paths
+
+
+# -- 5. NICE over λ --------------------------------------------------------------------------------
+def lambda_sweeps(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
+    """The gate-method cells of a λ sweep: per (dataset, model, plugin, other parameters) with at
+    least two ``lam`` values, one row per method label with ``dataset, model, method, method_name,
+    lam, sweep`` (``sweep``: the plugin and its other parameters)."""
+    from ..config import parse_specs
+
+    cells = _ok_cells(store, keys)
+    cells = cells[cells.method_name.isin(style.GATE_METHODS) & (cells.kind == "method")]
+    rows = []
+    for _, c in cells.drop_duplicates(["dataset", "model", "method"]).iterrows():
+        try:
+            spec = parse_specs(json.loads(c.spec)["method"])[0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue
+        params = dict(spec.params)
+        if "lam" not in params:
+            continue
+        try:
+            lam = float(params.pop("lam"))
+        except (TypeError, ValueError):
+            continue
+        other = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+        sweep = f"{spec.name}({other})" if other else spec.name
+        rows.append({"dataset": c.dataset, "model": c.model, "method": c.method,
+                     "method_name": c.method_name, "lam": lam, "sweep": sweep})  # fmt: skip
+    df = pd.DataFrame(rows, columns=["dataset", "model", "method", "method_name", "lam", "sweep"])
+    if df.empty:
+        return df
+    n = df.groupby(["dataset", "model", "sweep"]).lam.transform("nunique")
+    return df[n >= 2].sort_values(["dataset", "model", "sweep", "lam"]).reset_index(drop=True)
+
+
+_CLOSED = np.array([0x00, 0x72, 0xB2], dtype=np.float32)  # Okabe-Ito blue
+
+
+def masked_view(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``image`` (uint8 HWC) where ``mask`` (HW) is set; elsewhere a dark blue tint of it
+    (35% blue + 25% image), so closed gates show on black backgrounds too. uint8 HW3."""
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+    closed = (0.35 * _CLOSED + 0.25 * rgb.astype(np.float32)).round().astype(np.uint8)
+    return np.where((np.asarray(mask) > 0)[..., None], rgb, closed)
+
+
+def lambda_mask_grid(store: RunStore, dataset: str, model: str = "default",
+                     keys: set[str] | None = None, n_images: int = 6,
+                     sweeps: pd.DataFrame | None = None) -> Figure | None:
+    """The authors' figure: sample images (rows) × λ (columns, increasing), the first column the
+    image, then the image where the binary gate mask kept at each λ is open and a dark blue tint of
+    it where closed (:func:`masked_view`: a zero reference would hide a mask on the black
+    background of MNIST-like images). The first sweep of the
+    dataset when a run has several. ``None`` without a λ sweep or kept gate masks."""
+    sweeps = lambda_sweeps(store, keys) if sweeps is None else sweeps
+    sw = sweeps[(sweeps.dataset == dataset) & (sweeps.model == model)] if len(sweeps) else sweeps
+    if sw.empty:
+        return None
+    sw = sw[sw.sweep == sw.sweep.iloc[0]].drop_duplicates("lam")
+    gates = store.artifacts("gate_mask", keys)
+    gates = gates[(gates.dataset == dataset) & (gates.model == model)
+                  & gates.method.isin(sw.method)]  # fmt: skip
+    if gates.empty:
+        return None
+    samples = store.samples(dataset)
+    images = _by_index(samples, "image")
+    mask = {(r.method, int(r.image_index)): r["array"] for _, r in gates.iterrows()}
+    index = sorted(set(gates.image_index) & set(images))[:n_images]
+    if not index:
+        return None
+    ncols, nrows = len(sw) + 1, len(index)
+    with style.context():
+        fig, axes = _image_grid(nrows, ncols, max_cell=0.85, top=0.55, left=0.3, bottom=0.22)
+        for r, i in enumerate(index):
+            image = images[i]
+            _show_image(axes[r, 0], image)
+            _blank(axes[r, 0])
+            axes[r, 0].set_ylabel(f"#{i}", fontsize=6, rotation=0, ha="right", va="center")
+            for c, (_, s) in enumerate(sw.iterrows(), start=1):
+                ax = axes[r, c]
+                _blank(ax)
+                m = mask.get((s.method, i))
+                if m is None:
+                    continue
+                _show_image(ax, masked_view(image, m))
+        axes[0, 0].set_title("image", fontsize=7)
+        for c, (_, s) in enumerate(sw.iterrows(), start=1):
+            axes[0, c].set_title(f"λ = {s.lam:g}", fontsize=7)
+        fig.suptitle(f"Gate masks over λ, {_where(dataset, model)}\n{sw.sweep.iloc[0]}", y=1.0,
+                     va="top", fontsize=7, linespacing=1.2)
+        closed = masked_view(np.full((1, 1, 3), 160, np.uint8), np.zeros((1, 1)))[0, 0] / 255
+        fig.legend(handles=[Patch(facecolor=tuple(closed), edgecolor="none",
+                                  label="gates closed (image tinted)")],
+                   loc="lower center", bbox_to_anchor=(0.5, 0.0))  # fmt: skip
+    fig.nicebench_lams = sw.lam.tolist()
+    fig.nicebench_index = index
+    return fig
+
+
+def lambda_tradeoff(store: RunStore, keys: set[str] | None = None,
+                    board: pd.DataFrame | None = None,
+                    sweeps: pd.DataFrame | None = None) -> Figure | None:
+    """Per dataset (rows): the share of pixels kept (x, mean ``mask_share``) against the masked
+    accuracy and the deletion AUC (columns), one point per λ with its 95% intervals, joined in λ
+    order and labelled with λ; every sweep of the run. ``None`` without a λ sweep."""
+    sweeps = lambda_sweeps(store, keys) if sweeps is None else sweeps
+    if sweeps.empty:
+        return None
+    if board is None:
+        from .tables import leaderboard
+
+        board = leaderboard(store, keys)
+    data = sweeps.merge(board, on=["dataset", "model", "method"], how="left")
+    if "mask_share" not in data or data.mask_share.isna().all():
+        return None
+    ycols = [c for c in ("masked_accuracy", "deletion_auc") if c in data and data[c].notna().any()]
+    if not ycols:
+        return None
+    groups = _groups(data)
+    sweep_names = list(dict.fromkeys(data.sweep))
+    palette = Palette(sweep_names)
+    with style.context():
+        fig, axes = plt.subplots(len(groups), len(ycols),
+                                 figsize=(DOUBLE_COLUMN if len(ycols) > 1 else SINGLE_COLUMN,
+                                          2.1 * len(groups) + 0.3), squeeze=False)  # fmt: skip
+        for r, (dataset, model) in enumerate(groups):
+            for c, col in enumerate(ycols):
+                ax = axes[r, c]
+                for name, g in data[(data.dataset == dataset) & (data.model == model)].groupby(
+                        "sweep", sort=False):  # fmt: skip
+                    g = g.sort_values("lam")
+                    st = palette.line(name)
+                    x, y = g.mask_share.to_numpy(float), g[col].to_numpy(float)
+                    xerr = _err(g, "mask_share")
+                    yerr = _err(g, col)
+                    ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=st["color"], marker="o", ms=3.5,
+                                lw=1.0, elinewidth=0.6, capsize=1.5, label=name)  # fmt: skip
+                    for xi, yi, lam in zip(x, y, g.lam, strict=True):
+                        ax.annotate(f"λ={lam:g}", (xi, yi), textcoords="offset points",
+                                    xytext=(3, 3), fontsize=5.5, color="0.25")  # fmt: skip
+                ax.set_xlabel("share of pixels kept (mask share)")
+                ax.set_ylabel(METRIC_LABELS.get(col, col))
+                ax.set_title(_where(dataset, model))
+                ax.grid(True)
+        if len(sweep_names) > 1:
+            axes[0, -1].legend(loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def _err(g: pd.DataFrame, col: str) -> np.ndarray | None:
+    if f"{col}_lo" not in g or f"{col}_hi" not in g:
+        return None
+    v = g[col].to_numpy(float)
+    lo, hi = g[f"{col}_lo"].to_numpy(float), g[f"{col}_hi"].to_numpy(float)
+    if np.isnan(lo).all():
+        return None
+    return np.vstack([np.nan_to_num(v - lo), np.nan_to_num(hi - v)]).clip(min=0)
+
+
+# -- 6. mixed-resolution examples ------------------------------------------------------------------
+def _decode(data: np.ndarray) -> np.ndarray | None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(np.asarray(data, dtype=np.uint8).tobytes())) as im:
+            return np.asarray(im.convert("L" if im.mode in ("L", "I", "1") else "RGB"))
+    except Exception:  # an undecodable example (e.g. AVIF without its Pillow plugin) is skipped
+        return None
+
+
+def _point_order(point: str) -> tuple[int, float]:
+    """Which of a method's points to show: the gate mask first, then keep shares closest to 0.2."""
+    if point == "gate":
+        return (0, 0.0)
+    m = re.fullmatch(r"keep=([0-9.eE+-]+)", point)
+    return (1, abs(float(m.group(1)) - 0.2)) if m else (2, 0.0)
+
+
+def mixed_resolution_examples(store: RunStore, dataset: str, model: str = "default",
+                              keys: set[str] | None = None, image_index: int | None = None,
+                              point: str | None = None, codec: str | None = None,
+                              max_cols: int = 7) -> Figure | None:
+    """One sample image coded by each method's mask (top row of a block: the mixed-resolution
+    file the run kept as ``coded/<point>``) and, below it, the same image coded whole by ``codec``
+    (default: the run's reference codec) at the quality whose file is nearest in bytes. Each panel
+    names its bytes. ``point``: which operating point of a method (default ``gate`` where it
+    exists, else the ``keep`` share nearest 0.2). ``None`` without kept coded examples."""
+    coded = store.artifacts("coded/%", keys)
+    coded = coded[(coded.dataset == dataset) & (coded.model == model)] if len(coded) else coded
+    if coded.empty:
+        return None
+    coded = coded.assign(point=coded.name.str.slice(len("coded/")))
+    codecs = coded[coded.kind == "codec"]
+    methods = coded[coded.kind == "method"]
+    if codecs.empty or methods.empty:
+        return None
+    if codec is None:
+        ref = store.tables("compression", keys)
+        refs = []
+        if len(ref) and "bd_codec" in ref:
+            refs = ref.loc[ref.dataset == dataset, "bd_codec"].dropna().tolist()
+        codec = next((c for c in refs if c in set(codecs.method)), codecs.method.iloc[0])
+    codecs = codecs[codecs.method == codec]
+    if image_index is None:
+        common = sorted(set(methods.image_index) & set(codecs.image_index))
+        if not common:
+            return None
+        image_index = common[0]
+    methods = methods[methods.image_index == image_index]
+    codecs = codecs[codecs.image_index == image_index]
+    if methods.empty or codecs.empty:
+        return None
+    sizes = codecs.assign(size_bytes=codecs["array"].map(len))
+    samples = store.samples(dataset)
+    original = samples[(samples.image_index == image_index) & (samples.name == "image")]
+    panels = []  # (method, point, decoded, nbytes, codec point, codec decoded, codec bytes)
+    for method, g in methods.groupby("method", sort=False):
+        pts = g.set_index("point")
+        chosen = point if point in pts.index else min(pts.index, key=_point_order)
+        data = pts.loc[chosen, "array"]
+        nbytes = len(data)
+        near = sizes.iloc[int(np.argmin(np.abs(sizes["size_bytes"].to_numpy() - nbytes)))]
+        panels.append((method, chosen, _decode(data), nbytes, near["point"], _decode(near["array"]),
+                       int(near["size_bytes"])))  # fmt: skip
+    ncols = min(max_cols, len(panels) + (1 if len(original) else 0))
+    entries: list[tuple[str, object]] = []
+    if len(original):
+        entries.append(("original", original.iloc[0]["array"]))
+    entries += [("method", p) for p in panels]
+    blocks = math.ceil(len(entries) / ncols)
+    title_lines = max(wrap_label(p[0]).count("\n") + 2 for p in panels)
+    gap = 0.16 + 0.09 * title_lines  # inches between rows: an x label, the next row's titles
+    left, top, bottom = 0.32, 0.3 + 0.09 * title_lines, 0.16
+    cell = (DOUBLE_COLUMN - left) / (ncols + 0.04 * (ncols - 1))
+    nrows = 2 * blocks
+    height = top + bottom + nrows * cell + (nrows - 1) * gap
+    with style.context():
+        fig, axes = plt.subplots(nrows, ncols, figsize=(DOUBLE_COLUMN, height), squeeze=False)
+        fig.subplots_adjust(left=left / DOUBLE_COLUMN, right=0.999, top=1 - top / height,
+                            bottom=bottom / height, wspace=0.04, hspace=gap / cell)  # fmt: skip
+        for b in range(blocks):
+            for row, text in ((2 * b, "mixed resolution"), (2 * b + 1, f"{codec}, uniform")):
+                pos = axes[row, 0].get_position()
+                fig.text(0.3 / DOUBLE_COLUMN, (pos.y0 + pos.y1) / 2, text, rotation=90,
+                         ha="right", va="center", fontsize=6)  # fmt: skip
+        for ax in axes.ravel():
+            _blank(ax)
+            ax.set_visible(False)
+        for k, (what, p) in enumerate(entries):
+            top, bottom = axes[2 * (k // ncols), k % ncols], axes[2 * (k // ncols) + 1, k % ncols]
+            top.set_visible(True)
+            if what == "original":
+                _show_image(top, p)
+                top.set_title("original", fontsize=6)
+                continue
+            method, chosen, img, nbytes, cpoint, cimg, cbytes = p
+            bottom.set_visible(True)
+            for ax, im in ((top, img), (bottom, cimg)):
+                if im is None:
+                    ax.text(0.5, 0.5, "can't decode", ha="center", va="center", fontsize=6,
+                            transform=ax.transAxes)  # fmt: skip
+                else:
+                    _show_image(ax, im if im.ndim == 3 else im[..., None])
+            top.set_title(f"{wrap_label(method)}\n{chosen}", fontsize=6, linespacing=1.0)
+            top.set_xlabel(f"{nbytes} B", fontsize=6, labelpad=1)
+            bottom.set_xlabel(f"{codec} {cpoint}: {cbytes} B", fontsize=6, labelpad=1)
+        fig.suptitle(f"Coded by each method's mask vs {codec} at about equal bytes, "
+                     f"{_where(dataset, model)} image #{image_index}", y=1.0, va="top")  # fmt: skip
+    fig.nicebench_panels = [(p[0], p[1], p[3], p[4], p[6]) for p in panels]
+    return fig
+
+
+# -- 7. LaTeX leaderboard --------------------------------------------------------------------------
+_TEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+               "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+               "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}"}  # fmt: skip
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX_ESCAPE.get(ch, ch) for ch in str(text))
+
+
+def _num(v: float) -> str:
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+
+
+# The LaTeX table's column order: explanation scores, the gate methods' own, cost, compression
+_TEX_ORDER = ["deletion_auc", "insertion_auc", "pointing_game", "energy_pointing_game",
+              "mask_auroc", "saliency_metric", "sanity_spearman", "mask_share", "masked_accuracy",
+              "explain_ms_per_image", "compression_ratio", "bd_rate", "bpp",
+              "accuracy_compressed"]  # fmt: skip
+# What a codec row is scored on (it explains nothing)
+_CODEC_COLUMNS = {"compression_ratio", "bd_rate", "bpp", "accuracy_compressed"}
+
+
+def latex_columns(board: pd.DataFrame) -> list[str]:
+    """The score columns of the LaTeX leaderboard: those the board has values in (known columns
+    in :data:`_TEX_ORDER`, then any other in the board's order)."""
+    cols = [c for c in board.columns
+            if c not in (*_ROW, "status", *_NOT_SCORES) and not c.endswith(("_lo", "_hi"))
+            and pd.api.types.is_numeric_dtype(board[c]) and board[c].notna().any()]  # fmt: skip
+    rank = {c: i for i, c in enumerate(_TEX_ORDER)}
+    return sorted(cols, key=lambda c: rank.get(c, len(rank)))
+
+
+def _tex_value(row: pd.Series, col: str) -> float | None:
+    """The value a LaTeX cell shows: None where empty (and on a codec row, outside the
+    compression columns)."""
+    if row.kind == "codec" and col not in _CODEC_COLUMNS:
+        return None
+    v = pd.to_numeric(row.get(col), errors="coerce")
+    return None if pd.isna(v) else float(v)
+
+
+_CAPTION = ("Leaderboard: mean over images with its 95% bootstrap interval in brackets; the best "
+            "value per column and dataset in bold (the oracle, which reads the ground truth, is "
+            "not ranked). Codec rows are scored on compression only.")
+
+
+def leaderboard_latex(board: pd.DataFrame, directions: dict[str, bool] | None = None,
+                      caption: str | None = None) -> str:
+    """The leaderboard as a booktabs ``table*``: one block of rows per dataset (and classifier),
+    one column per score the board has values in (arrow: which way is better), each cell the mean
+    with its 95% bootstrap interval in brackets where there is one; the best value of each column
+    within a dataset in bold (ties all bold; the oracle, which reads the ground truth, is not
+    ranked). Needs ``booktabs`` and ``graphicx``."""
+    if directions is None:
+        from .tables import higher_is_better
+
+        directions = higher_is_better()
+    cols = latex_columns(board)
+    arrow = {True: "$\\uparrow$", False: "$\\downarrow$"}
+    head = ["Method"] + [f"{_tex(METRIC_LABELS.get(c, c))} {arrow[directions.get(c, True)]}"
+                         for c in cols]
+    lines = [
+        "% nicebench leaderboard: mean [95% bootstrap interval]; best per column and dataset in bold",
+        "% needs \\usepackage{booktabs} and \\usepackage{graphicx}",
+        "\\begin{table*}[t]", "\\centering", "\\small",
+        f"\\caption{{{_tex(caption or _CAPTION)}}}",
+        "\\label{tab:leaderboard}",
+        "\\resizebox{\\textwidth}{!}{%",
+        f"\\begin{{tabular}}{{l{'r' * len(cols)}}}",
+        "\\toprule",
+        " & ".join(head) + " \\\\",
+    ]  # fmt: skip
+    for dataset, model in _groups(board):
+        part = board[(board.dataset == dataset) & (board.model == model)]
+        ranked = part[part.method.map(style.base_name) != "oracle"]
+        best = {}  # the best value as printed: ties after rounding are all bold
+        for c in cols:
+            vals = [v for _, r in ranked.iterrows() if (v := _tex_value(r, c)) is not None]
+            if vals:
+                best[c] = _num(max(vals) if directions.get(c, True) else min(vals))
+        group = _tex(_where(dataset, model))
+        lines += ["\\midrule",
+                  f"\\multicolumn{{{len(cols) + 1}}}{{l}}{{\\textit{{{group}}}}} \\\\"]
+        for _, row in part.iterrows():
+            name = _tex(row.method) + (" (codec)" if row.kind == "codec" else "")
+            cells = [name]
+            for c in cols:
+                v = _tex_value(row, c)
+                if v is None:
+                    cells.append("--")
+                    continue
+                text = _num(v)
+                if best.get(c) == text and style.base_name(row.method) != "oracle":
+                    text = f"\\textbf{{{text}}}"
+                lo, hi = row.get(f"{c}_lo"), row.get(f"{c}_hi")
+                if lo is not None and hi is not None and pd.notna(lo) and pd.notna(hi):
+                    text += f" {{\\scriptsize[{_num(float(lo))}, {_num(float(hi))}]}}"
+                cells.append(text)
+            lines.append(" & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}}", "\\end{table*}", ""]
+    return "\n".join(lines)
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def _save(fig: Figure | None, out: Path, stem: str, formats: Iterable[str]) -> list[Path]:
+    if fig is None:
+        return []
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for (dataset, model), part in points.groupby(["dataset", "model"], sort=False):
-        if model != "default":
-            dataset = f"{dataset} · {model}"
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 colours: a dozen methods stay apart
-        sweep_mask = part["kind"] == "codec"
-        styles = ["-", "--", "-.", ":"]  # one line style per codec, in grey: not a method's colour
-        for i, (method, pts) in enumerate(part[sweep_mask].groupby("method", sort=False)):
-            pts = pts.sort_values("ratio")
-            ax.plot(pts.ratio, 100 * pts.accuracy, styles[i % len(styles)], color="0.25", lw=1.6,
-                    label=f"{method} quality sweep")  # fmt: skip
-        for method, pts in part[~sweep_mask].groupby("method", sort=False):
-            pts = pts.sort_values("ratio")
-            ax.plot(pts.ratio, 100 * pts.accuracy, "o-", ms=4, lw=0.8, label=method)
-        ref = part.accuracy_reference.mean()
-        ax.axhline(100 * ref, color="0.6", ls=":", lw=1)
-        ax.axhline(100 * (ref - 0.01), color="0.6", ls="--", lw=0.8, label="reference − 1 pt")
-        ax.set_xlabel("bytes / bytes of the reference image (same codec and quality)")
-        ax.set_ylabel("accuracy on decoded images (%)")
-        ax.set_title(f"Rate–accuracy, {dataset}")
-        ax.set_xlim(0, max(1.2, float(part.ratio.max()) * 1.02))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2, loc="lower right")
-        fig.tight_layout()
-        path = out / f"rate_accuracy_{_safe(dataset)}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+    with style.context():
+        for fmt in formats:
+            path = out / f"{stem}.{fmt}"
+            fig.savefig(path, dpi=style.DPI, format=fmt)
+            paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
+                  keys: set[str] | None = None) -> list[Path]:
+    """Draw every figure the run can feed into ``run_dir/figures/`` in each of ``formats``
+    (``png`` at 300 dpi, ``pdf`` vector) and write ``figures/leaderboard.tex``; ``keys``: only
+    these cells (a config's, as :func:`nicebench.runner.run` passes). Returns the files written.
+    Opens the store only to read it; needs no model."""
+    from .tables import compression_points, higher_is_better, leaderboard
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "store.sqlite").exists():
+        raise FileNotFoundError(f"{run_dir} holds no run (no store.sqlite): run `nicebench run` "
+                                "first, or name the run directory it wrote")  # fmt: skip
+    out = run_dir / "figures"
+    formats = [f.lower().lstrip(".") for f in formats]
+    store = RunStore(run_dir)
+    try:
+        palette = run_palette(store, keys)
+        board = leaderboard(store, keys)
+        directions = higher_is_better()
+        paths: list[Path] = []
+        groups = _groups(board)
+        for dataset, model in groups:
+            tag = _safe(_where(dataset, model))
+            paths += _save(saliency_grid(store, dataset, model, keys), out,
+                           f"saliency_grid_{tag}", formats)  # fmt: skip
+        paths += _save(curves_figure(store, keys, palette=palette), out, "curves", formats)
+        for metric in forest_metrics(board):
+            paths += _save(forest_figure(board, metric, palette, directions), out,
+                           f"forest_{_safe(metric)}", formats)  # fmt: skip
+        points = compression_points(store, keys)
+        for dataset, model in _groups(points):
+            paths += _save(rate_accuracy_figure(points, dataset, model, palette), out,
+                           f"rate_accuracy_{_safe(_where(dataset, model))}", formats)  # fmt: skip
+        sweeps = lambda_sweeps(store, keys)
+        for dataset, model in _groups(sweeps):
+            fig = lambda_mask_grid(store, dataset, model, keys, sweeps=sweeps)
+            paths += _save(fig, out, f"nice_masks_over_lambda_{_safe(_where(dataset, model))}",
+                           formats)  # fmt: skip
+        paths += _save(lambda_tradeoff(store, keys, board, sweeps), out, "nice_lambda_tradeoff",
+                       formats)  # fmt: skip
+        for dataset, model in groups:
+            fig = mixed_resolution_examples(store, dataset, model, keys)
+            paths += _save(fig, out, f"mixed_resolution_{_safe(_where(dataset, model))}", formats)
+        if len(board):
+            out.mkdir(parents=True, exist_ok=True)
+            tex = out / "leaderboard.tex"
+            tex.write_text(leaderboard_latex(board, directions))
+            paths.append(tex)
+    finally:
+        store.close()
     return paths

@@ -195,7 +195,9 @@ def to_markdown(board: pd.DataFrame) -> str:
 
 
 def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.DataFrame:
-    """Write ``leaderboard.csv``, ``leaderboard.md`` and ``per_image.csv`` into ``out``."""
+    """Write ``leaderboard.csv``, ``leaderboard.md``, ``per_image.csv`` and, with the compression
+    track, ``compression_points.csv`` into ``out`` (the figures:
+    :func:`nicebench.report.figures.write_figures`)."""
     from ..metrics import DEFAULT_SETTINGS
 
     out = Path(out)
@@ -203,11 +205,8 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
     board.to_csv(out / "leaderboard.csv", index=False)
     per_image(store, keys).to_csv(out / "per_image.csv", index=False)
     points = compression_points(store, keys)
-    if len(points):
-        from .figures import rate_accuracy_figures
-
+    if len(points):  # drawn by nicebench.report.figures.write_figures
         points.to_csv(out / "compression_points.csv", index=False)
-        rate_accuracy_figures(points, out / "figures")
     run = store.latest_run()
     notes = ["", "Scores: mean over images ± half the 95% bootstrap interval (1000 resamples).",
              "Lower is better for " + ", ".join(lower_is_better(board.columns))
