@@ -179,7 +179,7 @@ def test_cli_run_tiny(tiny_scenes, tmp_path, capsys):
     assert "2 cells computed" in out and "| edges |" not in out
     assert max(len(line) for line in lines if str(tmp_path) not in line) <= 100
     header = next(line for line in lines if line.strip().startswith("method"))
-    assert header.split() == ["method", "deletion", "pointing"]
+    assert header.split() == ["method", "deletion", "pointing", "ms/image"]
     best = board.set_index("method")
     for metric, pick in (("deletion_auc", best.deletion_auc.idxmin()),
                          ("pointing_game", best.pointing_game.idxmax())):  # fmt: skip
@@ -405,3 +405,33 @@ def test_report_reads_the_better_direction_from_the_metric_specs(tiny_scenes, tm
                            "deletion_auc, explain_ms_per_image, saliency_metric, "
                            "sanity_spearman, zz_spread; higher for the rest.")  # fmt: skip
     assert notes[False] == notes[True].replace(", zz_spread", "")
+
+
+def test_cli_run_ends_with_figures_and_report_of_the_latest_run(tiny_scenes, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["--datasets", TINY, "--metrics", "deletion,insertion", "--n-images", "4", "-q",
+            "--out", str(out)]  # fmt: skip
+    assert main(["run", "--methods", "center,edges", *base]) == 0
+    text = capsys.readouterr().out
+    assert "figures: figures" in text and "report: report/index.html" in text
+    assert (out / "figures" / "curves.png").stat().st_size > 0
+    assert (out / "figures" / "curves.pdf").stat().st_size > 0
+    assert (out / "figures" / "forest_deletion_auc.png").exists()
+    page = (out / "report" / "index.html").read_text()
+    assert ">edges<" in page
+    # a later run in the same directory: its figures, report and tables show its cells only,
+    # and figures the earlier run drew that no longer apply are gone
+    (out / "figures" / "mine.txt").write_text("a user's file stays")
+    assert main(["run", "--methods", "center", "--metrics", "deletion", *base[2:]]) == 0
+    assert not (out / "figures" / "forest_insertion_auc.png").exists()
+    assert (out / "figures" / "forest_deletion_auc.png").exists()
+    assert (out / "figures" / "mine.txt").exists()
+    assert ">edges<" not in (out / "report" / "index.html").read_text()
+    assert pd.read_csv(out / "leaderboard.csv").method.tolist() == ["center"]
+    # the standalone commands redraw from the store alone
+    (out / "figures" / "curves.png").unlink()
+    assert main(["figures", str(out), "--format", "png"]) == 0
+    assert (out / "figures" / "curves.png").exists()
+    assert main(["report", str(out)]) == 0
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "holds no run store" in capsys.readouterr().err

@@ -895,4 +895,20 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
             paths.append(tex)
     finally:
         store.close()
+    _forget_stale(out, paths)
     return paths
+
+
+_MANIFEST = ".written"  # the files the last write_figures call wrote, one name per line
+
+
+def _forget_stale(out: Path, paths: list[Path]) -> None:
+    """Delete the figures an earlier call wrote that this one did not (e.g. a dataset the run no
+    longer has), so the folder shows the run as it is; files others put there stay."""
+    manifest = out / _MANIFEST
+    names = {p.name for p in paths}
+    if manifest.exists():
+        for name in set(manifest.read_text().split()) - names:
+            (out / name).unlink(missing_ok=True)
+    if paths:
+        manifest.write_text("".join(f"{n}\n" for n in sorted(names)))

@@ -129,7 +129,8 @@ def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) ->
             row[col], row[f"{col}_lo"], row[f"{col}_hi"] = mean, lo, hi
         if len(ok):
             w = ok.n_images.to_numpy(dtype=float)
-            row["explain_ms_per_image"] = float(np.average(ok.explain_ms_per_image, weights=w))
+            ms = pd.to_numeric(ok.explain_ms_per_image).to_numpy(dtype=float)  # NULL → NaN
+            row["explain_ms_per_image"] = float(np.average(ms, weights=w))
         if len(scalars):
             part = scalars[_is_row(scalars, row)]
             for name, value in part.groupby("name").value.mean().items():
