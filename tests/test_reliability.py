@@ -1,0 +1,141 @@
+"""Reliability: per-cell time limits, Ray workers that die, bad input named with its fix, and
+``nicebench verify`` (recompute a sample of stored cells and compare them bit for bit)."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+from nicebench.config import RunConfig, load_config, parse_config, parse_specs
+from nicebench.plugins import load_plugins
+from nicebench.runner import plan_cells, run
+from nicebench.store import RunStore, StoreError
+from nicebench.testing import TINY_SCENES
+from nicebench.timelimit import CellTimeout, time_limit
+
+TINY = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
+TINY_LABEL = parse_specs(TINY)[0].label
+
+# Plugins that misbehave on purpose; a file so that Ray workers load it too ($NICEBENCH_PLUGINS).
+FAULTY_PLUGINS = textwrap.dedent('''
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from nicebench import Method, register_method
+
+
+    class _Base(Method):
+        uses_model = False
+
+        def __init__(self, model=None, marker="", **params):
+            super().__init__(model, **params)
+            self.marker = marker
+
+        def attribute(self, images, targets, **kw):
+            return images.mean(1, keepdim=True)
+
+
+    @register_method("zz-sleep", overwrite=True)
+    class Sleep(_Base):
+        """Hangs in Python (time.sleep) for a minute."""
+
+        def attribute(self, images, targets, **kw):
+            time.sleep(60)
+            return super().attribute(images, targets)
+
+
+    @register_method("zz-deaf", overwrite=True)
+    class Deaf(_Base):
+        """Hangs where no signal reaches it (SIGALRM blocked): only stopping the process helps."""
+
+        def attribute(self, images, targets, **kw):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            try:
+                time.sleep(60)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+            return super().attribute(images, targets)
+
+
+    @register_method("zz-die-once", overwrite=True)
+    class DieOnce(_Base):
+        """Kills its own process the first time (marker file absent), then works."""
+
+        def attribute(self, images, targets, **kw):
+            marker = Path(self.marker)
+            if not marker.exists():
+                marker.write_text("died")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().attribute(images, targets)
+
+
+    @register_method("zz-die", overwrite=True)
+    class Die(_Base):
+        """Exits its process every time, counting attempts in the marker file."""
+
+        def attribute(self, images, targets, **kw):
+            with open(self.marker, "a") as f:
+                f.write("x")
+            os._exit(3)
+''')
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plugins") / "faulty_plugins.py"
+    path.write_text(FAULTY_PLUGINS)
+    load_plugins([str(path)], env=False)
+    return path
+
+
+def _cfg(out, methods, n=4, shard=4, **kw):
+    return RunConfig(datasets=parse_specs(TINY), methods=parse_specs(methods), n_images=n,
+                     shard_size=shard, batch_size=4, out=str(out),
+                     metrics=["deletion", "pointing_game"], settings={"n_steps": 8}, **kw)  # fmt: skip
+
+
+# -- 1. per-cell time limit ----------------------------------------------------------------------
+def test_time_limit_interrupts_sleep_and_costs_nothing_otherwise():
+    t0 = time.perf_counter()
+    with pytest.raises(CellTimeout, match=r"timed out after 0.2 s"):
+        with time_limit(0.2):
+            time.sleep(20)
+    assert time.perf_counter() - t0 < 2
+    with time_limit(5):  # a block that ends in time: nothing fires later
+        pass
+    time.sleep(0.05)
+    with time_limit(None), time_limit(0):
+        pass
+
+
+def test_hanging_cell_times_out_and_the_run_goes_on(tiny_scenes, faulty, tmp_path):
+    t0 = time.perf_counter()
+    summary = run(_cfg(tmp_path, "zz-sleep,center", cell_timeout=1.5), progress=False)
+    assert time.perf_counter() - t0 < 30
+    assert summary.ok == 1 and summary.failed == [(TINY_LABEL, "zz-sleep", "timed out after 1.5 s")]
+    board = pd.read_csv(tmp_path / "leaderboard.csv").set_index("method")
+    assert board.loc["center", "status"] == "ok" and board.loc["zz-sleep", "status"] != "ok"
+    # the limit is no part of a cell's key: the same config with another limit resumes
+    again = run(_cfg(tmp_path, "center"), progress=False)
+    assert again.skipped == 1 and again.ok == 0
+
+
+def test_cell_timeout_in_config_and_not_in_cell_keys(tmp_path):
+    base = f'datasets = ["{TINY}"]\nmethods = ["center"]\n'
+    top = parse_config(base + "cell_timeout = 90\n")
+    nested = parse_config(base + "[settings]\ncell_timeout = 45\nn_steps = 8\n")
+    assert top.cell_timeout == 90.0 and nested.cell_timeout == 45.0
+    assert nested.settings == {"n_steps": 8} and parse_config(base).cell_timeout == 3600.0
+    keyed = RunConfig(datasets=parse_specs(TINY), methods=parse_specs("center"),
+                      settings={"cell_timeout": 5})  # fmt: skip
+    plain = RunConfig(datasets=parse_specs(TINY), methods=parse_specs("center"))
+    assert [c.key for c in plan_cells(keyed)] == [c.key for c in plan_cells(plain)]
