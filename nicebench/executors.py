@@ -51,7 +51,9 @@ def _in_worker(fn: Callable[[Any], Any], threads: int, cell: Any) -> Any:
 
 
 def worker_death_reason(exc: BaseException) -> str:
-    """The useful part of Ray's message about a worker that died: its exit type and detail."""
+    """The useful part of Ray's message about a worker that died: its exit type and detail where
+    the message has them (Ray 2.x hands the driver no exit code or signal; its raylet log and
+    the worker's ``python-core-worker-*.log`` in the Ray session's logs have the rest)."""
     text = " ".join(str(exc).split())
     found = re.search(r"(Worker exit type: .*?)(?: There are some potential root causes|$)", text)
     if found:
@@ -135,7 +137,7 @@ class RayExecutor:
             return self._failed(fail, cell, f"timed out after {timeout:g} s")
         except (exceptions.WorkerCrashedError, exceptions.RaySystemError) as exc:
             return self._failed(fail, cell, "worker died twice (retried once): "
-                                + worker_death_reason(exc))  # fmt: skip
+                                f"{type(exc).__name__}: {worker_death_reason(exc)}")  # fmt: skip
         except exceptions.RayError as exc:  # fn raised: not a cell's own failure (run_cell never does)
             return self._failed(fail, cell, f"{type(exc).__name__}: {worker_death_reason(exc)}")
 

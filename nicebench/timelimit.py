@@ -4,7 +4,8 @@ In the main thread the limit is a ``SIGALRM`` timer (``setitimer``) whose handle
 :class:`CellTimeout`: it costs nothing while the block runs, leaves the process and its caches as
 they were (so results stay bit-identical), and interrupts ``time.sleep``, blocking I/O and Python
 loops. In another thread an asynchronous exception is set on that thread instead; it takes effect
-at the thread's next Python bytecode (not inside a long ``time.sleep`` or native call). Code that
+at the thread's next Python bytecode (not inside a long ``time.sleep`` or native call; Ray runs
+tasks in such a thread). Code that
 never returns to the interpreter (a deadlock inside a native library) is not interrupted by either:
 the Ray executor's driver-side limit, which stops the worker process, covers that case.
 """

@@ -139,3 +139,61 @@ def test_cell_timeout_in_config_and_not_in_cell_keys(tmp_path):
                       settings={"cell_timeout": 5})  # fmt: skip
     plain = RunConfig(datasets=parse_specs(TINY), methods=parse_specs("center"))
     assert [c.key for c in plan_cells(keyed)] == [c.key for c in plan_cells(plain)]
+
+
+# -- 2. Ray: workers that die or hang ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_ray(faulty, session_cache):
+    ray = pytest.importorskip("ray")
+    env = {"NICEBENCH_CACHE": str(session_cache), "NICEBENCH_PLUGINS": str(faulty)}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": env})  # fmt: skip
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_worker_killed_once_is_retried_and_bit_identical_to_local(
+    tiny_scenes, local_ray, tmp_path
+):
+    marker = tmp_path / "died-once"
+    methods = f"zz-die-once:marker={marker},gradcam"
+    remote = run(_cfg(tmp_path / "ray", methods, n=8, executor="ray"), progress=False)
+    assert marker.read_text() == "died"  # the first attempt was killed
+    assert remote.ok == 4 and not remote.failed
+    local = run(_cfg(tmp_path / "local", methods, n=8), progress=False)  # marker there: no kill
+    assert local.ok == 4
+    for name in ("per_image.csv", "leaderboard.csv"):
+        a = pd.read_csv(tmp_path / "local" / name)
+        b = pd.read_csv(tmp_path / "ray" / name)
+        timing = [c for c in a.columns if c.startswith(("explain_ms", "peak_mem", "seconds"))]
+        pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing),
+                                      check_exact=True)  # fmt: skip
+
+
+def test_ray_worker_that_keeps_dying_fails_its_cell_with_the_exit_reason(
+    tiny_scenes, local_ray, tmp_path
+):
+    marker = tmp_path / "attempts"
+    summary = run(_cfg(tmp_path, f"zz-die:marker={marker},center", executor="ray"),
+                  progress=False)  # fmt: skip
+    assert marker.read_text() == "xx"  # tried twice
+    assert summary.ok == 1 and len(summary.failed) == 1
+    error = summary.failed[0][2]
+    assert error.startswith("worker died twice (retried once): WorkerCrashedError"), error
+    with sqlite3.connect(tmp_path / "store.sqlite") as conn:
+        status = dict(conn.execute("SELECT method_name, status FROM cells"))
+    assert status == {"zz-die": "failed", "center": "ok"}
+
+
+def test_ray_cells_time_out_in_the_worker_or_are_stopped_by_the_driver(
+    tiny_scenes, local_ray, tmp_path
+):
+    t0 = time.perf_counter()
+    summary = run(_cfg(tmp_path, "zz-sleep,zz-deaf,center", executor="ray", cell_timeout=10),
+                  progress=False)  # fmt: skip
+    assert time.perf_counter() - t0 < 60
+    errors = {method: error for _, method, error in summary.failed}
+    # Ray runs tasks off the worker's main thread, where no alarm interrupts time.sleep: the
+    # driver stops both workers once the grace period has passed
+    assert summary.ok == 1 and set(errors) == {"zz-sleep", "zz-deaf"}
+    assert all(e.startswith("timed out after 10 s (the worker was stopped") for e in errors.values())
