@@ -31,6 +31,7 @@ from .data import BenchDataset, collate, load_dataset
 from .method import Method, create_method
 from .metrics import MetricContext, MetricSpec, get_metric_spec
 from .models import DEFAULT_MODEL, check_model_spec, load_model
+from .models.external import load_state_dict_file
 from .registry import CODECS, METHODS
 from .store import CellResult, RunStore, StoreError, describe_write_error
 from .timelimit import CellTimeout, time_limit
@@ -346,6 +347,9 @@ def plan_cells(cfg: RunConfig) -> list[Cell]:
     reference = codecs[0] if codecs else None
     units = [(m, METHOD) for m in cfg.methods] + [(c, CODEC) for c in codecs]
     models = [check_model_spec(m) for m in cfg.models or [DEFAULT_MODEL]]
+    for model in models:  # a weights file that is no state dict stops the run before any write
+        if model.kwargs.get("weights"):
+            load_state_dict_file(model.kwargs["weights"])
     cells = []
     for dspec in cfg.datasets:
         ds = _dataset(dspec)

@@ -197,3 +197,146 @@ def test_ray_cells_time_out_in_the_worker_or_are_stopped_by_the_driver(
     # driver stops both workers once the grace period has passed
     assert summary.ok == 1 and set(errors) == {"zz-sleep", "zz-deaf"}
     assert all(e.startswith("timed out after 10 s (the worker was stopped") for e in errors.values())
+
+
+# -- 3. bad input: named with its fix, nothing written -------------------------------------------
+@pytest.mark.parametrize("body, line, says", [
+    ('n_images = "ten"', 3, "n_images must be a positive integer, not 'ten'"),
+    ("n_image = 5", 3, "unknown key 'n_image'; did you mean 'n_images'?"),
+    ("batch_size = 0", 3, "batch_size must be a positive integer"),
+    ('executor = "dask"', 3, 'executor must be "local" or "ray"'),
+    ("cell_timeout = true", 3, "cell_timeout must be a number of seconds"),
+    ("[settings]\nn_steps = 8\ncell_timeout = -1", 5, "cell_timeout must be a number of seconds"),
+    ("metrics = [1, 2]", 3, "metrics must be a list of metric names"),
+    ('[[models]]\nseed = 1', 3, "a [[models]] table needs a name"),
+    ("settings = 5", 3, "settings must be a table"),
+])  # fmt: skip
+def test_config_errors_name_line_and_key(tmp_path, body, line, says):
+    from nicebench.cli import main
+
+    path = tmp_path / "bad.toml"
+    out = tmp_path / "out"
+    path.write_text(f'datasets = ["{TINY}"]\nmethods = ["center"]\n{body}\nout = "{out}"\n'
+                    if not body.startswith("[") else
+                    f'datasets = ["{TINY}"]\nmethods = ["center"]\nout = "{out}"\n{body}\n')  # fmt: skip
+    if body.startswith("["):
+        line += 1
+    with pytest.raises(ValueError) as err:
+        load_config(path)
+    assert f"{path}, line {line}: " in str(err.value) and says in str(err.value), str(err.value)
+    assert main(["run", str(path), "-q", "--no-report"]) == 2
+    assert not out.exists()
+
+
+def _image_tree(root, n=3):
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (40, 30), (40 * i, 90, 200)).save(root / cls / f"{i}.jpg")
+    return root
+
+
+def test_imagefolder_names_a_bad_file_or_skips_and_counts_bad_files(tmp_path):
+    import nicebench as nb
+
+    root = _image_tree(tmp_path / "imgs")
+    (root / "cat" / "notes.png").write_text("not an image at all")  # an image name, no image
+    good = (root / "dog" / "0.jpg").read_bytes()
+    (root / "dog" / "9.jpg").write_bytes(good[:-2])  # its end cut off
+    with pytest.raises(ValueError, match=r"cat/notes.png is not a readable image .*skip_bad=true"):
+        nb.load_dataset("imagefolder", root=str(root), size=32)
+    with pytest.warns(UserWarning, match="skipped 2 unreadable file"):
+        ds = nb.load_dataset("imagefolder", root=str(root), size=32, skip_bad=True)
+    assert len(ds) == 6 and sorted(p.rsplit("/", 1)[1] for p, _ in ds.skipped) == ["9.jpg",
+                                                                                  "notes.png"]
+    assert ds.identity()["skipped"] == 2 and ds[5][0].shape == (3, 32, 32)
+    # a truncated file passes the header check; loading it names the file
+    (root / "cat" / "notes.png").unlink()
+    ds = nb.load_dataset("imagefolder", root=str(root), size=32)
+    with pytest.raises(ValueError, match=r"dog/9.jpg can't be decoded"):
+        ds[len(ds) - 1]
+
+
+def test_weights_file_that_is_no_state_dict_stops_the_run_before_any_write(tmp_path):
+    import torch
+
+    from nicebench.cli import main
+
+    bad = tmp_path / "model.pt"
+    for content, says in ((lambda p: torch.save([torch.zeros(2)], p), "holds a list, not a state dict"),
+                          (lambda p: p.write_bytes(b"garbage"), "is not a state dict that torch.load"),
+                          (lambda p: torch.save({}, p), "holds a dict, not a state dict")):  # fmt: skip
+        content(bad)
+        out = tmp_path / "out"
+        cfg = _cfg(out, "center")
+        cfg.models = parse_specs(f"scenecnn:weights={bad}")
+        with pytest.raises(ValueError, match=f"model weights file {bad} {says}.*torch.save"):
+            run(cfg, progress=False)
+        assert not out.exists()
+    code = main(["run", "--datasets", TINY, "--methods", "center", "--models",
+                 f"scenecnn:weights={bad}", "--out", str(out), "-q"])  # fmt: skip
+    assert code == 2 and not out.exists()
+
+
+def test_unwritable_run_directory_is_named(tiny_scenes, tmp_path, capsys):
+    from nicebench.cli import main
+
+    (tmp_path / "file").write_text("a file where the run directory would go")
+    out = tmp_path / "file" / "run"
+    with pytest.raises(StoreError, match=rf"run directory {out} is not usable: can't write .*--out"):
+        run(_cfg(out, "center"), progress=False)
+    assert main(["run", "--datasets", TINY, "--methods", "center", "--metrics", "deletion",
+                 "--n-images", "2", "--out", str(out), "-q"]) == 2  # fmt: skip
+    assert "is not usable" in capsys.readouterr().err
+
+
+def test_full_disk_while_writing_the_store_loses_nothing(tiny_scenes, tmp_path, monkeypatch):
+    """SQLite's own "database or disk is full" (a page cap) after the first cell: the run stops
+    naming the store and what to free; the first cell stays; a rerun finishes with equal tables."""
+    methods = "center,edges,random"
+    run(_cfg(tmp_path / "whole", methods), progress=False)
+    write = RunStore.write
+    calls = []
+
+    def write_then_fill(self, res):
+        write(self, res)
+        calls.append(res.key)
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        self.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+
+    monkeypatch.setattr(RunStore, "write", write_then_fill)
+    out = tmp_path / "full"
+    with pytest.raises(StoreError, match=rf"no space left on the disk writing {out}/store.sqlite "
+                                         r"\(\d+ MiB free there\): free space"):  # fmt: skip
+        run(_cfg(out, methods), progress=False)
+    monkeypatch.setattr(RunStore, "write", write)
+    with sqlite3.connect(out / "store.sqlite") as conn:
+        assert [k for (k,) in conn.execute("SELECT key FROM cells")] == calls[:1]
+    again = run(_cfg(out, methods), progress=False)
+    assert again.skipped == 1 and again.ok == 2
+    for name in ("leaderboard.csv", "per_image.csv"):
+        a, b = pd.read_csv(tmp_path / "whole" / name), pd.read_csv(out / name)
+        timing = [c for c in a.columns if c.startswith(("explain_ms", "peak_mem"))]
+        pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing))
+
+
+def test_full_disk_while_writing_the_tables_keeps_the_old_ones(tiny_scenes, tmp_path, monkeypatch):
+    run(_cfg(tmp_path, "center"), progress=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.csv")}
+    to_csv = pd.DataFrame.to_csv
+
+    def full(self, path=None, *args, **kw):
+        if str(path).endswith("per_image.csv"):
+            with open(path, "w") as f:
+                f.write("dataset,meth")  # half a file, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return to_csv(self, path, *args, **kw)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    with pytest.raises(StoreError, match=rf"no space left on the disk writing {tmp_path}/per_image"
+                                         r".csv .*previous tables are unchanged"):  # fmt: skip
+        run(_cfg(tmp_path, "center,edges"), progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.csv")} == before
+    assert not list(tmp_path.glob(".tables-*"))
