@@ -340,3 +340,88 @@ def test_full_disk_while_writing_the_tables_keeps_the_old_ones(tiny_scenes, tmp_
         run(_cfg(tmp_path, "center,edges"), progress=False)
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.csv")} == before
     assert not list(tmp_path.glob(".tables-*"))
+
+
+# -- 4. nicebench verify -------------------------------------------------------------------------
+def _verify_cli(run_dir, *args):
+    import contextlib
+    import io
+
+    from nicebench.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["verify", str(run_dir), *args])
+    return code, buf.getvalue()
+
+
+@pytest.fixture
+def verified_run(tiny_scenes, tmp_path):
+    out = tmp_path / "run"
+    assert run(_cfg(out, "center,gradcam", n=8), progress=False).ok == 4
+    return out
+
+
+def test_verify_passes_on_a_fresh_run_and_finds_a_changed_value(verified_run):
+    code, text = _verify_cli(verified_run, "--sample", "4")
+    assert code == 0, text
+    assert "integrity ok" in text and "4 of 4 cells match" in text and text.count("identical") == 4
+    with sqlite3.connect(verified_run / "store.sqlite") as conn:  # one stored score changed
+        key = conn.execute("SELECT key FROM cells WHERE method = 'gradcam' LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE image_values SET value = value + 1e-12 WHERE cell_key = ? "
+                     "AND metric = 'deletion_auc' AND image_index = 1", (key,))  # fmt: skip
+    code, text = _verify_cli(verified_run, "--sample", "4")
+    assert code == 1 and f"DIFFERS   {TINY_LABEL} · gradcam · shard 0 [{key}]: deletion_auc of " \
+        "image 1" in text and text.strip().endswith("verify: FAILED"), text  # fmt: skip
+
+
+def test_verify_reports_an_altered_spec_other_code_and_a_damaged_store(
+    tiny_scenes, verified_run, tmp_path, monkeypatch
+):
+    from nicebench import runner
+
+    with sqlite3.connect(verified_run / "store.sqlite") as conn:
+        key, spec = conn.execute("SELECT key, spec FROM cells WHERE method = 'center'").fetchone()
+        spec = spec.replace('"n_steps": 8', '"n_steps": 9')
+        conn.execute("UPDATE cells SET spec = ? WHERE key = ?", (spec, key))
+    code, text = _verify_cli(verified_run, "--sample", "0")
+    assert code == 1 and f"KEY MISMATCH {TINY_LABEL} · center · shard 0 [{key}]" in text, text
+
+    other = tmp_path / "other"
+    monkeypatch.setattr(runner, "code_version", lambda: "0123456789ab")
+    run(_cfg(other, "center"), progress=False)
+    monkeypatch.undo()
+    code, text = _verify_cli(other, "--sample", "1")
+    assert code == 1 and "computed by other code" in text and "(code 0123456789ab)" in text
+    assert "identical" in text  # the installed code still gives the same values
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "store.sqlite").write_bytes(b"\0" * 100 + (verified_run / "store.sqlite").read_bytes()[100:])
+    code, text = _verify_cli(damaged)
+    assert code == 1 and "DAMAGED" in text
+
+
+def test_verify_rebuilds_cells_of_stores_written_before_specs_held_them(tiny_scenes, tmp_path):
+    """A store whose specs lack the exact ``cell`` entry: specs parsed from their strings (tuple
+    parameters included), the reference codec found in the run config."""
+    import json
+
+    from nicebench.config import PluginSpec
+    from nicebench.verify import spec_from_str
+
+    jpeg = PluginSpec.make("jpeg", {"qualities": [30, 75], "subsampling": "4:2:0"})
+    assert spec_from_str(str(jpeg)) == jpeg
+    tv = PluginSpec.make("torchvision:resnet50", {"weights": "/m/r.pth", "num_classes": 10})
+    assert spec_from_str(str(tv)) == tv
+    out = tmp_path / "old"
+    cfg = _cfg(out, "center")
+    cfg.codecs, cfg.metrics = [jpeg], ["deletion", "compression"]
+    assert run(cfg, progress=False).ok == 2
+    with sqlite3.connect(out / "store.sqlite") as conn:
+        for key, spec in conn.execute("SELECT key, spec FROM cells").fetchall():
+            spec = json.loads(spec)
+            spec.pop("cell")
+            conn.execute("UPDATE cells SET spec = ? WHERE key = ?", (json.dumps(spec), key))
+    code, text = _verify_cli(out, "--sample", "2")
+    assert code == 0 and text.count("identical") == 2, text
