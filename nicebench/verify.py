@@ -132,7 +132,7 @@ def cell_from_spec(
         common = dict(start=int(start), stop=int(stop), shard=int(row["shard"]),
                       metrics=tuple(spec["metrics"]),
                       settings=tuple(sorted(spec["settings"].items())), device="cpu",
-                      kind=row["kind"])  # fmt: skip
+                      kind=row.get("kind") or row.get("track") or "method")  # fmt: skip
         exact = spec.get("cell")
         if exact:
             candidates = [_exact(exact["reference"])]
