@@ -429,3 +429,16 @@ def test_verify_rebuilds_cells_of_stores_written_before_specs_held_them(tiny_sce
             conn.execute("UPDATE cells SET spec = ? WHERE key = ?", (json.dumps(spec), key))
     code, text = _verify_cli(out, "--sample", "2")
     assert code == 0 and text.count("identical") == 2, text
+
+
+def test_stored_arrays_never_unpickle():
+    import io
+
+    import numpy as np
+
+    from nicebench.store import unpack
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"run": "os.system"}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        unpack(buf.getvalue())
