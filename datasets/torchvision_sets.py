@@ -164,6 +164,20 @@ class CIFAR10(_TorchvisionSet):
         self._load(ds)
 
 
+def _image_problem(path: str, decode: bool) -> str | None:
+    """Why ``path`` is not a usable image (None when it is): its header, or with ``decode`` its
+    whole data, fails to read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if decode:
+                im.load()
+    except Exception as exc:  # UnidentifiedImageError, truncated data, decompression bombs
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 @register_dataset("imagefolder")
 class ImageFolder(BenchDataset):
     """Any ImageFolder tree (class sub-folders of images), resized and centre-cropped to ``size``;
@@ -173,13 +187,19 @@ class ImageFolder(BenchDataset):
     in ImageNet's validation set sorted into folders) to the 1000 ImageNet class indices, so the
     labels are the ImageNet model's; other folder names label by their sorted folder index.
     ``imagenet`` requires wnid folders, ``folder`` always uses the folder index.
+
+    Every file the set uses is opened when it is built (its header only: cheap), so a file that is
+    no image stops the run before anything is written, with its path; ``skip_bad=true`` decodes
+    each file fully instead and leaves out those that fail, listed in :attr:`skipped` (a warning
+    gives their number). A file that passes the header check but is truncated fails its cell
+    with the file's path.
     """
 
     model_arch = "resnet50"
     mean, std, channels = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 3
 
     def __init__(self, split: str = "test", root: str | None = None, size: int = 224,
-                 n: int | None = None, labels: str = "auto"):  # fmt: skip
+                 n: int | None = None, labels: str = "auto", skip_bad: bool = False):  # fmt: skip
         if root is None:
             raise ValueError("imagefolder: pass root=<folder with one sub-folder per class>, "
                              "e.g. --datasets imagefolder:root=/data/imagenette2/val")  # fmt: skip
@@ -197,6 +217,38 @@ class ImageFolder(BenchDataset):
             raise DatasetMissingError(f"imagefolder: {exc}") from None
         self.label_space = self._map_labels(labels)
         self.classes = imagenet_wnids() if self.label_space == "imagenet" else self.folder.classes
+        self.skip_bad = bool(skip_bad)
+        self.skipped: list[tuple[str, str]] = []  # (file, why) left out with skip_bad
+        self._check_files()
+
+    def _check_files(self) -> None:
+        """Check the files the set uses (the first ``n`` good ones); see the class docstring."""
+        good: list[tuple[str, int]] = []
+        limit = len(self.folder.samples) if self.n is None else int(self.n)
+        for path, target in self.folder.samples:
+            if len(good) >= limit:
+                break
+            problem = _image_problem(path, decode=self.skip_bad)
+            if problem is None:
+                good.append((path, target))
+            elif self.skip_bad:
+                self.skipped.append((path, problem))
+            else:
+                raise ValueError(
+                    f"imagefolder: {path} is not a readable image ({problem}); remove or replace "
+                    f"it, or pass skip_bad=true to leave such files out (e.g. --datasets "
+                    f"imagefolder:root={self.root},skip_bad=true)"
+                )
+        if self.skip_bad:
+            self.folder.samples = self.folder.imgs = good
+            self.folder.targets = [t for _, t in good]
+            if self.skipped:
+                import warnings
+
+                names = ", ".join(Path(p).name for p, _ in self.skipped[:3])
+                more = "…" if len(self.skipped) > 3 else ""
+                warnings.warn(f"imagefolder: skipped {len(self.skipped)} unreadable file(s) "
+                              f"under {self.root} ({names}{more})", stacklevel=3)  # fmt: skip
 
     def _map_labels(self, labels: str) -> str:
         """Relabel the samples of wnid-named folders with ImageNet class indices."""
@@ -223,10 +275,18 @@ class ImageFolder(BenchDataset):
         return len(self.folder) if self.n is None else min(self.n, len(self.folder))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.folder[index]
+        try:
+            return self.folder[index]
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for damaged files
+            path = self.folder.samples[index][0]
+            raise ValueError(f"imagefolder: {path} can't be decoded ({type(exc).__name__}: "
+                             f"{exc}); remove or replace it, or pass skip_bad=true (which "
+                             "decodes every file first and leaves out the bad ones)") from None  # fmt: skip
 
     def identity(self) -> dict[str, Any]:
         ident = {"name": "imagefolder", "root": self.root, "size": self.size, "n": len(self)}
+        if self.skip_bad:
+            ident["skipped"] = len(self.skipped)
         return {**ident, "labels": "imagenet"} if self.label_space == "imagenet" else ident
 
     def train_split(self) -> BenchDataset:

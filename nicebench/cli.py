@@ -139,6 +139,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from .verify import verify_run
+
+    report = verify_run(args.run_dir, sample=args.sample, seed=args.seed)
+    print("\n".join(report.lines()))
+    return 0 if report.passed else 1
+
+
 _PLUGINS_HELP = ("local plugin module to load first: a dotted module name or a .py file "
                  "(repeatable or comma-separated; also $NICEBENCH_PLUGINS, os.pathsep-separated)")
 
@@ -198,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("run_dir", help="a run directory (the --out of `nicebench run`)")
     h.add_argument("--figures", action="store_true", help="redraw the figures first")
     h.set_defaults(func=_report)
+
+    v = sub.add_parser("verify", parents=[common],
+                       help="check a run store's integrity and cell keys, recompute a sample of "
+                            "cells (CPU) and compare every stored value bit for bit")  # fmt: skip
+    v.add_argument("run_dir", help="a run directory (the --out of `nicebench run`)")
+    v.add_argument("--sample", type=int, default=5, help="finished cells to recompute (default 5)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    v.set_defaults(func=_verify)
     return p
 
 

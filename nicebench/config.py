@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -120,6 +121,11 @@ class RunConfig:
     the default leaderboard), so a user's run never writes into the committed reference results
     (``results/``) unless named. ``skipped_datasets``: the optional datasets left out because
     their files are not on this machine, each with the message that says how to get them.
+
+    ``cell_timeout``: seconds a cell may run before it is recorded failed ("timed out after N s")
+    and the run goes on (TOML: top-level ``cell_timeout = 600`` or ``cell_timeout`` under
+    ``[settings]``; it is not part of any cell's key, so changing it recomputes nothing). ``0``
+    turns the limit off.
     """
 
     datasets: list[PluginSpec] = field(default_factory=list)
@@ -135,6 +141,7 @@ class RunConfig:
     out: str = "runs/default"
     executor: str = "local"
     address: str | None = None
+    cell_timeout: float = 3600.0
     settings: dict[str, Any] = field(default_factory=dict)
     skipped_datasets: list[tuple[str, str]] = field(default_factory=list, compare=False)
 
@@ -152,8 +159,99 @@ class RunConfig:
         return list(self.codecs) or parse_specs(str(self.settings.get("codec", "jpeg")))
 
 
-_KEYS = {"n_images", "shard_size", "batch_size", "device", "seed", "out", "executor", "address"}
+_KEYS = {"n_images", "shard_size", "batch_size", "device", "seed", "out", "executor", "address",
+         "cell_timeout"}  # fmt: skip
 _LISTS = {"datasets", "optional_datasets", "models", "methods", "codecs", "metrics", "settings"}
+_PLUGIN_LISTS = ("datasets", "optional_datasets", "models", "methods", "codecs")
+# what each scalar key must hold: (check, what it must be, an example line)
+_CHECKS: dict[str, tuple[Any, str, str]] = {
+    "n_images": (lambda v: _is_int(v) and v > 0, "a positive integer", "n_images = 100"),
+    "shard_size": (lambda v: _is_int(v) and v > 0, "a positive integer", "shard_size = 100"),
+    "batch_size": (lambda v: _is_int(v) and v > 0, "a positive integer", "batch_size = 50"),
+    "seed": (lambda v: _is_int(v), "an integer", "seed = 0"),
+    "device": (lambda v: isinstance(v, str), "a string", 'device = "cpu"'),
+    "out": (lambda v: isinstance(v, str) and v.strip(), "a non-empty string", 'out = "runs/x"'),
+    "executor": (lambda v: v in ("local", "ray"), '"local" or "ray"', 'executor = "local"'),
+    "address": (lambda v: isinstance(v, str), "a string", 'address = "ray://head:10001"'),
+    "cell_timeout": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0 (0: no limit)",
+                     "cell_timeout = 3600"),
+}  # fmt: skip
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def key_line(text: str, key: str, table: str | None = None) -> int | None:
+    """The 1-based line where TOML ``text`` sets ``key`` (top level, or inside ``[table]``), or
+    where its ``[key]``/``[[key]]`` table starts; None when not found."""
+    k = re.escape(key)
+    name = rf"""(?:{k}|"{k}"|'{k}')"""
+    assign = re.compile(rf"\s*{name}\s*[.=]")
+    header = re.compile(rf"\s*\[\[?\s*{name}\s*\]")
+    current = None  # the table the lines belong to (None: top level)
+    for n, line in enumerate(text.splitlines(), 1):
+        m = re.match(r"\s*\[\[?\s*([^\]]+?)\s*\]", line)
+        if m:
+            if table is None and header.match(line):
+                return n
+            current = m.group(1).strip().strip("\"'")
+            continue
+        if current == table and assign.match(line):
+            return n
+    return None
+
+
+def _where(source: str, text: str, key: str, table: str | None = None) -> str:
+    line = key_line(text, key, table)
+    return f"{source}, line {line}" if line else source
+
+
+def _check_raw(raw: dict[str, Any], text: str, source: str) -> None:
+    """Raise a ``ValueError`` naming the line and key of the first bad entry of a parsed config."""
+    unknown = sorted(set(raw) - _KEYS - _LISTS)
+    if unknown:
+        import difflib
+
+        key = unknown[0]
+        close = difflib.get_close_matches(key, sorted(_KEYS | _LISTS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"{_where(source, text, key)}: unknown key {key!r}; {hint}"
+                         f"known: {sorted(_KEYS | _LISTS)}")  # fmt: skip
+    for key, value in raw.items():
+        where = _where(source, text, key)
+        if key in _CHECKS:
+            ok, must, example = _CHECKS[key]
+            if not ok(value):
+                raise ValueError(f"{where}: {key} must be {must}, not {value!r} "
+                                 f"({type(value).__name__}); e.g. {example}")  # fmt: skip
+        elif key == "settings":
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: settings must be a table ([settings] with "
+                                 f"key = value lines), not {value!r}")  # fmt: skip
+            if "cell_timeout" in value and not _CHECKS["cell_timeout"][0](value["cell_timeout"]):
+                raise ValueError(
+                    f"{_where(source, text, 'cell_timeout', 'settings')}: cell_timeout must be "
+                    f"{_CHECKS['cell_timeout'][1]}, not {value['cell_timeout']!r}"
+                )
+        elif key == "metrics":
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str) for v in items):
+                raise ValueError(f"{where}: metrics must be a list of metric names, e.g. "
+                                 f'metrics = ["deletion", "insertion"], not {value!r}')  # fmt: skip
+        elif key in _PLUGIN_LISTS:
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, dict) and "name" not in item:
+                    raise ValueError(f"{where}: a [[{key}]] table needs a name, e.g. "
+                                     f'name = "gradcam"; got {item!r}')  # fmt: skip
+                if not isinstance(item, str | dict):
+                    raise ValueError(f"{where}: {key} entries are plugin specs like "
+                                     f'"nice:lam=5" or tables with a name, not {item!r}')  # fmt: skip
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -171,25 +269,29 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{source}: not valid TOML: {exc}") from None
-    unknown = set(raw) - _KEYS - _LISTS
-    if unknown:
-        raise ValueError(f"{source}: unknown key(s) {sorted(unknown)}; "
-                         f"known: {sorted(_KEYS | _LISTS)}")  # fmt: skip
+    _check_raw(raw, text, source)
+    metrics = raw.get("metrics", [])
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    settings = dict(raw.get("settings", {}))
+    timeout = settings.pop("cell_timeout", None)  # a run setting, never part of a cell's key
     skipped: list[tuple[str, str]] = []
     cfg = RunConfig(
         datasets=parse_specs(raw.get("datasets"))
         + available(parse_specs(raw.get("optional_datasets")), skipped),
         methods=parse_specs(raw.get("methods")),
         codecs=parse_specs(raw.get("codecs")),
-        metrics=list(raw.get("metrics", [])),
-        settings=dict(raw.get("settings", {})),
+        metrics=list(metrics),
+        settings=settings,
     )
     cfg.skipped_datasets = skipped
     cfg.out = f"runs/{Path(source).stem}" if source != "<config>" else cfg.out
     if raw.get("models"):
         cfg.models = parse_specs(raw["models"])
+    if timeout is not None:
+        cfg.cell_timeout = float(timeout)
     for key in _KEYS & set(raw):
-        setattr(cfg, key, raw[key])
+        setattr(cfg, key, float(raw[key]) if key == "cell_timeout" else raw[key])
     return cfg
 
 

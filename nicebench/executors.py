@@ -1,8 +1,17 @@
-"""Executors run cells and yield their results to the driver, which alone writes the store."""
+"""Executors run cells and yield their results to the driver, which alone writes the store.
+
+``map(fn, cells, progress, timeout, fail)``: ``fn(cell)`` computes a cell (and keeps its own time
+limit, see :func:`nicebench.runner.run_cell`); ``fail(cell, error)`` makes the failed result of a
+cell that returned nothing, which the Ray executor yields for a worker that died twice or that
+overran ``timeout`` by more than :func:`grace` (a hang the in-worker limit could not interrupt).
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -15,8 +24,9 @@ class LocalExecutor:
     """Cells one after another in this process (models and fitted methods stay cached)."""
 
     def map(
-        self, fn: Callable[[Any], Any], cells: Iterable[Any], progress: bool = True
-    ) -> Iterator:
+        self, fn: Callable[[Any], Any], cells: Iterable[Any], progress: bool = True,
+        timeout: float | None = None, fail: Callable[[Any, str], Any] | None = None,
+    ) -> Iterator:  # fmt: skip
         cells = list(cells)
         bar = tqdm(cells, desc="cells", disable=not progress or not cells, unit="cell")
         for cell in bar:
@@ -24,9 +34,42 @@ class LocalExecutor:
             yield fn(cell)
 
 
+def grace(timeout: float) -> float:
+    """How long the Ray driver waits past a cell's ``timeout`` before it stops the worker: the
+    in-worker limit normally fires first and keeps the worker (and its cached models)."""
+    return min(120.0, max(5.0, 0.25 * timeout))
+
+
+def _in_worker(fn: Callable[[Any], Any], threads: int, cell: Any) -> Any:
+    """``fn(cell)`` with the driver's torch thread count (Ray sets one thread per task), so that
+    results are bit-identical to the local executor's."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return fn(cell)
+
+
+def worker_death_reason(exc: BaseException) -> str:
+    """The useful part of Ray's message about a worker that died: its exit type and detail where
+    the message has them (Ray 2.x hands the driver no exit code or signal; its raylet log and
+    the worker's ``python-core-worker-*.log`` in the Ray session's logs have the rest)."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"(Worker exit type: .*?)(?: There are some potential root causes|$)", text)
+    if found:
+        return found.group(1).strip()
+    return text[:300]
+
+
 class RayExecutor:
     """Cells as Ray tasks on a cluster (``address``) or a local Ray instance; results stream
-    back to the driver as they finish."""
+    back to the driver as they finish.
+
+    A task whose worker dies (killed, ``os._exit``, out of memory) is retried once by Ray; a
+    second death fails the cell with the worker's exit reason. At most as many tasks as the
+    cluster has CPUs are in flight, so a task starts when it is submitted and the driver can time
+    it: one that runs past ``timeout`` + :func:`grace` is cancelled (its worker stopped) and
+    failed with "timed out after N s". Only the driver writes the store."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None):
         try:
@@ -48,18 +91,61 @@ class RayExecutor:
             self.ray.shutdown()
 
     def map(
-        self, fn: Callable[[Any], Any], cells: Iterable[Any], progress: bool = True
-    ) -> Iterator:
+        self, fn: Callable[[Any], Any], cells: Iterable[Any], progress: bool = True,
+        timeout: float | None = None, fail: Callable[[Any, str], Any] | None = None,
+    ) -> Iterator:  # fmt: skip
+        import torch
+
         ray = self.ray
-        remote = ray.remote(fn)
-        pending = [remote.remote(c) for c in cells]
-        bar = tqdm(total=len(pending), desc="cells", disable=not progress or not pending)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            bar.update(1)
-            yield ray.get(ready[0])
-        bar.close()
-        self.shutdown()
+        remote = ray.remote(max_retries=1, retry_exceptions=False)(_in_worker)
+        queue = deque(cells)
+        window = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        threads = torch.get_num_threads()
+        running: dict[Any, tuple[Any, float]] = {}  # task → (cell, when the driver stops it)
+        limit = timeout + grace(timeout) if timeout else float("inf")
+        bar = tqdm(total=len(queue), desc="cells", disable=not progress or not queue)
+        try:
+            while queue or running:
+                while queue and len(running) < window:
+                    cell = queue.popleft()
+                    running[remote.remote(fn, threads, cell)] = (cell, time.monotonic() + limit)
+                wait = min(1.0, max(0.0, min(d for _, d in running.values()) - time.monotonic()))
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=wait)
+                for ref in ready:
+                    cell, _ = running.pop(ref)
+                    bar.update(1)
+                    yield self._result(ref, cell, timeout, fail)
+                now = time.monotonic()
+                for ref, (cell, deadline) in list(running.items()):
+                    if now >= deadline:
+                        ray.cancel(ref, force=True)  # stops the worker process
+                        running.pop(ref)
+                        bar.update(1)
+                        yield self._failed(fail, cell, f"timed out after {timeout:g} s (the "
+                                           f"worker was stopped {grace(timeout):g} s later)")  # fmt: skip
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            bar.close()
+            self.shutdown()
+
+    def _result(self, ref: Any, cell: Any, timeout: float | None, fail: Callable | None) -> Any:
+        exceptions = self.ray.exceptions
+        try:
+            return self.ray.get(ref)
+        except exceptions.TaskCancelledError:
+            return self._failed(fail, cell, f"timed out after {timeout:g} s")
+        except (exceptions.WorkerCrashedError, exceptions.RaySystemError) as exc:
+            return self._failed(fail, cell, "worker died twice (retried once): "
+                                f"{type(exc).__name__}: {worker_death_reason(exc)}")  # fmt: skip
+        except exceptions.RayError as exc:  # fn raised: not a cell's own failure (run_cell never does)
+            return self._failed(fail, cell, f"{type(exc).__name__}: {worker_death_reason(exc)}")
+
+    @staticmethod
+    def _failed(fail: Callable | None, cell: Any, error: str) -> Any:
+        if fail is None:
+            raise RuntimeError(f"cell {cell}: {error}")
+        return fail(cell, error)
 
 
 def get_executor(name: str, address: str | None = None, num_cpus: int | None = None):

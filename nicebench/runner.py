@@ -31,13 +31,16 @@ from .data import BenchDataset, collate, load_dataset
 from .method import Method, create_method
 from .metrics import MetricContext, MetricSpec, get_metric_spec
 from .models import DEFAULT_MODEL, check_model_spec, load_model
+from .models.external import load_state_dict_file
 from .registry import CODECS, METHODS
-from .store import CellResult, RunStore
+from .store import CellResult, RunStore, StoreError, describe_write_error
+from .timelimit import CellTimeout, time_limit
 
 __all__ = [
     "Cell",
     "plan_cells",
     "run_cell",
+    "failed_result",
     "run",
     "code_version",
     "default_config",
@@ -114,9 +117,14 @@ class Cell:
 
     @property
     def key(self) -> str:
+        return self.key_for(code_version())
+
+    def key_for(self, code: str) -> str:
+        """The key this cell has under code version ``code`` (:attr:`key`: the installed code's;
+        ``nicebench verify`` checks stored keys against the specs stored with them)."""
         blob = json.dumps(
             [str(self.dataset), str(self.model), str(self.method), self.start, self.stop,
-             self.metrics, self.settings, self.kind, str(self.reference), code_version()],
+             self.metrics, self.settings, self.kind, str(self.reference), code],
             default=str,
         )  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -157,25 +165,55 @@ def _metric_specs(
     return [s for s in specs if (ds.has_masks or not s.needs_masks) and s.applies(method)]
 
 
-def run_cell(cell: Cell) -> CellResult:
-    """Compute one cell; never raises: a failure is recorded in the result's status and error."""
-    t0 = time.perf_counter()
-    res = CellResult(
+def _spec_params(spec: PluginSpec | None) -> list | None:
+    return None if spec is None else [spec.name, [list(p) for p in spec.params]]
+
+
+def _new_result(cell: Cell) -> CellResult:
+    """An empty result of ``cell``; its ``spec`` holds what rebuilds the cell (``cell``: the exact
+    plugin specs, the reference codec and batch size, see :func:`nicebench.verify.cell_from_spec`)."""
+    return CellResult(
         key=cell.key, dataset=cell.dataset.label, model=cell.model.label,
         method=cell.method.label, method_name=cell.method.name, shard=cell.shard,
         kind=cell.kind, code_version=code_version(),
         spec={"dataset": str(cell.dataset), "model": str(cell.model), "method": str(cell.method),
               "images": [cell.start, cell.stop], "metrics": list(cell.metrics),
-              "settings": dict(cell.settings)},
+              "settings": dict(cell.settings),
+              "cell": {"dataset": _spec_params(cell.dataset), "model": _spec_params(cell.model),
+                       "method": _spec_params(cell.method),
+                       "reference": _spec_params(cell.reference),
+                       "batch_size": cell.batch_size, "device": cell.device}},
     )  # fmt: skip
+
+
+def _fail(res: CellResult, error: str, trace: str | None = None) -> CellResult:
+    res.status, res.error = "failed", error
+    res.image_rows, res.cell_values, res.tables = [], {}, {}
+    res.artifacts, res.samples = [], []
+    if trace:
+        res.spec["traceback"] = trace
+    return res
+
+
+def failed_result(cell: Cell, error: str) -> CellResult:
+    """The failed result of a cell that returned nothing (its worker timed out or died): what
+    the driver writes for it."""
+    return _fail(_new_result(cell), error)
+
+
+def run_cell(cell: Cell, timeout: float | None = None) -> CellResult:
+    """Compute one cell; never raises: a failure is recorded in the result's status and error.
+    ``timeout``: seconds after which the cell stops and is failed with "timed out after N s"
+    (see :mod:`nicebench.timelimit`)."""
+    t0 = time.perf_counter()
+    res = _new_result(cell)
     try:
-        _compute(cell, res)
+        with time_limit(timeout):
+            _compute(cell, res)
+    except CellTimeout as exc:
+        _fail(res, str(exc), traceback.format_exc(limit=6))
     except Exception as exc:  # a failing cell is recorded and the run goes on
-        res.status = "failed"
-        res.error = f"{type(exc).__name__}: {exc}"
-        res.image_rows, res.cell_values, res.tables = [], {}, {}
-        res.artifacts, res.samples = [], []
-        res.spec["traceback"] = traceback.format_exc(limit=6)
+        _fail(res, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=6))
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -296,7 +334,9 @@ def plan_cells(cfg: RunConfig) -> list[Cell]:
     metrics = tuple(cfg.metrics or DEFAULT_METRICS)
     for name in metrics:
         get_metric_spec(name)  # raises with close matches
-    settings = tuple(sorted({"seed": cfg.seed, **cfg.settings}.items()))
+    settings = {"seed": cfg.seed, **cfg.settings}
+    settings.pop("cell_timeout", None)  # a limit on the run, not part of what a cell computes
+    settings = tuple(sorted(settings.items()))
     codecs = cfg.run_codecs() if COMPRESSION in metrics else []
     for spec in cfg.methods:
         if spec.name in CODECS and spec.name not in METHODS:
@@ -307,6 +347,9 @@ def plan_cells(cfg: RunConfig) -> list[Cell]:
     reference = codecs[0] if codecs else None
     units = [(m, METHOD) for m in cfg.methods] + [(c, CODEC) for c in codecs]
     models = [check_model_spec(m) for m in cfg.models or [DEFAULT_MODEL]]
+    for model in models:  # a weights file that is no state dict stops the run before any write
+        if model.kwargs.get("weights"):
+            load_state_dict_file(model.kwargs["weights"])
     cells = []
     for dspec in cfg.datasets:
         ds = _dataset(dspec)
@@ -349,16 +392,47 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
     todo = [c for c in cells if c.key not in done]
     summary = RunSummary(out, len(cells), len(cells) - len(todo), 0)
     executor = get_executor(cfg.executor, address=cfg.address)
+    timeout = float(cfg.settings.get("cell_timeout", cfg.cell_timeout) or 0) or None
     try:
-        for res in executor.map(run_cell, todo, progress=progress):
+        cells_out = executor.map(functools.partial(run_cell, timeout=timeout), todo,
+                                 progress=progress, timeout=timeout, fail=failed_result)  # fmt: skip
+        for res in cells_out:
             store.write(res)
             if res.status == "ok":
                 summary.ok += 1
             else:
                 where = f"{res.dataset} · {res.model}" if res.model != "default" else res.dataset
                 summary.failed.append((where, res.method, res.error))
-        write_tables(store, {c.key for c in cells}, out)
+        _write_tables_whole(write_tables, store, {c.key for c in cells}, out)
     finally:
         store.close()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _write_tables_whole(write_tables, store: RunStore, keys: set[str], out: Path) -> None:
+    """``write_tables`` into a scratch folder, then each file renamed into ``out``: a table is
+    replaced whole or not at all (a full disk leaves the previous tables as they were)."""
+    import os
+    import shutil
+    import tempfile
+
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=".tables-", dir=out))
+    except OSError as exc:
+        raise StoreError(describe_write_error(out, exc)) from None
+    try:
+        write_tables(store, keys, scratch)
+        for path in sorted(scratch.rglob("*")):
+            target = out / path.relative_to(scratch)
+            if path.is_dir():
+                target.mkdir(exist_ok=True)
+            else:
+                os.replace(path, target)
+    except OSError as exc:
+        where = Path(exc.filename) if exc.filename else out
+        if scratch in where.parents:  # name the table, not the scratch copy
+            where = out / where.relative_to(scratch)
+        raise StoreError(describe_write_error(where, exc, tables=True)) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import os
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -14,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["CellResult", "RunStore", "StoreError", "pack", "unpack"]
+__all__ = ["CellResult", "RunStore", "StoreError", "describe_write_error", "pack", "unpack"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -89,7 +92,31 @@ class CellResult:
 
 
 class StoreError(ValueError):
-    """A run store that can't be used: corrupt, or held by another live run."""
+    """A run store that can't be used: corrupt, held by another live run, or not writable (a
+    folder without write permission, a full disk)."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) == errno.ENOSPC or "disk is full" in str(exc) \
+        or getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13)  # fmt: skip
+
+
+def describe_write_error(path: str | Path, exc: BaseException, tables: bool = False) -> str:
+    """What failed writing ``path`` and what to do: with a full disk, how much is free there and
+    what can be freed; otherwise the folder to make writable. Written data is never half: the
+    store's transaction is rolled back, a table is replaced whole or not at all."""
+    path = Path(path)
+    kept = ("the previous tables are unchanged; the cells are in the store: rerun (or "
+            "`nicebench run` the same config) to write the tables" if tables else
+            "the cells stored before it are kept and a rerun resumes from them")  # fmt: skip
+    if _is_disk_full(exc):
+        probe = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+        free = shutil.disk_usage(probe).free / 2**20
+        return (f"no space left on the disk writing {path} ({free:.0f} MiB free there): free "
+                "space on that disk (old run directories, e.g. runs/*, or the model cache, "
+                "$NICEBENCH_CACHE) or pass --out on another disk; " + kept)  # fmt: skip
+    return (f"can't write {path} ({type(exc).__name__}: {exc}): pass --out a folder you can "
+            "write, or fix its permissions; " + kept)  # fmt: skip
 
 
 class RunStore:
@@ -97,10 +124,14 @@ class RunStore:
 
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "store.sqlite"
         self._lock: Any = None
-        self.conn = sqlite3.connect(self.path, timeout=60)  # waits up to 60 s for a writer
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=60)  # waits up to 60 s for a writer
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise StoreError(f"run directory {self.dir} is not usable: "
+                             + describe_write_error(self.path, exc)) from None  # fmt: skip
         try:
             bad = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
         except sqlite3.DatabaseError as exc:
@@ -111,9 +142,14 @@ class RunStore:
                 f"run store {self.path} is damaged ({'; '.join(bad[:3])}): move it aside "
                 "(the tables beside it stay readable) and rerun to recompute its cells"
             )
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(SCHEMA)
+        except sqlite3.OperationalError as exc:  # a read-only folder or file, a full disk
+            self.conn.close()
+            raise StoreError(f"run store {self.path} can't be written: "
+                             + describe_write_error(self.path, exc)) from None  # fmt: skip
         columns = {r[1] for r in self.conn.execute("PRAGMA table_info(cells)")}
         if "kind" not in columns and "track" in columns:  # written before cells had a kind
             with self.conn:
@@ -130,7 +166,10 @@ class RunStore:
         :class:`StoreError` naming the other run's pid when a live run already holds it."""
         import fcntl
 
-        handle = open(self.dir / "run.lock", "a+")  # noqa: SIM115 - held until close()
+        try:
+            handle = open(self.dir / "run.lock", "a+")  # noqa: SIM115 - held until close()
+        except OSError as exc:
+            raise StoreError(describe_write_error(self.dir / "run.lock", exc)) from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -163,7 +202,7 @@ class RunStore:
     ) -> None:
         """Record a run's config, versions and the keys of its cells (its tables, figures and
         report show those cells, see :meth:`latest_keys`)."""
-        with self.conn:
+        with self._writing(), self.conn:
             self.conn.execute(
                 "INSERT INTO runs (started_at, config, versions, cells) VALUES (?, ?, ?, ?)",
                 (time.strftime("%Y-%m-%dT%H:%M:%S"), json.dumps(config), json.dumps(versions),
@@ -177,8 +216,9 @@ class RunStore:
 
     def write(self, r: CellResult) -> None:
         """Write one cell and everything it computed in a single transaction (replacing any
-        earlier attempt of the same cell)."""
-        with self.conn:
+        earlier attempt of the same cell). A write that fails (a full disk) is rolled back whole
+        and raised as a :class:`StoreError` that says what to free."""
+        with self._writing(), self.conn:
             for table in ("image_values", "cell_values", "tables", "artifacts"):
                 self.conn.execute(f"DELETE FROM {table} WHERE cell_key = ?", (r.key,))
             self.conn.execute(
@@ -209,6 +249,13 @@ class RunStore:
                 "INSERT OR REPLACE INTO samples VALUES (?,?,?,?)",
                 [(r.dataset, int(i), name, pack(a)) for i, name, a in r.samples],
             )
+
+    @contextlib.contextmanager
+    def _writing(self):
+        try:
+            yield
+        except (sqlite3.OperationalError, OSError) as exc:
+            raise StoreError(describe_write_error(self.path, exc)) from None
 
     # -- reading ---------------------------------------------------------------------------------
     def cells(self, keys: set[str] | None = None) -> pd.DataFrame:
