@@ -331,7 +331,7 @@ def default_config(**overrides: Any) -> RunConfig:
 def plan_cells(cfg: RunConfig) -> list[Cell]:
     """Expand a config into cells: methods (those that can't apply to a dataset are left out),
     then, when the ``compression`` metric is on, the run's codecs (:meth:`RunConfig.run_codecs`)."""
-    metrics = tuple(cfg.metrics or DEFAULT_METRICS)
+    metrics = tuple(dict.fromkeys(cfg.metrics or DEFAULT_METRICS))  # a metric listed twice: once
     for name in metrics:
         get_metric_spec(name)  # raises with close matches
     settings = {"seed": cfg.seed, **cfg.settings}

@@ -422,7 +422,8 @@ def test_cli_run_ends_with_figures_and_report_of_the_latest_run(tiny_scenes, tmp
     # a later run in the same directory: its figures, report and tables show its cells only,
     # and figures the earlier run drew that no longer apply are gone
     (out / "figures" / "mine.txt").write_text("a user's file stays")
-    assert main(["run", "--methods", "center", "--metrics", "deletion", *base[2:]]) == 0
+    later = [*base[:2], *base[4:]]  # the same run directory, without insertion
+    assert main(["run", "--methods", "center", "--metrics", "deletion,deletion", *later]) == 0
     assert not (out / "figures" / "forest_insertion_auc.png").exists()
     assert (out / "figures" / "forest_deletion_auc.png").exists()
     assert (out / "figures" / "mine.txt").exists()
