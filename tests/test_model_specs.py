@@ -202,11 +202,12 @@ def test_cli_models_option(monkeypatch, tmp_path, capsys):
 
     def fake_run(cfg, progress=True):
         seen["models"] = [str(m) for m in cfg.models]
-        (tmp_path / "leaderboard.md").write_text("")
+        (tmp_path / "leaderboard.csv").write_text("dataset,model,method,kind\n")
         return runner.RunSummary(tmp_path, 0, 0, 0)
 
     monkeypatch.setattr(runner, "run", fake_run)
-    argv = ["run", "--datasets", TINY, "--methods", "random", "--out", str(tmp_path), "-q"]
+    argv = ["run", "--datasets", TINY, "--methods", "random", "--out", str(tmp_path), "-q",
+            "--no-report"]
     assert main([*argv, "--models", "default,torchvision:resnet50:weights=/m/r50.pth"]) == 0
     assert seen["models"] == ["default", "torchvision:resnet50:weights=/m/r50.pth"]
     assert main(argv) == 0 and seen["models"] == ["default"]

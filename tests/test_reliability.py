@@ -200,7 +200,7 @@ def test_ray_cells_time_out_in_the_worker_or_are_stopped_by_the_driver(
     # Ray runs tasks off the worker's main thread, where no alarm interrupts time.sleep: the
     # driver stops both workers once the grace period has passed
     assert summary.ok == 1 and set(errors) == {"zz-sleep", "zz-deaf"}
-    assert all(e.startswith("timed out after 20 s (the worker was stopped") for e in errors.values())
+    assert all(e.startswith("timed out after 20 s (the worker was stopped") for e in errors.values()), errors
 
 
 # -- 3. bad input: named with its fix, nothing written -------------------------------------------

@@ -220,7 +220,10 @@ def tiny_report_run(tiny_scenes, tmp_path_factory):
     store.write(_cell("evil-b", EVIL_DATASET, "center", n=4, size=32, seed=6))
     store.write(_cell("evil-failed", scenes, EVIL_METHOD, status="failed", error=EVIL_ERROR))
     store.close()
-    assert list((out / "figures").glob("*.png")), "the run drew no rate-accuracy figure"
+    from nicebench.report.figures import write_figures
+
+    write_figures(out, formats=("png",))  # every cell, the hostile ones too
+    assert list((out / "figures").glob("rate_accuracy_*.png")), "the run drew no rate-accuracy figure"
     return out, write_report(out)
 
 

@@ -36,9 +36,11 @@ def best_per_metric(board: pd.DataFrame, columns: list[str] | None = None) -> pd
     directions = higher_is_better()
     columns = [c for c in (columns or KEY_COLUMNS) if c in board and c != "explain_ms_per_image"]
     methods = board[board.kind == "method"]
+    rows: list[dict[str, object]] = []
+    if methods.empty:
+        return pd.DataFrame(rows, columns=["dataset", "model", "metric", "method", "value"])
     name = methods.method.str.split("(").str[0]
-    methods = methods[~name.map(_reads_ground_truth)]
-    rows = []
+    methods = methods[~name.map(_reads_ground_truth).astype(bool)]
     for (dataset, model), part in methods.groupby(["dataset", "model"], sort=False):
         for col in columns:
             values = part[col].dropna()
