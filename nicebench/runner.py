@@ -110,12 +110,14 @@ class Cell:
     kind: str = METHOD
     reference: PluginSpec | None = None
     model: PluginSpec = DEFAULT_MODEL
+    codecs: tuple[PluginSpec, ...] = ()  # the run's codecs, which code a method's images
 
     @property
     def key(self) -> str:
         blob = json.dumps(
             [str(self.dataset), str(self.model), str(self.method), self.start, self.stop,
-             self.metrics, self.settings, self.kind, str(self.reference), code_version()],
+             self.metrics, self.settings, self.kind, str(self.reference), code_version(),
+             [str(c) for c in self.codecs]],
             default=str,
         )  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -209,7 +211,8 @@ def _compute(cell: Cell, res: CellResult) -> None:
     codec = _codec(codec_spec) if codec_spec is not None else None
     ctx = MetricContext(model=model, images=images, labels=labels, saliency=sal, preds=preds,
                         masks=masks, method=method, settings=settings, kind=cell.kind,
-                        codec=codec, bd_codec=ref.label if ref else "", start=cell.start)  # fmt: skip
+                        codec=codec, bd_codec=ref.label if ref else "", start=cell.start,
+                        codecs=tuple((c.label, _codec(c)) for c in cell.codecs))  # fmt: skip
     for spec in _metric_specs(cell.metrics, ds, method):
         if spec.kind == "table":
             res.tables[spec.name] = spec.fn(ctx)
@@ -285,7 +288,7 @@ def plan_cells(cfg: RunConfig) -> list[Cell]:
             for shard, start in enumerate(range(0, n, cfg.shard_size)):
                 cells.append(Cell(dspec, spec, start, min(start + cfg.shard_size, n), shard,
                                   metrics, settings, cfg.batch_size, cfg.device, kind,
-                                  reference, model))  # fmt: skip
+                                  reference, model, tuple(codecs)))  # fmt: skip
     return cells
 
 

@@ -57,6 +57,8 @@ class MetricContext:
     (``method`` and ``saliency`` are None). ``codec`` is the codec the cell codes with: a codec
     cell's own, or the run's reference codec (its first) in a method cell; ``bd_codec`` names the
     reference codec's leaderboard row. ``start`` is the global index of the batch's first image.
+    ``codecs``: every codec of the run as ``(label, codec)``, the reference first (the compression
+    track codes a method's images with each).
     """
 
     model: nn.Module
@@ -72,6 +74,7 @@ class MetricContext:
     codec: Any = None
     bd_codec: str = ""
     start: int = 0
+    codecs: tuple[tuple[str, Any], ...] = ()
 
     @property
     def targets(self) -> torch.Tensor:
