@@ -576,3 +576,41 @@ def test_check_codec_passes_a_good_codec_and_names_what_broke():
     with pytest.raises(ContractError, match="must subclass"):
         check_codec(int)
     assert issubclass(ContractError, AssertionError)
+
+
+def test_nice_for_the_track_and_lam_auto(tmp_path, monkeypatch):
+    """nice:codec=jpeg gates the codec's 8-px blocks against the track's own background;
+    lam="auto" bisects the ladder for the largest λ within a point on held-out images."""
+    from nicebench.methods.nice import LAM_LADDER, largest_passing
+
+    calls = []
+
+    def passes(lam):
+        calls.append(lam)
+        return lam <= 0.55
+
+    assert largest_passing(LAM_LADDER, passes) == 0.55 and len(calls) <= 4
+    assert largest_passing(LAM_LADDER, lambda lam: False) == LAM_LADDER[0]
+    assert largest_passing(LAM_LADDER, lambda lam: True) == LAM_LADDER[-1]
+
+    monkeypatch.setenv("NICEBENCH_CACHE", str(tmp_path))
+    model, ds = tiny_setup(size=32, n=6)
+    quick = {"epochs": 1, "n_train": 48, "batch_size": 24}
+    nice = nb.create_method("nice", model, codec="jpeg", factor=8, **quick)
+    assert nice.cell == 8
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(nice.reference_image(x), low_resolution(x, 8))
+    with pytest.raises(nb.MethodError, match="reference must be 'lowres'"):
+        nb.create_method("nice", model, codec="jpeg", reference="zero")
+    plain = nb.create_method("nice", model, **quick)
+    assert "codec" not in plain.training_params() and "n_holdout" not in plain.training_params()
+    auto = nb.create_method("nice", model, lam="auto", codec="jpeg", n_holdout=12, **quick)
+    auto.fit(ds.train_split())
+    info = auto.train_info["lam_auto"]
+    assert auto.lam == info["chosen"] and auto.lam in LAM_LADDER and auto.cell_px == 8
+    assert info["n_holdout"] == 12 and 1 <= len(info["tried"]) <= 4
+    assert auto.n_train == 48  # the held-out images are the split's last, not trained on
+    fixed = nb.create_method("nice", model, lam=auto.lam, codec="jpeg", **quick)
+    fixed.fit(ds.train_split())  # the same generator, from the cache
+    xs = torch.stack([ds[i][0] for i in range(4)])
+    assert torch.equal(auto.binary_mask(xs), fixed.binary_mask(xs))
