@@ -30,6 +30,7 @@ __all__ = [
     "points_table",
     "random_sanity",
     "codec_suffix",
+    "sanity_verdict",
     "N_BOOT",
 ]
 
@@ -132,12 +133,31 @@ def _headline(m: PointMatrices, ref_acc: float, tolerance: float) -> int | None:
 
 
 def _interval(draws: np.ndarray) -> tuple[float, float, float]:
-    """(2.5%, 97.5%) percentiles of the finite draws and the share of draws that are finite."""
-    ok = np.isfinite(draws)
-    if not ok.any():
+    """The (2.5%, 97.5%) percentiles of the draws (inverted CDF: no interpolation, so a draw of
+    ``inf`` -- no point qualified in that resample -- makes the bound ``inf`` only when more than
+    2.5% of the draws are) and the share of finite draws; NaN draws (undefined) are left out."""
+    d = draws[~np.isnan(draws)]
+    if len(d) == 0:
         return float("nan"), float("nan"), 0.0
-    lo, hi = np.percentile(draws[ok], [2.5, 97.5])
-    return float(lo), float(hi), float(ok.mean())
+    lo, hi = np.quantile(d, [0.025, 0.975], method="inverted_cdf")
+    return float(lo), float(hi), float(np.isfinite(draws).mean())
+
+
+def _no_point_is_inf(draws: np.ndarray) -> np.ndarray:
+    """Headline draws with "no point qualifies" (NaN) as ``inf``: as bad as a ratio gets."""
+    return np.where(np.isnan(draws), np.inf, draws)
+
+
+def sanity_verdict(vs_uniform: float, vs_uniform_hi: float) -> str:
+    """The protocol's check on a ``random`` row: ``"ok"`` when the paired interval of its ratio to
+    uniform quality reaches 1 (no gain beyond its interval; ``inf``: random never reaches the
+    accuracy, no gain either), ``"FAILED"`` when its upper bound is below 1, ``""`` when it can't
+    be measured (uniform quality itself has no qualifying point)."""
+    if vs_uniform is None or vs_uniform_hi is None:
+        return ""
+    if np.isnan(vs_uniform) or np.isnan(vs_uniform_hi):
+        return ""
+    return "ok" if vs_uniform_hi >= 1.0 else "FAILED"
 
 
 def analyse(
@@ -154,15 +174,16 @@ def analyse(
       ≥ ``reference_accuracy − tolerance`` (default: the accuracy on the decoded reference, one
       point); NaN when no point qualifies. ``compression_ratio_lo``/``_hi``: its 95% bootstrap
       interval (``n_boot`` resamples of the images, each recomputing every point's ratio and
-      accuracy, the reference accuracy and so the front; ``qualifying_share``: the share of
-      resamples in which some point qualifies).
+      accuracy, the reference accuracy and so the front; a resample in which no point qualifies
+      counts as ``inf``, so ``_hi`` is ``inf`` when over 2.5% of them don't;
+      ``qualifying_share``: the share of resamples in which some point qualifies).
     - ``bd_rate``: :func:`~nicebench.compression.rate.bd_rate` of the front (mean bytes vs
       accuracy) against the codec's own curve ``sweep`` on the same images (PCHIP over the
       overlapping accuracy range; negative = fewer bytes at equal accuracy); ``bd_codec`` names
       the sweep's codec.
     - ``vs_uniform`` (``_lo``/``_hi``): the headline ratio over the sweep's own headline ratio, the
       interval from the same resamples of both (paired): below 1 = fewer bytes than uniform
-      quality reduction at the 1-point rule.
+      quality reduction at the 1-point rule; ``inf`` when the method never qualifies.
     - ``front_mask``/``front_share``/``front_quality``/``front_factor``: the headline's operating
       point (the share is the top-k ``keep``, or the mean kept area of a gate mask); ``bpp``,
       ``payload_ratio`` (header left out), ``accuracy_compressed``, ``psnr``, ``ssim`` there (or
@@ -185,7 +206,7 @@ def analyse(
     pixels_bpp = _bpp_scale(points)
     w = bootstrap_weights(len(m.images), n_boot, seed)
     draws = headline_draws(w, m.nbytes, m.correct, m.ref_nbytes, m.ref_correct, tolerance)
-    lo, hi, share = _interval(draws)
+    lo, hi, share = _interval(_no_point_is_inf(draws))
     out: dict[str, Any] = {
         "compression_ratio": float(ratio[best]) if within else float("nan"),
         "compression_ratio_lo": lo, "compression_ratio_hi": hi, "qualifying_share": share,
@@ -200,15 +221,17 @@ def analyse(
             out["bd_rate"] = bd_rate(mc.mean_bytes, mc.accuracy, sc.mean_bytes, sc.accuracy)
             ra = float(mc.ref_correct.mean()) if reference_accuracy is None else ref_acc
             bm, bs = _headline(mc, ra, tolerance), _headline(sc, ra, tolerance)
-            if bm is not None and bs is not None:
-                out["vs_uniform"] = float(mc.ratio[bm] / sc.ratio[bs])
+            if bs is not None:  # a method that never qualifies: inf (as bad as it gets)
+                out["vs_uniform"] = float(mc.ratio[bm] / sc.ratio[bs]) if bm is not None else np.inf
             wc = w if len(common) == len(m.images) else bootstrap_weights(len(common), n_boot,
                                                                           seed)  # fmt: skip
             dm = headline_draws(wc, mc.nbytes, mc.correct, mc.ref_nbytes, mc.ref_correct,
                                 tolerance)  # fmt: skip
             ds = headline_draws(wc, sc.nbytes, sc.correct, sc.ref_nbytes, sc.ref_correct,
                                 tolerance)  # fmt: skip
-            out["vs_uniform_lo"], out["vs_uniform_hi"], _ = _interval(dm / ds)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                paired = _no_point_is_inf(dm) / _no_point_is_inf(ds)  # inf/inf: NaN, left out
+            out["vs_uniform_lo"], out["vs_uniform_hi"], _ = _interval(paired)
     p = m.points.iloc[at]
     keep = p["keep"]
     share = float(keep) if pd.notna(keep) else float(p.get("area", np.nan))
@@ -359,21 +382,24 @@ def random_sanity(summary: pd.DataFrame, name: str = "random") -> list[str]:
                       & (summary["dataset"] == r["dataset"])]  # fmt: skip
         if "model" in summary:
             uni = uni[uni["model"] == r["model"]]
-        ratio, hi = r["vs_uniform"], r["vs_uniform_hi"]
-        if not np.isfinite(ratio) or not np.isfinite(hi):
-            lines.append(f"{where}: random vs uniform quality not measurable (no qualifying "
-                         "point)")  # fmt: skip
+        ratio, lo, hi = r["vs_uniform"], r["vs_uniform_lo"], r["vs_uniform_hi"]
+        verdict = sanity_verdict(ratio, hi)
+        if not verdict:
+            lines.append(f"{where}: random vs uniform quality not measurable (uniform quality has "
+                         "no qualifying point)")  # fmt: skip
             continue
-        ok = hi >= 1.0
         inside = ""
-        if len(uni):
+        if len(uni) and np.isfinite(r["compression_ratio"]):
             u = uni.iloc[0]
             within = u["compression_ratio_lo"] <= r["compression_ratio"] <= u[
                 "compression_ratio_hi"]  # fmt: skip
             inside = (f"; random {r['compression_ratio']:.3f}× is "
                       f"{'within' if within else 'outside'} uniform's interval "
                       f"[{u['compression_ratio_lo']:.3f}, {u['compression_ratio_hi']:.3f}]")  # fmt: skip
-        verdict = "ok (no gain beyond its interval)" if ok else "FAILED: random gains over uniform"
-        lines.append(f"{where}: sanity {verdict}: random/uniform = {ratio:.3f} "
-                     f"[{r['vs_uniform_lo']:.3f}, {hi:.3f}]{inside}")  # fmt: skip
+        elif not np.isfinite(r["compression_ratio"]):
+            inside = "; random never reaches the reference accuracy within the tolerance"
+        text = ("ok (no gain beyond its interval)" if verdict == "ok"
+                else "FAILED: random gains over uniform quality")  # fmt: skip
+        lines.append(f"{where}: sanity {text}: random/uniform = {ratio:.3f} "
+                     f"[{lo:.3f}, {hi:.3f}]{inside}")  # fmt: skip
     return lines

@@ -117,7 +117,7 @@ def _compression_columns(comp: pd.DataFrame) -> pd.DataFrame:
     """One row per leaderboard row: the reference codec's figures (a codec row: its own), then
     ``<figure>_<codec>`` for every other codec that coded a method row, and ``sanity`` on the
     ``random`` rows (the protocol's check, :func:`~nicebench.compression.summary.random_sanity`)."""
-    from ..compression.summary import codec_suffix
+    from ..compression.summary import codec_suffix, sanity_verdict
 
     own = comp["track_codec"] == comp["reference_codec"]
     own |= (comp["kind"] == "codec") & (comp["track_codec"] == comp["method"])
@@ -130,8 +130,10 @@ def _compression_columns(comp: pd.DataFrame) -> pd.DataFrame:
         cols = part[[*_ROW, *_OTHER_CODEC_COLUMNS]].rename(columns=names)
         main = main.merge(cols, on=_ROW, how="outer")
     random = (main["method"] == "random") & (main["kind"] == "method")
-    hi = pd.to_numeric(main["vs_uniform_hi"], errors="coerce")
-    main["sanity"] = np.where(random & hi.notna(), np.where(hi >= 1.0, "ok", "FAILED"), "")
+    main["sanity"] = [
+        sanity_verdict(float(v), float(h)) if is_random else ""
+        for is_random, v, h in zip(random, main["vs_uniform"], main["vs_uniform_hi"], strict=True)
+    ]
     return main
 
 
