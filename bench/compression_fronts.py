@@ -21,7 +21,9 @@ from nicebench.store import RunStore
 
 
 def _f(x: float, digits: int = 3) -> str:
-    return "" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+    if x is None or np.isnan(x):
+        return ""
+    return "inf" if np.isinf(x) else f"{x:.{digits}f}"
 
 
 def table(run_dir: str) -> str:

@@ -190,7 +190,8 @@ def analyse(
       at the most accurate point when none qualifies: ``within_tolerance`` False).
     - ``accuracy_original``/``accuracy_reference``: on the originals and the decoded reference.
 
-    The points' table has one row per operating point: its parameters, ``bytes`` (mean),
+    The points' table has one row per operating point: its parameters (``share``: the top-k
+    ``keep``, or a gate mask's mean kept area; 1 for the codec's own curve), ``bytes`` (mean),
     ``ratio``, ``payload_ratio``, ``accuracy``, ``bpp``, ``psnr``, ``ssim``, ``on_front`` and
     ``headline``.
     """
@@ -252,6 +253,8 @@ def analyse(
         "reference_bytes": float(m.ref_nbytes.mean()),
     })  # fmt: skip
     table = m.points.copy()
+    area = table["area"] if "area" in table else pd.Series(np.nan, index=table.index)
+    table["share"] = table["keep"].where(table["keep"].notna(), area)  # a gate's: its kept area
     table["bytes"] = m.mean_bytes
     table["ratio"] = ratio
     table["payload_ratio"] = m.payload.sum(1) / m.ref_payload.sum()

@@ -84,7 +84,8 @@ def compression_summary(store: RunStore, keys: set[str] | None = None) -> pd.Dat
 
 def compression_points(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
     """Every method's and codec's operating points per (dataset, model, method, kind,
-    track_codec): ``point``, ``mask``, ``keep`` (the top-k share; NaN for a gate mask),
+    track_codec): ``point``, ``mask``, ``keep`` (the top-k share; NaN for a gate mask), ``share``
+    (``keep``, or a gate mask's mean kept area),
     ``quality``, ``factor`` (1 for the codec's own curve), ``area``, ``bytes`` (mean), ``ratio``,
     ``payload_ratio``, ``accuracy``, ``bpp``, ``psnr``, ``ssim`` (where computed), ``on_front``
     (the point is on the row's front: the lowest bytes reaching its accuracy) and ``headline``
