@@ -16,6 +16,14 @@ References ``r``: ``"zero"`` = black pixels (the authors' code), ``"mean"`` = th
 colour (0 in the classifier's normalised space, the deletion metric's substrate), ``"lowres"`` =
 the image downsampled ×4 (area) and brought back up (bilinear), as the paper's mixed-resolution
 pipeline feeds the classifier.
+
+For the compression track (SPEC §6), ``codec="jpeg"`` trains the generator for the track's
+operating point: gate cells on the codec's block grid (8 px for JPEG, 16 for WebP) and the track's
+own low-resolution background as the reference (``factor``: ×4 bilinear, ×8 nearest, as
+:func:`nicebench.compression.mixed.low_resolution`). ``lam="auto"`` picks λ from
+:data:`LAM_LADDER`: the largest whose masked accuracy (the binary mask over the reference) on
+``n_holdout`` held-out training images stays within ``auto_tolerance`` (one point) of the
+classifier's accuracy on them, by bisection (a few trainings, each cached).
 """
 
 from __future__ import annotations
@@ -37,7 +45,24 @@ from nicebench.models import predict
 
 NICE_CODE_VERSION = 2  # 2: small generator at feature stride ≥ 2 (cell 1: + per-pixel skip)
 GENERATORS = ("small", "tiny")
-EXPLAIN_ONLY = ("rank_window",)  # parameters that do not change the trained generator
+# parameters that do not change the trained generator
+EXPLAIN_ONLY = ("rank_window", "auto_tolerance")
+#: the λ values ``lam="auto"`` chooses from (increasing: sparser masks)
+LAM_LADDER = (0.05, 0.1, 0.2, 0.3, 0.55, 0.8, 1.2, 2.0)
+
+
+def largest_passing(values, passes) -> Any:
+    """The largest of the increasing ``values`` for which ``passes(value)`` holds, by bisection
+    (``passes`` assumed to hold up to some value and fail above it: masked accuracy falls as λ
+    rises); the smallest value when none passes. Calls ``passes`` about log2(len + 1) times."""
+    lo, hi = -1, len(values)  # values[lo] passes (or lo = -1), values[hi] fails (or past the end)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if passes(values[mid]):
+            lo = mid
+        else:
+            hi = mid
+    return values[max(lo, 0)]
 
 
 class MaskGenerator(nn.Module):
@@ -132,7 +157,9 @@ class Nice(GateMaskMethod, LearnedMethod):
     (``"label"`` or ``"pred"``: what the masked image must still be classified as), ``epochs``,
     ``lr`` (Adam, cosine decay), ``batch_size``, ``n_train`` (first images of the train split),
     ``seed``, ``rank_window`` (tie-break window of the explanation map as a share of the grid's
-    side, 0 = by ``σ(log α)`` alone; it does not change the mask).
+    side, 0 = by ``σ(log α)`` alone; it does not change the mask); for the compression track
+    ``codec`` (a codec's name: cells on its block grid, the ``lowres`` reference at ``factor``),
+    ``lam="auto"`` (with ``n_holdout``, ``auto_tolerance``; see the module's docstring).
 
     Defaults come from λ sweeps (``bench/nice_lambda_sweep.py``) on scenes-64 and fashion-mnist:
     with the low-resolution reference, auto cells and 5 epochs of up to 24k images (under 2
@@ -164,22 +191,100 @@ class Nice(GateMaskMethod, LearnedMethod):
         n_train: int = 24000,
         seed: int = 0,
         rank_window: float = RANK_WINDOW,
+        codec: str | None = None,
+        factor: int = 4,
+        n_holdout: int = 500,
+        auto_tolerance: float = 0.01,
     ):
+        if codec is not None:
+            if cell == "auto":
+                from nicebench.codec import create_codec
+
+                cell = int(create_codec(str(codec)).block)
+            if reference != "lowres":
+                raise MethodError(f"nice: codec={codec!r} trains against the track's "
+                                  f"low-resolution background: reference must be 'lowres'")  # fmt: skip
         super().__init__(model, reference=reference, cell=cell, target=target,
                          rank_window=rank_window)  # fmt: skip
         if generator not in GENERATORS:
             raise MethodError(f"nice: generator must be one of {GENERATORS}, got {generator!r}")
-        self.lam, self.mu, self.generator = float(lam), float(mu), generator
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise MethodError(f"nice: factor must be an integer ≥ 1, got {factor!r}")
+        if lam != "auto" and (isinstance(lam, bool) or not isinstance(lam, (int, float))):
+            raise MethodError(f"nice: lam must be a number or 'auto', got {lam!r}")
+        self.codec, self.factor = (None if codec is None else str(codec)), factor
+        self.n_holdout, self.auto_tolerance = int(n_holdout), float(auto_tolerance)
+        self.lam = "auto" if lam == "auto" else float(lam)
+        self.mu, self.generator = float(mu), generator
         self.epochs, self.lr, self.batch_size = int(epochs), float(lr), int(batch_size)
         self.n_train, self.seed = int(n_train), int(seed)
         self.net: MaskGenerator | None = None
         self.cell_px = 0
         self.train_info: dict[str, Any] = {}
 
+    def reference_image(self, images: torch.Tensor) -> torch.Tensor:
+        """The track's background (``factor``, :func:`~nicebench.compression.mixed.low_resolution`)
+        when trained for a codec, else the gate methods' reference."""
+        if self.codec is not None:
+            from nicebench.compression.mixed import low_resolution
+
+            return low_resolution(images, self.factor)
+        return super().reference_image(images)
+
+    # -- λ = "auto" ---------------------------------------------------------------------------
+    def fit(self, dataset: Any) -> Nice:
+        """Train (or load) the generator; with ``lam="auto"`` first choose λ (:data:`LAM_LADDER`)."""
+        if self.lam != "auto":
+            return super().fit(dataset)
+        from torch.utils.data import Subset
+
+        from nicebench.models import materialise
+
+        n_hold = min(self.n_holdout, len(dataset) // 5)
+        if n_hold < 1:
+            raise MethodError("nice: lam='auto' needs held-out training images (n_holdout)")
+        held = Subset(dataset, range(len(dataset) - n_hold, len(dataset)))
+        held.registered_name = getattr(dataset, "registered_name", "dataset")
+        x_u8, y = materialise(held)
+        x = x_u8.float().div_(255).to(self.device)
+        y = y.to(self.device)
+        base = float((predict(self.model, x) == y.cpu()).float().mean())
+        n_train = self.n_train
+        self.n_train = min(n_train, len(dataset) - n_hold)  # the held-out images stay unseen
+        tried: dict[float, dict[str, float]] = {}
+
+        def masked(lam: float) -> dict[str, float]:
+            self.lam = lam
+            super(Nice, self).fit(dataset)
+            keep = self.binary_mask(x, y)
+            acc = float((predict(self.model, self.composite(x, keep)) == y.cpu()).float().mean())
+            tried[lam] = {"masked_accuracy": acc, "mask_share": float(keep.float().mean())}
+            return tried[lam]
+
+        bar = base - self.auto_tolerance - 1e-12
+        chosen = largest_passing(LAM_LADDER, lambda lam: masked(lam)["masked_accuracy"] >= bar)
+        if chosen not in tried or self.lam != chosen:
+            masked(chosen)
+        self.train_info = {**self.train_info, "lam_auto": {
+            "chosen": chosen, "accuracy_original": base, "n_holdout": n_hold,
+            "tried": {str(k): v for k, v in sorted(tried.items())}}}  # fmt: skip
+        return self
+
     # -- training ---------------------------------------------------------------------------
     def prepare(self, dataset: Any) -> None:
         size = int(getattr(dataset, "size", 0) or dataset[0][0].shape[-1])
         self.cell_px = auto_cell(size) if self.cell == "auto" else int(self.cell)
+
+    def training_params(self) -> dict[str, Any]:
+        """As the base, less the compression parameters when they change nothing (so generators
+        cached before they existed are found again): ``codec``/``factor`` without a codec and
+        ``n_holdout`` always (its effect is the number of training images, in the identity)."""
+        params = super().training_params()
+        params.pop("n_holdout", None)
+        if self.codec is None:
+            params.pop("codec", None)
+            params.pop("factor", None)
+        return params
 
     def cache_identity(self, dataset: Any, n: int) -> dict[str, Any]:
         identity = super().cache_identity(dataset, n)

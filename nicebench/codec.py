@@ -33,6 +33,8 @@ class Codec:
     - ``subsamplings``: the chroma subsamplings it can code (a capability; the constructor refuses
       others with :class:`CodecError`).
     - ``registered_name``: set by ``@register_codec``; :attr:`name` falls back to the class name.
+    - ``thread_safe``: True lets :meth:`roundtrip` code a batch on a thread pool (the Pillow codecs
+      do: Pillow releases the GIL while it codes).
 
     Instances hold the settings of a run: ``qualities`` (the sweep, integers in [1, 100]) and
     ``subsampling``. Subclasses implement :meth:`encode` and :meth:`decode`, and
@@ -43,6 +45,9 @@ class Codec:
     block: ClassVar[int] = 8
     subsamplings: ClassVar[tuple[str, ...]] = _ALL_SUBSAMPLINGS
     registered_name: ClassVar[str] = ""
+    #: whether :meth:`encode`/:meth:`decode` may run on several threads at once (then
+    #: :meth:`roundtrip` codes a batch on a thread pool); a plugin opts in.
+    thread_safe: ClassVar[bool] = False
 
     def __init__(self, *, qualities: Iterable[int] = SWEEP, subsampling: str | int = "4:2:0"):
         self.check_available()
@@ -79,14 +84,16 @@ class Codec:
         """Encode and decode every image of ``uint8 [B,H,W,C]`` at ``quality``."""
         quality = check_quality(quality)
         return pillow.code_batch(
-            arr, lambda a: self.encode(a, quality), self.decode, self.header_size
-        )
+            arr, lambda a: self.encode(a, quality), self.decode, self.header_size,
+            parallel=self.thread_safe,
+        )  # fmt: skip
 
 
 class _PillowCodec(Codec):
     """A codec Pillow writes; the work is done by :mod:`nicebench.compression.codecs`."""
 
     codec: ClassVar[str] = ""
+    thread_safe = True
 
     def check_available(self) -> None:
         pillow.check_codec(self.codec)

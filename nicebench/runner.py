@@ -114,6 +114,7 @@ class Cell:
     kind: str = METHOD
     reference: PluginSpec | None = None
     model: PluginSpec = DEFAULT_MODEL
+    codecs: tuple[PluginSpec, ...] = ()  # the run's codecs, which code a method's images
 
     @property
     def key(self) -> str:
@@ -124,7 +125,8 @@ class Cell:
         ``nicebench verify`` checks stored keys against the specs stored with them)."""
         blob = json.dumps(
             [str(self.dataset), str(self.model), str(self.method), self.start, self.stop,
-             self.metrics, self.settings, self.kind, str(self.reference), code],
+             self.metrics, self.settings, self.kind, str(self.reference), code,
+             [str(c) for c in self.codecs]],
             default=str,
         )  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -182,6 +184,7 @@ def _new_result(cell: Cell) -> CellResult:
               "cell": {"dataset": _spec_params(cell.dataset), "model": _spec_params(cell.model),
                        "method": _spec_params(cell.method),
                        "reference": _spec_params(cell.reference),
+                       "codecs": [_spec_params(c) for c in cell.codecs],
                        "batch_size": cell.batch_size, "device": cell.device}},
     )  # fmt: skip
 
@@ -250,7 +253,8 @@ def _compute(cell: Cell, res: CellResult) -> None:
     ctx = MetricContext(model=model, images=images, labels=labels, saliency=sal, preds=preds,
                         masks=masks, method=method, settings=settings, kind=cell.kind,
                         codec=codec, bd_codec=ref.label if ref else "", start=cell.start,
-                        sample_images=int(settings.get("sample_images", 16)))  # fmt: skip
+                        sample_images=int(settings.get("sample_images", 16)),
+                        codecs=tuple((c.label, _codec(c)) for c in cell.codecs))  # fmt: skip
     for spec in _metric_specs(cell.metrics, ds, method):
         if spec.kind == "table":
             res.tables[spec.name] = spec.fn(ctx)
@@ -360,7 +364,7 @@ def plan_cells(cfg: RunConfig) -> list[Cell]:
             for shard, start in enumerate(range(0, n, cfg.shard_size)):
                 cells.append(Cell(dspec, spec, start, min(start + cfg.shard_size, n), shard,
                                   metrics, settings, cfg.batch_size, cfg.device, kind,
-                                  reference, model))  # fmt: skip
+                                  reference, model, tuple(codecs)))  # fmt: skip
     return cells
 
 

@@ -135,25 +135,27 @@ def cell_from_spec(
                       kind=row.get("kind") or row.get("track") or "method")  # fmt: skip
         exact = spec.get("cell")
         if exact:
-            candidates = [_exact(exact["reference"])]
+            candidates = [(_exact(exact["reference"]),
+                           tuple(_exact(c) for c in exact.get("codecs", [])))]
             common.update(dataset=_exact(exact["dataset"]), method=_exact(exact["method"]),
                           model=_exact(exact["model"]), batch_size=int(exact["batch_size"]))  # fmt: skip
         else:
             configs = list(configs)
-            candidates = [None]
+            candidates = [(None, ())]
             for cfg in configs:
                 codecs = cfg.get("codecs") or [str((cfg.get("settings") or {}).get("codec", "jpeg"))]
                 first = spec_from_str(codecs[0]) if codecs[0] else None
-                if first not in candidates:
-                    candidates.append(first)
+                for option in ((first, ()), (first, tuple(spec_from_str(c) for c in codecs if c))):
+                    if option not in candidates:
+                        candidates.append(option)
             batch = int(configs[-1].get("batch_size", 50)) if configs else 50
             common.update(dataset=spec_from_str(spec["dataset"]),
                           method=spec_from_str(spec["method"]),
                           model=spec_from_str(spec.get("model", "default")), batch_size=batch)  # fmt: skip
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         return None, f"its stored spec can't be read ({type(exc).__name__}: {exc})"
-    for reference in candidates:
-        cell = Cell(reference=reference, **common)
+    for reference, codecs in candidates:
+        cell = Cell(reference=reference, codecs=codecs, **common)
         if cell.key_for(row["code_version"]) == row["key"]:
             return cell, ""
     return None, "its spec and code version hash to another key (the spec or key was altered)"

@@ -232,11 +232,12 @@ def test_headline_ratio():
     assert math.isnan(r) and i is None
 
 
-def _rows(point, ratio, correct, n=100):
+def _rows(point, ratio, correct, n=100, quality=75, keep=1.0, factor=1, mask="uniform"):
     k = int(round(correct * n))
     return pd.DataFrame(
         {
-            "image": np.arange(n), "point": point, "quality": point, "codec": "jpeg",
+            "image": np.arange(n), "point": point, "mask": mask, "keep": keep,
+            "quality": quality, "factor": factor, "codec": "jpeg",
             "bytes": 1000.0 * ratio, "ref_bytes": 1000.0, "payload_bytes": 700.0 * ratio,
             "ref_payload_bytes": 700.0, "bpp": 2.0 * ratio, "bpp_payload": 1.4 * ratio,
             "correct_compressed": np.arange(n) < k, "correct_reference": np.arange(n) < 90,
@@ -248,22 +249,180 @@ def _rows(point, ratio, correct, n=100):
 
 def test_summarise_headline_and_bd():
     curve = [(10, 0.4, 0.5), (30, 0.6, 0.75), (50, 0.75, 0.82), (75, 1.0, 0.9)]
-    sweep = pd.concat([_rows(q, r, a) for q, r, a in curve])
+    sweep = pd.concat([_rows(f"q={q}", r, a, quality=q) for q, r, a in curve])
     ops = [(0.1, 0.3, 0.6), (0.2, 0.45, 0.8), (0.3, 0.55, 0.89)]
-    pts = pd.concat([_rows(f"keep={k}", r, a) for k, r, a in ops])
+    pts = pd.concat([_rows(f"keep={k} q=40 x8", r, a, quality=40, keep=k, factor=8,
+                           mask=f"keep={k}") for k, r, a in ops])  # fmt: skip
     s = summarise(pts, sweep)
     assert s["compression_ratio"] == pytest.approx(0.55)
-    assert s["operating_point"] == "keep=0.3" and s["within_tolerance"]
+    assert s["operating_point"] == "keep=0.3 q=40 x8" and s["within_tolerance"]
+    assert (s["front_mask"], s["front_share"], s["front_quality"], s["front_factor"]) == (
+        "keep=0.3", 0.3, 40, 8)  # fmt: skip
     assert s["accuracy_compressed"] == pytest.approx(0.89)
     assert s["accuracy_reference"] == pytest.approx(0.90)
     assert s["accuracy_original"] == pytest.approx(0.95)
     assert s["bpp"] == pytest.approx(1.1)
+    assert s["payload_ratio"] == pytest.approx(0.55)
     assert s["bd_rate"] < 0 and s["bd_codec"] == "jpeg"
+    # uniform quality reaches the 1-point rule only at q75 (0.9): 0.55 / 1.0
+    assert s["vs_uniform"] == pytest.approx(0.55)
     worse = summarise(pts.assign(bytes=pts["bytes"] * 3), sweep)
     assert worse["bd_rate"] > 0  # the sign says when uniform quality wins
-    none = summarise(pts[pts["point"] != "keep=0.3"], sweep)
+    none = summarise(pts[pts["mask"] != "keep=0.3"], sweep)
     assert math.isnan(none["compression_ratio"]) and not none["within_tolerance"]
-    assert none["operating_point"] == "keep=0.2"
+    assert none["operating_point"] == "keep=0.2 q=40 x8"
+
+
+def _hand_rows(nbytes, correct, ref_bytes, ref_correct, points, header=100):
+    """Per-image rows from [P,N] bytes/correct and [N] reference bytes/correct."""
+    out = []
+    for p, (name, q, keep, f) in enumerate(points):
+        for i in range(len(ref_bytes)):
+            out.append({
+                "image": i, "point": name, "mask": "gate" if keep is None else f"keep={keep}",
+                "keep": np.nan if keep is None else keep, "quality": q, "factor": f,
+                "area": 0.25, "codec": "jpeg", "bytes": nbytes[p][i],
+                "payload_bytes": nbytes[p][i] - header, "ref_bytes": ref_bytes[i],
+                "ref_payload_bytes": ref_bytes[i] - header, "bpp": 8.0 * nbytes[p][i] / 64,
+                "correct_compressed": bool(correct[p][i]), "correct_reference": bool(ref_correct[i]),
+                "correct_original": True, "psnr": 30.0, "ssim": np.nan,
+            })  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def test_front_headline_and_payload_by_hand():
+    """4 images, 4 points: the front, headline, payload ratio and front point worked by hand."""
+    from nicebench.compression.summary import analyse
+
+    points = [("a", 20, 0.1, 8), ("b", 40, 0.2, 4), ("c", 30, None, 8), ("d", 75, 0.5, 4)]
+    nbytes = [[200, 300, 200, 300],  # Σ 1000, ratio 0.25, acc 0.50
+              [400, 400, 400, 400],  # Σ 1600, ratio 0.40, acc 0.75
+              [450, 450, 450, 450],  # Σ 1800: dominated by b (more bytes, same accuracy)
+              [900, 900, 900, 900]]  # Σ 3600, ratio 0.90, acc 1.00  # fmt: skip
+    correct = [[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 1, 1], [1, 1, 1, 1]]
+    ref = [1000, 1000, 1000, 1000]
+    rows = _hand_rows(nbytes, correct, ref, [1, 1, 1, 0], points)
+    s, table = analyse(rows, None, n_boot=50)
+    assert table["on_front"].tolist() == [True, True, False, True]
+    assert table["ratio"].tolist() == pytest.approx([0.25, 0.4, 0.45, 0.9])
+    assert table["accuracy"].tolist() == pytest.approx([0.5, 0.75, 0.75, 1.0])
+    # reference accuracy 0.75: b is the cheapest point within one point of it
+    assert s["compression_ratio"] == pytest.approx(0.4) and table["headline"].tolist() == [
+        False, True, False, False]  # fmt: skip
+    assert s["payload_ratio"] == pytest.approx(1200 / 3600)  # (Σ400−100) / (Σ1000−100)
+    assert (s["front_mask"], s["front_share"], s["front_quality"], s["front_factor"]) == (
+        "keep=0.2", 0.2, 40, 4)  # fmt: skip
+    assert (s["n_points"], s["n_front"], s["n_images"]) == (4, 3, 4)
+    # a gate point's share is its mean kept area
+    gate_first = _hand_rows([nbytes[2], nbytes[3]], [correct[1], correct[3]], ref, [1, 1, 1, 0],
+                            [points[2], points[3]])  # fmt: skip
+    g = analyse(gate_first, None, n_boot=10)[0]
+    assert g["front_mask"] == "gate" and g["front_share"] == pytest.approx(0.25)
+    assert g["compression_ratio"] == pytest.approx(0.45)
+
+
+def test_bootstrap_recomputes_the_front_per_resample():
+    from nicebench.compression.rate import bootstrap_weights, headline_draws
+
+    w = bootstrap_weights(5, 200, seed=3)
+    assert w.shape == (200, 5) and (w.sum(1) == 5).all()
+    assert np.array_equal(w, bootstrap_weights(5, 200, seed=3))
+    nbytes = np.array([[100, 100, 300, 300.0], [200, 200, 200, 200]])
+    correct = np.array([[1, 0, 1, 0], [1, 1, 1, 0]])
+    ref_b, ref_c = np.full(4, 400.0), np.array([1, 1, 1, 0])
+    # the full sample (each image once) gives the headline itself: point 1 (ratio 0.5)
+    assert headline_draws(np.ones((1, 4)), nbytes, correct, ref_b, ref_c).tolist() == [0.5]
+    # resample {0, 0, 1, 1}: point 0 (ratio 400/1600) is right on 0.5, the reference on 1.0
+    # -> only point 1 qualifies: 800/1600;
+    # resample {0, 0, 0, 3}: point 0 is right on 0.75 = the reference's -> 600/1600 (cheapest);
+    # resample {3, 3, 3, 3}: no point and not the reference is right -> both qualify: 800/1600
+    w = np.array([[2, 2, 0, 0], [3, 0, 0, 1], [0, 0, 0, 4.0]])
+    assert headline_draws(w, nbytes, correct, ref_b, ref_c).tolist() == pytest.approx(
+        [0.5, 0.375, 0.5])  # fmt: skip
+    # nothing qualifies -> NaN
+    hard = headline_draws(np.ones((1, 4)), nbytes, np.zeros((2, 4)), ref_b, np.ones(4))
+    assert math.isnan(hard[0])
+
+
+def test_interval_and_paired_vs_uniform_from_the_same_resamples():
+    """A method whose every point is the uniform curve's at 0.8× the bytes: its ratio is 0.8× of
+    uniform's in every resample, so the paired interval of vs_uniform is exactly [0.8, 0.8]."""
+    from nicebench.compression.summary import analyse
+
+    rng = np.random.default_rng(0)
+    n = 60
+    qs = [20, 40, 60, 75]
+    ref = rng.integers(800, 1200, n).astype(float)
+    acc = [0.5, 0.7, 0.85, 0.9]
+    correct = [(rng.random(n) < a) for a in acc]
+    ref_c = correct[-1]
+    sweep_b = [ref * r for r in (0.4, 0.6, 0.8, 1.0)]
+    sweep = _hand_rows(sweep_b, correct, ref, ref_c, [(f"q={q}", q, 1.0, 1) for q in qs])
+    method = _hand_rows([0.8 * b for b in sweep_b], correct, ref, ref_c,
+                        [(f"keep=0.2 q={q} x4", q, 0.2, 4) for q in qs])  # fmt: skip
+    s, _ = analyse(method, sweep, n_boot=300)
+    assert s["vs_uniform"] == pytest.approx(0.8)
+    assert s["vs_uniform_lo"] == pytest.approx(0.8) and s["vs_uniform_hi"] == pytest.approx(0.8)
+    assert s["bd_rate"] == pytest.approx(-0.2)
+    u, _ = analyse(sweep, sweep, n_boot=300)
+    assert u["bd_rate"] == 0.0 and u["vs_uniform"] == 1.0
+    assert u["compression_ratio_lo"] <= u["compression_ratio"] <= u["compression_ratio_hi"]
+    assert s["compression_ratio_lo"] == pytest.approx(0.8 * u["compression_ratio_lo"])
+    assert s["compression_ratio_hi"] == pytest.approx(0.8 * u["compression_ratio_hi"])
+    assert u["compression_ratio_hi"] > u["compression_ratio_lo"]  # the draws do vary
+
+
+def test_each_codec_against_its_own_curve():
+    """Rows of two codecs: a method's WebP rows are measured against WebP's sweep, not JPEG's."""
+    from nicebench.compression.summary import random_sanity, summarise_table
+
+    n, qs = 40, [20, 50, 75]
+    rng = np.random.default_rng(1)
+    ref_c = rng.random(n) < 0.9
+    correct = [rng.random(n) < 0.6, rng.random(n) < 0.8, ref_c]
+    parts = []
+    for codec, scale in (("jpeg", 1000.0), ("webp", 600.0)):
+        ref = np.full(n, scale)
+        sweep_b = [ref * r for r in (0.3, 0.6, 1.0)]
+        sw = _hand_rows(sweep_b, correct, ref, ref_c, [(f"q={q}", q, 1.0, 1) for q in qs])
+        parts.append(sw.assign(method=codec, kind="codec", track_codec=codec))
+        for method, k in (("random", 1.0), ("good", 0.5)):
+            m = _hand_rows([k * b for b in sweep_b], correct, ref, ref_c,
+                           [(f"keep=0.2 q={q} x4", q, 0.2, 4) for q in qs])  # fmt: skip
+            parts.append(m.assign(method=method, kind="method", track_codec=codec))
+    rows = pd.concat(parts).assign(dataset="d", model="default", bd_codec="jpeg")
+    comp = summarise_table(rows, n_boot=100).set_index(["method", "track_codec"])
+    assert comp.loc[("webp", "webp"), "bd_codec"] == "webp"
+    assert comp.loc[("webp", "webp"), "bd_rate"] == 0.0
+    assert comp.loc[("good", "webp"), "bd_codec"] == "webp"
+    assert comp.loc[("good", "webp"), "bd_rate"] == pytest.approx(-0.5)
+    assert comp.loc[("good", "jpeg"), "bd_rate"] == pytest.approx(-0.5)
+    assert comp.loc[("random", "webp"), "vs_uniform"] == pytest.approx(1.0)
+    lines = random_sanity(comp.reset_index())
+    assert len(lines) == 2 and all("sanity ok" in line for line in lines)
+    assert all("within uniform's interval" in line for line in lines)
+    cheat = rows.copy()
+    cheat.loc[cheat["method"] == "random", "bytes"] *= 0.5
+    lines = random_sanity(summarise_table(cheat, n_boot=100))
+    assert all("FAILED" in line for line in lines)
+
+
+def test_psnr_and_ssim_batches_equal_scikit_image():
+    from nicebench.compression.rate import image_quality, psnr_batch, ssim_batch
+
+    rng = np.random.default_rng(0)
+    for shape in ((3, 32, 32, 3), (2, 28, 28, 1), (2, 20, 33, 3)):
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        b = np.clip(a.astype(int) + rng.integers(-30, 30, shape), 0, 255).astype(np.uint8)
+        b[0] = a[0] if shape[0] == 2 else b[0]  # identical: PSNR inf
+        m = rng.random(shape[:3]) < 0.3
+        m[-1] = False  # an empty mask: NaN
+        q = image_quality(a, b, m)
+        s = ssim_batch(a, b, {"ssim_mask": m})
+        np.testing.assert_allclose(s["ssim"], q["ssim"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(s["ssim_mask"], q["ssim_mask"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(psnr_batch(a, b), q["psnr"], rtol=1e-6)
+        np.testing.assert_allclose(psnr_batch(a, b, m), q["psnr_mask"], rtol=1e-6)
 
 
 def test_track_rows_with_a_tiny_model():
@@ -273,25 +432,52 @@ def test_track_rows_with_a_tiny_model():
     gate = m.clone()
     gate[0] = 0  # all gates closed: coded wholly at low resolution, not an error
     rows = compression_rows(
-        model, x, y, sal, gt_masks=m, keeps=(0.2, 1.0), binary_mask=gate, factor=4, dilate=1
-    )
+        model, x, y, sal, gt_masks=m, keeps=(0.2, 1.0), binary_mask=gate, factors=(4, 8),
+        qualities=(30, 75), dilate=1, ssim="all",
+    )  # fmt: skip
     df = pd.DataFrame(rows)
-    gate_rows = df[df["point"] == "gate"]
-    assert gate_rows["area"].iloc[0] == 0 and (gate_rows["area"].iloc[1:] > 0).all()
-    assert len(df) == 3 * len(x)
-    assert set(df["point"]) == {"keep=0.2", "keep=1", "gate"}
-    full = df[df["point"] == "keep=1"]
+    assert len(df) == 3 * 2 * 2 * len(x)  # masks × qualities × factors per image
+    assert set(df["mask"]) == {"keep=0.2", "keep=1", "gate"}
+    assert "keep=0.2 q=30 x8" in set(df["point"])
+    gate_rows = df[df["mask"] == "gate"].groupby("image")["area"].first()
+    assert gate_rows.iloc[0] == 0 and (gate_rows.iloc[1:] > 0).all()
+    full = df[df["point"] == "keep=1 q=75 x4"]
     assert np.allclose(full["ratio"], 1.0)
     assert (full["correct_compressed"] == full["correct_reference"]).all()
     for col in ("psnr_object", "ssim_object", "agree_original", "payload_ratio", "ssim"):
         assert df[col].notna().all()
+    # the same with a single compress() per point
+    one = compress(x, sal, keep=0.2, quality=30, factor=8, dilate=1)
+    sel = df[df["point"] == "keep=0.2 q=30 x8"]
+    assert np.array_equal(sel["bytes"].to_numpy(), one.nbytes)
+    assert np.allclose(sel["ssim"], one.ssim) and np.allclose(sel["psnr"], one.psnr)
+    # SSIM only on the batch's front (cheap points elsewhere stay NaN)
+    front = pd.DataFrame(compression_rows(model, x, y, sal, keeps=(0.2, 1.0), factors=(4, 8),
+                                          qualities=(30, 75)))  # fmt: skip
+    has = front.groupby("point")["ssim"].apply(lambda s: s.notna().all())
+    assert has.any() and not has.all()
+    assert (front.groupby("point")["ssim"].apply(lambda s: s.isna().all()) | has).all()
     sweep = pd.DataFrame(quality_sweep_rows(model, x, y, "jpeg", qualities=(10, 50, 75)))
-    assert len(sweep) == 3 * len(x)
+    assert len(sweep) == 3 * len(x) and set(sweep["mask"]) == {"uniform"}
     q75 = sweep[sweep["quality"] == 75]
     assert np.allclose(q75["ratio"], 1.0)
     assert np.array_equal(q75["bytes"].to_numpy(), full["ref_bytes"].to_numpy())
     s = summarise(df, sweep)
     assert s["compression_ratio"] <= 1.0 and s["n_images"] == len(x)
+
+
+def test_threaded_coding_gives_the_same_bytes(scenes, monkeypatch):
+    from nicebench.compression import codecs
+
+    x, _, _ = scenes
+    arr = _u8(x)
+    coder = nb.create_codec("jpeg")
+    threaded = coder.roundtrip(arr, 40)
+    monkeypatch.setenv("NICEBENCH_CODEC_THREADS", "1")
+    assert codecs.codec_threads() == 1
+    serial = coder.roundtrip(arr, 40)
+    assert threaded.streams == serial.streams
+    assert np.array_equal(threaded.decoded, serial.decoded)
 
 
 @pytest.mark.parametrize("name", ["jpeg", "webp", "avif"])
@@ -390,3 +576,41 @@ def test_check_codec_passes_a_good_codec_and_names_what_broke():
     with pytest.raises(ContractError, match="must subclass"):
         check_codec(int)
     assert issubclass(ContractError, AssertionError)
+
+
+def test_nice_for_the_track_and_lam_auto(tmp_path, monkeypatch):
+    """nice:codec=jpeg gates the codec's 8-px blocks against the track's own background;
+    lam="auto" bisects the ladder for the largest λ within a point on held-out images."""
+    from nicebench.methods.nice import LAM_LADDER, largest_passing
+
+    calls = []
+
+    def passes(lam):
+        calls.append(lam)
+        return lam <= 0.55
+
+    assert largest_passing(LAM_LADDER, passes) == 0.55 and len(calls) <= 4
+    assert largest_passing(LAM_LADDER, lambda lam: False) == LAM_LADDER[0]
+    assert largest_passing(LAM_LADDER, lambda lam: True) == LAM_LADDER[-1]
+
+    monkeypatch.setenv("NICEBENCH_CACHE", str(tmp_path))
+    model, ds = tiny_setup(size=32, n=6)
+    quick = {"epochs": 1, "n_train": 48, "batch_size": 24}
+    nice = nb.create_method("nice", model, codec="jpeg", factor=8, **quick)
+    assert nice.cell == 8
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(nice.reference_image(x), low_resolution(x, 8))
+    with pytest.raises(nb.MethodError, match="reference must be 'lowres'"):
+        nb.create_method("nice", model, codec="jpeg", reference="zero")
+    plain = nb.create_method("nice", model, **quick)
+    assert "codec" not in plain.training_params() and "n_holdout" not in plain.training_params()
+    auto = nb.create_method("nice", model, lam="auto", codec="jpeg", n_holdout=12, **quick)
+    auto.fit(ds.train_split())
+    info = auto.train_info["lam_auto"]
+    assert auto.lam == info["chosen"] and auto.lam in LAM_LADDER and auto.cell_px == 8
+    assert info["n_holdout"] == 12 and 1 <= len(info["tried"]) <= 4
+    assert auto.n_train == 48  # the held-out images are the split's last, not trained on
+    fixed = nb.create_method("nice", model, lam=auto.lam, codec="jpeg", **quick)
+    fixed.fit(ds.train_split())  # the same generator, from the cache
+    xs = torch.stack([ds[i][0] for i in range(4)])
+    assert torch.equal(auto.binary_mask(xs), fixed.binary_mask(xs))

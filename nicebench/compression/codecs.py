@@ -11,8 +11,11 @@ with the fixed header left out: at 28–64 px the JPEG header is a large share o
 from __future__ import annotations
 
 import io
+import os
 import struct
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +39,7 @@ __all__ = [
     "to_uint8",
     "roundtrip",
     "code_batch",
+    "codec_threads",
 ]
 
 #: The codecs Pillow can write (the built-in codec plugins; ``nicebench.list_codecs()`` lists every
@@ -275,15 +279,50 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return arr.permute(0, 2, 3, 1).cpu().numpy()
 
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def codec_threads() -> int:
+    """Threads that encode and decode a batch: ``NICEBENCH_CODEC_THREADS``, else the CPUs this
+    process may use (at most 8). Pillow releases the GIL while it codes, so threads scale."""
+    env = os.environ.get("NICEBENCH_CODEC_THREADS", "")
+    if env.strip():
+        return max(1, int(env))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, cpus or 1))
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(codec_threads(), thread_name_prefix="nicebench-codec")
+        return _POOL
+
+
 def code_batch(
     arr: np.ndarray,
     encode_one: Callable[[np.ndarray], bytes],
     decode_one: Callable[[bytes, int], np.ndarray],
     header_of: Callable[[bytes], int],
+    parallel: bool = False,
 ) -> Coded:
-    """Encode and decode every image of ``uint8 [B,H,W,C]`` with the given per-image functions."""
-    streams = [encode_one(a) for a in arr]
-    decoded = np.stack([decode_one(s, arr.shape[-1]) for s in streams])
+    """Encode and decode every image of ``uint8 [B,H,W,C]`` with the given per-image functions;
+    ``parallel``: on a shared thread pool (:func:`codec_threads`), for thread-safe codecs. The
+    result is the same either way."""
+    channels = arr.shape[-1]
+
+    def one(a: np.ndarray) -> tuple[bytes, np.ndarray]:
+        data = encode_one(a)
+        return data, decode_one(data, channels)
+
+    if parallel and len(arr) > 1 and codec_threads() > 1:
+        done = list(_pool().map(one, arr, chunksize=1))
+    else:
+        done = [one(a) for a in arr]
+    streams = [d[0] for d in done]
+    decoded = np.stack([d[1] for d in done])
     return Coded(
         streams=streams,
         nbytes=np.array([len(s) for s in streams], dtype=np.int64),
@@ -296,5 +335,5 @@ def roundtrip(arr: np.ndarray, codec: str, quality: int, subsampling: str = "4:2
     """Encode and decode every image of ``uint8 [B,H,W,C]`` (one Pillow call per image)."""
     return code_batch(
         arr, lambda a: encode(a, codec, quality, subsampling), decode,
-        lambda s: header_size(s, codec),
+        lambda s: header_size(s, codec), parallel=True,
     )  # fmt: skip

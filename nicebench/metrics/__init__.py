@@ -61,6 +61,8 @@ class MetricContext:
     Images whose global index is below ``sample_images`` are the dataset's figure sample (the same
     for every method). A metric keeps per-image arrays for figures and reports with :meth:`keep`
     (every image) or :meth:`keep_sample` (the sample only); the runner stores them with the cell.
+    ``codecs``: every codec of the run as ``(label, codec)``, the reference first (the compression
+    track codes a method's images with each).
     """
 
     model: nn.Module
@@ -76,6 +78,7 @@ class MetricContext:
     codec: Any = None
     bd_codec: str = ""
     start: int = 0
+    codecs: tuple[tuple[str, Any], ...] = ()
     sample_images: int = 16
     kept: list[tuple[int, str, np.ndarray]] = field(default_factory=list)
 

@@ -1,9 +1,20 @@
 """The compression track (SPEC §6) as a table-valued metric named ``compression``.
 
-Per cell it produces rows: a method cell's operating points (its map's top-k masks and, for gate
-methods, its own binary mask, as mixed-resolution images coded with the run's reference codec), a
-codec cell's quality sweep. Every row names its ``bd_codec``. The leaderboard summary is
+Per cell it produces per-image rows: a method cell's operating points (its map's top-k masks and,
+for gate methods, its own binary mask × the track's quality sweep × the background factors, as
+mixed-resolution images coded with each codec of the run, or only the reference with
+``track_codecs = "reference"``), a codec cell's own quality sweep. Every row names its
+``track_codec`` (the codec that coded it) and ``bd_codec`` (the run's reference). The leaderboard
+summary, fronts and bootstrap intervals across shards are
 :func:`nicebench.compression.summary.summarise_table`, which needs no torch.
+
+Settings (the run's ``[settings]``): ``quality`` (the reference quality, 75), ``keeps`` (the top-k
+shares, default (0.1, 0.3); SPEC §6's sweep is 0.05, 0.1, 0.2, 0.3, 0.5), ``qualities`` (the
+track's quality sweep, default (30, 50, 75); a study sweeps 10…90), ``factors`` (the background
+factors, (4, 8);
+the single ``factor`` of old configs still works), ``dilate`` (0), ``track_codecs`` (``"all"`` or
+``"reference"``), ``ssim`` (``"front"``: SSIM on each shard's front points only, ``"all"``,
+``"none"``).
 """
 
 from __future__ import annotations
@@ -11,37 +22,67 @@ from __future__ import annotations
 from typing import Any
 
 from ..compression.summary import summarise_table
-from ..compression.track import DEFAULT_KEEPS
+from ..compression.track import DEFAULT_FACTORS, LEADERBOARD_KEEPS, LEADERBOARD_QUALITIES
 from . import MetricContext, MetricSpec, _register
 
-__all__ = ["COMPRESSION_METRIC", "compression_table"]
+__all__ = ["COMPRESSION_METRIC", "compression_table", "track_settings"]
+
+TRACK_CODECS = ("all", "reference")
+
+
+def track_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The compression track's grid from a run's settings, defaults filled in."""
+    s = settings
+    factors = s.get("factors")
+    if factors is None:
+        factors = (s["factor"],) if "factor" in s else DEFAULT_FACTORS
+    which = s.get("track_codecs", "all")
+    if which not in TRACK_CODECS:
+        raise ValueError(f"track_codecs must be one of {TRACK_CODECS}, got {which!r}")
+    return {
+        "quality": s.get("quality", 75),
+        "keeps": tuple(s.get("keeps", LEADERBOARD_KEEPS)),
+        "qualities": tuple(s.get("qualities", LEADERBOARD_QUALITIES)),
+        "factors": tuple(factors),
+        "dilate": s.get("dilate", 0),
+        "track_codecs": which,
+        "ssim": s.get("ssim", "front"),
+    }
 
 
 def compression_table(ctx: MetricContext) -> list[dict[str, Any]]:
-    """Per-image × operating-point rows of one cell (settings: ``quality`` of the reference,
-    default 75; ``keeps``, ``factor`` (4), ``dilate`` (0) for methods)."""
+    """Per-image × operating-point rows of one cell (settings: :func:`track_settings`)."""
     from ..compression import compression_rows, quality_sweep_rows
 
-    s = ctx.settings
-    quality = s.get("quality", 75)
+    t = track_settings(ctx.settings)
     if ctx.kind == "codec":
         rows = quality_sweep_rows(ctx.model, ctx.images, ctx.labels, ctx.codec, qualities=None,
-                                  reference_quality=quality, first_image=ctx.start)  # fmt: skip
-    else:
-        gate = ctx.gate_mask() if ctx.method.gate_mask else None
-        rows = compression_rows(
-            ctx.model, ctx.images, ctx.labels, ctx.saliency, gt_masks=ctx.masks, codec=ctx.codec,
-            quality=quality, keeps=tuple(s.get("keeps", DEFAULT_KEEPS)),
-            factor=s.get("factor", 4), dilate=s.get("dilate", 0), binary_mask=gate,
-            first_image=ctx.start,
+                                  reference_quality=t["quality"], first_image=ctx.start,
+                                  gt_masks=ctx.masks, ssim=t["ssim"])  # fmt: skip
+        for row in rows:
+            row["bd_codec"] = ctx.bd_codec
+        return rows
+    codecs = list(ctx.codecs) or [(ctx.bd_codec or ctx.codec.name, ctx.codec)]
+    if t["track_codecs"] == "reference":
+        codecs = codecs[:1]
+    gate = ctx.gate_mask() if ctx.method.gate_mask else None
+    rows = []
+    for label, codec in codecs:
+        part = compression_rows(
+            ctx.model, ctx.images, ctx.labels, ctx.saliency, gt_masks=ctx.masks, codec=codec,
+            quality=t["quality"], keeps=t["keeps"], qualities=t["qualities"],
+            factors=t["factors"], dilate=t["dilate"], binary_mask=gate, first_image=ctx.start,
+            ssim=t["ssim"],
         )  # fmt: skip
-    for row in rows:
-        row["bd_codec"] = ctx.bd_codec
+        for row in part:
+            row["track_codec"], row["bd_codec"] = label, ctx.bd_codec
+        rows += part
     return rows
 
 
 COMPRESSION_METRIC = _register(MetricSpec(
     "compression", compression_table, "compression_ratio", higher_is_better=False,
     kind="table", summary=summarise_table,
-    description="SPEC §6: bytes vs accuracy of mixed-resolution images against a codec's sweep",
+    description="SPEC §6: the rate–accuracy front of mixed-resolution images against each "
+                "codec's own quality curve",
 ))  # fmt: skip

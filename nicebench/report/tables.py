@@ -35,7 +35,7 @@ COLUMN_HIGHER_IS_BETTER = {"explain_ms_per_image": False, "compression_ratio": F
                            "bd_rate": False, "bpp": False, "payload_ratio": False,
                            "bpp_payload": False, "accuracy_original": True,
                            "accuracy_compressed": True, "accuracy_reference": True, "psnr": True,
-                           "ssim": True}  # fmt: skip
+                           "ssim": True, "vs_uniform": False}  # fmt: skip
 
 
 def higher_is_better() -> dict[str, bool]:
@@ -76,28 +76,68 @@ def _status(group: pd.DataFrame) -> str:
 
 
 def compression_summary(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
-    """Per dataset × method or codec: the compression track's headline figures (SPEC §6), each
-    row's operating points measured against the quality sweep of its ``bd_codec`` (the run's
-    reference codec) on the same images. Torch-free."""
+    """Per dataset × model × method or codec × codec that coded it (``track_codec``): the
+    compression track's headline figures (SPEC §6), each measured against the quality sweep of its
+    own codec on the same images, with bootstrap intervals. Torch-free."""
     from ..compression.summary import summarise_table
 
     return summarise_table(store.tables("compression", keys))
 
 
 def compression_points(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
-    """Every method's and codec's operating points (bytes, ratio, accuracy per keep / quality /
-    gate), with their ``kind``."""
-    from ..compression.rate import operating_points
+    """Every method's and codec's operating points per (dataset, model, method, kind,
+    track_codec): ``point``, ``mask``, ``keep`` (the top-k share; NaN for a gate mask), ``share``
+    (``keep``, or a gate mask's mean kept area),
+    ``quality``, ``factor`` (1 for the codec's own curve), ``area``, ``bytes`` (mean), ``ratio``,
+    ``payload_ratio``, ``accuracy``, ``bpp``, ``psnr``, ``ssim`` (where computed), ``on_front``
+    (the point is on the row's front: the lowest bytes reaching its accuracy) and ``headline``
+    (the front's point of the headline ratio)."""
+    from ..compression.summary import points_table
 
-    rows = store.tables("compression", keys)
-    if rows.empty:
-        return pd.DataFrame()
-    return operating_points(rows, [*_ROW, "point"])
+    return points_table(store.tables("compression", keys))
 
 
+# the reference codec's figures, under these names in the leaderboard
 _COMPRESSION_COLUMNS = ["compression_ratio", "bd_rate", "bd_codec", "bpp", "accuracy_compressed",
                         "payload_ratio", "accuracy_reference", "operating_point",
-                        "within_tolerance"]  # fmt: skip
+                        "within_tolerance", "compression_ratio_lo", "compression_ratio_hi",
+                        "vs_uniform", "vs_uniform_lo", "vs_uniform_hi", "front_mask",
+                        "front_share", "front_quality", "front_factor"]  # fmt: skip
+# every other codec's, with the codec's label as a suffix (compression_ratio_webp, ...)
+_OTHER_CODEC_COLUMNS = ["compression_ratio", "compression_ratio_lo", "compression_ratio_hi",
+                        "bd_rate", "payload_ratio", "vs_uniform"]  # fmt: skip
+
+
+def _suffixed(column: str, suffix: str) -> str:
+    """``compression_ratio_lo`` + ``webp`` → ``compression_ratio_webp_lo`` (intervals stay last)."""
+    for end in ("_lo", "_hi"):
+        if column.endswith(end):
+            return f"{column[: -len(end)]}_{suffix}{end}"
+    return f"{column}_{suffix}"
+
+
+def _compression_columns(comp: pd.DataFrame) -> pd.DataFrame:
+    """One row per leaderboard row: the reference codec's figures (a codec row: its own), then
+    ``<figure>_<codec>`` for every other codec that coded a method row, and ``sanity`` on the
+    ``random`` rows (the protocol's check, :func:`~nicebench.compression.summary.random_sanity`)."""
+    from ..compression.summary import codec_suffix, sanity_verdict
+
+    own = comp["track_codec"] == comp["reference_codec"]
+    own |= (comp["kind"] == "codec") & (comp["track_codec"] == comp["method"])
+    main = comp[own][[*_ROW, *_COMPRESSION_COLUMNS, "accuracy_original"]]
+    main = main.drop_duplicates(_ROW, keep="first")
+    others = comp[~own & (comp["kind"] == "method")]
+    for track, part in others.groupby("track_codec", sort=False):
+        suffix = codec_suffix(track)
+        names = {c: _suffixed(c, suffix) for c in _OTHER_CODEC_COLUMNS}
+        cols = part[[*_ROW, *_OTHER_CODEC_COLUMNS]].rename(columns=names)
+        main = main.merge(cols, on=_ROW, how="outer")
+    random = (main["method"] == "random") & (main["kind"] == "method")
+    main["sanity"] = [
+        sanity_verdict(float(v), float(h)) if is_random else ""
+        for is_random, v, h in zip(random, main["vs_uniform"], main["vs_uniform_hi"], strict=True)
+    ]
+    return main
 
 
 def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) -> pd.DataFrame:
@@ -140,10 +180,8 @@ def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) ->
     df = pd.DataFrame(rows)
     comp = compression_summary(store, keys)
     if len(comp):
-        comp = comp[[*_ROW, *_COMPRESSION_COLUMNS, "accuracy_original"]].rename(
-            columns={"accuracy_original": "_acc"}
-        )
-        df = df.drop(columns=[c for c in _COMPRESSION_COLUMNS if c in df]).merge(
+        comp = _compression_columns(comp).rename(columns={"accuracy_original": "_acc"})
+        df = df.drop(columns=[c for c in comp.columns if c in df and c not in _ROW]).merge(
             comp, on=_ROW, how="left"
         )
         if "accuracy_original" not in df:
@@ -206,7 +244,11 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
     board.to_csv(out / "leaderboard.csv", index=False)
     per_image(store, keys).to_csv(out / "per_image.csv", index=False)
     points = compression_points(store, keys)
+    sanity: list[str] = []
     if len(points):  # drawn by nicebench.report.figures.write_figures
+        from ..compression.summary import random_sanity
+
+        sanity = random_sanity(compression_summary(store, keys))
         points.to_csv(out / "compression_points.csv", index=False)
     run = store.latest_run()
     notes = ["", "Scores: mean over images ± half the 95% bootstrap interval (1000 resamples).",
@@ -216,6 +258,12 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
              + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SETTINGS.items())
              + (f"; overrides: {run['config'].get('settings')}" if run.get("config", {}).get(
                  "settings") else "") + "."]  # fmt: skip
+    if sanity:
+        notes.append("Compression track: ratios are the front's smallest bytes / bytes of the "
+                     "codec at q75 on the originals with accuracy within 1 point of it (95% "
+                     "bootstrap interval over images); `random` must show no gain over uniform "
+                     "quality (the codec's own curve) beyond its interval:")  # fmt: skip
+        notes += [f"- {line}" for line in sanity]
     if run:
         v = run["versions"]
         notes.append(f"Code {v.get('code')}, torch {v.get('torch')}, captum {v.get('captum')}, "
