@@ -65,7 +65,7 @@ def test_every_figure_file_is_written(tiny_run):
         for fmt in ("png", "pdf"):
             assert f"{stem}.{fmt}" in names, stem
     assert "leaderboard.tex" in names
-    assert not any(n.startswith("mixed_resolution") for n in names)  # no coded examples kept
+    assert any(n.startswith("mixed_resolution") for n in names)  # the track kept coded files
     for p in paths:
         assert p.parent == out / "figures" and p.stat().st_size > 0
         if p.suffix == ".pdf":
@@ -188,20 +188,20 @@ def test_rate_accuracy_points_and_fronts(tiny_run):
     methods = set(points[points.kind == "method"].method)
     codecs = set(points[points.kind == "codec"].method)
     assert set(labelled) == methods | {f"{c} (quality sweep)" for c in codecs} | {"reference image"}
-    for m in methods:  # plain points: no line, every operating point drawn
-        assert labelled[m].get_linestyle() == "None"
-        assert len(labelled[m].get_xdata()) == (points.method == m).sum()
+    assert "on_front" in points  # the track marks each method's front: the front is the line
+    for m in methods:
+        line, on = labelled[m], points[(points.method == m) & points.on_front]
+        assert line.get_linestyle() != "None"
+        np.testing.assert_allclose(np.sort(line.get_xdata()), np.sort(on.ratio))
     assert ax.get_xlabel().startswith("bytes") and "accuracy" in ax.get_ylabel()
     assert fig.get_figwidth() == SINGLE_COLUMN
-    # with on_front (the compression track's newer points): the front is the line
-    front = points.assign(on_front=points.groupby("method").ratio.transform(
-        lambda r: r <= r.median()))  # fmt: skip
-    fig = F.rate_accuracy_figure(front, dataset)
-    ax = fig.axes[0]
-    line = next(ln for ln in ax.get_lines() if ln.get_label() == "gradcam")
-    on = front[(front.method == "gradcam") & front.on_front]
-    assert line.get_linestyle() != "None"
-    np.testing.assert_allclose(np.sort(line.get_xdata()), np.sort(on.ratio))
+    # points without a front (older runs): plain markers, every operating point drawn
+    plain = points.drop(columns="on_front")
+    fig = F.rate_accuracy_figure(plain, dataset)
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    for m in methods:
+        assert lines[m].get_linestyle() == "None"
+        assert len(lines[m].get_xdata()) == (plain.method == m).sum()
     assert F.rate_accuracy_figure(points.iloc[:0], dataset) is None
 
 
@@ -421,3 +421,29 @@ def test_palette_is_stable_and_distinct():
     styles = {tuple(map(str, many.line(f"m{i}").values())) for i in range(20)}
     assert len(styles) == 20  # more methods than colours: line styles and markers tell them apart
     assert Palette(codecs=["jpeg", "webp"]).line("webp", "codec")["color"] == "#404040"
+
+
+def test_the_run_keeps_coded_examples_that_the_rows_count(tiny_run):
+    """The compression track keeps the files of the first 2 sample images at every operating
+    point, byte for byte the files its rows count, and the mixed-resolution figure shows them."""
+    import io
+
+    from PIL import Image
+
+    out, store, paths = tiny_run
+    coded = store.artifacts("coded/%")
+    assert set(coded.image_index) == {0, 1}
+    rows = store.tables("compression")
+    for kind in ("method", "codec"):
+        part = coded[coded.kind == kind]
+        assert len(part), kind
+        table = rows[rows.kind == kind]
+        for r in part.itertuples():
+            match = table[(table.method == r.method) & (table.point == r.name[len("coded/"):])
+                          & (table.image == r.image_index)]  # fmt: skip
+            if kind == "method" and "track_codec" in match:  # the reference codec's files
+                match = match[match.track_codec == match.bd_codec]
+            assert len(match) == 1, (r.method, r.name)
+            assert len(r.array) == int(match.bytes.iloc[0])
+            assert Image.open(io.BytesIO(r.array.tobytes())).size == (32, 32)
+    assert any(p.name.startswith("mixed_resolution_") for p in paths)

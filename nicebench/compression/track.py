@@ -149,6 +149,12 @@ class _Points:
             if gt is not None:
                 self.parts[i]["ssim_object"] = q["ssim_object"]
 
+    def export_streams(self, coded_out: dict[str, list[bytes]] | None) -> None:
+        """Each point's coded files into ``coded_out`` (point name → one file per image)."""
+        if coded_out is not None:
+            for part, (streams, _) in zip(self.parts, self.decode, strict=True):
+                coded_out[str(part["point"])] = list(streams)
+
     def records(self) -> list[dict[str, Any]]:
         if not self.parts:
             return []
@@ -191,6 +197,7 @@ def compression_rows(
     batch_size: int = PREDICT_BATCH,
     first_image: int = 0,
     ssim: str = "front",
+    coded_out: dict[str, list[bytes]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per image × operating point: one row of rate, quality and accuracy figures.
 
@@ -206,7 +213,9 @@ def compression_rows(
     ``codec``: a registered codec's name (with ``subsampling``) or a :class:`nicebench.Codec`.
     ``gt_masks`` (``[B,1,H,W]``, 0/1) adds ``psnr_object``/``ssim_object`` inside the ground-truth
     object, the same region for every method. ``ssim``: ``"front"`` (SSIM only on the batch's
-    front points, NaN elsewhere), ``"all"`` or ``"none"``. Columns: image, label, point, mask,
+    front points, NaN elsewhere), ``"all"`` or ``"none"``. ``coded_out``: filled with each
+    point's coded files (point → one file per image, the bytes the rows count) for figures.
+    Columns: image, label, point, mask,
     keep, area, codec, quality, subsampling, factor, upsample, dilate, block, bytes, ref_bytes,
     header_bytes, ref_header_bytes, payload_bytes, ref_payload_bytes, ratio, payload_ratio, bpp,
     bpp_payload, ref_bpp, psnr, ssim, psnr_mask, ssim_mask, pred_*, correct_* (original,
@@ -265,6 +274,7 @@ def compression_rows(
                 cols.update(_outcome(preds[j * n : (j + 1) * n], base))
                 out.add(cols, c.streams, m_np)
     out.fill_ssim(arr, coder.decode, gt, ssim)
+    out.export_streams(coded_out)
     return out.records()
 
 
@@ -281,13 +291,14 @@ def quality_sweep_rows(
     first_image: int = 0,
     gt_masks: torch.Tensor | None = None,
     ssim: str = "front",
+    coded_out: dict[str, list[bytes]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per image × quality: the whole image coded at each quality (the codec's own curve).
 
     ``ratio`` is relative to the same images at ``reference_quality``; the columns match
     :func:`compression_rows` (``point`` = ``"q=50"``, ``mask`` = ``"uniform"``, ``keep`` = 1,
     ``area`` = 1, ``factor`` = 1). ``qualities=None``: the codec's own sweep
-    (``codec.qualities``). ``ssim`` as in :func:`compression_rows`.
+    (``codec.qualities``). ``ssim`` and ``coded_out`` as in :func:`compression_rows`.
     """
     from ..codec import as_codec
 
@@ -327,4 +338,5 @@ def quality_sweep_rows(
         cols.update(_outcome(pred_q[q], base))
         out.add(cols, c.streams, None)
     out.fill_ssim(arr, coder.decode, gt, ssim)
+    out.export_streams(coded_out)
     return out.records()

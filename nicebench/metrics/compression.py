@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..compression.summary import summarise_table
 from ..compression.track import DEFAULT_FACTORS, LEADERBOARD_KEEPS, LEADERBOARD_QUALITIES
 from . import MetricContext, MetricSpec, _register
@@ -55,12 +57,14 @@ def compression_table(ctx: MetricContext) -> list[dict[str, Any]]:
     from ..compression import compression_rows, quality_sweep_rows
 
     t = track_settings(ctx.settings)
+    coded: dict[str, list[bytes]] = {}
     if ctx.kind == "codec":
         rows = quality_sweep_rows(ctx.model, ctx.images, ctx.labels, ctx.codec, qualities=None,
                                   reference_quality=t["quality"], first_image=ctx.start,
-                                  gt_masks=ctx.masks, ssim=t["ssim"])  # fmt: skip
+                                  gt_masks=ctx.masks, ssim=t["ssim"], coded_out=coded)  # fmt: skip
         for row in rows:
             row["bd_codec"] = ctx.bd_codec
+        _keep_examples(ctx, coded)
         return rows
     codecs = list(ctx.codecs) or [(ctx.bd_codec or ctx.codec.name, ctx.codec)]
     if t["track_codecs"] == "reference":
@@ -72,12 +76,23 @@ def compression_table(ctx: MetricContext) -> list[dict[str, Any]]:
             ctx.model, ctx.images, ctx.labels, ctx.saliency, gt_masks=ctx.masks, codec=codec,
             quality=t["quality"], keeps=t["keeps"], qualities=t["qualities"],
             factors=t["factors"], dilate=t["dilate"], binary_mask=gate, first_image=ctx.start,
-            ssim=t["ssim"],
+            ssim=t["ssim"], coded_out=None if rows else coded,  # the reference codec's files
         )  # fmt: skip
         for row in part:
             row["track_codec"], row["bd_codec"] = label, ctx.bd_codec
         rows += part
+    _keep_examples(ctx, coded)
     return rows
+
+
+def _keep_examples(ctx: MetricContext, coded: dict[str, list[bytes]]) -> None:
+    """Keep the coded files of the first ``settings["coded_examples"]`` (default 2) sample images
+    at every operating point, as ``coded/<point>`` (uint8 bytes of the file), for figures."""
+    first = int(ctx.settings.get("coded_examples", 2))  # the dataset's first images, any shard
+    rows = [j for j in ctx.sample_rows if ctx.start + j < first]
+    for point, streams in coded.items():
+        files = [np.frombuffer(b, dtype=np.uint8) for b in streams]
+        ctx.keep(f"coded/{point}", files, rows=rows, dtype="uint8")
 
 
 COMPRESSION_METRIC = _register(MetricSpec(

@@ -624,21 +624,25 @@ def _decode(data: np.ndarray) -> np.ndarray | None:
 
 def _point_order(point: str) -> tuple[int, float]:
     """Which of a method's points to show: the gate mask first, then keep shares closest to 0.2."""
-    if point == "gate":
+    mask = point.split()[0] if point else point  # e.g. "keep=0.1 q=30 x8" → "keep=0.1"
+    if mask == "gate":
         return (0, 0.0)
-    m = re.fullmatch(r"keep=([0-9.eE+-]+)", point)
+    m = re.fullmatch(r"keep=([0-9.eE+-]+)", mask)
     return (1, abs(float(m.group(1)) - 0.2)) if m else (2, 0.0)
 
 
 def mixed_resolution_examples(store: RunStore, dataset: str, model: str = "default",
                               keys: set[str] | None = None, image_index: int | None = None,
                               point: str | None = None, codec: str | None = None,
-                              max_cols: int = 7) -> Figure | None:
+                              max_cols: int = 7,
+                              headline: dict[str, str] | None = None) -> Figure | None:
     """One sample image coded by each method's mask (top row of a block: the mixed-resolution
     file the run kept as ``coded/<point>``) and, below it, the same image coded whole by ``codec``
     (default: the run's reference codec) at the quality whose file is nearest in bytes. Each panel
-    names its bytes. ``point``: which operating point of a method (default ``gate`` where it
-    exists, else the ``keep`` share nearest 0.2). ``None`` without kept coded examples."""
+    names its bytes. ``point``: which operating point of a method; default its ``headline``
+    point (method → the leaderboard's ``operating_point``, where the front first comes within a
+    point of the reference accuracy), else ``gate`` where it exists, else the ``keep`` share
+    nearest 0.2. ``None`` without kept coded examples."""
     coded = store.artifacts("coded/%", keys)
     coded = coded[(coded.dataset == dataset) & (coded.model == model)] if len(coded) else coded
     if coded.empty:
@@ -670,7 +674,8 @@ def mixed_resolution_examples(store: RunStore, dataset: str, model: str = "defau
     panels = []  # (method, point, decoded, nbytes, codec point, codec decoded, codec bytes)
     for method, g in methods.groupby("method", sort=False):
         pts = g.set_index("point")
-        chosen = point if point in pts.index else min(pts.index, key=_point_order)
+        wanted = point or (headline or {}).get(method)
+        chosen = wanted if wanted in pts.index else min(pts.index, key=_point_order)
         data = pts.loc[chosen, "array"]
         nbytes = len(data)
         near = sizes.iloc[int(np.argmin(np.abs(sizes["size_bytes"].to_numpy() - nbytes)))]
@@ -886,7 +891,10 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
         paths += _save(lambda_tradeoff(store, keys, board, sweeps), out, "nice_lambda_tradeoff",
                        formats)  # fmt: skip
         for dataset, model in groups:
-            fig = mixed_resolution_examples(store, dataset, model, keys)
+            rows = board[(board.dataset == dataset) & (board.model == model)]
+            heads = ({m: str(p) for m, p in zip(rows.method, rows.operating_point, strict=True)
+                      if isinstance(p, str)} if "operating_point" in rows else {})  # fmt: skip
+            fig = mixed_resolution_examples(store, dataset, model, keys, headline=heads)
             paths += _save(fig, out, f"mixed_resolution_{_safe(_where(dataset, model))}", formats)
         if len(board):
             out.mkdir(parents=True, exist_ok=True)
