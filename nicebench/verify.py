@@ -171,7 +171,7 @@ def _same(a: Any, b: Any) -> bool:
 def _compare(conn: sqlite3.Connection, key: str, res: Any) -> str:
     """"" when every stored value of cell ``key`` equals the recomputed result ``res`` bit for
     bit; else the first difference."""
-    from .store import pack
+    from .store import pack, table_json
 
     if res.status != "ok":
         return f"the recomputation failed: {res.error}"
@@ -192,7 +192,8 @@ def _compare(conn: sqlite3.Connection, key: str, res: Any) -> str:
         _same(stored_cv[k], fresh_cv[k]) for k in stored_cv
     ):
         return f"per-cell values differ: stored {stored_cv}, recomputed {fresh_cv}"
-    stored_t = dict(conn.execute("SELECT name, data FROM tables WHERE cell_key = ?", (key,)))
+    stored_t = {name: table_json(data) for name, data in conn.execute(
+        "SELECT name, data FROM tables WHERE cell_key = ?", (key,))}  # fmt: skip
     fresh_t = {k: json.dumps(v, default=float) for k, v in res.tables.items()}
     for name in sorted(stored_t.keys() | fresh_t.keys()):
         if stored_t.get(name) != fresh_t.get(name):

@@ -118,7 +118,7 @@ def test_report_written_self_contained_with_every_section(tmp_path):
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
     # the figure, embedded, with its file name as caption and a link to the file beside it
     assert "rate_accuracy_scenes.png" in text and 'href="../figures/rate_accuracy_scenes.png"' in text
-    assert 'width="1600" height="600" alt="wide.png"' in text  # shrunk for the page
+    assert 'width="1100" height="412" alt="wide.png"' in text  # shrunk for the page
     assert 'href="../figures/wide.pdf"' in text
     assert 'alt="broken.png"' not in text and "broken.png: not a readable PNG" in text
     # leaderboard per dataset; the failed cell shows with its error; settings and versions

@@ -39,7 +39,7 @@ __all__ = ["write_report", "render_report"]
 
 _ROW = ["dataset", "model", "method", "kind"]
 # Figures wider than this are shrunk for the page (the full file is one click away).
-_FIGURE_MAX_WIDTH = 1600
+_FIGURE_MAX_WIDTH = 1100  # a figure's pixels on the page (its PNG/PDF links: full size)
 # Sample tiles are drawn at an integer multiple of the image size close to this many CSS pixels.
 _TILE_PX = 112
 _TILE_MAX_PX = 160  # larger sample images are drawn shrunk to this
