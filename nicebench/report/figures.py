@@ -189,11 +189,20 @@ def _bootstrap_band(curves: np.ndarray, n_boot: int = 1000, seed: int = 0,
 
 
 # -- 1. saliency grid ------------------------------------------------------------------------------
+def _stretched(sal: np.ndarray) -> np.ndarray:
+    """A map's positive evidence scaled to [0, 1] per image (min to max): only the ranking of a
+    map's pixels matters to the metrics, so an offset (RISE's mean score, a mask's floor) is not
+    shown as importance."""
+    v = np.clip(sal.astype(np.float32), 0, None)
+    lo, hi = float(v.min()), float(v.max())
+    return (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
+
+
 def saliency_grid(store: RunStore, dataset: str, model: str = "default",
                   keys: set[str] | None = None, n_images: int = 8) -> Figure | None:
     """Sample images (rows, by image index) × methods (columns, in run order), the first column the
-    image itself. Each map (divided by its largest magnitude; negative values shown as 0) is drawn
-    with ``inferno`` over the image in grey; the ground-truth object outline (white) where the
+    image itself. Each map (its positive part, stretched from its minimum to its maximum: see
+    :func:`_stretched`) is drawn with ``inferno`` over the image in grey; the ground-truth object outline (white) where the
     dataset has masks; for gate methods (binary ``gate_mask`` kept) the gate mask's outline,
     dashed sky blue, over the method's map. ``None`` when the run kept no maps."""
     maps = store.artifacts("map", keys)
@@ -234,15 +243,15 @@ def saliency_grid(store: RunStore, dataset: str, model: str = "default",
                 if sal is None:
                     continue
                 ax.imshow(_grey(image), cmap="gray", vmin=0, vmax=1)
-                ax.imshow(np.clip(sal.astype(np.float32), 0, 1), cmap="inferno", vmin=0, vmax=1,
-                          alpha=0.65)  # fmt: skip
+                ax.imshow(_stretched(sal), cmap="inferno", vmin=0, vmax=1, alpha=0.65)
                 _outline(ax, gt.get(i), _GT_OUTLINE)
                 if (method, i) in gate:
                     _outline(ax, gate[(method, i)], _GATE_OUTLINE, "--")
         axes[0, 0].set_title("image", fontsize=6, pad=2)
         for c, title in enumerate(titles, start=1):
             axes[0, c].set_title(title, fontsize=6, pad=2, linespacing=1.0)
-        fig.suptitle(f"Saliency maps, {_where(dataset, model)}", y=1.0, va="top")
+        fig.suptitle(f"Saliency maps, {_where(dataset, model)} (each stretched min to max)",
+                     y=1.0, va="top")  # fmt: skip
         handles = []
         if gt:
             stroke = patheffects.withStroke(linewidth=2.2, foreground="0.2")
