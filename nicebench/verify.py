@@ -162,8 +162,13 @@ def cell_from_spec(
 
 
 # -- comparing a recomputed cell with the stored one -----------------------------------------------
+def _missing(x: Any) -> bool:
+    """NaN, or the NULL SQLite stores a NaN as."""
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+    if _missing(a) and _missing(b):
         return True
     return a == b
 
