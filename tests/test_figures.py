@@ -101,7 +101,7 @@ def test_saliency_grid_rows_are_the_sample_images_in_order(tiny_run):
         for c, method in enumerate(methods, start=1):
             kept = maps[(maps.method == method) & (maps.image_index == row.image_index)]
             overlay = np.asarray(axes[r, c].images[1].get_array())
-            np.testing.assert_allclose(overlay, np.clip(kept.iloc[0]["array"], 0, 1), atol=1e-3)
+            np.testing.assert_allclose(overlay, F._stretched(kept.iloc[0]["array"]), atol=1e-3)
     # the ground-truth outline on every map panel (scenes has masks); gate outlines on NICE's
     assert all(len(ax.collections) >= 1 for ax in axes[:, 1:].ravel())
     gates = store.artifacts("gate_mask")
@@ -447,3 +447,11 @@ def test_the_run_keeps_coded_examples_that_the_rows_count(tiny_run):
             assert len(r.array) == int(match.bytes.iloc[0])
             assert Image.open(io.BytesIO(r.array.tobytes())).size == (32, 32)
     assert any(p.name.startswith("mixed_resolution_") for p in paths)
+
+
+def test_maps_are_stretched_min_to_max_of_their_positive_part():
+    offset = np.array([[0.6, 0.7], [0.8, 1.0]], dtype=np.float16)  # RISE-like: a high floor
+    np.testing.assert_allclose(F._stretched(offset), [[0, 0.25], [0.5, 1]], atol=1e-3)
+    signed = np.array([[-1.0, 0.0], [0.5, 1.0]], dtype=np.float16)  # negative evidence: 0
+    np.testing.assert_allclose(F._stretched(signed), [[0, 0], [0.5, 1]])
+    assert not F._stretched(np.zeros((2, 2), np.float16)).any()
