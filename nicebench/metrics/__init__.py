@@ -240,3 +240,4 @@ _register(MetricSpec(
 
 
 from .compression import COMPRESSION_METRIC  # noqa: E402  (registers ``compression``)
+from .srg import SRG_ROAD  # noqa: E402, F401  (registers road_morf/lerf, srg_road/mean/blur, deletion_blur)

@@ -234,8 +234,9 @@ def to_markdown(board: pd.DataFrame) -> str:
 
 
 def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.DataFrame:
-    """Write ``leaderboard.csv``, ``leaderboard.md``, ``per_image.csv`` and, with the compression
-    track, ``compression_points.csv`` into ``out`` (the figures:
+    """Write ``leaderboard.csv``, ``leaderboard.md``, ``per_image.csv``, with the compression
+    track ``compression_points.csv`` and, with two or more fill columns (deletion, ROAD, SRG),
+    ``fill_agreement.csv``/``.md`` (:mod:`nicebench.report.agreement`) into ``out`` (the figures:
     :func:`nicebench.report.figures.write_figures`)."""
     from ..metrics import DEFAULT_SETTINGS
 
@@ -258,6 +259,7 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
              + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SETTINGS.items())
              + (f"; overrides: {run['config'].get('settings')}" if run.get("config", {}).get(
                  "settings") else "") + "."]  # fmt: skip
+    notes += _road_srg_notes(board)
     if sanity:
         notes.append("Compression track: ratios are the front's smallest bytes / bytes of the "
                      "codec at q75 on the originals with accuracy within 1 point of it (95% "
@@ -270,4 +272,23 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
                      f"{v.get('threads')} threads on {v.get('machine')}.")  # fmt: skip
     (out / "leaderboard.md").write_text("# nicebench leaderboard\n\n" + to_markdown(board)
                                         + "\n".join(notes) + "\n")  # fmt: skip
+    from .agreement import write_fill_agreement
+
+    write_fill_agreement(board, out)
     return board
+
+
+def _road_srg_notes(board: pd.DataFrame) -> list[str]:
+    """The footnote lines naming the ROAD and SRG settings, when the board has their columns."""
+    from ..metrics.road import ROAD_SETTINGS
+    from ..metrics.srg import SRG_SETTINGS
+
+    notes = []
+    if any(c in board and board[c].notna().any() for c in ("road_morf", "road_lerf", "srg_road")):
+        notes.append("ROAD settings: " + "; ".join(f"{k}: {v}" for k, v in ROAD_SETTINGS.items())
+                     + ".")  # fmt: skip
+    if any(c in board and board[c].notna().any() for c in ("srg_mean", "srg_blur", "srg_road",
+                                                            "deletion_blur_auc")):  # fmt: skip
+        notes.append("SRG settings: " + "; ".join(f"{k}: {v}" for k, v in SRG_SETTINGS.items())
+                     + "; rank agreement between fills: fill_agreement.md.")  # fmt: skip
+    return notes
