@@ -176,6 +176,13 @@ def test_metric_specs_share_one_computation_per_fill():
     dele = deletion(model, images, sal, n_steps=5, substrate="blur")
     torch.testing.assert_close(out["deletion_blur"], dele)
     assert all(torch.isfinite(v).all() for v in out.values())
+    # after the deletion metric, srg_mean reuses its curve (only the LeRF order is recomputed)
+    ctx2 = MetricContext(model=model, images=images, labels=preds, saliency=sal, preds=preds,
+                         settings={"n_steps": 5})  # fmt: skip
+    get_metric_spec("deletion").fn(ctx2)
+    assert "deletion/mean" in ctx2.cache
+    torch.testing.assert_close(get_metric_spec("srg_mean").fn(ctx2), out["srg_mean"])
+    torch.testing.assert_close(ctx2.cache["morf_lerf/mean"], ctx.cache["morf_lerf/mean"])
     assert get_metric_spec("srg_mean").column == "srg_mean"
     assert get_metric_spec("deletion_blur").column == "deletion_blur_auc"
 

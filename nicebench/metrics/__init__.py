@@ -156,10 +156,14 @@ def _faith_kwargs(ctx: MetricContext) -> dict[str, Any]:
 
 
 def _deletion(c: MetricContext) -> torch.Tensor:
-    """Deletion AUC per image; every image's curve kept as ``curve/deletion``."""
+    """Deletion AUC per image; every image's curve kept as ``curve/deletion`` (and cached as
+    ``deletion/<fill>`` for the symmetric relevance gain of the same fill)."""
+    substrate = c.settings.get("substrate", "mean")
     scores, curves = deletion(c.model, c.images, c.saliency, return_curves=True,
-                              substrate=c.settings.get("substrate", "mean"), **_faith_kwargs(c))
+                              substrate=substrate, **_faith_kwargs(c))
     c.keep("curve/deletion", curves)
+    if isinstance(substrate, str):
+        c.cache[f"deletion/{substrate}"] = curves
     return scores
 
 

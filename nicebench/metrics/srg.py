@@ -44,21 +44,25 @@ def morf_lerf_curves(
     n_steps: int | None = None,
     seed: int = 0,
     batch_size: int | None = None,
+    orders: tuple[str, ...] = ("morf", "lerf"),
 ) -> torch.Tensor:
-    """Target-class probability ``[B, 2, n_steps+1]`` as pixels move from the image to ``fill``
-    (a :func:`~nicebench.metrics.faithfulness.substrate_image` fill) most salient first (order 0,
-    the deletion curve) and least salient first (order 1); both orders in one batched pass."""
+    """Target-class probability ``[B, len(orders), n_steps+1]`` as pixels move from the image to
+    ``fill`` (a :func:`~nicebench.metrics.faithfulness.substrate_image` fill) most salient first
+    (``"morf"``: the deletion curve) or least salient first (``"lerf"``); every order in one
+    batched pass."""
     if saliency.shape[0] != images.shape[0] or saliency.shape[-2:] != images.shape[-2:]:
         raise ValueError(f"saliency of shape {tuple(saliency.shape)} does not match images "
                          f"{tuple(images.shape)}; expected [B,1,H,W]")  # fmt: skip
     b = images.shape[0]
     n_steps = int(n_steps or images.shape[-2])
     ranks = pixel_ranks(saliency.to(images.device), seed)
-    both = torch.cat([ranks, ranks.shape[1] - 1 - ranks])  # LeRF: the reverse order
+    lerf = ranks.shape[1] - 1 - ranks  # LeRF: the reverse order
+    k = len(orders)
+    both = torch.cat([ranks if o == "morf" else lerf for o in orders])
     finish = substrate_image(model, images, fill)
-    curves = _curves(model, images.repeat(2, 1, 1, 1), finish.repeat(2, 1, 1, 1), both,
-                     targets.repeat(2), n_steps, batch_size)  # fmt: skip
-    return curves.view(2, b, -1).transpose(0, 1)
+    curves = _curves(model, images.repeat(k, 1, 1, 1), finish.repeat(k, 1, 1, 1), both,
+                     targets.repeat(k), n_steps, batch_size)  # fmt: skip
+    return curves.view(k, b, -1).transpose(0, 1)
 
 
 def srg(
@@ -91,12 +95,18 @@ def _road(c: MetricContext) -> torch.Tensor:
 
 
 def _fill(c: MetricContext, fill: str) -> torch.Tensor:
-    """MoRF and LeRF curves ``[B, 2, n+1]`` with ``fill``, computed once per batch."""
+    """MoRF and LeRF curves ``[B, 2, n+1]`` with ``fill``, computed once per batch (the MoRF
+    curve taken from the deletion metric when it ran first with the same fill)."""
     key = f"morf_lerf/{fill}"
     if key not in c.cache:
-        curves = morf_lerf_curves(c.model, c.images, c.saliency, c.targets, fill,
-                                  n_steps=c.settings.get("n_steps"),
-                                  seed=c.settings.get("seed", 0))  # fmt: skip
+        kw = {"n_steps": c.settings.get("n_steps"), "seed": c.settings.get("seed", 0)}
+        morf = c.cache.get(f"deletion/{fill}")  # the deletion metric's curves, when it ran first
+        if morf is None:
+            curves = morf_lerf_curves(c.model, c.images, c.saliency, c.targets, fill, **kw)
+        else:
+            lerf = morf_lerf_curves(c.model, c.images, c.saliency, c.targets, fill,
+                                    orders=("lerf",), **kw)  # fmt: skip
+            curves = torch.stack([morf, lerf[:, 0]], 1)
         c.keep(f"curve/lerf_{fill}", curves[:, 1])
         if fill != "mean":  # the mean fill's MoRF curve is the deletion curve
             c.keep(f"curve/deletion_{fill}", curves[:, 0])
