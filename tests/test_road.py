@@ -210,3 +210,32 @@ def test_fill_agreement_kendall_tau_by_hand(tmp_path):
     text = (tmp_path / "fill_agreement.md").read_text()
     assert "| deletion_auc | 1.00 | -1.00 | 0.67 |" in text
     assert len(pd.read_csv(tmp_path / "fill_agreement.csv")) == 3
+
+
+@pytest.mark.slow
+def test_run_writes_fill_columns_settings_and_agreement(tiny_scenes, tmp_path):
+    """End to end: the fill metrics as leaderboard columns, their settings in the footnote and
+    the rank agreement between fills beside the leaderboard."""
+    from nicebench.config import RunConfig, parse_specs
+    from nicebench.runner import run
+    from nicebench.testing import TINY_SCENES
+
+    tiny = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
+    cfg = RunConfig(
+        datasets=parse_specs(tiny), methods=parse_specs(["random", "center", "gradcam", "oracle"]),
+        n_images=8, shard_size=8, batch_size=64, out=str(tmp_path), settings={"n_steps": 8},
+        metrics=["deletion", "deletion_blur", "road_morf", "road_lerf", "srg_road", "srg_mean",
+                 "srg_blur"],
+    )  # fmt: skip
+    summary = run(cfg, progress=False)
+    assert summary.ok == 4 and not summary.failed
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    cols = ["deletion_auc", "deletion_blur_auc", "road_morf", "road_lerf", "srg_road", "srg_mean",
+            "srg_blur"]  # fmt: skip
+    assert board[cols].notna().all().all()
+    np.testing.assert_allclose(board.srg_road, board.road_lerf - board.road_morf, atol=1e-6)
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "ROAD settings: percentages: 10%..90%" in md and "SRG settings:" in md
+    agree = pd.read_csv(tmp_path / "fill_agreement.csv")
+    assert len(agree) == 15 and agree.tau.between(-1, 1).all()
+    assert "| gradcam |" in (tmp_path / "fill_agreement.md").read_text()
