@@ -333,6 +333,7 @@ def forest_metrics(board: pd.DataFrame) -> list[str]:
     that some row has, and the compression track's headline columns."""
     cols = [c for c in board.columns if f"{c}_lo" in board.columns and c not in _NOT_SCORES]
     cols += [c for c in ("compression_ratio", "bd_rate") if c in board.columns and c not in cols]
+    cols = [c for c in cols if c != "combined_rank"]  # drawn by rankings_figure
     return [c for c in cols if pd.to_numeric(board[c], errors="coerce").notna().any()]
 
 
@@ -854,6 +855,27 @@ _SHORT_METRIC = {"deletion_auc": "Deletion", "insertion_auc": "Insertion",
                  "saliency_metric": "Saliency metric", "sanity_spearman": "Sanity"}  # fmt: skip
 
 
+def _tick_labels(labels: Sequence[str], width: int = 22) -> list[str]:
+    """Method labels short enough for a tick: variants of one plugin keep only the parameters
+    they differ in (``nice(epochs=1,lam=0.5)``, ``nice(epochs=1,lam=2)`` → ``nice(lam=0.5)``,
+    ``nice(lam=2)``), then anything longer than ``width`` characters is cut with ``…``."""
+    def params(label: str) -> tuple[str, list[str]]:
+        name, _, rest = label.partition("(")
+        return name, [p for p in rest.rstrip(")").split(",") if p]
+
+    parsed = [params(label) for label in labels]
+    out = []
+    for label, (name, ps) in zip(labels, parsed, strict=True):
+        if len(label) > width:
+            variants = [q for n, q in parsed if n == name]
+            if len(variants) > 1:
+                common = set.intersection(*(set(q) for q in variants))
+                kept = [p for p in ps if p not in common]
+                label = f"{name}({','.join(kept)})" if kept else name
+        out.append(label if len(label) <= width else label[: width - 1] + "…")
+    return out
+
+
 def _italic_baselines(labels, names: Sequence[str]) -> None:
     for tick, name in zip(labels, names, strict=True):
         if style.is_baseline(name):
@@ -891,8 +913,7 @@ def rankings_figure(trust, dataset: str, model: str = "default",
     comb = trust.combined
     comb = comb[(comb.dataset == dataset) & (comb.model == model)].sort_values(
         "combined_rank", kind="stable")
-    cmap = plt.get_cmap("RdBu").copy()
-    cmap.set_bad("0.92")
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="0.92")
     n = len(order)
     with style.context():
         top = max(3.2, 1.3 + 0.2 * n)
@@ -913,8 +934,8 @@ def rankings_figure(trust, dataset: str, model: str = "default",
                 if 1 - SEPARABLE < v < SEPARABLE:
                     ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=0.9,
                                                ec="black"))  # fmt: skip
-        ax.set_xticks(range(n), order, rotation=90)
-        ax.set_yticks(range(n), order)
+        ax.set_xticks(range(n), _tick_labels(order), rotation=90)
+        ax.set_yticks(range(n), _tick_labels(order))
         _italic_baselines(ax.get_xticklabels(), order)
         _italic_baselines(ax.get_yticklabels(), order)
         ax.tick_params(length=0)
@@ -963,7 +984,7 @@ def rankings_figure(trust, dataset: str, model: str = "default",
                          lw=1.2, solid_capstyle="butt")  # fmt: skip
                 ax3.plot([row.combined_rank], [yi], "s" if base else "o", ms=4, color=colour,
                          mfc="white" if base else colour, mew=1.0)  # fmt: skip
-            ax3.set_yticks(y, list(comb.method))
+            ax3.set_yticks(y, _tick_labels(list(comb.method)))
             _italic_baselines(ax3.get_yticklabels(), list(comb.method))
             ax3.set_ylim(-0.7, len(comb) - 0.3)
             ax3.set_xlim(0.5, len(comb) + 0.5)
