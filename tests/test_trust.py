@@ -236,7 +236,7 @@ def test_figure_written_and_in_the_report(tmp_path):
     assert isinstance(fig, Figure)
     titles = [ax.get_title(loc="left") for ax in fig.axes]
     assert any(t.startswith("(a) P(row ranks above column), Deletion AUC") for t in titles)
-    assert "(b) Kendall τ between metric rankings" in titles
+    assert "(b) Kendall τ between the metrics" in titles
     assert "(c) Combined rank, 95% interval" in titles
     heat = fig.axes[0].images[0].get_array()
     order = [t.get_text() for t in fig.axes[0].get_yticklabels()]

@@ -972,7 +972,7 @@ def rankings_figure(trust, dataset: str, model: str = "default",
             _blank(ax2)
             ax2.text(0.5, 0.5, "fewer than two metrics\nshared by 3 methods", ha="center",
                      va="center", transform=ax2.transAxes, color="0.4")  # fmt: skip
-        ax2.set_title("(b) Kendall τ between metric rankings", loc="left")
+        ax2.set_title("(b) Kendall τ between the metrics", loc="left")
         ax3 = fig.add_subplot(grid[1, :])
         if len(comb):
             y = np.arange(len(comb))[::-1]
