@@ -4,8 +4,9 @@ One self-contained page (no network, no CDN, no external script or style; every 
 ``data:`` URI): the leaderboard per dataset (and model), sortable by any column, each score with
 its 95% interval and the better direction in its header; how far each ranking can be trusted
 (each metric's order with its separable steps, Kendall τ between the metrics); every figure in
-``RUN_DIR/figures/``; a per-image browser (each sample image with every method's map and that image's scores); the
-classifier accuracies, timings, failed cells with their errors, the run's settings and versions.
+``RUN_DIR/figures/``; a per-image browser (each sample image with every method's map and that
+image's scores); the classifier accuracies, timings, failed cells with their errors, the run's
+settings and versions.
 
 Every string from a plugin, a config or a dataset goes through :func:`html.escape`; the page's
 Content-Security-Policy allows only its own inline script and style (by hash) and ``data:``
@@ -736,7 +737,8 @@ def render_report(run_dir: str | Path, keys: set[str] | None = None) -> str:
             + f" · {n_methods} methods and codecs · {len(cells)} cells"
             + (f' · <span class="failed">{n_failed} failed</span>' if n_failed else ""))  # fmt: skip
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("leaderboard", "Leaderboard"), ("rankings", "Trust in rankings"), ("figures", "Figures"), ("images", "Per-image browser"),
+        ("leaderboard", "Leaderboard"), ("rankings", "Trust in rankings"), ("figures", "Figures"),
+        ("images", "Per-image browser"),
         ("accuracy", "Classifier accuracy"), ("timings", "Timings"), ("failed", "Failed cells"),
         ("settings", "Settings and versions")))  # fmt: skip
     csp = (f"default-src 'none'; img-src data:; style-src {_sha256(_CSS)}; "

@@ -20,8 +20,8 @@ none. A method that reads the ground-truth masks (``needs_masks``, the ``oracle`
 reference: it appears in the pairwise matrices (flagged), but is left out of the τ and the
 combined rank so that it shifts no contender's rank.
 
-:func:`analyse` computes all three from a per-image table (:func:`nicebench.report.tables.per_image`);
-:func:`write_trust_tables` writes ``rank_probability.csv``/``.md`` and ``metric_agreement.csv``/
+:func:`analyse` computes all three from a per-image table
+(:func:`nicebench.report.tables.per_image`); :func:`write_trust_tables` writes ``rank_probability.csv``/``.md`` and ``metric_agreement.csv``/
 ``.md`` beside the leaderboard. Torch-free apart from reading the metric specs' directions.
 """
 
