@@ -21,8 +21,8 @@ reference: it appears in the pairwise matrices (flagged), but is left out of the
 combined rank so that it shifts no contender's rank.
 
 :func:`analyse` computes all three from a per-image table
-(:func:`nicebench.report.tables.per_image`); :func:`write_trust_tables` writes ``rank_probability.csv``/``.md`` and ``metric_agreement.csv``/
-``.md`` beside the leaderboard. Torch-free apart from reading the metric specs' directions.
+(:func:`nicebench.report.tables.per_image`); :func:`write_trust_tables` writes
+``rank_probability.csv``/``.md`` and ``metric_agreement.csv``/``.md`` beside the leaderboard. Torch-free apart from reading the metric specs' directions.
 """
 
 from __future__ import annotations
