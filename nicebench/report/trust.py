@@ -22,7 +22,8 @@ combined rank so that it shifts no contender's rank.
 
 :func:`analyse` computes all three from a per-image table
 (:func:`nicebench.report.tables.per_image`); :func:`write_trust_tables` writes
-``rank_probability.csv``/``.md`` and ``metric_agreement.csv``/``.md`` beside the leaderboard. Torch-free apart from reading the metric specs' directions.
+``rank_probability.csv``/``.md`` and ``metric_agreement.csv``/``.md`` beside the leaderboard.
+Torch-free apart from reading the metric specs' directions.
 """
 
 from __future__ import annotations
