@@ -72,8 +72,9 @@ def _assert_same_tables(out: Path, reference: dict[str, pd.DataFrame]) -> None:
 def _classifier_sha(cache: Path) -> str:
     import json
 
-    (meta,) = (cache / "classifiers").glob("*.json")
-    return json.loads(meta.read_text())["sha256"]
+    metas = list((cache / "classifiers").glob("*.json"))
+    assert len(metas) == 1, f"one classifier's metadata expected in {cache}, found {metas}"
+    return json.loads(metas[0].read_text())["sha256"]
 
 
 def _stored_cells(out: Path) -> int:
@@ -166,3 +167,55 @@ def test_two_runs_started_together_on_one_directory_train_once_and_agree(referen
     # both runs printed the same best methods and scores (the tables each of them wrote)
     best = [o[o.index("best method per metric"):o.index("run directory")] for o in outs]
     assert best[0] == best[1], best
+
+
+# -- fast checks of the pieces -------------------------------------------------------------------
+def test_checkpoints_trace_and_kill_at_the_named_count(tmp_path, monkeypatch):
+    from nicebench import faults
+
+    kills = []
+    monkeypatch.setattr(faults, "_counts", Counter())
+    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    monkeypatch.setenv("NICEBENCH_FAULT_TRACE", str(tmp_path / "trace"))
+    monkeypatch.setenv("NICEBENCH_KILL_AT", "cell:2")
+    for phase in ("train", "cell", "store", "cell", "cell"):
+        faults.checkpoint(phase)
+    assert kills == [(os.getpid(), signal.SIGKILL)]  # at the second cell checkpoint only
+    assert _trace(tmp_path / "trace") == [(os.getpid(), p)
+                                          for p in ("train", "cell", "store", "cell", "cell")]
+    monkeypatch.delenv("NICEBENCH_FAULT_TRACE")
+    monkeypatch.delenv("NICEBENCH_KILL_AT")
+    faults.checkpoint("cell")  # neither variable: nothing counted
+    assert faults._counts["cell"] == 3
+
+
+def test_a_second_claim_waits_for_the_live_run_then_goes_on(tmp_path, capsys):
+    import threading
+
+    from nicebench.store import RunLock, RunStore, StoreError
+
+    first = RunLock(tmp_path).acquire()  # what a live run's RunStore.claim() holds
+    with pytest.raises(StoreError, match=rf"live run \(pid {os.getpid()}\) after waiting 0.3 s"):
+        RunStore(tmp_path).claim(wait=0.3)
+    assert f"waiting for run pid {os.getpid()}" in capsys.readouterr().err
+    threading.Timer(0.8, first.release).start()  # the live run ends
+    t0 = time.monotonic()
+    second = RunStore(tmp_path).claim(wait=60)
+    assert 0.5 < time.monotonic() - t0 < 30
+    err = capsys.readouterr().err
+    assert f"waiting for run pid {os.getpid()}" in err and "is free; going on" in err
+    assert (tmp_path / "run.lock").read_text() == str(os.getpid())
+    second.close()
+
+
+def test_lock_timeout_in_config_and_on_the_command_line(tmp_path):
+    from nicebench.cli import build_parser
+    from nicebench.config import parse_config
+
+    base = 'datasets = ["scenes"]\nmethods = ["center"]\n'
+    assert parse_config(base).lock_timeout == 86400.0
+    assert parse_config(base + "lock_timeout = 0\n").lock_timeout == 0.0
+    with pytest.raises(ValueError, match="line 3: lock_timeout must be a number of seconds"):
+        parse_config(base + 'lock_timeout = "soon"\n')
+    args = build_parser().parse_args(["run", "--lock-timeout", "5", "--cell-timeout", "2.5"])
+    assert (args.lock_timeout, args.cell_timeout) == (5.0, 2.5)
