@@ -13,7 +13,10 @@ The studies in ``bench/`` that produce results rather than speed figures (compre
 fronts, the NICE λ sweep) are run by their own commands; GPU figures come from
 ``bench/gpu_figures.py`` on a CUDA machine (listed here as owed when there is none).
 
-    python bench/run_all.py [--out results] [--only deletion_engine,metrics]
+    python bench/run_all.py [--out results] [--only deletion_engine,metrics] [--readme README.md]
+
+With ``--readme``, the table also replaces the README's block between ``<!-- bench:start -->``
+and ``<!-- bench:end -->``.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(HERE.parent / "results"))
     p.add_argument("--only", default="", help="comma-separated benchmark names")
+    p.add_argument("--readme", default=None, help="a README whose bench block to replace")
     args = p.parse_args()
     only = {s for s in args.only.split(",") if s}
     unknown = only - {b.name for b in BENCHES}
@@ -156,7 +160,20 @@ def main() -> None:
                                                indent=1) + "\n")  # fmt: skip
     md = _markdown(machine, results)
     (out / "bench.md").write_text(md)
+    if args.readme:
+        _update_readme(Path(args.readme), md)
     print(md)
+
+
+def _update_readme(path: Path, md: str) -> None:
+    """Replace the block between the bench markers of ``path`` with ``md``."""
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{path}: no {start} … {end} block to replace; add the two markers")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(f"{head}{start}\n{md}{end}{tail}")
 
 
 if __name__ == "__main__":
