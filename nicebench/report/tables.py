@@ -233,6 +233,21 @@ def to_markdown(board: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _metric_footnotes(config: dict, columns) -> list[str]:
+    """The settings of the metrics with a column in the leaderboard that name them
+    (:attr:`MetricSpec.footnote`) under the run's settings, one line each."""
+    from ..metrics import MetricSpec
+    from ..registry import METRICS
+
+    settings = {"seed": config.get("seed", 0), **(config.get("settings") or {})}
+    lines = []
+    for name in METRICS.names():
+        spec = METRICS.get(name)
+        if isinstance(spec, MetricSpec) and spec.footnote and spec.column in set(columns):
+            lines.append(f"{spec.column}: {spec.footnote(settings)}.")
+    return lines
+
+
 def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.DataFrame:
     """Write ``leaderboard.csv``, ``leaderboard.md``, ``per_image.csv`` and, with the compression
     track, ``compression_points.csv`` into ``out`` (the figures:
@@ -258,6 +273,7 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
              + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SETTINGS.items())
              + (f"; overrides: {run['config'].get('settings')}" if run.get("config", {}).get(
                  "settings") else "") + "."]  # fmt: skip
+    notes += _metric_footnotes(run.get("config", {}) if run else {}, board.columns)
     if sanity:
         notes.append("Compression track: ratios are the front's smallest bytes / bytes of the "
                      "codec at q75 on the originals with accuracy within 1 point of it (95% "
