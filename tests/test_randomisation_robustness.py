@@ -283,3 +283,40 @@ def test_footnotes_name_the_settings():
     text = "\n".join(lines)
     assert "σ=0.2" in text and "seed 5" in text and "1,3,all" in text and "re-fitted" in text
     assert not any(line.startswith("sensitivity_max") for line in lines)
+
+
+def test_a_run_with_the_new_metrics_stores_columns_curves_and_footnotes(
+    tiny_scenes, session_cache, tmp_path, monkeypatch
+):
+    import pandas as pd
+
+    from nicebench.config import RunConfig, parse_specs
+    from nicebench.runner import run
+    from nicebench.store import RunStore
+    from nicebench.testing import TINY_SCENES
+
+    new = ["cascade_spearman", "cascade_ssim", "random_logit", "infidelity", "sensitivity_max",
+           "sparseness", "entropy", "sanity_spearman"]  # fmt: skip
+    spec = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
+    cfg = RunConfig(datasets=parse_specs(spec), methods=parse_specs(["gradcam", "center"]),
+                    n_images=6, shard_size=6, batch_size=6, out=str(tmp_path), metrics=new,
+                    settings={"sanity_images": 4, "sensitivity_images": 3,
+                              "sensitivity_samples": 2, "infidelity_samples": 4,
+                              "cascade": "1,all"})  # fmt: skip
+    monkeypatch.setenv("NICEBENCH_CACHE", str(session_cache))  # the fixture's trained classifier
+    summary = run(cfg, progress=False)
+    assert summary.ok == 2 and not summary.failed
+    board = pd.read_csv(tmp_path / "leaderboard.csv").set_index("method")
+    for col in new:
+        assert board[col].notna().all(), col
+    assert board.loc["center", "cascade_spearman"] == 1.0
+    assert board.loc["center", "random_logit"] == 1.0
+    store = RunStore(tmp_path)
+    try:
+        curves = store.artifacts("curve/cascade_%")
+    finally:
+        store.close()
+    assert len(curves) == 2 * 2 * 4 and {a.shape for a in curves.array} == {(2,)}
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "cascade_spearman: cascade steps (top layers randomised): 1,all" in md
+    assert "infidelity: captum infidelity" in md and "sensitivity_max: captum" in md
