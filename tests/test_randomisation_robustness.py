@@ -201,7 +201,8 @@ def test_infidelity_matches_a_direct_evaluation_on_a_linear_model():
     x = torch.rand(b, c, h, w, generator=gen)
     targets = torch.tensor([0, 2, 3])
     maps = torch.randn(b, 1, h, w, generator=gen)
-    got = infidelity(model, x, maps, targets, std=std, n_samples=n, seed=7)
+    got = infidelity(model, x, maps, targets, perturbation="gaussian", std=std, n_samples=n,
+                     seed=7)
     # directly: captum draws the perturbations of the n copies of each image in one call
     noise = torch.randn(b * n, c, h, w, generator=torch.Generator().manual_seed(7)) * std
     noise = noise.reshape(b, n, c * h * w)
@@ -214,8 +215,36 @@ def test_infidelity_matches_a_direct_evaluation_on_a_linear_model():
     grad_map = weight[targets].reshape(b, c, h, w)[:, :1]
     model2 = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(h * w, 4, bias=False))
     model2[1].weight.data = weight[:, : h * w]
-    exact = infidelity(model2, x[:, :1], grad_map, targets, std=std, n_samples=n, seed=1)
+    exact = infidelity(model2, x[:, :1], grad_map, targets, perturbation="gaussian", std=std,
+                       n_samples=n, seed=1)
     assert exact.abs().max() < 1e-6 * ref.mean()  # float32 round-off of ~1e-2 squared errors
+
+
+def test_square_removal_infidelity_matches_a_direct_evaluation_on_a_linear_model():
+    gen = torch.Generator().manual_seed(2)
+    b, c, h, w, n = 2, 3, 8, 8, 5
+    weight = torch.randn(4, c * h * w, generator=gen)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(c * h * w, 4, bias=False))
+    model[1].weight.data = weight
+    model.mean = torch.tensor([0.2, 0.5, 0.7]).view(1, 3, 1, 1)  # the fill
+    x = torch.rand(b, c, h, w, generator=gen)
+    targets = torch.tensor([1, 3])
+    maps = torch.rand(b, 1, h, w, generator=gen)
+    got = infidelity(model, x, maps, targets, perturbation="square", square=0.25, n_samples=n,
+                     seed=4)  # fmt: skip
+    g = torch.Generator().manual_seed(4)  # captum's one call on the b·n rows: tops, then lefts
+    top = torch.randint(0, h - 2 + 1, (b * n, 1), generator=g).reshape(b, n)
+    left = torch.randint(0, w - 2 + 1, (b * n, 1), generator=g).reshape(b, n)
+    a, d = torch.zeros(b, n), torch.zeros(b, n)
+    for i in range(b):
+        for j in range(n):
+            t, l_ = int(top[i, j]), int(left[i, j])
+            a[i, j] = maps[i, 0, t : t + 2, l_ : l_ + 2].sum()  # the map's sum over the square
+            filled = x[i].clone()
+            filled[:, t : t + 2, l_ : l_ + 2] = model.mean[0]
+            d[i, j] = weight[targets[i]] @ (x[i] - filled).reshape(-1)
+    beta = (a * d).sum(1) / (a * a).sum(1)
+    torch.testing.assert_close(got, ((beta[:, None] * a - d) ** 2).mean(1), rtol=1e-4, atol=1e-6)
 
 
 def test_sensitivity_max_matches_a_direct_evaluation():
@@ -281,7 +310,7 @@ def test_footnotes_name_the_settings():
     lines = _metric_footnotes({"seed": 5, "settings": {"infidelity_std": 0.2}},
                               ["infidelity", "cascade_spearman", "deletion_auc"])  # fmt: skip
     text = "\n".join(lines)
-    assert "σ=0.2" in text and "seed 5" in text and "1,3,all" in text and "re-fitted" in text
+    assert "square of side 0.25" in text and "seed 5" in text and "1,3,all" in text and "re-fitted" in text
     assert not any(line.startswith("sensitivity_max") for line in lines)
 
 

@@ -1,11 +1,18 @@
 """Infidelity (Yeh et al., NeurIPS 2019) and max-sensitivity (ibid.), computed by
 ``captum.metrics`` with its own batching (``max_examples_per_batch``) and seeded perturbations.
 
-- :func:`infidelity`: ``E_I[(Iᵀ·βΦ − (f_c(x) − f_c(x − I)))²]`` over Gaussian perturbations
-  ``I ~ N(0, σ²)`` per pixel and channel of the [0, 1] image (``settings["infidelity_std"]``,
-  default 0.1; ``infidelity_samples`` draws, default 16), ``f_c`` the classifier's logit of the
-  explained class and ``Φ`` the map (the same value for every channel of a pixel). ``β`` is
-  captum's ``normalize=True`` optimal scale, so maps of any scale compare; lower is better.
+- :func:`infidelity`: ``E_I[(Iᵀ·βΦ − (f_c(x) − f_c(x̃)))²]`` with ``f_c`` the classifier's logit
+  of the explained class, ``Φ`` the map (the same value for every channel of a pixel), ``β``
+  captum's ``normalize=True`` optimal scale (so maps of any scale compare), over
+  ``infidelity_samples`` draws (default 16) of ``settings["infidelity_perturbation"]``:
+  ``"square"`` (default; Yeh et al.'s square removal): a random square of side
+  ``infidelity_square`` × the image side (default 0.25) is filled with the model's mean colour
+  (deletion's substrate) and ``I`` is its indicator (divided by the channel count), so ``IᵀΦ`` is
+  the map's sum over the square and the metric asks how well that predicts the logit's drop;
+  ``"gaussian"``: ``x̃ = x − I``, ``I ~ N(0, σ²)`` per pixel and channel of the [0, 1] image
+  (``infidelity_std``, default 0.1), the paper's noisy perturbation, under which maps that
+  are not gradients (every built-in method sums channels) explain little of the logit change.
+  Lower is better.
 - :func:`sensitivity_max`: ``max_δ ‖Φ(x + δ) − Φ(x)‖_F / ‖Φ(x)‖_F`` over ``sensitivity_samples``
   (default 10) draws of ``δ`` uniform in the L∞ ball of radius ``sensitivity_radius`` (default
   0.02, captum's), on the first ``sensitivity_images`` (default 32) images of a cell; the method
@@ -26,8 +33,10 @@ from captum.metrics import sensitivity_max as captum_sensitivity_max
 from torch import nn
 
 from . import MetricContext, MetricSpec, _register
+from .faithfulness import substrate_image
 
-__all__ = ["infidelity", "sensitivity_max", "gaussian_perturbation", "linf_perturbation"]
+__all__ = ["infidelity", "sensitivity_max", "gaussian_perturbation", "square_removal",
+           "linf_perturbation"]  # fmt: skip
 
 
 def gaussian_perturbation(std: float, gen: torch.Generator) -> Callable:
@@ -37,6 +46,27 @@ def gaussian_perturbation(std: float, gen: torch.Generator) -> Callable:
     def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         noise = torch.randn(inputs.shape, generator=gen, dtype=torch.float32).to(inputs) * std
         return noise, inputs - noise
+
+    return perturb
+
+
+def square_removal(side: int, fill: torch.Tensor, gen: torch.Generator) -> Callable:
+    """captum's infidelity ``perturb_func``: a ``side``×``side`` square at a position drawn from
+    ``gen`` filled with ``fill`` (``[1,C,1,1]`` or a number); returns (the square's indicator / C,
+    the filled images)."""
+
+    def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, h, w = inputs.shape
+        s = max(1, min(side, h, w))
+        top = torch.randint(0, h - s + 1, (n, 1), generator=gen).to(inputs.device)
+        left = torch.randint(0, w - s + 1, (n, 1), generator=gen).to(inputs.device)
+        rows = torch.arange(h, device=inputs.device)[None]
+        cols = torch.arange(w, device=inputs.device)[None]
+        in_rows = (rows >= top) & (rows < top + s)  # [n, h]
+        in_cols = (cols >= left) & (cols < left + s)  # [n, w]
+        m = (in_rows[:, :, None] & in_cols[:, None, :])[:, None].to(inputs.dtype)  # [n,1,h,w]
+        filled = inputs * (1 - m) + torch.as_tensor(fill).to(inputs) * m
+        return m.expand(-1, c, -1, -1) / c, filled
 
     return perturb
 
@@ -62,14 +92,25 @@ def _as_input_shape(maps: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 
 def infidelity(
     model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
-    std: float = 0.1, n_samples: int = 16, seed: int = 0, max_examples_per_batch: int = 1024,
+    perturbation: str = "square", square: float = 0.25, std: float = 0.1, n_samples: int = 16,
+    seed: int = 0, max_examples_per_batch: int = 1024,
 ) -> torch.Tensor:
     """captum's normalised infidelity ``[B]`` of ``maps`` (``[B,1,H,W]``) for ``model``'s logits
-    of ``targets`` under Gaussian perturbations (see the module's docstring)."""
+    of ``targets`` under ``"square"`` removal (side ``square`` × the image side, filled with the
+    model's mean colour) or ``"gaussian"`` noise of std ``std`` (see the module's docstring)."""
     gen = torch.Generator().manual_seed(int(seed))
+    if perturbation == "square":
+        fill = substrate_image(model, images[:1, :, :1, :1], "mean")
+        side = round(square * min(images.shape[-2:]))
+        perturb = square_removal(side, fill, gen)
+    elif perturbation == "gaussian":
+        perturb = gaussian_perturbation(std, gen)
+    else:
+        raise ValueError(f"infidelity perturbation must be 'square' or 'gaussian', got "
+                         f"{perturbation!r}")  # fmt: skip
     with torch.no_grad():
         out = captum_infidelity(
-            model, gaussian_perturbation(std, gen), images, _as_input_shape(maps, images),
+            model, perturb, images, _as_input_shape(maps, images),
             target=targets, n_perturb_samples=n_samples,
             max_examples_per_batch=_chunk(max_examples_per_batch, len(images), n_samples),
             normalize=True,
@@ -111,6 +152,8 @@ def _seed(c: MetricContext) -> int:
 def _infidelity(c: MetricContext) -> torch.Tensor:
     s = c.settings
     return infidelity(c.model, c.images, c.saliency, c.targets,
+                      perturbation=str(s.get("infidelity_perturbation", "square")),
+                      square=float(s.get("infidelity_square", 0.25)),
                       std=float(s.get("infidelity_std", 0.1)),
                       n_samples=int(s.get("infidelity_samples", 16)), seed=_seed(c),
                       max_examples_per_batch=int(s.get("max_examples_per_batch", 1024)))
@@ -132,9 +175,12 @@ def _sensitivity(c: MetricContext) -> torch.Tensor:
 
 
 def _footnote_infidelity(s: dict[str, Any]) -> str:
-    return (f"captum infidelity (normalize=True) of the explained class's logit, Gaussian "
-            f"perturbations σ={s.get('infidelity_std', 0.1)} on [0, 1] pixels, "
-            f"{s.get('infidelity_samples', 16)} per image, seed {s.get('seed', 0)}")
+    kind = s.get("infidelity_perturbation", "square")
+    what = (f"a random square of side {s.get('infidelity_square', 0.25)} × the image filled "
+            "with the mean colour, I its indicator" if kind == "square" else
+            f"Gaussian noise σ={s.get('infidelity_std', 0.1)} on [0, 1] pixels")
+    return (f"captum infidelity (normalize=True) of the explained class's logit, perturbation: "
+            f"{what}; {s.get('infidelity_samples', 16)} per image, seed {s.get('seed', 0)}")
 
 
 def _footnote_sensitivity(s: dict[str, Any]) -> str:
