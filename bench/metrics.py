@@ -4,7 +4,13 @@
    forward passes the two metrics need per image (2 × (n_steps + 1)).
 2. A straightforward per-image loop of the same definition (one forward pass per step).
 
-Prints one JSON line. Run: ``python bench/metrics.py [--n-images 64] [--n-steps 64]``.
+ROAD and SRG (``road_*``, ``srg_*`` keys) against the same forward-pass floor: ROAD needs
+2 orders × 9 percentages forward passes per image, SRG with the mean and blur fills 2 fills ×
+2 orders × (n_steps + 1); ``road_solve_share`` is the share of ROAD's time spent in the sparse
+imputation (scipy, CPU), measured by running the imputation alone on the same images.
+
+Prints one JSON line. Run: ``python bench/metrics.py [--n-images 64] [--n-steps 64]
+[--road-images 16]``.
 """
 
 from __future__ import annotations
@@ -18,13 +24,18 @@ import torch
 import nicebench as nb
 from nicebench.metrics import deletion, insertion
 from nicebench.metrics.reference import deletion_loop, insertion_loop
+from nicebench.metrics.road import ROAD_PERCENTAGES, linear_impute, removal_masks, road_curves
+from nicebench.metrics.srg import morf_lerf_curves
 
 
 def _timed(fn, repeat: int = 1) -> float:
+    """Best wall time of ``repeat`` calls (CUDA work finished before the clock stops)."""
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -35,6 +46,7 @@ def main() -> None:
     p.add_argument("--loop-images", type=int, default=8)
     p.add_argument("--n-steps", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--road-images", type=int, default=16)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -65,13 +77,64 @@ def main() -> None:
         insertion_loop(model, images[:k], sal[:k], n_steps=args.n_steps)
 
     loop_ips = k / _timed(loop)
+    extra = _road_srg(model, images, sal, args, fwd_ips)
     print(json.dumps({
         "bench": "metrics", "device": args.device, "threads": torch.get_num_threads(),
         "n_images": args.n_images, "n_steps": args.n_steps, "forward_passes_per_image": n_fwd,
         "forward_images_per_s": round(fwd_ips, 1), "floor_images_per_s": round(floor_ips, 2),
         "vectorised_images_per_s": round(vec_ips, 2), "loop_images_per_s": round(loop_ips, 3),
         "ratio_to_floor": round(vec_ips / floor_ips, 3), "speedup_vs_loop": round(vec_ips / loop_ips, 1),
+        **extra,
     }))  # fmt: skip
+
+
+def _road_srg(model, images, sal, args, fwd_ips: float) -> dict:
+    """ROAD's and SRG's (mean + blur fills) images/s and their ratio to the forward-pass floor;
+    the share of ROAD's time in the sparse imputation."""
+    with torch.no_grad():
+        targets = model(images).argmax(1)
+    r = min(args.road_images, len(images))
+    road_fwd = 2 * len(ROAD_PERCENTAGES)
+
+    def road():
+        road_curves(model, images[:r], sal[:r], targets[:r], batch_size=args.batch_size)
+
+    road()
+    t_road = _timed(road, repeat=2)
+    ranks = nb.metrics.pixel_ranks(sal[:r])
+    masks = removal_masks(ranks).cpu().numpy().reshape(r, road_fwd, *images.shape[-2:])
+    host = images[:r].cpu().numpy()
+
+    def solves():
+        for i in range(r):
+            for m in range(road_fwd):
+                linear_impute(host[i], masks[i, m])
+
+    t_solve = _timed(solves)
+    srg_fwd = 2 * 2 * (args.n_steps + 1)
+
+    def srg():
+        for fill in ("mean", "blur"):
+            morf_lerf_curves(model, images, sal, targets, fill, n_steps=args.n_steps,
+                             batch_size=args.batch_size)  # fmt: skip
+
+    srg()
+    srg_ips = len(images) / _timed(srg, repeat=2)
+    road_ips = r / t_road
+    return {
+        "road_images": r, "road_forward_passes_per_image": road_fwd,
+        "road_images_per_s": round(road_ips, 2),
+        "road_floor_images_per_s": round(fwd_ips / road_fwd, 2),
+        "road_ratio_to_floor": round(road_ips / (fwd_ips / road_fwd), 3),
+        "road_solve_share": round(t_solve / t_road, 3),
+        "road_solve_ms_per_image": round(1000 * t_solve / r, 1),
+        # the rest of ROAD (masks, transfers, the batched forward passes) against the same floor
+        "road_ratio_to_floor_without_solve": round(
+            r / max(t_road - t_solve, 1e-9) / (fwd_ips / road_fwd), 3),
+        "srg_forward_passes_per_image": srg_fwd, "srg_images_per_s": round(srg_ips, 2),
+        "srg_floor_images_per_s": round(fwd_ips / srg_fwd, 2),
+        "srg_ratio_to_floor": round(srg_ips / (fwd_ips / srg_fwd), 3),
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

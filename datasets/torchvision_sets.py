@@ -49,15 +49,15 @@ def _stage_idx(source: Path, raw: Path) -> bool:
         if target.exists():
             continue
         plain, packed = source / stem, source / f"{stem}.gz"
-        if plain.exists():
-            shutil.copyfile(plain, target)
-        elif packed.exists():
-            tmp = target.with_suffix(".part")
-            with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            tmp.replace(target)
-        else:
+        if not (plain.exists() or packed.exists()):
             return False
+        # a file of this process's own, renamed into place: processes staging at once never
+        # see (or rename) each other's half-written copy
+        tmp = raw / f".{stem}.{os.getpid()}.part"
+        with (open(plain, "rb") if plain.exists() else gzip.open(packed, "rb")) as src, \
+                open(tmp, "wb") as dst:  # fmt: skip
+            shutil.copyfileobj(src, dst)
+        tmp.replace(target)
     return True
 
 

@@ -7,6 +7,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 
 from nicebench import Method, register_method
+from nicebench.batching import auto_batch_size
 from nicebench.models import last_conv_layer
 
 
@@ -69,7 +70,8 @@ class OcclusionMethod(Method):
             attr = Occlusion(self.model).attribute(
                 images, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
                 baselines=_baseline(self.model, images, self.baseline), target=targets,
-                perturbations_per_eval=max(1, 2048 // len(images)),
+                perturbations_per_eval=max(1, auto_batch_size(images[0].numel(),
+                                                              images.device) // len(images)),
             )  # fmt: skip
         return attr.mean(1, keepdim=True)
 

@@ -43,7 +43,8 @@ class WeightedRidge:
         wn = w / w.sum().clamp_min(1e-12)
         xc = x - (wn[:, None] * x).sum(0)
         yc = y - (wn * y).sum()
-        gram = xc.T @ (w[:, None] * xc) + self.alpha * torch.eye(x.shape[1], dtype=x.dtype)
+        gram = xc.T @ (w[:, None] * xc) + self.alpha * torch.eye(x.shape[1], dtype=x.dtype,
+                                                             device=x.device)
         self.coef = torch.linalg.solve(gram, xc.T @ (w * yc)).float()
         return {}
 

@@ -7,7 +7,8 @@ giving smooth masks ``M_i``. The saliency of class ``c`` is the Monte-Carlo esti
 pixels take the ``baseline`` fill: ``"mean"`` (the classifier's normalisation mean, i.e. 0 in
 normalised space, as the original code masks normalised tensors), ``"black"`` or ``"blur"``. The masks are
 generated once per (seed, n_masks, grid, p, H, W) and reused; masks × images are evaluated in
-batches of ``batch_size`` model inputs.
+batches of ``batch_size`` model inputs (default: sized by :func:`nicebench.batching.auto_batch_size`
+for the device).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from nicebench import Method, register_method
+from nicebench.batching import auto_batch_size
 from nicebench.metrics.faithfulness import substrate_image
 
 
@@ -52,14 +54,15 @@ class Rise(Method):
         grid: int = 8,
         p: float = 0.5,
         seed: int = 0,
-        batch_size: int = 500,
+        batch_size: int | None = None,
         baseline: str = "mean",
     ):
         super().__init__(model)
         if not 0 < p <= 1:
             raise ValueError(f"rise: p must be in (0, 1], got {p}")
         self.n_masks, self.grid, self.p = int(n_masks), int(grid), float(p)
-        self.seed, self.batch_size, self.baseline = int(seed), int(batch_size), baseline
+        self.seed, self.baseline = int(seed), baseline
+        self.batch_size = None if batch_size is None else int(batch_size)
         self._masks: dict[tuple, torch.Tensor] = {}
 
     def masks(self, h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -70,16 +73,17 @@ class Rise(Method):
             self._masks[key] = m.to(device)
         return self._masks[key]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def attribute(self, images: torch.Tensor, targets: torch.Tensor, **kw) -> torch.Tensor:
         b, c, h, w = images.shape
+        bs = self.batch_size or auto_batch_size(images[0].numel(), images.device)
         masks = self.masks(h, w, images.device)  # [N,1,H,W]
         fill = substrate_image(self.model, images, self.baseline)
         n = masks.shape[0]
         scores = torch.empty(b, n, device=images.device)
         total = b * n
-        for lo in range(0, total, self.batch_size):
-            idx = torch.arange(lo, min(lo + self.batch_size, total), device=images.device)
+        for lo in range(0, total, bs):
+            idx = torch.arange(lo, min(lo + bs, total), device=images.device)
             img, k = idx // n, idx % n
             m = masks[k]
             x = images[img] * m + fill[img] * (1 - m)

@@ -60,6 +60,15 @@ def _run(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)
+    for key in ("cell_timeout", "lock_timeout"):
+        value = getattr(args, key)
+        if value is not None:
+            if not value >= 0:
+                print(f"error: --{key.replace('_', '-')} must be a number of seconds >= 0, not "
+                      f"{value}", file=sys.stderr)  # fmt: skip
+                return 2
+            setattr(cfg, key, value)
+            cfg.settings.pop(key, None)  # the flag wins over [settings] cell_timeout
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda asked for but no CUDA device is available", file=sys.stderr)
         return 2
@@ -76,8 +85,11 @@ def _run(args: argparse.Namespace) -> int:
     files: list[Path] = []
     code = summary.exit_code
     if not args.no_report:
+        from .store import RunLock
+
         try:
-            files = _write_figures_and_report(out, ("png", "pdf"))
+            with RunLock(out, cfg.lock_timeout):  # a second run on `out` draws after this one
+                files = _write_figures_and_report(out, ("png", "pdf"))
         except Exception as exc:  # the tables are written: say what failed and go on
             print(f"error: figures/report not written ({type(exc).__name__}: {exc}); the tables "
                   f"are in {out}; retry with `nicebench report {out}`", file=sys.stderr)  # fmt: skip
@@ -190,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=["local", "ray"])
     r.add_argument("--address", help="Ray cluster address (with --executor ray)")
     r.add_argument("--threads", type=int, help="torch CPU threads")
+    r.add_argument("--cell-timeout", type=float, dest="cell_timeout", metavar="SECONDS",
+                   help="fail a cell that runs longer and go on (default: the config's "
+                        "cell_timeout, 3600; 0: no limit)")  # fmt: skip
+    r.add_argument("--lock-timeout", type=float, dest="lock_timeout", metavar="SECONDS",
+                   help="wait this long for another live run that holds the run directory, then "
+                        "resume from its cells (default: the config's lock_timeout, 86400; 0: "
+                        "stop at once)")  # fmt: skip
     r.add_argument("-q", "--quiet", action="store_true")
     r.add_argument("--no-report", action="store_true", dest="no_report",
                    help="write the tables only (no figures, no HTML report)")

@@ -126,6 +126,9 @@ class RunConfig:
     and the run goes on (TOML: top-level ``cell_timeout = 600`` or ``cell_timeout`` under
     ``[settings]``; it is not part of any cell's key, so changing it recomputes nothing). ``0``
     turns the limit off.
+
+    ``lock_timeout``: seconds a run waits for another live run that holds its run directory (it
+    then resumes from the cells that run stored); ``0`` stops at once, naming that run's pid.
     """
 
     datasets: list[PluginSpec] = field(default_factory=list)
@@ -142,6 +145,7 @@ class RunConfig:
     executor: str = "local"
     address: str | None = None
     cell_timeout: float = 3600.0
+    lock_timeout: float = 86400.0
     settings: dict[str, Any] = field(default_factory=dict)
     skipped_datasets: list[tuple[str, str]] = field(default_factory=list, compare=False)
 
@@ -160,7 +164,7 @@ class RunConfig:
 
 
 _KEYS = {"n_images", "shard_size", "batch_size", "device", "seed", "out", "executor", "address",
-         "cell_timeout"}  # fmt: skip
+         "cell_timeout", "lock_timeout"}  # fmt: skip
 _LISTS = {"datasets", "optional_datasets", "models", "methods", "codecs", "metrics", "settings"}
 _PLUGIN_LISTS = ("datasets", "optional_datasets", "models", "methods", "codecs")
 # what each scalar key must hold: (check, what it must be, an example line)
@@ -175,6 +179,8 @@ _CHECKS: dict[str, tuple[Any, str, str]] = {
     "address": (lambda v: isinstance(v, str), "a string", 'address = "ray://head:10001"'),
     "cell_timeout": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0 (0: no limit)",
                      "cell_timeout = 3600"),
+    "lock_timeout": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0 (0: don't wait)",
+                     "lock_timeout = 86400"),
 }  # fmt: skip
 
 
@@ -291,7 +297,7 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
     if timeout is not None:
         cfg.cell_timeout = float(timeout)
     for key in _KEYS & set(raw):
-        setattr(cfg, key, float(raw[key]) if key == "cell_timeout" else raw[key])
+        setattr(cfg, key, float(raw[key]) if key in ("cell_timeout", "lock_timeout") else raw[key])
     return cfg
 
 

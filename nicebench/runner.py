@@ -28,6 +28,7 @@ import torch
 from .codec import Codec, create_codec
 from .config import PluginSpec, RunConfig, default_config_text, parse_config
 from .data import BenchDataset, collate, load_dataset
+from .faults import checkpoint
 from .method import Method, create_method
 from .metrics import MetricContext, MetricSpec, get_metric_spec
 from .models import DEFAULT_MODEL, check_model_spec, load_model
@@ -271,6 +272,7 @@ def _compute(cell: Cell, res: CellResult) -> None:
             continue
         values = values.detach().float().cpu().tolist()
         rows += [(i, lab[j], prd[j], spec.column, values[j]) for j, i in enumerate(idx)]
+        checkpoint("cell")
     res.n_images = len(idx)
     _keep_sample(ctx, res)
 
@@ -397,7 +399,7 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
     t0 = time.perf_counter()
     cells = plan_cells(cfg)  # validates names first: a bad config leaves no store behind
     out = Path(cfg.out)
-    store = RunStore(out).claim()  # one writer per run directory
+    store = RunStore(out).claim(wait=cfg.lock_timeout)  # one writer; a second waits for it
     store.record_run(cfg.to_dict(), versions(), [c.key for c in cells])
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
@@ -428,6 +430,8 @@ def _write_tables_whole(write_tables, store: RunStore, keys: set[str], out: Path
     import shutil
     import tempfile
 
+    for stale in out.glob(".tables-*"):  # a run killed while writing its tables (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         scratch = Path(tempfile.mkdtemp(prefix=".tables-", dir=out))
     except OSError as exc:
@@ -439,6 +443,7 @@ def _write_tables_whole(write_tables, store: RunStore, keys: set[str], out: Path
             if path.is_dir():
                 target.mkdir(exist_ok=True)
             else:
+                checkpoint("tables")
                 os.replace(path, target)
     except OSError as exc:
         where = Path(exc.filename) if exc.filename else out

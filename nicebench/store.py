@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["CellResult", "RunStore", "StoreError", "describe_write_error", "pack", "unpack",
-           "table_blob", "table_json"]
+from .faults import checkpoint
+
+__all__ = ["CellResult", "RunLock", "RunStore", "StoreError", "describe_write_error", "pack",
+           "unpack", "table_blob", "table_json"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -132,6 +134,71 @@ def describe_write_error(path: str | Path, exc: BaseException, tables: bool = Fa
             "write, or fix its permissions; " + kept)  # fmt: skip
 
 
+class RunLock:
+    """The lock of a run directory: an ``flock`` on ``<run dir>/run.lock``, which holds the pid
+    of the process that has it; the OS releases it when that process ends, killed or not.
+
+    :meth:`acquire` waits up to ``wait`` seconds for a live run that holds it, saying so on
+    stderr with that run's pid, polling every ``poll`` seconds; a :class:`StoreError` naming the
+    pid when it is still held then (``wait=0``: at once)."""
+
+    def __init__(self, run_dir: str | Path, wait: float = 0.0, poll: float = 0.5):
+        self.path = Path(run_dir) / "run.lock"
+        self.wait, self.poll = wait, poll
+        self._handle: Any = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+        import sys
+
+        try:
+            handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        except OSError as exc:
+            raise StoreError(describe_write_error(self.path, exc)) from None
+        deadline, told = time.monotonic() + self.wait, None
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                pid = handle.read().strip()
+            if time.monotonic() >= deadline:
+                handle.close()
+                waited = f" after waiting {self.wait:g} s" if self.wait else ""
+                raise StoreError(
+                    f"run directory {self.path.parent} is in use by a live run (pid "
+                    f"{pid or 'unknown'}){waited}; wait for it to finish (--lock-timeout SECONDS "
+                    "waits for it), or pass another --out"
+                )
+            if pid and pid != told:  # each run waited for is named once
+                print(f"nicebench: waiting for run pid {pid}, which holds run directory "
+                      f"{self.path.parent} (up to {self.wait:g} s; --lock-timeout sets it)",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                told = pid
+            time.sleep(max(0.0, min(self.poll, deadline - time.monotonic())))
+        if told:
+            print(f"nicebench: run directory {self.path.parent} is free; going on",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # releases the flock
+            self._handle = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class RunStore:
     """``<run dir>/store.sqlite``; the driver alone writes it (see :meth:`claim`)."""
 
@@ -174,36 +241,17 @@ class RunStore:
             with self.conn:  # a store written before runs recorded their cells
                 self.conn.execute("ALTER TABLE runs ADD COLUMN cells TEXT")
 
-    def claim(self) -> RunStore:
-        """Make this process the run directory's only writer until :meth:`close`; a
-        :class:`StoreError` naming the other run's pid when a live run already holds it."""
-        import fcntl
-
-        try:
-            handle = open(self.dir / "run.lock", "a+")  # noqa: SIM115 - held until close()
-        except OSError as exc:
-            raise StoreError(describe_write_error(self.dir / "run.lock", exc)) from None
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            pid = handle.read().strip() or "unknown"
-            handle.close()
-            raise StoreError(
-                f"run directory {self.dir} is in use by a live run (pid {pid}); wait for it to "
-                "finish, or pass another --out"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock = handle
+    def claim(self, wait: float = 0.0) -> RunStore:
+        """Make this process the run directory's only writer until :meth:`close` (see
+        :class:`RunLock`): when a live run holds it, wait up to ``wait`` seconds for that run to
+        end, then go on (the cells it finished are in the store and are not recomputed)."""
+        self._lock = RunLock(self.dir, wait).acquire()
         return self
 
     def close(self) -> None:
         self.conn.close()
         if self._lock is not None:
-            self._lock.close()  # releases the flock
+            self._lock.release()
             self._lock = None
 
     def done_keys(self) -> set[str]:
@@ -242,6 +290,7 @@ class RunStore:
                  r.n_images, r.explain_ms_per_image, r.peak_mem_mb, r.seconds,
                  time.strftime("%Y-%m-%dT%H:%M:%S"), r.code_version, json.dumps(r.spec), r.model),
             )  # fmt: skip
+            checkpoint("store")  # a kill here must leave no part of the cell
             self.conn.executemany(
                 "INSERT INTO image_values VALUES (?,?,?,?,?,?)",
                 [(r.key, *row) for row in r.image_rows],

@@ -145,6 +145,20 @@ def test_cell_timeout_in_config_and_not_in_cell_keys(tmp_path):
     assert [c.key for c in plan_cells(keyed)] == [c.key for c in plan_cells(plain)]
 
 
+def test_cell_timeout_flag_on_the_command_line(tiny_scenes, faulty, tmp_path, capsys):
+    from nicebench.cli import main
+
+    argv = ["run", "--datasets", TINY, "--methods", "zz-sleep,center", "--metrics", "deletion",
+            "--n-images", "4", "--out", str(tmp_path), "-q", "--no-report"]  # fmt: skip
+    t0 = time.perf_counter()
+    assert main([*argv, "--cell-timeout", "1"]) == 1
+    assert time.perf_counter() - t0 < 30
+    out = capsys.readouterr().out
+    assert "1 cells computed" in out and "FAILED" in out and "zz-sleep: timed out after 1 s" in out
+    assert main([*argv, "--cell-timeout", "-1"]) == 2
+    assert "--cell-timeout must be a number of seconds >= 0" in capsys.readouterr().err
+
+
 # -- 2. Ray: workers that die or hang ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def local_ray(faulty, session_cache):

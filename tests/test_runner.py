@@ -445,7 +445,7 @@ def test_report_reads_the_better_direction_from_the_metric_specs(tiny_scenes, tm
         assert per_image.zz_spread.notna().all() and len(per_image) == 4
         md = (tmp_path / str(lower) / "leaderboard.md").read_text()
         notes[lower] = next(line for line in md.splitlines() if line.startswith("Lower is better"))
-    assert notes[True] == ("Lower is better for bd_rate, bpp, compression_ratio, "
+    assert notes[True] == ("Lower is better for bd_rate, bpp, combined_rank, compression_ratio, "
                            "deletion_auc, explain_ms_per_image, saliency_metric, "
                            "sanity_spearman, zz_spread; higher for the rest.")  # fmt: skip
     assert notes[False] == notes[True].replace(", zz_spread", "")

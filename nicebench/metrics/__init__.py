@@ -158,10 +158,14 @@ def _faith_kwargs(ctx: MetricContext) -> dict[str, Any]:
 
 
 def _deletion(c: MetricContext) -> torch.Tensor:
-    """Deletion AUC per image; every image's curve kept as ``curve/deletion``."""
+    """Deletion AUC per image; every image's curve kept as ``curve/deletion`` (and cached as
+    ``deletion/<fill>`` for the symmetric relevance gain of the same fill)."""
+    substrate = c.settings.get("substrate", "mean")
     scores, curves = deletion(c.model, c.images, c.saliency, return_curves=True,
-                              substrate=c.settings.get("substrate", "mean"), **_faith_kwargs(c))
+                              substrate=substrate, **_faith_kwargs(c))
     c.keep("curve/deletion", curves)
+    if isinstance(substrate, str):
+        c.cache[f"deletion/{substrate}"] = curves
     return scores
 
 
@@ -256,3 +260,4 @@ _register(MetricSpec(
 
 from . import complexity, randomisation, robustness  # noqa: E402,F401  (register their metrics)
 from .compression import COMPRESSION_METRIC  # noqa: E402  (registers ``compression``)
+from .srg import SRG_ROAD  # noqa: E402, F401  (registers road_morf/lerf, srg_road/mean/blur, deletion_blur)

@@ -94,30 +94,57 @@ def blurred(images: torch.Tensor, sigma: float | None = None, kernel: int | None
     return gaussian_blur(images, [kernel, kernel], [sigma, sigma])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def resolve_targets(
     model: nn.Module,
     images: torch.Tensor,
     target,
     labels: torch.Tensor | None = None,
     batch_size: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(targets, logits on the originals): ``"pred"``, ``"label"`` (needs labels) or a tensor."""
-    logits = map_in_chunks(model, images, batch_size)
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(targets, logits on the originals or None): ``"pred"``, ``"label"`` (needs labels) or a
+    tensor of classes. The forward pass on the originals runs only for ``"pred"``."""
     if isinstance(target, torch.Tensor | list | tuple):
         t = torch.as_tensor(target, device=images.device).long().reshape(-1)
-    elif target == "pred":
-        t = logits.argmax(1)
-    elif target == "label":
+        if len(t) != len(images):
+            raise ValueError(f"target has {len(t)} classes for {len(images)} images")
+        return t, None
+    if target == "pred":
+        logits = map_in_chunks(model, images, batch_size)
+        return logits.argmax(1), logits
+    if target == "label":
         if labels is None:
             raise ValueError("target='label' needs labels=...")
-        t = labels.to(images.device).long()
+        return labels.to(images.device).long(), None
+    raise ValueError(f"target must be 'pred', 'label' or a tensor of classes; got {target!r}")
+
+
+def _memory_format(model: nn.Module) -> torch.memory_format:
+    """Channels-last when the model runs so (its flag, or its first conv's weights), else NCHW."""
+    if getattr(model, "channels_last", False) is True:
+        return torch.channels_last
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            wt = m.weight
+            cl = wt.is_contiguous(memory_format=torch.channels_last) and not wt.is_contiguous()
+            return torch.channels_last if cl else torch.contiguous_format
+    return torch.contiguous_format
+
+
+def _chunks(b: int, steps: int, rows: int):
+    """Blocks ``(image slice, step slice)`` of at most ``rows`` (image, step) pairs: whole images
+    × all steps when a chunk holds several images, else one image × a run of steps."""
+    if rows >= steps:
+        k = rows // steps
+        for i in range(0, b, k):
+            yield slice(i, min(i + k, b)), slice(0, steps)
     else:
-        raise ValueError(f"target must be 'pred', 'label' or a tensor of classes; got {target!r}")
-    return t, logits
+        for i in range(b):
+            for j in range(0, steps, rows):
+                yield slice(i, i + 1), slice(j, min(j + rows, steps))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _curves(
     model: nn.Module,
     start: torch.Tensor,
@@ -126,27 +153,40 @@ def _curves(
     targets: torch.Tensor,
     n_steps: int,
     batch_size: int | None,
+    known: tuple[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Probability of ``targets`` along the path that moves pixels from ``start`` to ``finish``
-    in rank order: ``[B, n_steps+1]``."""
+    in rank order: ``[B, n_steps+1]``. ``known = (step, probs[B])`` is a point already computed
+    (the original image's, from resolving the targets), which is not evaluated again.
+
+    The perturbed images of a chunk are built by broadcasting (images × steps) into one reused
+    buffer on the model's device: one forward pass per chunk, no gathered copies.
+    """
     b, c, h, w = start.shape
     per_step = math.ceil(h * w / n_steps)
     thresholds = (torch.arange(n_steps + 1, device=start.device) * per_step).clamp(max=h * w)
-    total = b * (n_steps + 1)
+    probs = torch.empty(b, n_steps + 1, device=start.device)
+    steps = torch.arange(n_steps + 1, device=start.device)
+    if known is not None:
+        probs[:, known[0]] = known[1]
+        steps = steps[steps != known[0]]
     bs = batch_size or auto_batch_size(start[0].numel(), start.device)
-    probs = torch.empty(total, device=start.device)
-    for lo in range(0, total, bs):
-        idx = torch.arange(lo, min(lo + bs, total), device=start.device)
-        img, step = idx // (n_steps + 1), idx % (n_steps + 1)
-        moved = (ranks[img] < thresholds[step, None]).view(-1, 1, h, w)
-        x = torch.where(moved, finish[img], start[img])
-        p = F.softmax(model(x).float(), dim=1)
-        probs[lo : lo + len(idx)] = p.gather(1, targets[img, None]).squeeze(1)
-    return probs.view(b, n_steps + 1)
+    buf = torch.empty(bs, c, h, w, device=start.device, dtype=start.dtype,
+                      memory_format=_memory_format(model))  # fmt: skip
+    flat_ranks = ranks.view(b, 1, h * w)
+    for im, st in _chunks(b, len(steps), bs):
+        k, s = im.stop - im.start, st.stop - st.start
+        moved = (flat_ranks[im] < thresholds[steps[st]].view(1, s, 1)).view(k, s, 1, h, w)
+        x = buf[: k * s].view(k, s, c, h, w)
+        torch.where(moved, finish[im].unsqueeze(1), start[im].unsqueeze(1), out=x)
+        p = F.softmax(model(x.view(k * s, c, h, w)).float(), dim=1).view(k, s, -1)
+        t = targets[im].view(k, 1, 1).expand(k, s, 1)
+        probs[im, steps[st]] = p.gather(2, t).squeeze(2)
+    return probs
 
 
 def _run(model, images, saliency, start, finish, n_steps, target, labels, seed, batch_size,
-         return_curves):  # fmt: skip
+         return_curves, original_step):  # fmt: skip
     if saliency.shape[0] != images.shape[0] or saliency.shape[-2:] != images.shape[-2:]:
         raise ValueError(
             f"saliency of shape {tuple(saliency.shape)} does not match images "
@@ -156,9 +196,13 @@ def _run(model, images, saliency, start, finish, n_steps, target, labels, seed, 
     n_steps = int(n_steps or h)
     if n_steps < 1:
         raise ValueError(f"n_steps must be ≥ 1, got {n_steps}")
-    targets, _ = resolve_targets(model, images, target, labels, batch_size)
+    targets, logits = resolve_targets(model, images, target, labels, batch_size)
+    known = None
+    if logits is not None:  # the original image is a point of the curve: reuse its forward pass
+        p0 = F.softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
+        known = (0 if original_step == 0 else n_steps, p0)
     ranks = pixel_ranks(saliency.to(images.device), seed)
-    curves = _curves(model, start, finish, ranks, targets, n_steps, batch_size)
+    curves = _curves(model, start, finish, ranks, targets, n_steps, batch_size, known)
     scores = auc(curves)
     return (scores, curves) if return_curves else scores
 
@@ -178,7 +222,7 @@ def deletion(
     """Per-image deletion AUC ``[B]`` (lower is better); with ``return_curves`` also ``[B,n+1]``."""
     fill = substrate_image(model, images, substrate)
     return _run(model, images, saliency, images, fill, n_steps, target, labels, seed, batch_size,
-                return_curves)  # fmt: skip
+                return_curves, original_step=0)  # fmt: skip
 
 
 def insertion(
@@ -200,4 +244,4 @@ def insertion(
     else:
         origin = substrate_image(model, images, start)
     return _run(model, images, saliency, origin, images, n_steps, target, labels, seed,
-                batch_size, return_curves)  # fmt: skip
+                batch_size, return_curves, original_step=-1)  # fmt: skip

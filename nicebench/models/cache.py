@@ -7,9 +7,10 @@ its weights) lives at ``cache_dir()/<kind>/<key>.pt`` with its training metadata
 
 Both files are written atomically (a temporary file in the same folder, fsync, rename) under a
 lock file per entry (``<key>.lock``), so processes that need the same module at once train it
-once: the others wait for the lock and load what the first wrote. The JSON records the SHA-256 of
-the weight file; a weight file that does not match it, or that does not load, is reported
-(:class:`CorruptCacheWarning`), moved aside to ``<key>.pt.corrupt`` and retrained.
+once: the others wait for the lock and load what the first wrote (a writer killed before its
+rename leaves a temporary file, which the next holder of the lock removes). The JSON records the
+SHA-256 of the weight file; a weight file that does not match it, or that does not load, is
+reported (:class:`CorruptCacheWarning`), moved aside to ``<key>.pt.corrupt`` and retrained.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 from ..data import cache_dir
+from ..faults import checkpoint
 
 __all__ = [
     "stable_hash",
@@ -82,6 +84,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        checkpoint("cache")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -167,6 +170,9 @@ def cached_module(
     path.parent.mkdir(parents=True, exist_ok=True)
     module = build()
     with entry_lock(path):
+        for name in (path.name, path.with_suffix(".json").name):  # left by a killed writer
+            for stale in path.parent.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
         existed = path.exists()
         if not (existed and _load_entry(path, module)):
             if existed:
@@ -184,9 +190,11 @@ def cached_module(
                 **meta,
                 "sha256": _sha256(data),
             }
-            atomic_write(path, data)
+            # the metadata first: weights in place mark a complete entry (a writer killed
+            # between the two leaves metadata without weights, which is retrained)
             atomic_write(path.with_suffix(".json"),
                          json.dumps(meta, indent=2, default=str).encode())  # fmt: skip
+            atomic_write(path, data)
     module.eval()
     return module
 

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import BenchDataset
+from ..faults import checkpoint
 from .architectures import Classifier
 
 __all__ = ["jpeg_roundtrip", "materialise", "predict", "train_classifier"]
@@ -114,6 +115,7 @@ def _train_classifier(model: Classifier, train: BenchDataset, recipe: dict[str, 
             loss.backward()
             opt.step()
             sched.step()
+            checkpoint("train")
         del epoch
     model.use_channels_last(False)
     model.eval()

@@ -17,6 +17,9 @@
   (:func:`lambda_mask_grid`, :func:`lambda_tradeoff`);
 - ``mixed_resolution_<d>``: one sample image coded by each method's mask beside the reference
   codec at about equal bytes (:func:`mixed_resolution_examples`);
+- ``rankings_<d>``: how far the ranking can be trusted: P(row ranks above column) on a headline
+  metric, Kendall τ between the metrics' rankings, the combined rank with its interval
+  (:func:`rankings_figure`, from :func:`nicebench.report.trust.analyse`);
 - ``leaderboard.tex``: the leaderboard, booktabs, best per column in bold
   (:func:`leaderboard_latex`).
 
@@ -53,7 +56,7 @@ __all__ = [
     "write_figures", "saliency_grid", "curves_figure", "forest_figure", "forest_metrics",
     "rate_accuracy_figure", "rate_accuracy_figures", "lambda_sweeps", "lambda_mask_grid",
     "lambda_tradeoff", "mixed_resolution_examples", "leaderboard_latex", "latex_columns",
-    "run_palette", "wrap_label", "masked_view", "METRIC_LABELS",
+    "run_palette", "wrap_label", "masked_view", "METRIC_LABELS", "rankings_figure",
 ]  # fmt: skip
 
 # How a leaderboard column is named on an axis or in a table header.
@@ -65,7 +68,7 @@ METRIC_LABELS = {
     "masked_accuracy": "Masked accuracy", "explain_ms_per_image": "ms / image",
     "compression_ratio": "Compression ratio", "bd_rate": "BD-rate", "bpp": "bpp",
     "accuracy_compressed": "Accuracy (coded)", "accuracy_original": "Accuracy",
-    "payload_ratio": "Payload ratio",
+    "payload_ratio": "Payload ratio", "combined_rank": "Combined rank",
 }  # fmt: skip
 # Leaderboard columns that describe the run rather than rank its rows
 _NOT_SCORES = {"n_images", "accuracy_original", "accuracy_reference", "operating_point",
@@ -330,6 +333,7 @@ def forest_metrics(board: pd.DataFrame) -> list[str]:
     that some row has, and the compression track's headline columns."""
     cols = [c for c in board.columns if f"{c}_lo" in board.columns and c not in _NOT_SCORES]
     cols += [c for c in ("compression_ratio", "bd_rate") if c in board.columns and c not in cols]
+    cols = [c for c in cols if c != "combined_rank"]  # drawn by rankings_figure
     return [c for c in cols if pd.to_numeric(board[c], errors="coerce").notna().any()]
 
 
@@ -844,6 +848,159 @@ def leaderboard_latex(board: pd.DataFrame, directions: dict[str, bool] | None = 
     return "\n".join(lines)
 
 
+# -- 8. trust in rankings --------------------------------------------------------------------------
+HEADLINE_METRICS = ("deletion_auc", "insertion_auc")  # the pairwise panel's metric, first present
+_SHORT_METRIC = {"deletion_auc": "Deletion", "insertion_auc": "Insertion",
+                 "pointing_game": "Pointing", "energy_pointing_game": "Energy pointing",
+                 "saliency_metric": "Saliency metric", "sanity_spearman": "Sanity"}  # fmt: skip
+
+
+def _tick_labels(labels: Sequence[str], width: int = 22) -> list[str]:
+    """Method labels short enough for a tick: variants of one plugin keep only the parameters
+    they differ in (``nice(epochs=1,lam=0.5)``, ``nice(epochs=1,lam=2)`` → ``nice(lam=0.5)``,
+    ``nice(lam=2)``), then anything longer than ``width`` characters is cut with ``…``."""
+    def params(label: str) -> tuple[str, list[str]]:
+        name, _, rest = label.partition("(")
+        return name, [p for p in rest.rstrip(")").split(",") if p]
+
+    parsed = [params(label) for label in labels]
+    out = []
+    for label, (name, ps) in zip(labels, parsed, strict=True):
+        if len(label) > width:
+            variants = [q for n, q in parsed if n == name]
+            if len(variants) > 1:
+                common = set.intersection(*(set(q) for q in variants))
+                kept = [p for p in ps if p not in common]
+                label = f"{name}({','.join(kept)})" if kept else name
+        out.append(label if len(label) <= width else label[: width - 1] + "…")
+    return out
+
+
+def _italic_baselines(labels, names: Sequence[str]) -> None:
+    for tick, name in zip(labels, names, strict=True):
+        if style.is_baseline(name):
+            tick.set_color("0.4")
+            tick.set_fontstyle("italic")
+
+
+def rankings_figure(trust, dataset: str, model: str = "default",
+                    headline: Sequence[str] = HEADLINE_METRICS,
+                    palette: Palette | None = None) -> Figure | None:
+    """How far one dataset's ranking can be trusted (``trust``:
+    :func:`nicebench.report.trust.analyse`): (a) P(row ranks above column) on the first of
+    ``headline`` the run has (else its first metric), methods best first, the cells whose pair is
+    not separable (the 95% paired interval of the difference includes 0) outlined; (b) Kendall τ
+    between the rankings of the metrics that at least 3 ranked methods share; (c) each ranked
+    method's combined rank with its 95% interval, best at the top. Baselines in grey italics."""
+    from .trust import SEPARABLE
+
+    pw = trust.pairwise
+    pw = pw[(pw.dataset == dataset) & (pw.model == model)] if len(pw) else pw
+    if pw.empty:
+        return None
+    metrics = list(dict.fromkeys(pw.metric))
+    metric = next((m for m in headline if m in metrics), metrics[0])
+    part = pw[pw.metric == metric]
+    order = list(part.drop_duplicates("method").sort_values("rank", kind="stable").method)
+    p = part.set_index(["method", "other"])["p_above"]
+    mat = np.array([[np.nan if a == b else p.get((a, b), np.nan) for b in order] for a in order])
+    tau = trust.agreement
+    tau = tau[(tau.dataset == dataset) & (tau.model == model) & tau.tau.notna()]
+    tmetrics = [m for m in metrics if m in set(tau.metric)]
+    tcell = tau.set_index(["metric", "other"])["tau"]
+    tmat = np.array([[np.nan if a == b else tcell.get((a, b), np.nan) for b in tmetrics]
+                     for a in tmetrics])  # fmt: skip
+    comb = trust.combined
+    comb = comb[(comb.dataset == dataset) & (comb.model == model)].sort_values(
+        "combined_rank", kind="stable")
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="0.92")
+    n = len(order)
+    with style.context():
+        top = max(3.2, 1.3 + 0.2 * n)
+        bottom = 0.9 + 0.14 * max(len(comb), 3)
+        fig = plt.figure(figsize=(DOUBLE_COLUMN, top + bottom))
+        grid = fig.add_gridspec(2, 2, width_ratios=[1.15, 1], height_ratios=[top, bottom])
+        ax = fig.add_subplot(grid[0, 0])
+        im = ax.imshow(mat, cmap=cmap, vmin=0, vmax=1)
+        small = max(4.0, min(6.0, 70 / max(n, 1)))
+        for i in range(n):
+            for j in range(n):
+                v = mat[i, j]
+                if np.isnan(v):
+                    continue
+                text = f"{v:.2f}".replace("0.", ".").replace("1.00", "1").replace(".00", "0")
+                ax.text(j, i, text, ha="center", va="center", fontsize=small,
+                        color="white" if abs(v - 0.5) > 0.35 else "0.1")  # fmt: skip
+                if 1 - SEPARABLE < v < SEPARABLE:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=0.9,
+                                               ec="black"))  # fmt: skip
+        ax.set_xticks(range(n), _tick_labels(order), rotation=90)
+        ax.set_yticks(range(n), _tick_labels(order))
+        _italic_baselines(ax.get_xticklabels(), order)
+        _italic_baselines(ax.get_yticklabels(), order)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        higher = bool(part.higher_is_better.iloc[0])
+        label = METRIC_LABELS.get(metric, metric)
+        ax.set_title(f"(a) P(row ranks above column), {label} ({'↑' if higher else '↓'} "
+                     "better)\nboxed: not separable at 95%", loc="left")  # fmt: skip
+        bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, ticks=[0, 0.5, 1])
+        bar.outline.set_visible(False)
+        bar.ax.tick_params(labelsize=6, length=0)
+        ax2 = fig.add_subplot(grid[0, 1])
+        if len(tmetrics) >= 2:
+            names = [_SHORT_METRIC.get(m, METRIC_LABELS.get(m, m)) for m in tmetrics]
+            im2 = ax2.imshow(tmat, cmap=cmap, vmin=-1, vmax=1)
+            for i in range(len(tmetrics)):
+                for j in range(len(tmetrics)):
+                    if np.isfinite(tmat[i, j]):
+                        ax2.text(j, i, f"{tmat[i, j]:.2f}", ha="center", va="center",
+                                 fontsize=small, color="white" if abs(tmat[i, j]) > 0.7
+                                 else "0.1")  # fmt: skip
+            ax2.set_xticks(range(len(names)), names, rotation=35, ha="right",
+                           rotation_mode="anchor")  # fmt: skip
+            ax2.set_yticks(range(len(names)), names)
+            ax2.tick_params(length=0)
+            for spine in ax2.spines.values():
+                spine.set_visible(False)
+            bar2 = fig.colorbar(im2, ax=ax2, fraction=0.05, pad=0.02, ticks=[-1, 0, 1],
+                                shrink=0.85)  # fmt: skip
+            bar2.outline.set_visible(False)
+            bar2.ax.tick_params(labelsize=6, length=0)
+        else:
+            _blank(ax2)
+            ax2.text(0.5, 0.5, "fewer than two metrics\nshared by 3 methods", ha="center",
+                     va="center", transform=ax2.transAxes, color="0.4")  # fmt: skip
+        ax2.set_title("(b) Kendall τ between the metrics", loc="left")
+        ax3 = fig.add_subplot(grid[1, :])
+        if len(comb):
+            y = np.arange(len(comb))[::-1]
+            for yi, row in zip(y, comb.itertuples(), strict=True):
+                base = style.is_baseline(row.method, row.kind)
+                colour = "0.5" if base else (palette.color(row.method) if palette
+                                             else style.OKABE_ITO["blue"])  # fmt: skip
+                ax3.plot([row.combined_rank_lo, row.combined_rank_hi], [yi, yi], color=colour,
+                         lw=1.2, solid_capstyle="butt")  # fmt: skip
+                ax3.plot([row.combined_rank], [yi], "s" if base else "o", ms=4, color=colour,
+                         mfc="white" if base else colour, mew=1.0)  # fmt: skip
+            ax3.set_yticks(y, _tick_labels(list(comb.method)))
+            _italic_baselines(ax3.get_yticklabels(), list(comb.method))
+            ax3.set_ylim(-0.7, len(comb) - 0.3)
+            ax3.set_xlim(0.5, len(comb) + 0.5)
+            ax3.grid(True, axis="x")
+            refs = sorted(set(pw.loc[pw.reads_ground_truth.astype(bool), "method"]))
+            k = int(comb.n_metrics.iloc[0])
+            ax3.set_xlabel(f"mean rank over {k} metric{'s' if k > 1 else ''} (↓ better)"
+                           + (f"; {', '.join(refs)} not ranked" if refs else ""))  # fmt: skip
+        else:
+            _blank(ax3)
+        ax3.set_title("(c) Combined rank, 95% interval", loc="left")
+        fig.suptitle(_where(dataset, model), x=0.01, ha="left", fontweight="bold")
+        fig.tight_layout()
+    return fig
+
+
 # -- writing ---------------------------------------------------------------------------------------
 def _save(fig: Figure | None, out: Path, stem: str, formats: Iterable[str]) -> list[Path]:
     if fig is None:
@@ -865,7 +1022,8 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
     (``png`` at 300 dpi, ``pdf`` vector) and write ``figures/leaderboard.tex``; ``keys``: only
     these cells (a config's, as :func:`nicebench.runner.run` passes). Returns the files written.
     Opens the store only to read it; needs no model."""
-    from .tables import compression_points, higher_is_better, leaderboard
+    from .tables import compression_points, higher_is_better, leaderboard, per_image
+    from .trust import analyse
 
     run_dir = Path(run_dir)
     if not (run_dir / "store.sqlite").exists():
@@ -905,6 +1063,10 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
                       if isinstance(p, str)} if "operating_point" in rows else {})  # fmt: skip
             fig = mixed_resolution_examples(store, dataset, model, keys, headline=heads)
             paths += _save(fig, out, f"mixed_resolution_{_safe(_where(dataset, model))}", formats)
+        trust = analyse(per_image(store, keys))
+        for dataset, model in _groups(trust.pairwise):
+            paths += _save(rankings_figure(trust, dataset, model, palette=palette), out,
+                           f"rankings_{_safe(_where(dataset, model))}", formats)  # fmt: skip
         if len(board):
             out.mkdir(parents=True, exist_ok=True)
             tex = out / "leaderboard.tex"

@@ -2,9 +2,11 @@
 
 One self-contained page (no network, no CDN, no external script or style; every image is a
 ``data:`` URI): the leaderboard per dataset (and model), sortable by any column, each score with
-its 95% interval and the better direction in its header; every figure in ``RUN_DIR/figures/``; a
-per-image browser (each sample image with every method's map and that image's scores); the
-classifier accuracies, timings, failed cells with their errors, the run's settings and versions.
+its 95% interval and the better direction in its header; how far each ranking can be trusted
+(each metric's order with its separable steps, Kendall τ between the metrics); every figure in
+``RUN_DIR/figures/``; a per-image browser (each sample image with every method's map and that
+image's scores); the classifier accuracies, timings, failed cells with their errors, the run's
+settings and versions.
 
 Every string from a plugin, a config or a dataset goes through :func:`html.escape`; the page's
 Content-Security-Policy allows only its own inline script and style (by hash) and ``data:``
@@ -439,6 +441,56 @@ def _accuracy_section(images: pd.DataFrame, board: pd.DataFrame, several_models:
     return "".join(parts)
 
 
+def _rankings_section(images: pd.DataFrame, several_models: bool) -> str:
+    """How far the rankings can be trusted (:mod:`nicebench.report.trust`): per dataset, each
+    metric's order with the separable steps marked, and Kendall τ between the metrics."""
+    from .trust import MIN_TAU_METHODS, SEPARABLE, analyse, order_chain
+
+    parts = ['<section id="rankings"><h2>Trust in rankings</h2>']
+    trust = analyse(images)
+    if trust.pairwise.empty:
+        parts.append("<p>No per-image scores in this run.</p></section>")
+        return "".join(parts)
+    parts.append(
+        '<p class="note">Paired bootstrap over images (1000 replicates; each resamples the '
+        "images once, the same for every method). Order: best first on the mean; <b>&gt;</b> "
+        f"the two neighbours are separable (P(ranks above) ≥ {SEPARABLE}: the 95% interval of "
+        "their paired difference excludes 0), <b>≈</b> they are not; [brackets]: reads the "
+        "ground truth. τ: Kendall's τ-b between two metrics' orders of the ranked methods, with "
+        "its 95% bootstrap interval. Every pair: <code>rank_probability.md</code> / "
+        "<code>.csv</code>; the <code>rankings_*</code> figures draw both, with the combined "
+        "rank.</p>")  # fmt: skip
+    for (dataset, model), group in trust.pairwise.groupby(["dataset", "model"], sort=False):
+        parts.append(f"<h3>{_e(_group_title(dataset, model, several_models))}</h3>")
+        rows = []
+        for metric, part in group.groupby("metric", sort=False):
+            arrow = "↑" if bool(part.higher_is_better.iloc[0]) else "↓"
+            rows.append([_e(metric), arrow, str(int(part.n_images.max())),
+                         _e(order_chain(part))])  # fmt: skip
+        parts.append(_table(["metric", "better", "images", "order"], rows))
+        tau = trust.agreement
+        tau = tau[(tau.dataset == dataset) & (tau.model == model) & tau.tau.notna()]
+        metrics = list(dict.fromkeys(tau.metric))
+        if len(metrics) >= 2:
+            cell = tau.set_index(["metric", "other"])
+            trows = []
+            for a in metrics:
+                cells = [_e(a)]
+                for b in metrics:
+                    if a == b:
+                        cells.append("")
+                        continue
+                    r = cell.loc[(a, b)]
+                    cells.append(f'{_num(r.tau)}<span class="ci">{_num(r.tau_lo)} – '
+                                 f"{_num(r.tau_hi)}</span>")  # fmt: skip
+                trows.append(cells)
+            parts.append(f'<p class="note">Kendall τ between the metrics\' rankings (metrics '
+                         f"that at least {MIN_TAU_METHODS} ranked methods share).</p>")  # fmt: skip
+            parts.append(_table(["τ", *(_e(m) for m in metrics)], trows, "plain numbers"))
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def _timings_section(cells: pd.DataFrame, several_models: bool) -> str:
     directions = {"cells": None, "images": None, "seconds": False, "explain_ms_per_image": False,
                   "peak_mem_mb": False}  # fmt: skip
@@ -663,6 +715,7 @@ def render_report(run_dir: str | Path, keys: set[str] | None = None) -> str:
         several_models = len(set(cells.model)) > 1 if len(cells) else False
         sections = [
             _leaderboard_section(board, several_models),
+            _rankings_section(images, several_models),
             _figures_section(run_dir),
             _browser_section(store, board, images, keys, several_models),
             _accuracy_section(images, board, several_models),
@@ -684,7 +737,8 @@ def render_report(run_dir: str | Path, keys: set[str] | None = None) -> str:
             + f" · {n_methods} methods and codecs · {len(cells)} cells"
             + (f' · <span class="failed">{n_failed} failed</span>' if n_failed else ""))  # fmt: skip
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("leaderboard", "Leaderboard"), ("figures", "Figures"), ("images", "Per-image browser"),
+        ("leaderboard", "Leaderboard"), ("rankings", "Trust in rankings"), ("figures", "Figures"),
+        ("images", "Per-image browser"),
         ("accuracy", "Classifier accuracy"), ("timings", "Timings"), ("failed", "Failed cells"),
         ("settings", "Settings and versions")))  # fmt: skip
     csp = (f"default-src 'none'; img-src data:; style-src {_sha256(_CSS)}; "

@@ -35,7 +35,8 @@ COLUMN_HIGHER_IS_BETTER = {"explain_ms_per_image": False, "compression_ratio": F
                            "bd_rate": False, "bpp": False, "payload_ratio": False,
                            "bpp_payload": False, "accuracy_original": True,
                            "accuracy_compressed": True, "accuracy_reference": True, "psnr": True,
-                           "ssim": True, "vs_uniform": False}  # fmt: skip
+                           "ssim": True, "vs_uniform": False,
+                           "combined_rank": False}  # fmt: skip
 
 
 def higher_is_better() -> dict[str, bool]:
@@ -142,7 +143,7 @@ def _compression_columns(comp: pd.DataFrame) -> pd.DataFrame:
 
 def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) -> pd.DataFrame:
     """One row per dataset × model × method: mean of every per-image score with a 95% bootstrap
-    CI."""
+    CI, and the ``combined_rank`` over the metrics (:func:`nicebench.report.trust.analyse`)."""
     from ..metrics.bootstrap import bootstrap_ci
 
     cells = store.cells(keys)
@@ -188,6 +189,9 @@ def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) ->
             df["accuracy_original"] = df["_acc"]
         df["accuracy_original"] = df["accuracy_original"].fillna(df["_acc"])
         df = df.drop(columns="_acc")
+    from .trust import combined_ranks  # the mean rank over metrics, with its interval
+
+    df = df.merge(combined_ranks(img, seed=seed), on=_ROW, how="left")
     for col in LEADERBOARD_COLUMNS:
         if col not in df:
             df[col] = np.nan
@@ -249,15 +253,21 @@ def _metric_footnotes(config: dict, columns) -> list[str]:
 
 
 def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.DataFrame:
-    """Write ``leaderboard.csv``, ``leaderboard.md``, ``per_image.csv`` and, with the compression
-    track, ``compression_points.csv`` into ``out`` (the figures:
+    """Write ``leaderboard.csv``, ``leaderboard.md``, ``per_image.csv``, the ranking-trust tables
+    (:func:`nicebench.report.trust.write_trust_tables`), with the compression track
+    ``compression_points.csv`` and, with two or more fill columns (deletion, ROAD, SRG),
+    ``fill_agreement.csv``/``.md`` (:mod:`nicebench.report.agreement`) into ``out`` (the figures:
     :func:`nicebench.report.figures.write_figures`)."""
     from ..metrics import DEFAULT_SETTINGS
 
     out = Path(out)
+    from .trust import combined_rank_note, write_trust_tables
+
     board = leaderboard(store, keys)
     board.to_csv(out / "leaderboard.csv", index=False)
-    per_image(store, keys).to_csv(out / "per_image.csv", index=False)
+    img = per_image(store, keys)
+    img.to_csv(out / "per_image.csv", index=False)
+    trust = write_trust_tables(img, out)  # rank_probability.*, metric_agreement.*
     points = compression_points(store, keys)
     sanity: list[str] = []
     if len(points):  # drawn by nicebench.report.figures.write_figures
@@ -272,7 +282,11 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
              "Deletion/insertion settings: "
              + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SETTINGS.items())
              + (f"; overrides: {run['config'].get('settings')}" if run.get("config", {}).get(
-                 "settings") else "") + "."]  # fmt: skip
+                 "settings") else "") + ".", combined_rank_note(trust),
+             "How far each ranking can be trusted: `rank_probability.md` (P(method ranks "
+             "above method) per metric) and `metric_agreement.md` (Kendall τ between the "
+             "metrics' rankings)."]  # fmt: skip
+    notes += _road_srg_notes(board)
     notes += _metric_footnotes(run.get("config", {}) if run else {}, board.columns)
     if sanity:
         notes.append("Compression track: ratios are the front's smallest bytes / bytes of the "
@@ -286,4 +300,23 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
                      f"{v.get('threads')} threads on {v.get('machine')}.")  # fmt: skip
     (out / "leaderboard.md").write_text("# nicebench leaderboard\n\n" + to_markdown(board)
                                         + "\n".join(notes) + "\n")  # fmt: skip
+    from .agreement import write_fill_agreement
+
+    write_fill_agreement(board, out)
     return board
+
+
+def _road_srg_notes(board: pd.DataFrame) -> list[str]:
+    """The footnote lines naming the ROAD and SRG settings, when the board has their columns."""
+    from ..metrics.road import ROAD_SETTINGS
+    from ..metrics.srg import SRG_SETTINGS
+
+    notes = []
+    if any(c in board and board[c].notna().any() for c in ("road_morf", "road_lerf", "srg_road")):
+        notes.append("ROAD settings: " + "; ".join(f"{k}: {v}" for k, v in ROAD_SETTINGS.items())
+                     + ".")  # fmt: skip
+    if any(c in board and board[c].notna().any() for c in ("srg_mean", "srg_blur", "srg_road",
+                                                            "deletion_blur_auc")):  # fmt: skip
+        notes.append("SRG settings: " + "; ".join(f"{k}: {v}" for k, v in SRG_SETTINGS.items())
+                     + "; rank agreement between fills: fill_agreement.md.")  # fmt: skip
+    return notes

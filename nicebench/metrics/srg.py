@@ -1,0 +1,148 @@
+"""Symmetric relevance gain (Blücher et al., TMLR 2024) and the ROAD metrics as leaderboard columns.
+
+SRG = LeRF area − MoRF area with the same fill: pixels are replaced in saliency order by the fill,
+most salient first (MoRF, the deletion curve) or least salient first (LeRF, the reverse order of
+the same ranking); a map that separates relevant from irrelevant pixels keeps the class when the
+irrelevant ones go and loses it when the relevant ones go, whatever the fill does to the classifier
+on its own. Fills: ``mean`` and ``blur`` (deletion's path, its ``n_steps`` and trapezoidal AUC,
+:mod:`~nicebench.metrics.faithfulness`) and ``road`` (ROAD's noisy linear imputation at its
+percentages, area = mean over the percentages, :mod:`~nicebench.metrics.road`). Higher is better.
+
+Registered metrics (each batch computes each fill's two curves once, shared through the context's
+cache): ``road_morf``, ``road_lerf``, ``srg_road``, ``srg_mean``, ``srg_blur`` and
+``deletion_blur`` (the MoRF area with the blur fill, column ``deletion_blur_auc``). Settings (the
+run's ``[settings]``): ``n_steps``, ``seed``, ``target`` as deletion; ``road_noise`` (default
+0.01) and ``road_percentages`` (default 0.1 … 0.9).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import MetricContext, MetricSpec, _register
+from .faithfulness import _curves, auc, pixel_ranks, substrate_image
+from .road import ROAD_NOISE, ROAD_PERCENTAGES, road_curves
+
+__all__ = ["SRG_SETTINGS", "morf_lerf_curves", "srg"]
+
+SRG_SETTINGS = {
+    "srg": "LeRF area − MoRF area with the same fill (LeRF: the MoRF pixel order reversed)",
+    "srg_mean/srg_blur": "deletion's path and AUC with the mean / blur fill (deletion_blur_auc: "
+    "the blur fill's MoRF area)",
+    "srg_road": "road_lerf − road_morf (ROAD's fill and percentages)",
+}
+
+
+@torch.no_grad()
+def morf_lerf_curves(
+    model: nn.Module,
+    images: torch.Tensor,
+    saliency: torch.Tensor,
+    targets: torch.Tensor,
+    fill="mean",
+    n_steps: int | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    orders: tuple[str, ...] = ("morf", "lerf"),
+) -> torch.Tensor:
+    """Target-class probability ``[B, len(orders), n_steps+1]`` as pixels move from the image to
+    ``fill`` (a :func:`~nicebench.metrics.faithfulness.substrate_image` fill) most salient first
+    (``"morf"``: the deletion curve) or least salient first (``"lerf"``); every order in one
+    batched pass."""
+    if saliency.shape[0] != images.shape[0] or saliency.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"saliency of shape {tuple(saliency.shape)} does not match images "
+                         f"{tuple(images.shape)}; expected [B,1,H,W]")  # fmt: skip
+    b = images.shape[0]
+    n_steps = int(n_steps or images.shape[-2])
+    ranks = pixel_ranks(saliency.to(images.device), seed)
+    lerf = ranks.shape[1] - 1 - ranks  # LeRF: the reverse order
+    k = len(orders)
+    both = torch.cat([ranks if o == "morf" else lerf for o in orders])
+    finish = substrate_image(model, images, fill)
+    curves = _curves(model, images.repeat(k, 1, 1, 1), finish.repeat(k, 1, 1, 1), both,
+                     targets.repeat(k), n_steps, batch_size)  # fmt: skip
+    return curves.view(k, b, -1).transpose(0, 1)
+
+
+def srg(
+    model: nn.Module, images: torch.Tensor, saliency: torch.Tensor, targets: torch.Tensor,
+    fill="mean", **kwargs,
+) -> torch.Tensor:
+    """Per-image SRG ``[B]`` with ``fill``: ``"road"`` (keyword arguments:
+    :func:`~nicebench.metrics.road.road_curves`) or a deletion fill (:func:`morf_lerf_curves`)."""
+    if fill == "road":
+        curves = road_curves(model, images, saliency, targets, **kwargs)
+        return curves[:, 1].mean(1) - curves[:, 0].mean(1)
+    curves = morf_lerf_curves(model, images, saliency, targets, fill, **kwargs)
+    return auc(curves[:, 1]) - auc(curves[:, 0])
+
+
+# -- the metrics ----------------------------------------------------------------------------------
+def _road(c: MetricContext) -> torch.Tensor:
+    """ROAD curves ``[B, 2, P]`` of the batch, computed once (kept as ``curve/road_morf`` and
+    ``curve/road_lerf``)."""
+    if "road" not in c.cache:
+        s = c.settings
+        curves = road_curves(c.model, c.images, c.saliency, c.targets,
+                             percentages=tuple(s.get("road_percentages", ROAD_PERCENTAGES)),
+                             noise=float(s.get("road_noise", ROAD_NOISE)), seed=s.get("seed", 0),
+                             start=c.start)  # fmt: skip
+        c.keep("curve/road_morf", curves[:, 0])
+        c.keep("curve/road_lerf", curves[:, 1])
+        c.cache["road"] = curves
+    return c.cache["road"]
+
+
+def _fill(c: MetricContext, fill: str) -> torch.Tensor:
+    """MoRF and LeRF curves ``[B, 2, n+1]`` with ``fill``, computed once per batch (the MoRF
+    curve taken from the deletion metric when it ran first with the same fill)."""
+    key = f"morf_lerf/{fill}"
+    if key not in c.cache:
+        kw = {"n_steps": c.settings.get("n_steps"), "seed": c.settings.get("seed", 0)}
+        morf = c.cache.get(f"deletion/{fill}")  # the deletion metric's curves, when it ran first
+        if morf is None:
+            curves = morf_lerf_curves(c.model, c.images, c.saliency, c.targets, fill, **kw)
+        else:
+            lerf = morf_lerf_curves(c.model, c.images, c.saliency, c.targets, fill,
+                                    orders=("lerf",), **kw)  # fmt: skip
+            curves = torch.stack([morf, lerf[:, 0]], 1)
+        c.keep(f"curve/lerf_{fill}", curves[:, 1])
+        if fill != "mean":  # the mean fill's MoRF curve is the deletion curve
+            c.keep(f"curve/deletion_{fill}", curves[:, 0])
+        c.cache[key] = curves
+    return c.cache[key]
+
+
+def _srg_fill(fill: str):
+    def fn(c: MetricContext) -> torch.Tensor:
+        curves = _fill(c, fill)
+        return auc(curves[:, 1]) - auc(curves[:, 0])
+
+    return fn
+
+
+ROAD_MORF = _register(MetricSpec(
+    "road_morf", lambda c: _road(c)[:, 0].mean(1), "road_morf", higher_is_better=False,
+    description="ROAD MoRF: mean probability with 10..90% most salient pixels imputed",
+))  # fmt: skip
+ROAD_LERF = _register(MetricSpec(
+    "road_lerf", lambda c: _road(c)[:, 1].mean(1), "road_lerf", higher_is_better=True,
+    description="ROAD LeRF: mean probability with 10..90% least salient pixels imputed",
+))  # fmt: skip
+SRG_ROAD = _register(MetricSpec(
+    "srg_road", lambda c: _road(c)[:, 1].mean(1) - _road(c)[:, 0].mean(1), "srg_road",
+    higher_is_better=True, description="symmetric relevance gain, ROAD fill: road_lerf − road_morf",
+))  # fmt: skip
+SRG_MEAN = _register(MetricSpec(
+    "srg_mean", _srg_fill("mean"), "srg_mean", higher_is_better=True,
+    description="symmetric relevance gain, mean fill: LeRF AUC − MoRF (deletion) AUC",
+))  # fmt: skip
+SRG_BLUR = _register(MetricSpec(
+    "srg_blur", _srg_fill("blur"), "srg_blur", higher_is_better=True,
+    description="symmetric relevance gain, blur fill: LeRF AUC − MoRF AUC",
+))  # fmt: skip
+DELETION_BLUR = _register(MetricSpec(
+    "deletion_blur", lambda c: auc(_fill(c, "blur")[:, 0]), "deletion_blur_auc",
+    higher_is_better=False, description="deletion AUC with the blur fill (MoRF, blur)",
+))  # fmt: skip
