@@ -100,8 +100,24 @@ class LearnedMethod(Method):
         module.requires_grad_(False)
         self.train_info = model_metadata(self.cache_kind, identity)
         self.use_module(module, dataset)
+        self.fit_dataset = dataset  # what refit_on trains on
         self.fitted = True
         return self
+
+    def refit_on(self, model: nn.Module, *, epochs: int, n_train: int) -> LearnedMethod:
+        """A new instance on ``model`` (a randomised copy of the classifier), trained from its
+        own seed on the data this one was fitted on with the same parameters, except at most
+        ``epochs`` epochs over at most ``n_train`` images (the shorter fit of the randomisation
+        tests). Cached like :meth:`fit`: the classifier's weights are part of the identity."""
+        data = getattr(self, "fit_dataset", None)
+        if data is None:
+            raise RuntimeError(f"{self.name}: call fit(train_dataset) before refit_on()")
+        params = self.params()
+        params["epochs"] = min(int(self.epochs), int(epochs))
+        params["n_train"] = min(int(self.n_train), int(n_train))
+        other = type(self)(model, **params)
+        other.fit(data)
+        return other
 
     def train_module(self, module: nn.Module, dataset: Any, n: int) -> dict[str, Any]:
         """Adam with cosine decay for ``epochs`` over the first ``n`` images of ``dataset``."""

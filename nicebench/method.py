@@ -39,7 +39,7 @@ class Method:
       gate mask but no reference image of its own).
 
     Hooks the core calls, each declared here with its default: :meth:`fit`, :meth:`attribute`
-    (via :meth:`explain`), :meth:`params`, :meth:`with_model` (the sanity check), and for
+    (via :meth:`explain`), :meth:`params`, :meth:`with_model` and :meth:`refit_on` (the randomisation tests), and for
     ``gate_mask`` methods :meth:`binary_mask`, for ``masked_input`` methods :meth:`composite`.
 
     ``quick_params`` are parameters that make ``fit``/``explain`` fast (used by
@@ -123,6 +123,13 @@ class Method:
             other.model = model
             return other
         return type(self)(model, **self.params())
+
+    def refit_on(self, model: nn.Module, *, epochs: int, n_train: int) -> Method:
+        """This method on ``model``, a randomised copy of its classifier (the randomisation
+        tests: ``sanity_spearman``, ``cascade_*``), fitted against it where the method learns.
+        Default: :meth:`with_model`; :class:`nicebench.LearnedMethod` re-trains its module on the
+        data it was fitted on, with at most ``epochs`` epochs over ``n_train`` images."""
+        return self.with_model(model)
 
     def binary_mask(
         self, images: torch.Tensor, targets: torch.Tensor | None = None, **kwargs: Any

@@ -73,7 +73,8 @@ def check_method(
     gives its map in the batch); determinism (when ``deterministic``); honest flags
     (``uses_model=False`` ⇒ the map ignores the classifier, ``uses_model=True`` ⇒ it doesn't for
     methods that don't learn; ``needs_gradients=False`` ⇒ works under ``torch.inference_mode``;
-    ``needs_masks`` ⇒ a clear error without masks). Uses a tiny untrained scenes classifier unless
+    ``needs_masks`` ⇒ a clear error without masks; a learned method's ``refit_on`` fits on another
+    classifier). Uses a tiny untrained scenes classifier unless
     ``model``/``dataset`` are given, and ``cls.quick_params`` merged under ``params``.
     """
     if isinstance(cls, str):
@@ -158,6 +159,10 @@ def check_method(
     other_method = method.with_model(other)
     _require(isinstance(other_method, cls) and other_method.model is other,
              f"{name}: with_model(model) must return the method on that model")  # fmt: skip
+    if cls.learns:  # the randomisation tests' refit: fitted on the other classifier
+        refit = method.refit_on(other, epochs=1, n_train=8)
+        _require(isinstance(refit, cls) and refit.model is other and refit.fitted,
+                 f"{name}: refit_on(model) must return the method fitted on that model")  # fmt: skip
     other_sal = _explain(other_method, images, labels, masks)
     changed = (other_sal - sal).abs().max().item() > atol * max(1.0, scale)
     if not cls.uses_model:

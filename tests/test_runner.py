@@ -361,7 +361,8 @@ TODAYS_DEFAULT_METHODS = [
 TODAYS_DEFAULT_CODECS = ["jpeg", "webp"]  # were methods; codecs are their own kind now
 TODAYS_DEFAULT_METRICS = [
     "deletion", "insertion", "pointing_game", "energy_pointing_game", "mask_auroc", "mask_share",
-    "masked_accuracy", "saliency_metric", "sanity_spearman", "compression",
+    "masked_accuracy", "saliency_metric", "sanity_spearman", "random_logit", "sparseness",
+    "entropy", "compression",
 ]  # fmt: skip
 
 

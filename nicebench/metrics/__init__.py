@@ -22,7 +22,7 @@ from .faithfulness import DEFAULT_SETTINGS, auc, blurred, deletion, insertion, p
 from .gate import mask_share, masked_correct
 from .localisation import energy_pointing_game, mask_auroc, pointing_game
 from .saliency_metric import saliency_metric
-from .sanity import randomised_model, sanity_spearman
+from .sanity import cached_randomised_model, randomised_model, refit_method, sanity_spearman
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,7 +123,8 @@ class MetricSpec:
     ``kind="per_image"``: ``fn(ctx) -> Tensor[B]``, one value per image, in method cells.
     ``kind="table"``: ``fn(ctx) -> list[dict]``, rows stored as the cell's table ``name``, in
     method and codec cells; ``summary(rows) -> DataFrame`` (torch-free) reduces a run's rows to one
-    leaderboard row per (dataset, method).
+    leaderboard row per (dataset, method). ``footnote(settings) -> str``: the metric's settings
+    under the run's ``settings`` (with its seed), for the leaderboard's notes.
     """
 
     name: str
@@ -135,6 +136,7 @@ class MetricSpec:
     description: str = ""
     kind: str = "per_image"
     summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    footnote: Callable[[dict[str, Any]], str] | None = None
 
 
 def _register(spec: MetricSpec) -> MetricSpec:
@@ -221,6 +223,14 @@ _register(MetricSpec(
 ))  # fmt: skip
 
 
+def refit_for(c: MetricContext, model: nn.Module) -> Any:
+    """The cell's method on the randomised classifier ``model``, re-fitted where it learns with
+    ``settings["refit_epochs"]`` (default 1) epochs over ``settings["refit_images"]`` (default
+    2000) images: :func:`nicebench.metrics.sanity.refit_method`."""
+    return refit_method(c.method, model, epochs=int(c.settings.get("refit_epochs", 1)),
+                        n_train=int(c.settings.get("refit_images", 2000)))  # fmt: skip
+
+
 def _sanity(c: MetricContext) -> torch.Tensor:
     """Spearman of the maps on the trained and the top-randomised model, on the first
     ``settings["sanity_images"]`` images of the batch (default 32; NaN for the rest)."""
@@ -229,19 +239,25 @@ def _sanity(c: MetricContext) -> torch.Tensor:
     if k == 0:
         return out
     kw = {"masks": c.masks[:k]} if c.method.needs_masks else {}
-    rand = randomised_model(c.model, seed=c.settings.get("seed", 0))
+    rand = cached_randomised_model(c.model, seed=c.settings.get("seed", 0))
     out[:k] = sanity_spearman(
-        c.method, c.model, c.images[:k], c.targets[:k], maps=c.saliency[:k], random_model=rand,
-        explain_kwargs=kw,
+        lambda m: refit_for(c, m), c.model, c.images[:k], c.targets[:k], maps=c.saliency[:k],
+        random_model=rand, explain_kwargs=kw,
     ).cpu()  # fmt: skip
     return out
 
 
 _register(MetricSpec(
     "sanity_spearman", _sanity, "sanity_spearman", higher_is_better=False,
+    footnote=lambda s: (f"top 3 layers randomised, seed {s.get('seed', 0)}; first "
+                        f"{s.get('sanity_images', 32)} images of a cell; learned methods "
+                        f"re-fitted on the randomised model with at most "
+                        f"{s.get('refit_epochs', 1)} epoch(s) over {s.get('refit_images', 2000)} "
+                        "images"),
     description="Adebayo et al.: rank correlation of maps on the trained vs top-randomised model",
 ))  # fmt: skip
 
 
+from . import complexity, randomisation, robustness  # noqa: E402,F401  (register their metrics)
 from .compression import COMPRESSION_METRIC  # noqa: E402  (registers ``compression``)
 from .srg import SRG_ROAD  # noqa: E402, F401  (registers road_morf/lerf, srg_road/mean/blur, deletion_blur)

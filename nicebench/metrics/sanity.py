@@ -16,6 +16,7 @@ that is constant on either model has no rank correlation: NaN, as scipy.
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,8 @@ from torch import nn
 
 __all__ = [
     "randomised_model",
+    "cached_randomised_model",
+    "refit_method",
     "parametrised_layers",
     "rankdata",
     "spearman",
@@ -71,6 +74,38 @@ def randomised_model(model: nn.Module, top_k: int | None = DEFAULT_TOP_K, seed: 
             layer.reset_parameters()
     rand.randomised_layers = [name for name, _ in layers[-k:]]
     return rand
+
+
+# model → {(top_k, seed): randomised copy}; the entry goes with the model (weak keys), so each
+# classifier a worker holds (one per dataset, model spec and device) has its copies built once
+_RANDOMISED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# method → {(randomised model's id, epochs, n_train): the method on it}
+_REFITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def cached_randomised_model(model: nn.Module, top_k: int | None = DEFAULT_TOP_K, seed: int = 0):
+    """:func:`randomised_model`, built once per (classifier, ``top_k``, ``seed``) and shared by
+    every cell and metric that asks for it (the classifier's identity keys the cache: a worker
+    loads one classifier per dataset, model spec and device). Do not modify the returned copy."""
+    n = len(parametrised_layers(model))
+    key = (n if top_k is None else int(top_k), int(seed))
+    per_model = _RANDOMISED.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = randomised_model(model, key[0], key[1])
+    return per_model[key]
+
+
+def refit_method(method: Any, model: nn.Module, *, epochs: int = 1, n_train: int = 2000) -> Any:
+    """``method`` on the randomised classifier ``model``: :meth:`nicebench.Method.refit_on`
+    (a learned method re-fits with at most ``epochs`` and ``n_train``; the trained weights are
+    cached on disk like any fit), remembered per (method, model, budget) in this process."""
+    per_method = _REFITS.setdefault(method, {})
+    key = (id(model), int(epochs), int(n_train))
+    hit = per_method.get(key)
+    if hit is None or hit[0]() is not model:  # the id of a collected model may be reused
+        hit = (weakref.ref(model), method.refit_on(model, epochs=epochs, n_train=n_train))
+        per_method[key] = hit
+    return hit[1]
 
 
 def _on_cuda(model: nn.Module) -> bool:

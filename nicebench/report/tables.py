@@ -237,6 +237,21 @@ def to_markdown(board: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _metric_footnotes(config: dict, columns) -> list[str]:
+    """The settings of the metrics with a column in the leaderboard that name them
+    (:attr:`MetricSpec.footnote`) under the run's settings, one line each."""
+    from ..metrics import MetricSpec
+    from ..registry import METRICS
+
+    settings = {"seed": config.get("seed", 0), **(config.get("settings") or {})}
+    lines = []
+    for name in METRICS.names():
+        spec = METRICS.get(name)
+        if isinstance(spec, MetricSpec) and spec.footnote and spec.column in set(columns):
+            lines.append(f"{spec.column}: {spec.footnote(settings)}.")
+    return lines
+
+
 def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.DataFrame:
     """Write ``leaderboard.csv``, ``leaderboard.md``, ``per_image.csv``, the ranking-trust tables
     (:func:`nicebench.report.trust.write_trust_tables`), with the compression track
@@ -272,6 +287,7 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
              "above method) per metric) and `metric_agreement.md` (Kendall τ between the "
              "metrics' rankings)."]  # fmt: skip
     notes += _road_srg_notes(board)
+    notes += _metric_footnotes(run.get("config", {}) if run else {}, board.columns)
     if sanity:
         notes.append("Compression track: ratios are the front's smallest bytes / bytes of the "
                      "codec at q75 on the originals with accuracy within 1 point of it (95% "

@@ -1,0 +1,203 @@
+"""Infidelity (Yeh et al., NeurIPS 2019) and max-sensitivity (ibid.), computed by
+``captum.metrics`` with its own batching (``max_examples_per_batch``) and seeded perturbations.
+
+- :func:`infidelity`: ``E_I[(Iᵀ·βΦ − (f_c(x) − f_c(x̃)))²]`` with ``f_c`` the classifier's logit
+  of the explained class, ``Φ`` the map (the same value for every channel of a pixel), ``β``
+  captum's ``normalize=True`` optimal scale (so maps of any scale compare), over
+  ``infidelity_samples`` draws (default 16) of ``settings["infidelity_perturbation"]``:
+  ``"square"`` (default; Yeh et al.'s square removal): a random square of side
+  ``infidelity_square`` × the image side (default 0.25) is filled with the model's mean colour
+  (deletion's substrate) and ``I`` is its indicator (divided by the channel count), so ``IᵀΦ`` is
+  the map's sum over the square and the metric asks how well that predicts the logit's drop;
+  ``"gaussian"``: ``x̃ = x − I``, ``I ~ N(0, σ²)`` per pixel and channel of the [0, 1] image
+  (``infidelity_std``, default 0.1), the paper's noisy perturbation, under which maps that
+  are not gradients (every built-in method sums channels) explain little of the logit change.
+  Lower is better.
+- :func:`sensitivity_max`: ``max_δ ‖Φ(x + δ) − Φ(x)‖_F / ‖Φ(x)‖_F`` over ``sensitivity_samples``
+  (default 10) draws of ``δ`` uniform in the L∞ ball of radius ``sensitivity_radius`` (default
+  0.02, captum's), on the first ``sensitivity_images`` (default 32) images of a cell; the method
+  re-explains every perturbed image; lower is better.
+
+The perturbations come from one generator seeded with the run's seed and the cell's first image
+index, so a cell's scores repeat exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from captum.metrics import infidelity as captum_infidelity
+from captum.metrics import sensitivity_max as captum_sensitivity_max
+from torch import nn
+
+from . import MetricContext, MetricSpec, _register
+from .faithfulness import substrate_image
+
+__all__ = ["infidelity", "sensitivity_max", "gaussian_perturbation", "square_removal",
+           "linf_perturbation"]  # fmt: skip
+
+
+def gaussian_perturbation(std: float, gen: torch.Generator) -> Callable:
+    """captum's infidelity ``perturb_func``: ``I ~ N(0, std²)`` drawn from ``gen``, returns
+    ``(I, x − I)``."""
+
+    def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        noise = torch.randn(inputs.shape, generator=gen, dtype=torch.float32).to(inputs) * std
+        return noise, inputs - noise
+
+    return perturb
+
+
+def square_removal(side: int, fill: torch.Tensor, gen: torch.Generator) -> Callable:
+    """captum's infidelity ``perturb_func``: a ``side``×``side`` square at a position drawn from
+    ``gen`` filled with ``fill`` (``[1,C,1,1]`` or a number); returns (the square's indicator / C,
+    the filled images)."""
+
+    def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, h, w = inputs.shape
+        s = max(1, min(side, h, w))
+        top = torch.randint(0, h - s + 1, (n, 1), generator=gen).to(inputs.device)
+        left = torch.randint(0, w - s + 1, (n, 1), generator=gen).to(inputs.device)
+        rows = torch.arange(h, device=inputs.device)[None]
+        cols = torch.arange(w, device=inputs.device)[None]
+        in_rows = (rows >= top) & (rows < top + s)  # [n, h]
+        in_cols = (cols >= left) & (cols < left + s)  # [n, w]
+        m = (in_rows[:, :, None] & in_cols[:, None, :])[:, None].to(inputs.dtype)  # [n,1,h,w]
+        filled = inputs * (1 - m) + torch.as_tensor(fill).to(inputs) * m
+        return m.expand(-1, c, -1, -1) / c, filled
+
+    return perturb
+
+
+def linf_perturbation(gen: torch.Generator) -> Callable:
+    """captum's sensitivity ``perturb_func``: ``x + δ``, ``δ`` uniform in ``[−r, r]`` from ``gen``."""
+
+    def perturb(inputs: torch.Tensor, radius: float) -> torch.Tensor:
+        u = torch.rand(inputs.shape, generator=gen, dtype=torch.float32).to(inputs)
+        return inputs + (2 * u - 1) * radius
+
+    return perturb
+
+
+def _chunk(max_examples: int, b: int, n: int) -> int:
+    """captum's ``max_examples_per_batch`` within the range it accepts: ``[b, b·n]``."""
+    return min(max(int(max_examples), b), b * n)
+
+
+def _as_input_shape(maps: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    return maps.to(images.device, images.dtype).expand(-1, images.shape[1], -1, -1).contiguous()
+
+
+def infidelity(
+    model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
+    perturbation: str = "square", square: float = 0.25, std: float = 0.1, n_samples: int = 16,
+    seed: int = 0, max_examples_per_batch: int = 1024,
+) -> torch.Tensor:
+    """captum's normalised infidelity ``[B]`` of ``maps`` (``[B,1,H,W]``) for ``model``'s logits
+    of ``targets`` under ``"square"`` removal (side ``square`` × the image side, filled with the
+    model's mean colour) or ``"gaussian"`` noise of std ``std`` (see the module's docstring)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    if perturbation == "square":
+        fill = substrate_image(model, images[:1, :, :1, :1], "mean")
+        side = round(square * min(images.shape[-2:]))
+        perturb = square_removal(side, fill, gen)
+    elif perturbation == "gaussian":
+        perturb = gaussian_perturbation(std, gen)
+    else:
+        raise ValueError(f"infidelity perturbation must be 'square' or 'gaussian', got "
+                         f"{perturbation!r}")  # fmt: skip
+    with torch.no_grad():
+        out = captum_infidelity(
+            model, perturb, images, _as_input_shape(maps, images),
+            target=targets, n_perturb_samples=n_samples,
+            max_examples_per_batch=_chunk(max_examples_per_batch, len(images), n_samples),
+            normalize=True,
+        )  # fmt: skip
+    return out.float()
+
+
+def sensitivity_max(
+    explain: Callable[..., torch.Tensor], images: torch.Tensor, targets: torch.Tensor, *,
+    maps: torch.Tensor | None = None, radius: float = 0.02, n_samples: int = 10, seed: int = 0,
+    max_examples_per_batch: int = 1024, masks: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """captum's max-sensitivity ``[B]`` of ``explain(images, targets[, masks=…])`` under uniform
+    L∞ perturbations of radius ``radius``. ``maps``: the maps of the unperturbed ``images``
+    when already computed (captum would explain them again)."""
+    b = len(images)
+
+    def explanation(x: torch.Tensor | tuple, target: torch.Tensor) -> torch.Tensor | tuple:
+        if isinstance(x, tuple):  # captum's inputs as a tuple want the maps as one (the originals)
+            return (explanation(x[0], target),)
+        if maps is not None and x is images:
+            return maps.to(images.device)
+        kw = {} if masks is None else {"masks": masks.repeat_interleave(len(x) // b, 0)}
+        return explain(x, target, **kw)
+
+    gen = torch.Generator().manual_seed(int(seed))
+    out = captum_sensitivity_max(
+        explanation, images, perturb_func=linf_perturbation(gen), perturb_radius=radius,
+        n_perturb_samples=n_samples,
+        max_examples_per_batch=_chunk(max_examples_per_batch, b, n_samples), target=targets,
+    )  # fmt: skip
+    return out.float()
+
+
+def _seed(c: MetricContext) -> int:
+    return int(c.settings.get("seed", 0)) * 1_000_003 + c.start
+
+
+def _infidelity(c: MetricContext) -> torch.Tensor:
+    s = c.settings
+    return infidelity(c.model, c.images, c.saliency, c.targets,
+                      perturbation=str(s.get("infidelity_perturbation", "square")),
+                      square=float(s.get("infidelity_square", 0.25)),
+                      std=float(s.get("infidelity_std", 0.1)),
+                      n_samples=int(s.get("infidelity_samples", 16)), seed=_seed(c),
+                      max_examples_per_batch=int(s.get("max_examples_per_batch", 1024)))
+
+
+def _sensitivity(c: MetricContext) -> torch.Tensor:
+    s = c.settings
+    k = min(int(s.get("sensitivity_images", 32)), len(c.images))
+    out = torch.full((len(c.images),), float("nan"))
+    if k:
+        out[:k] = sensitivity_max(
+            c.method.explain, c.images[:k], c.targets[:k], maps=c.saliency[:k],
+            radius=float(s.get("sensitivity_radius", 0.02)),
+            n_samples=int(s.get("sensitivity_samples", 10)), seed=_seed(c),
+            max_examples_per_batch=int(s.get("max_examples_per_batch", 1024)),
+            masks=c.masks[:k] if c.method.needs_masks else None,
+        ).cpu()  # fmt: skip
+    return out
+
+
+def _footnote_infidelity(s: dict[str, Any]) -> str:
+    kind = s.get("infidelity_perturbation", "square")
+    what = (f"a random square of side {s.get('infidelity_square', 0.25)} × the image filled "
+            "with the mean colour, I its indicator" if kind == "square" else
+            f"Gaussian noise σ={s.get('infidelity_std', 0.1)} on [0, 1] pixels")
+    return (f"captum infidelity (normalize=True) of the explained class's logit, perturbation: "
+            f"{what}; {s.get('infidelity_samples', 16)} per image, seed {s.get('seed', 0)}")
+
+
+def _footnote_sensitivity(s: dict[str, Any]) -> str:
+    return (f"captum sensitivity_max (Frobenius), uniform L∞ perturbations of radius "
+            f"{s.get('sensitivity_radius', 0.02)}, {s.get('sensitivity_samples', 10)} per image, "
+            f"first {s.get('sensitivity_images', 32)} images of a cell, seed {s.get('seed', 0)}")
+
+
+_register(MetricSpec(
+    "infidelity", _infidelity, "infidelity", higher_is_better=False,
+    footnote=_footnote_infidelity,
+    description="Yeh et al. infidelity (captum, normalised): squared error of map·perturbation "
+                "against the logit change",
+))  # fmt: skip
+_register(MetricSpec(
+    "sensitivity_max", _sensitivity, "sensitivity_max", higher_is_better=False,
+    footnote=_footnote_sensitivity,
+    description="Yeh et al. max-sensitivity (captum): largest relative change of the map under "
+                "small input perturbations",
+))  # fmt: skip
