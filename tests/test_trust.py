@@ -260,3 +260,22 @@ def test_tick_labels_keep_variants_apart():
               "someplugin(alpha=0.123456,beta=7)"]  # fmt: skip
     assert _tick_labels(labels) == ["nice(lam=0.5)", "nice(lam=2)", "rise(n_masks=500)",
                                     "someplugin(alpha=0.12…"]  # fmt: skip
+
+
+def test_descriptive_metrics_stay_out_of_the_combined_rank():
+    """A map's sparseness is not its quality: metrics registered with ``in_combined_rank=False``
+    (sparseness, entropy) get pairwise tables but do not move the combined rank."""
+    import nicebench.metrics  # noqa: F401  (registers the metric specs)
+
+    assert {"sparseness", "entropy"} <= T.not_in_combined_rank()
+    assert "deletion_auc" not in T.not_in_combined_rank()
+    img = _per_image()
+    # sparseness orders the methods the other way round: it would flip the combined rank
+    shift = {"best": 0.0, "mid": 0.5, "twin": 0.5, "worst": 0.9, "oracle": 0.2}
+    img["sparseness"] = img["method"].map(shift) + 0.01 * img["image_index"]
+    directions = {**DIRECTIONS, "sparseness": True}
+    trust = T.analyse(img, directions=directions)
+    assert "sparseness" in set(trust.pairwise.metric)
+    comb = trust.combined.set_index("method")
+    assert (comb.n_metrics == 3).all()  # deletion, insertion, pointing game
+    assert comb.loc["best", "combined_rank"] == pytest.approx((1 + 1 + 2.5) / 3)

@@ -124,7 +124,9 @@ class MetricSpec:
     ``kind="table"``: ``fn(ctx) -> list[dict]``, rows stored as the cell's table ``name``, in
     method and codec cells; ``summary(rows) -> DataFrame`` (torch-free) reduces a run's rows to one
     leaderboard row per (dataset, method). ``footnote(settings) -> str``: the metric's settings
-    under the run's ``settings`` (with its seed), for the leaderboard's notes.
+    under the run's ``settings`` (with its seed), for the leaderboard's notes. ``in_combined_rank``:
+    whether the metric's direction orders explanations by quality, so that it counts in the
+    leaderboard's combined rank (False for descriptive properties such as a map's sparseness).
     """
 
     name: str
@@ -137,6 +139,7 @@ class MetricSpec:
     kind: str = "per_image"
     summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None
     footnote: Callable[[dict[str, Any]], str] | None = None
+    in_combined_rank: bool = True
 
 
 def _register(spec: MetricSpec) -> MetricSpec:

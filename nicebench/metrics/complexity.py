@@ -43,9 +43,11 @@ def entropy(maps: torch.Tensor) -> torch.Tensor:
 
 _register(MetricSpec(
     "sparseness", lambda c: sparseness(c.saliency), "sparseness", higher_is_better=True,
+    in_combined_rank=False,
     description="Chalasani et al.: Gini index of |map| (higher = sparser)",
 ))  # fmt: skip
 _register(MetricSpec(
     "entropy", lambda c: entropy(c.saliency), "entropy", higher_is_better=False,
+    in_combined_rank=False,
     description="Bhatt et al.: entropy (nats) of |map| normalised to sum 1 (lower = simpler)",
 ))  # fmt: skip

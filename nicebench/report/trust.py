@@ -136,6 +136,16 @@ def metric_directions() -> dict[str, bool]:
     return {c: d for c, d in higher_is_better().items() if c not in COLUMN_HIGHER_IS_BETTER}
 
 
+def not_in_combined_rank() -> set[str]:
+    """The metric columns left out of the combined rank (their spec's ``in_combined_rank`` is
+    False: descriptive properties of a map, not its quality)."""
+    from ..metrics import MetricSpec
+    from ..registry import METRICS
+
+    specs = [METRICS.get(name) for name in METRICS.names()]
+    return {s.column for s in specs if isinstance(s, MetricSpec) and not s.in_combined_rank}
+
+
 def _reads_ground_truth(label: str) -> bool:
     from .terminal import _reads_ground_truth as reads
 
@@ -154,6 +164,7 @@ class GroupScores:
     higher: np.ndarray  # [K] bool
     images: np.ndarray  # [n] image indices
     scores: np.ndarray  # [K, M, n]
+    counted: np.ndarray | None = None  # [K] bool: counts in the combined rank (default: all)
 
     @property
     def oriented(self) -> np.ndarray:
@@ -165,11 +176,14 @@ class GroupScores:
         return np.isfinite(self.scores).any(-1)
 
     def ranked_metrics(self) -> list[int]:
-        """The metrics every ranked method (not a reference) has: those of the combined rank."""
+        """The metrics of the combined rank: those that count in it (``counted``) and that every
+        ranked method (not a reference) has."""
         contenders = ~self.reference
         if not contenders.any():
             return []
-        return [k for k in range(len(self.metrics)) if self.has()[k, contenders].all()]
+        counted = np.ones(len(self.metrics), bool) if self.counted is None else self.counted
+        return [k for k in range(len(self.metrics))
+                if counted[k] and self.has()[k, contenders].all()]  # fmt: skip
 
 
 def score_groups(img: pd.DataFrame, directions: dict[str, bool] | None = None) -> list[GroupScores]:
@@ -177,6 +191,7 @@ def score_groups(img: pd.DataFrame, directions: dict[str, bool] | None = None) -
     :class:`GroupScores` per (dataset, model): its ``method`` rows that have a score, every
     metric column with a known direction that some method has."""
     directions = metric_directions() if directions is None else directions
+    left_out = not_in_combined_rank()
     if img.empty:
         return []
     rows = img[img["kind"] == "method"]
@@ -198,6 +213,7 @@ def score_groups(img: pd.DataFrame, directions: dict[str, bool] | None = None) -
             str(dataset), str(model), methods,
             np.array([_reads_ground_truth(m) for m in methods], dtype=bool), cols,
             np.array([directions[c] for c in cols], dtype=bool), images, cube,
+            np.array([c not in left_out for c in cols], dtype=bool),
         ))  # fmt: skip
     return groups
 
