@@ -225,6 +225,7 @@ def _sanity(c: MetricContext) -> torch.Tensor:
     if k == 0:
         return out
     kw = {"masks": c.masks[:k]} if c.method.needs_masks else {}
+    kw["indices"] = torch.arange(c.start, c.start + k)
     rand = randomised_model(c.model, seed=c.settings.get("seed", 0))
     out[:k] = sanity_spearman(
         c.method, c.model, c.images[:k], c.targets[:k], maps=c.saliency[:k], random_model=rand,
