@@ -2,17 +2,16 @@
 ``deeplift`` (captum), ``gradcam++`` and ``scorecam`` (on the Grad-CAM layer, as ``gradcam``).
 
 Sampled methods (SmoothGrad, GradientSHAP) draw their noise, baselines and interpolation points
-from the counter-based generator of the gate optimiser (:func:`nicebench.gates.uniform`), keyed by
-a per-image seed from the image's content and ``seed`` (:func:`nicebench.gates.content_seed`): the
-draws are reproducible and an image gets the same map alone or in any batch. The gradients of all
-samples of all images go through captum's :class:`~captum.attr.Saliency` in chunks of
-``internal_batch_size`` model inputs.
+from a generator seeded per image and call by the image's content and ``seed``
+(:func:`nicebench.gates.content_seed`, as ``nice-opt`` seeds its gate noise): the draws are
+reproducible, ignore the global RNG, and an image gets the same map alone or in any batch. The
+gradients of all samples of all images go through captum's :class:`~captum.attr.Saliency` in
+chunks of ``internal_batch_size`` model inputs.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
@@ -21,27 +20,33 @@ from captum.attr import DeepLift, LayerActivation, LayerAttribution, Saliency
 from torch import nn
 
 from nicebench import Method, MethodError, register_method
-from nicebench.gates import content_seed, uniform
+from nicebench.gates import content_seed
 from nicebench.metrics.faithfulness import substrate_image
 from nicebench.models import last_conv_layer
 
 __all__ = [
     "SmoothGrad", "GradientShapMethod", "DeepLiftMethod", "GradCAMPlusPlus", "ScoreCAM",
-    "gaussian_noise", "gradcam_pp_weights", "scorecam_masks",
+    "image_generators", "gaussian_noise", "gradcam_pp_weights", "scorecam_masks",
 ]  # fmt: skip
 
 BASELINE_KINDS = ("black", "white", "mean", "blur")
 
 
-def gaussian_noise(seeds: torch.Tensor, offset: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """Standard normal noise ``[B, *shape]``: image ``b``'s draw is a pure function of
-    ``(seeds[b], offset, element index)`` (Box–Muller on :func:`nicebench.gates.uniform`)."""
-    n = math.prod(shape)
-    index = torch.arange(n, device=seeds.device, dtype=torch.int64)
-    u1 = uniform(seeds[:, None], 2 * offset, index)
-    u2 = uniform(seeds[:, None], 2 * offset + 1, index)
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
-    return z.view(len(seeds), *shape)
+def image_generators(images: torch.Tensor, seed: int) -> list[torch.Generator]:
+    """One generator per image on the images' device, seeded by the image's content and ``seed``
+    (:func:`nicebench.gates.content_seed`)."""
+    out = []
+    for s in content_seed(images, seed).tolist():
+        g = torch.Generator(device=images.device)
+        g.manual_seed(int(s))
+        out.append(g)
+    return out
+
+
+def gaussian_noise(gens: list[torch.Generator], shape: tuple[int, ...],
+                   device: torch.device) -> torch.Tensor:  # fmt: skip
+    """Standard normal noise ``[B, *shape]``, image ``b``'s from ``gens[b]``."""
+    return torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
 
 
 def _check_positive(name: str, **values: float) -> None:
@@ -78,8 +83,8 @@ class SmoothGrad(Method):
 
     def attribute(self, images, targets, **kw):
         b, s = len(images), self.n_samples
-        seeds = content_seed(images, self.seed)
-        noise = torch.stack([gaussian_noise(seeds, k, images.shape[1:]) for k in range(s)], 1)
+        gens = image_generators(images, self.seed)
+        noise = gaussian_noise(gens, (s, *images.shape[1:]), images.device)  # [B, S, C, H, W]
         x = (images[:, None] + self.stdevs * noise).flatten(0, 1)  # [B·S, C, H, W], image-major
         grads = _gradients(self.model, x, targets.repeat_interleave(s), self.internal_batch_size,
                            absolute=True)  # fmt: skip
@@ -128,19 +133,18 @@ class GradientShapMethod(Method):
         self.internal_batch_size = int(internal_batch_size)
 
     def attribute(self, images, targets, **kw):
-        b, s = len(images), self.n_samples
-        seeds = content_seed(images, self.seed)
+        b, s, dev = len(images), self.n_samples, images.device
+        gens = image_generators(images, self.seed)
         bases = torch.stack([baseline_images(self.model, images, k) for k in self._kinds], 1)
-        # per image and sample: which baseline (offset 0), α (offset 1); noise from offset 2 on
-        sample = torch.arange(s, device=images.device)
-        pick = (uniform(seeds[:, None], 0, sample) * len(self._kinds)).long()
-        pick = pick.clamp_(max=len(self._kinds) - 1)  # [B, S]
-        alpha = uniform(seeds[:, None], 1, sample)[..., None, None, None]  # [B, S, 1, 1, 1]
-        base = bases[torch.arange(b, device=images.device)[:, None], pick]  # [B, S, C, H, W]
+        # per image and sample: which baseline, α ~ U(0, 1), then the noise
+        pick = torch.stack([torch.randint(len(self._kinds), (s,), generator=g, device=dev)
+                            for g in gens])  # fmt: skip
+        alpha = torch.stack([torch.rand(s, generator=g, device=dev) for g in gens])
+        alpha = alpha[..., None, None, None]  # [B, S, 1, 1, 1]
+        base = bases[torch.arange(b, device=dev)[:, None], pick]  # [B, S, C, H, W]
         x = images[:, None].expand_as(base)
         if self.stdevs > 0:
-            noise = [gaussian_noise(seeds, 1 + k, images.shape[1:]) for k in range(s)]
-            x = x + self.stdevs * torch.stack(noise, 1)
+            x = x + self.stdevs * gaussian_noise(gens, (s, *images.shape[1:]), dev)
         point = (base + alpha * (x - base)).flatten(0, 1)
         grads = _gradients(self.model, point, targets.repeat_interleave(s),
                            self.internal_batch_size, absolute=False)  # fmt: skip

