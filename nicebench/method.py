@@ -114,7 +114,8 @@ class Method:
         """Saliency ``[B,1,H,W]`` (or ``[B,C,H,W]``, ``[B,H,W]``) of ``images`` for ``targets``.
 
         The one function a new method overrides. ``images`` are on :attr:`device`, in [0, 1].
-        A ``needs_indices`` method also gets ``indices``: the images' dataset indices, int64 ``[B]`` on the CPU.
+        A ``needs_indices`` method also gets ``indices``, the images' dataset indices (int64
+        ``[B]`` on the CPU).
         """
         raise NotImplementedError(f"{type(self).__name__} must override attribute()")
 
@@ -171,6 +172,7 @@ class Method:
             if indices.numel() != b:
                 raise MethodError(f"{self.name}: {indices.numel()} indices for {b} images")
             kwargs["indices"] = indices
+        targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
         if targets.numel() == 1 and b > 1:
             targets = targets.expand(b)
         if targets.numel() != b:
