@@ -254,13 +254,13 @@ class GradCAMPlusPlus(_CamMethod):
 
 
 def scorecam_masks(acts: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score-CAM's masks ``[B,K,H,W]``: each channel bilinearly upsampled to ``size`` and min–max
-    normalised to [0, 1]; and which channels are not constant (``[B,K]`` bool; a constant
-    channel gives no mask and its weight is 0, as in the authors' code)."""
+    """Score-CAM's masks: each activation map ``[N,1,h,w]`` bilinearly upsampled to ``size`` and
+    min–max normalised to [0, 1]; and which are not constant (``[N]`` bool: a constant map gives
+    no mask and its weight is 0, as in the authors' code)."""
     up = F.interpolate(acts, size=size, mode="bilinear", align_corners=False)
-    lo = up.flatten(2).amin(2)[..., None, None]
-    hi = up.flatten(2).amax(2)[..., None, None]
-    live = (hi > lo)[..., 0, 0]
+    lo = up.flatten(1).amin(1)[:, None, None, None]
+    hi = up.flatten(1).amax(1)[:, None, None, None]
+    live = (hi > lo).flatten()
     return (up - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi)), live
 
 
@@ -288,14 +288,17 @@ class ScoreCAM(_CamMethod):
         b, c, h, w = images.shape
         acts = LayerActivation(self.model, self._layer()).attribute(images).detach().float()
         k = acts.shape[1]
-        masks, live = scorecam_masks(acts, (h, w))  # [B,K,H,W]
         fill = substrate_image(self.model, images, self.baseline)
         scores = torch.zeros(b * k, device=images.device)
-        pairs = live.flatten().nonzero().squeeze(1)  # (image, channel) pairs with a mask
-        for lo in range(0, len(pairs), self.batch_size):
-            p = pairs[lo : lo + self.batch_size]
+        # (image, channel) pairs in chunks: masks are made per chunk (all at once would take
+        # B·K·H·W floats: 20 GB for 50 ResNet-50 images at 224 px)
+        for lo in range(0, b * k, self.batch_size):
+            p = torch.arange(lo, min(lo + self.batch_size, b * k), device=images.device)
             img, ch = p // k, p % k
-            m = masks[img, ch][:, None]
+            m, live = scorecam_masks(acts[img, ch][:, None], (h, w))
+            p, img, m = p[live], img[live], m[live]
+            if len(p) == 0:
+                continue
             x = m * images[img] + (1 - m) * fill[img]
             prob = F.softmax(self.model(x).float(), dim=1)
             scores[p] = prob.gather(1, targets[img, None]).squeeze(1)
