@@ -7,7 +7,7 @@ of zeros, then ones): the energy is
     − f_c(m ⊗ x) + λ_t · mean((sort(m) − r_a)²),      λ_t = regul · growth^t
 
 with ``growth`` chosen so that λ rises ×16.4 over ``steps`` (the paper's 1.0035 per step over 800
-steps). ``m ⊗ x`` is the blur perturbation: pixel ``u`` is taken from a pyramid of ``levels``
+steps) and λ₀ the paper's 300 at 224 px scaled with the image's area. ``m ⊗ x`` is the blur perturbation: pixel ``u`` is taken from a pyramid of ``levels``
 Gaussian blurs of ``x`` (σ from ``max_blur`` down to 0) at level ``m(u)·(levels − 1)``, linearly
 interpolated. The mask is TorchRay's smooth mask: parameters ``p ∈ [0,1]`` on a grid of spacing
 ``step`` px, each pixel taking the smooth maximum (softmax pooling, coldness 20) of the nearby
@@ -127,26 +127,29 @@ class Extremal(Method):
     ``areas`` (``"+"``-joined shares, or a list) of the optimised masks.
 
     Parameters: ``areas``, ``steps`` (SGD steps; the paper: 800), ``lr`` (the paper: 0.01 for 800
-    steps), ``regul`` (λ₀, the paper's 300), ``step``/``sigma``/``max_blur`` (px; None: the paper's
-    7/21/20 px at 224 scaled), ``levels`` (blur pyramid levels, 8), ``jitter``, ``precision``
+    steps at 224 px), ``regul`` (λ₀; None: the paper's 300 at 224 px scaled with the image's
+    area, as the area term is a mean over pixels and the reward is not: 24.5 at 64 px; the
+    unscaled 300 there lets the area term win and the masks keep no evidence),
+    ``step``/``sigma``/``max_blur`` (px; None: the paper's 7/21/20 px at 224 scaled), ``levels``
+    (blur pyramid levels, 8), ``jitter``, ``precision``
     (``"auto"``: bf16 autocast on CUDA and on CPUs with native bf16, as ``nice-opt``).
     """
 
     needs_gradients = True
-    quick_params = {"steps": 3, "areas": "0.1", "precision": "fp32"}
+    quick_params = {"steps": 3, "areas": "0.1", "regul": 300.0, "precision": "fp32"}
 
     def __init__(self, model, *, areas: str | float | tuple = "0.05+0.1+0.2", steps: int = 300,
-                 lr: float = 0.03, regul: float = 300.0, step: int | None = None,
+                 lr: float = 0.1, regul: float | None = None, step: int | None = None,
                  sigma: float | None = None, max_blur: float | None = None, levels: int = 8,
                  jitter: bool = True, precision: str = "auto"):  # fmt: skip
         super().__init__(model)
         self._areas = _areas(areas)
         self.areas = areas if isinstance(areas, str | int | float) else "+".join(map(str, areas))
-        if steps < 1 or levels < 2 or lr <= 0 or regul < 0:
+        if steps < 1 or levels < 2 or lr <= 0 or (regul is not None and regul < 0):
             raise MethodError("extremal: steps >= 1, levels >= 2, lr > 0, regul >= 0")
         if precision not in PRECISIONS:
             raise MethodError(f"extremal: precision must be one of {PRECISIONS}")
-        self.steps, self.lr, self.regul, self.levels = int(steps), float(lr), float(regul), levels
+        self.steps, self.lr, self.regul, self.levels = int(steps), float(lr), regul, levels
         self.step, self.sigma, self.max_blur = step, sigma, max_blur
         self.jitter, self.precision = bool(jitter), precision
 
@@ -173,6 +176,8 @@ class Extremal(Method):
         p = torch.ones(b * na, 1, math.ceil(h / step), math.ceil(w / step), device=dev)
         buf = torch.zeros_like(p)
         growth = LAMBDA_RISE ** (1 / self.steps)
+        # the area term is a mean over pixels, the reward is not: λ₀ scales with the image's area
+        regul = self.regul if self.regul is not None else 300.0 * h * w / 224**2
         bf16 = self._bf16(dev)
         for t in range(self.steps):
             p.requires_grad_(True)
@@ -183,7 +188,7 @@ class Extremal(Method):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = self.model(x)
             reward = logits.float().gather(1, y[:, None]).squeeze(1)
-            lam = self.regul * growth**t
+            lam = regul * growth**t
             energy = (-reward + lam * area_loss(m, areas)).sum()
             (g,) = torch.autograd.grad(energy, p)
             with torch.no_grad():

@@ -216,8 +216,9 @@ def test_extremal_finds_a_planted_object():
     for b, (y0, x0) in enumerate([(3, 19), (18, 4)]):
         obj[b, 0, y0 : y0 + side, x0 : x0 + side] = True
     images = torch.where(obj, checker.expand_as(images), images)
+    # this model's reward is large (100 × the energy): the area weight of 224 px, not 32 px's
     m = nb.create_method("extremal", _HighFrequency(), areas="0.1", steps=40, lr=0.1,
-                         precision="fp32")  # fmt: skip
+                         regul=300.0, precision="fp32")  # fmt: skip
     sal = m.explain(images, torch.zeros(2, dtype=torch.long))
     share = (sal * obj).flatten(1).sum(1) / sal.flatten(1).sum(1)
     assert (share > 0.6).all(), share  # the object is 10 % of the image
