@@ -6,7 +6,7 @@ B images in inference mode — the forward passes the definition needs and no mo
 ``t(forwards) / t(deletion)`` is 1.0 at the limit; it can pass 1 where the engine's chunks run
 faster per image than batch B. Both arms alternate, best of ``--repeats``; same device, dtype and
 memory format. Models: the scenes-64 classifier's architecture (scenecnn, weights drawn from seed
-0: speed does not depend on training) and a torchvision ResNet (random init) at 224 px,
+0: speed does not depend on training; channels-last on a CPU, as ``nb.load_model`` runs it) and a torchvision ResNet (random init) at 224 px,
 channels-last on a GPU.
 
     python bench/deletion_engine.py [--device cpu|cuda] [--batches 16 64 256] [--n-steps 16]
@@ -80,7 +80,8 @@ def main() -> None:
            "torch": torch.__version__, "n_steps": args.n_steps, "models": {}}  # fmt: skip
 
     ds = nb.load_dataset("scenes", split="test", size=64, n=max(args.batches))
-    small = build_arch("scenecnn", ds, seed=0).to(device).eval()
+    # as nb.load_model runs it: channels-last on a CPU (where it is faster), NCHW on a GPU
+    small = build_arch("scenecnn", ds, seed=0).to(device).eval().use_channels_last(not gpu)
     x = torch.stack([ds[i][0] for i in range(len(ds))]).to(device)
     out["models"]["scenecnn-64"] = [
         _ratio(small, x[:b], args.n_steps, device, args.repeats) for b in args.batches

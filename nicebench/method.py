@@ -30,6 +30,8 @@ class Method:
     - ``deterministic``: the same inputs give the same map.
     - ``uses_model``: the map depends on the classifier (False for sanity baselines).
     - ``needs_masks``: ``attribute`` needs the ground-truth masks (``oracle``).
+    - ``needs_indices``: ``attribute`` needs the dataset (global) indices of the images it
+      explains, ``explain(..., indices=...)`` (``precomputed``: maps looked up by image index).
     - ``gate_mask``: the method has a binary gate mask of its own (:meth:`binary_mask`) and a
       masked input (:meth:`composite`): the compression track codes that mask as one operating
       point, and ``mask_share``/``masked_accuracy`` apply (subclass
@@ -51,6 +53,7 @@ class Method:
     deterministic: ClassVar[bool] = True
     uses_model: ClassVar[bool] = True
     needs_masks: ClassVar[bool] = False
+    needs_indices: ClassVar[bool] = False
     gate_mask: ClassVar[bool] = False
     masked_input: ClassVar[bool] = False
     quick_params: ClassVar[dict[str, Any]] = {}
@@ -111,6 +114,8 @@ class Method:
         """Saliency ``[B,1,H,W]`` (or ``[B,C,H,W]``, ``[B,H,W]``) of ``images`` for ``targets``.
 
         The one function a new method overrides. ``images`` are on :attr:`device`, in [0, 1].
+        A ``needs_indices`` method also gets ``indices``, the images' dataset indices (int64
+        ``[B]`` on the CPU).
         """
         raise NotImplementedError(f"{type(self).__name__} must override attribute()")
 
@@ -143,9 +148,18 @@ class Method:
         raise MethodError(f"{self.name}: has no masked input of its own (masked_input=False)")
 
     def explain(
-        self, images: torch.Tensor, targets: torch.Tensor | list[int] | int, **kwargs: Any
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor | list[int] | int,
+        *,
+        indices: torch.Tensor | list[int] | None = None,
+        **kwargs: Any,
     ) -> torch.Tensor:
-        """Saliency maps, float32 ``[B,1,H,W]`` on the images' device; higher = more important."""
+        """Saliency maps, float32 ``[B,1,H,W]`` on the images' device; higher = more important.
+
+        ``indices``: the images' indices in the dataset (the runner passes them for every batch);
+        handed on to :meth:`attribute` only for ``needs_indices`` methods, which require them.
+        """
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
             raise MethodError(f"{self.name}: images must be a [B,C,H,W] tensor, got {shape}")
@@ -157,6 +171,14 @@ class Method:
                 "use it on a dataset that has them"
             )
         b, _, h, w = images.shape
+        if self.needs_indices:
+            if indices is None:
+                raise MethodError(f"{self.name}: needs the images' dataset indices "
+                                  "(explain(images, targets, indices=...))")  # fmt: skip
+            indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1).cpu()
+            if indices.numel() != b:
+                raise MethodError(f"{self.name}: {indices.numel()} indices for {b} images")
+            kwargs["indices"] = indices
         targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
         if targets.numel() == 1 and b > 1:
             targets = targets.expand(b)

@@ -318,8 +318,9 @@ def _explain(cell: Cell, res: CellResult, method: Method, images, targets, masks
     maps = []
     for i in range(0, len(images), cell.batch_size):
         kw = {"masks": masks[i : i + cell.batch_size]} if method.needs_masks else {}
+        idx = torch.arange(cell.start + i, cell.start + min(i + cell.batch_size, len(images)))
         maps.append(method.explain(images[i : i + cell.batch_size], targets[i : i + cell.batch_size],
-                                   **kw))  # fmt: skip
+                                   indices=idx, **kw))  # fmt: skip
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         res.peak_mem_mb = torch.cuda.max_memory_allocated() / 2**20

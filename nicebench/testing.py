@@ -19,8 +19,8 @@ from .learned import LearnedMethod
 from .method import Method, MethodError
 from .models import build_arch
 
-FLAGS = ("learns", "needs_gradients", "deterministic", "uses_model", "needs_masks", "gate_mask",
-         "masked_input")  # fmt: skip
+FLAGS = ("learns", "needs_gradients", "deterministic", "uses_model", "needs_masks",
+         "needs_indices", "gate_mask", "masked_input")  # fmt: skip
 
 __all__ = [
     "ContractError", "check_method", "check_gate_method", "check_dataset", "check_codec",
@@ -53,9 +53,10 @@ def tiny_setup(size: int = 32, n: int = 6, seed: int = 0) -> tuple[nn.Module, Be
     return model, ds
 
 
-def _explain(method: Method, images, targets, masks):
+def _explain(method: Method, images, targets, masks, start: int = 0):
+    """``method.explain`` with the masks it needs and the dataset indices ``start, start+1, …``."""
     kw = {"masks": masks} if method.needs_masks else {}
-    return method.explain(images, targets, **kw)
+    return method.explain(images, targets, indices=torch.arange(start, start + len(images)), **kw)
 
 
 def check_method(
@@ -73,8 +74,9 @@ def check_method(
     gives its map in the batch); determinism (when ``deterministic``); honest flags
     (``uses_model=False`` ⇒ the map ignores the classifier, ``uses_model=True`` ⇒ it doesn't for
     methods that don't learn; ``needs_gradients=False`` ⇒ works under ``torch.inference_mode``;
-    ``needs_masks`` ⇒ a clear error without masks; a learned method's ``refit_on`` fits on another
-    classifier). Uses a tiny untrained scenes classifier unless
+    ``needs_masks`` ⇒ a clear error without masks, likewise ``needs_indices`` without the images'
+    dataset indices, which it passes as ``0..n-1``: the dataset's first ``n`` images; a learned
+    method's ``refit_on`` fits on another classifier). Uses a tiny untrained scenes classifier unless
     ``model``/``dataset`` are given, and ``cls.quick_params`` merged under ``params``.
     """
     if isinstance(cls, str):
@@ -128,6 +130,7 @@ def check_method(
                 images[i : i + 1],
                 labels[i : i + 1],
                 None if masks is None else masks[i : i + 1],
+                start=i,
             )  # fmt: skip
             for i in range(n)
         ]
@@ -150,6 +153,14 @@ def check_method(
             pass
         else:
             raise ContractError(f"{name}: needs_masks=True but explain() worked without masks")
+    if cls.needs_indices:
+        kw = {"masks": masks} if cls.needs_masks else {}
+        try:
+            method.explain(images, labels, **kw)
+        except MethodError:
+            pass
+        else:
+            raise ContractError(f"{name}: needs_indices=True but explain() worked without indices")
 
     other = copy.deepcopy(model)
     torch.manual_seed(12345)

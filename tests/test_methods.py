@@ -21,7 +21,7 @@ def test_core_method_contract(name):
 def test_every_registered_method_passes_contract():
     """Plugins added by other modules (learned methods included) keep the contract too."""
     for name in nb.list_methods():
-        if name in CORE_METHODS:
+        if name in CORE_METHODS or name == "precomputed":  # needs a maps file: its own test
             continue
         assert check_method(name)["ok"], name
 

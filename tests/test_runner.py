@@ -357,6 +357,7 @@ def test_gradcam_beats_random_on_scenes64(scenes64, tmp_path):
 TODAYS_DEFAULT_METHODS = [
     "random", "center", "edges", "oracle", "saliency", "ig", "occlusion", "gradcam", "lime",
     "rise:n_masks=500", "rtsal", "nice", "nice-opt",
+    "smoothgrad", "gradshap", "deeplift", "gradcam++", "scorecam",  # issue 14's comparison methods
 ]  # fmt: skip
 TODAYS_DEFAULT_CODECS = ["jpeg", "webp"]  # were methods; codecs are their own kind now
 TODAYS_DEFAULT_METRICS = [

@@ -108,6 +108,19 @@ class MetricContext:
         """The classes explained: the labels with ``settings["target"] == "label"``, else preds."""
         return self.labels if self.settings.get("target", "pred") == "label" else self.preds
 
+    def explain_kwargs(self, k: int | None = None) -> dict[str, Any]:
+        """What ``method.explain`` needs beside images and targets for the batch's first ``k``
+        images (all by default): the ground-truth ``masks`` for a ``needs_masks`` method, the
+        images' dataset ``indices`` for a ``needs_indices`` one. Metrics that explain again
+        (sanity, randomisation, sensitivity) pass these."""
+        k = len(self.images) if k is None else k
+        kw: dict[str, Any] = {}
+        if self.method.needs_masks:
+            kw["masks"] = self.masks[:k]
+        if self.method.needs_indices:
+            kw["indices"] = torch.arange(self.start, self.start + k)
+        return kw
+
     def gate_mask(self) -> torch.Tensor:
         """The method's binary gate mask (``binary_mask``), computed once per batch."""
         if "gate_mask" not in self.cache:
@@ -241,7 +254,7 @@ def _sanity(c: MetricContext) -> torch.Tensor:
     out = torch.full((len(c.images),), float("nan"))
     if k == 0:
         return out
-    kw = {"masks": c.masks[:k]} if c.method.needs_masks else {}
+    kw = c.explain_kwargs(k)
     rand = cached_randomised_model(c.model, seed=c.settings.get("seed", 0))
     out[:k] = sanity_spearman(
         lambda m: refit_for(c, m), c.model, c.images[:k], c.targets[:k], maps=c.saliency[:k],

@@ -116,7 +116,7 @@ def _cascade(c: MetricContext) -> tuple[torch.Tensor, torch.Tensor]:
         rho = torch.full((len(c.images), len(steps)), float("nan"))
         sim = rho.clone()
         if k:
-            kw = {"masks": c.masks[:k]} if c.method.needs_masks else {}
+            kw = c.explain_kwargs(k)
             r, s = cascade_similarity(lambda m: refit_for(c, m), c.model, c.images[:k],
                                       c.targets[:k], c.saliency[:k], steps,
                                       seed=int(c.settings.get("seed", 0)),
@@ -153,7 +153,7 @@ def _random_logit(c: MetricContext) -> torch.Tensor:
     out = torch.full((len(c.images),), float("nan"))
     if k == 0:
         return out
-    kw = {"masks": c.masks[:k]} if c.method.needs_masks else {}
+    kw = c.explain_kwargs(k)
     other = random_other_class(c.targets[:k], _num_classes(c.model, c.images), c.start,
                                int(c.settings.get("seed", 0)))  # fmt: skip
     maps = c.method.explain(c.images[:k], other.to(c.targets.device), **kw)

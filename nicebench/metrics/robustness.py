@@ -121,11 +121,12 @@ def infidelity(
 def sensitivity_max(
     explain: Callable[..., torch.Tensor], images: torch.Tensor, targets: torch.Tensor, *,
     maps: torch.Tensor | None = None, radius: float = 0.02, n_samples: int = 10, seed: int = 0,
-    max_examples_per_batch: int = 1024, masks: torch.Tensor | None = None,
+    max_examples_per_batch: int = 1024, explain_kwargs: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """captum's max-sensitivity ``[B]`` of ``explain(images, targets[, masks=…])`` under uniform
-    L∞ perturbations of radius ``radius``. ``maps``: the maps of the unperturbed ``images``
-    when already computed (captum would explain them again)."""
+    """captum's max-sensitivity ``[B]`` of ``explain(images, targets, **explain_kwargs)`` under
+    uniform L∞ perturbations of radius ``radius``; ``explain_kwargs`` (per-image tensors such as
+    ``masks`` or ``indices``) follow each image into its perturbed copies. ``maps``: the maps of
+    the unperturbed ``images`` when already computed (captum would explain them again)."""
     b = len(images)
 
     def explanation(x: torch.Tensor | tuple, target: torch.Tensor) -> torch.Tensor | tuple:
@@ -133,7 +134,8 @@ def sensitivity_max(
             return (explanation(x[0], target),)
         if maps is not None and x is images:
             return maps.to(images.device)
-        kw = {} if masks is None else {"masks": masks.repeat_interleave(len(x) // b, 0)}
+        kw = {name: v.repeat_interleave(len(x) // b, 0)
+              for name, v in (explain_kwargs or {}).items()}  # fmt: skip
         return explain(x, target, **kw)
 
     gen = torch.Generator().manual_seed(int(seed))
@@ -169,7 +171,7 @@ def _sensitivity(c: MetricContext) -> torch.Tensor:
             radius=float(s.get("sensitivity_radius", 0.02)),
             n_samples=int(s.get("sensitivity_samples", 10)), seed=_seed(c),
             max_examples_per_batch=int(s.get("max_examples_per_batch", 1024)),
-            masks=c.masks[:k] if c.method.needs_masks else None,
+            explain_kwargs=c.explain_kwargs(k),
         ).cpu()  # fmt: skip
     return out
 
