@@ -228,10 +228,13 @@ def saliency_grid(store: RunStore, dataset: str, model: str = "default",
     ncols, nrows = len(methods) + 1, len(index)
     has_gate = any(m in {k[0] for k in gate} for m in methods)
     legend = 0.25 if (gt or has_gate) else 0.0
-    titles = [wrap_label(m, 12 if ncols > 8 else 16) for m in methods]
+    # many columns are too narrow for level titles: tilt them (one line each) instead
+    tilted = ncols > 12
+    titles = [wrap_label(m, 24 if tilted else 12 if ncols > 8 else 16) for m in methods]
     title_lines = max(t.count("\n") + 1 for t in titles)
+    top = 0.3 + (0.1 * title_lines + 0.4 if tilted else 0.1 * title_lines)
     with style.context():
-        fig, axes = _image_grid(nrows, ncols, top=0.3 + 0.1 * title_lines, bottom=legend)
+        fig, axes = _image_grid(nrows, ncols, top=top, bottom=legend)
         for r, i in enumerate(index):
             image = images[i]
             ax = axes[r, 0]
@@ -252,7 +255,12 @@ def saliency_grid(store: RunStore, dataset: str, model: str = "default",
                     _outline(ax, gate[(method, i)], _GATE_OUTLINE, "--")
         axes[0, 0].set_title("image", fontsize=6, pad=2)
         for c, title in enumerate(titles, start=1):
-            axes[0, c].set_title(title, fontsize=6, pad=2, linespacing=1.0)
+            if tilted:
+                axes[0, c].text(0.3, 1.04, title, transform=axes[0, c].transAxes, fontsize=6,
+                                rotation=40, ha="left", va="bottom", linespacing=1.0,
+                                rotation_mode="anchor")  # fmt: skip
+            else:
+                axes[0, c].set_title(title, fontsize=6, pad=2, linespacing=1.0)
         fig.suptitle(f"Saliency maps, {_where(dataset, model)} (each stretched min to max)",
                      y=1.0, va="top")  # fmt: skip
         handles = []
