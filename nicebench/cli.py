@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 # MKL (torch's CPU BLAS) may use fewer threads than asked when the machine is busy
-# (MKL_DYNAMIC), which changes the order of its sums: a cell recomputed on a quiet machine then
-# differs in the last bits from one computed under load (seen by `nicebench verify`). Fixed thread
-# counts keep a run bit-reproducible for its thread count; set before torch's first BLAS call.
+# (MKL_DYNAMIC), which would change the order of its sums and so the last bits of a cell computed
+# under load. A fixed thread count keeps a run bit-reproducible for its thread count (what
+# `nicebench verify` checks); set before torch's first BLAS call.
 os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
 __all__ = ["main"]

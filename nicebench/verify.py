@@ -11,6 +11,10 @@
    each stored value compared bit for bit: per-image values, per-cell values, tables and the
    arrays kept for figures (timings are not compared).
 
+The audit covers the cells of the run directory's latest run (the cells its tables, figures and
+report show); cells that only earlier runs in the same directory computed are history, counted
+and named as such but not audited (an older store that recorded no run's cells: every cell).
+
 Cells are rebuilt from their stored spec: its ``cell`` entry (written since this module exists)
 holds the exact plugin specs, the reference codec and the batch size; for older stores the spec's
 strings are parsed and the reference codec is the run config's codec whose key matches.
@@ -44,6 +48,7 @@ class VerifyReport:
     code: str = ""
     other_code: list[tuple[str, str, str]] = field(default_factory=list)  # key, cell, its code
     bad_keys: list[tuple[str, str, str]] = field(default_factory=list)  # key, cell, why
+    history: int = 0  # cells only earlier runs computed (not audited)
     sampled: list[tuple[str, str, bool, str]] = field(default_factory=list)  # key, cell, same, note
 
     @property
@@ -60,6 +65,9 @@ class VerifyReport:
         good = self.n_cells - len(self.bad_keys) - len(self.other_code)
         out.append(f"cell keys: {good} of {self.n_cells} cells match their spec and the installed "
                    f"code ({self.code}); {self.n_finished} finished ok")  # fmt: skip
+        if self.history:
+            out.append(f"  {self.history} cells of earlier runs in this directory, not in its "
+                       "latest run, are not audited")  # fmt: skip
         for key, label, why in self.bad_keys:
             out.append(f"  KEY MISMATCH {label} [{key}]: {why}")
         for key, label, code in self.other_code:
@@ -236,7 +244,12 @@ def verify_run(run_dir: str | Path, sample: int = 5, seed: int = 0) -> VerifyRep
             return report
         conn.row_factory = sqlite3.Row
         rows = [dict(r) for r in conn.execute("SELECT * FROM cells ORDER BY rowid")]
-        runs = [dict(r) for r in conn.execute("SELECT config, versions FROM runs ORDER BY rowid")]
+        runs = [dict(r) for r in conn.execute("SELECT * FROM runs ORDER BY rowid")]
+        latest = runs[-1].get("cells") if runs else None
+        if latest:  # audit the latest run's cells; earlier runs' are history
+            keep = set(json.loads(latest))
+            report.history = sum(r["key"] not in keep for r in rows)
+            rows = [r for r in rows if r["key"] in keep]
         conn.row_factory = None
         configs = [json.loads(r["config"]) for r in runs]
         report.n_cells = len(rows)

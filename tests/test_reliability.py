@@ -458,3 +458,27 @@ def test_stored_arrays_never_unpickle():
     np.save(buf, np.array([{"run": "os.system"}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="allow_pickle"):
         unpack(buf.getvalue())
+
+
+def test_verify_audits_the_latest_run_not_earlier_runs_in_the_directory(tiny_scenes, tmp_path,
+                                                                         monkeypatch):
+    """A run directory keeps the cells of earlier runs (by other code, say) beside its latest
+    run's: verify audits the latest run's cells (what the tables show) and names the rest as
+    history, so a directory rerun after a code change passes; one whose latest run has a cell by
+    other code still fails."""
+    from nicebench import runner
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(runner, "code_version", lambda: "0123456789ab")
+    run(_cfg(out, "center"), progress=False)  # an earlier run by other code
+    monkeypatch.undo()
+    run(_cfg(out, "edges"), progress=False)  # the latest run, by the installed code
+    code, text = _verify_cli(out, "--sample", "5")
+    assert code == 0, text
+    assert "1 cells of earlier runs in this directory, not in its latest run, are not audited" \
+        in text and "computed by other code" not in text and text.count("identical") == 1  # fmt: skip
+    monkeypatch.setattr(runner, "code_version", lambda: "0123456789ab")
+    run(_cfg(out, "center"), progress=False)  # the latest run is now the other code's
+    monkeypatch.undo()
+    code, text = _verify_cli(out, "--sample", "5")
+    assert code == 1 and "computed by other code" in text, text
