@@ -456,3 +456,60 @@ def test_maps_are_stretched_min_to_max_of_their_positive_part():
     signed = np.array([[-1.0, 0.0], [0.5, 1.0]], dtype=np.float16)  # negative evidence: 0
     np.testing.assert_allclose(F._stretched(signed), [[0, 0], [0.5, 1]])
     assert not F._stretched(np.zeros((2, 2), np.float16)).any()
+
+
+@pytest.fixture(scope="module")
+def cascade_run(tiny_scenes, tmp_path_factory):
+    """A tiny run with the full cascade: random (ignores the model) and two gradient methods."""
+    out = tmp_path_factory.mktemp("cascaderun")
+    cfg = RunConfig(
+        datasets=parse_specs(TINY), methods=parse_specs(["random", "saliency", "gradcam"]),
+        codecs=[], n_images=6, shard_size=6, batch_size=6, out=str(out),
+        metrics=["cascade_spearman", "cascade_ssim"],
+        settings={"cascade": "every", "sanity_images": 4},
+    )  # fmt: skip
+    summary = run(cfg, progress=False)
+    assert not summary.failed, summary.failed
+    store = RunStore(out)
+    yield out, store
+    store.close()
+
+
+def test_cascade_figure_draws_the_similarity_per_layer(cascade_run):
+    from nicebench.metrics.sanity import parametrised_layers
+    from nicebench.models import load_model
+
+    out, store = cascade_run
+    fig = F.cascade_figure(store)
+    axes = np.array(fig.axes).reshape(2, -1)
+    assert axes.shape == (2, 1)  # Spearman and SSIM; one dataset
+    n_layers = len(parametrised_layers(load_model("scenes", **TINY_SCENES)))
+    curves = store.artifacts("curve/cascade_%")
+    for ax, name in zip(axes[:, 0], ["cascade_spearman", "cascade_ssim"], strict=True):
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert ticks == [str(k) for k in range(1, n_layers)] + [f"all ({n_layers})"]
+        lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+        assert list(lines) == ["random", "saliency", "gradcam"]
+        for method, line in lines.items():
+            kept = curves[(curves.name == f"curve/{name}") & (curves.method == method)]
+            data = np.stack(kept.sort_values("image_index")["array"].to_list()).astype(float)
+            assert len(data) == 4  # the sanity images only
+            data = data[np.isfinite(data).all(1)]  # a constant map has no Spearman: left out
+            assert len(data) >= 1
+            np.testing.assert_allclose(line.get_ydata(), data.mean(0), atol=1e-6)
+        # a model-independent map is the same on every randomised model
+        np.testing.assert_allclose(lines["random"].get_ydata(), 1.0, atol=1e-6)
+        assert lines["saliency"].get_ydata()[-1] < 0.99  # gradients change with the weights
+    assert "cascade.png" in {p.name for p in F.write_figures(out, formats=("png",))}
+
+
+def test_cascade_ticks_follow_the_steps_setting():
+    assert F._cascade_ticks('{"settings": {}}', 3) == ["1", "3", "all"]
+    assert F._cascade_ticks('{"settings": {"cascade": "every"}}', 4) == ["1", "2", "3", "all (4)"]
+    assert F._cascade_ticks('{"settings": {"cascade": "2,all"}}', 2) == ["2", "all"]
+    assert F._cascade_ticks("not json", 2) == ["1", "2"]  # unknown: step numbers
+
+
+def test_no_cascade_figure_without_cascade_curves(tiny_run):
+    _, store, _ = tiny_run
+    assert F.cascade_figure(store) is None

@@ -8,6 +8,9 @@
   ground-truth outline, gate methods' binary masks outlined (:func:`saliency_grid`);
 - ``curves``: deletion and insertion, each method's mean curve with its 95% bootstrap band, one
   panel per dataset (:func:`curves_figure`);
+- ``cascade``: cascading model randomisation, each method's similarity (Spearman, SSIM of
+  ``|map|``) between the trained and the randomised model per number of top layers randomised
+  (:func:`cascade_figure`);
 - ``forest_<metric>``: per dataset each row's mean and 95% interval, sorted best first, baselines
   and codecs marked (:func:`forest_figure`);
 - ``rate_accuracy_<d>``: the compression track's operating points against the codecs' quality
@@ -57,6 +60,7 @@ __all__ = [
     "rate_accuracy_figure", "rate_accuracy_figures", "lambda_sweeps", "lambda_mask_grid",
     "lambda_tradeoff", "mixed_resolution_examples", "leaderboard_latex", "latex_columns",
     "run_palette", "wrap_label", "masked_view", "METRIC_LABELS", "rankings_figure",
+    "cascade_figure",
 ]  # fmt: skip
 
 # How a leaderboard column is named on an axis or in a table header.
@@ -291,6 +295,8 @@ def curves_figure(store: RunStore, keys: set[str] | None = None,
     if curves.empty:
         return None
     which = [w for w in which if (curves.name == f"curve/{w}").any()]
+    if not which:  # other metrics' curves only (e.g. the cascade's)
+        return None
     groups = _groups(curves)
     palette = palette or run_palette(store, keys)
     ncols, nrows = len(groups), len(which)
@@ -332,6 +338,88 @@ def curves_figure(store: RunStore, keys: set[str] | None = None,
         fig.legend(handles=list(handles.values()), labels=list(handles), loc="lower center",
                    ncol=ncol, bbox_to_anchor=(0.5, 0.0), handlelength=2.2)  # fmt: skip
         fig.tight_layout(rect=(0, (0.05 + 0.16 * rows) / height, 1, 1))
+    return fig
+
+
+# -- 2b. cascading randomisation -------------------------------------------------------------------
+_CASCADE = (("cascade_spearman", "Spearman of |map|"), ("cascade_ssim", "SSIM of |map|"))
+
+
+def _cascade_ticks(spec_json: str, n_steps: int) -> list[str]:
+    """The x tick labels of a cascade of ``n_steps`` steps from a cell's stored spec: the number
+    of top layers randomised at each step ("all" for the whole network)."""
+    try:
+        settings = json.loads(spec_json).get("settings", {})
+    except (TypeError, ValueError):
+        settings = {}
+    text = str(settings.get("cascade", "1,3,all")).strip().lower()  # the metric's default
+    if text == "every":
+        labels = [str(k) for k in range(1, n_steps + 1)]
+        return labels[:-1] + [f"all ({n_steps})"] if labels else labels
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    numbers = sorted({int(p) for p in parts if p.isdigit()})
+    labels = [str(k) for k in numbers] + (["all"] if "all" in parts else [])
+    return labels if len(labels) == n_steps else [str(k) for k in range(1, n_steps + 1)]
+
+
+def cascade_figure(store: RunStore, keys: set[str] | None = None,
+                   palette: Palette | None = None, n_boot: int = 1000) -> Figure | None:
+    """Cascading model randomisation (Adebayo et al. 2018), the similarity curve per layer: rows
+    Spearman and SSIM of ``|map|`` between the trained and the randomised model, columns one
+    panel per dataset (and classifier); x the number of top layers randomised (logits first),
+    each method's mean over the images the metric explained with its 95% bootstrap band.
+    ``None`` when the run kept no cascade curves."""
+    curves = store.artifacts("curve/cascade_%", keys)
+    curves = curves[curves.kind == "method"]
+    if curves.empty:
+        return None
+    which = [(n, label) for n, label in _CASCADE if (curves.name == f"curve/{n}").any()]
+    groups = _groups(curves)
+    palette = palette or run_palette(store, keys)
+    specs = store.cells(keys).set_index("key")["spec"]
+    with style.context():
+        fig, axes = plt.subplots(len(which), len(groups), squeeze=False, sharey=True,
+                                 figsize=(DOUBLE_COLUMN if len(groups) > 1 else SINGLE_COLUMN,
+                                          1.9 * len(which) + 0.9))  # fmt: skip
+        handles: dict[str, Line2D] = {}
+        for r, (name, label) in enumerate(which):
+            for c, (dataset, model) in enumerate(groups):
+                ax = axes[r, c]
+                part = curves[(curves.name == f"curve/{name}") & (curves.dataset == dataset)
+                              & (curves.model == model)]  # fmt: skip
+                ticks: list[str] = []
+                for method, g in part.groupby("method", sort=False):
+                    data = np.stack(g.sort_values("image_index")["array"].to_list()).astype(float)
+                    # images past sanity_images, or with a step undefined (a constant map has no
+                    # Spearman), are left out, as the column's mean over the steps leaves them
+                    data = data[np.isfinite(data).all(1)]
+                    if not len(data):
+                        continue
+                    mean, lo, hi = _bootstrap_band(data, n_boot=n_boot)
+                    x = np.arange(1, data.shape[1] + 1)
+                    st = palette.line(method)
+                    (line,) = ax.plot(x, mean, color=st["color"], ls=st["linestyle"], lw=1.0,
+                                      marker="o", ms=2.5, label=method)  # fmt: skip
+                    ax.fill_between(x, lo, hi, color=st["color"], alpha=0.08, lw=0)
+                    handles.setdefault(method, line)
+                    if not ticks:
+                        ticks = _cascade_ticks(specs.get(g["cell_key"].iloc[0], ""),
+                                               data.shape[1])  # fmt: skip
+                if ticks:
+                    ax.set_xticks(np.arange(1, len(ticks) + 1), ticks)
+                ax.axhline(0, color="0.6", lw=0.6)
+                ax.grid(True)
+                if r == 0:
+                    ax.set_title(_where(dataset, model))
+                if r == len(which) - 1:
+                    ax.set_xlabel("top layers randomised (logits first)")
+                if c == 0:
+                    ax.set_ylabel(f"{label}\ntrained vs randomised")
+        ncol = min(len(handles), 6 if len(groups) > 1 else 3)
+        rows = math.ceil(len(handles) / ncol)
+        fig.legend(handles=list(handles.values()), labels=list(handles), loc="lower center",
+                   ncol=ncol, bbox_to_anchor=(0.5, 0.0), handlelength=2.2)  # fmt: skip
+        fig.tight_layout(rect=(0, (0.05 + 0.16 * rows) / fig.get_figheight(), 1, 1))
     return fig
 
 
@@ -1051,6 +1139,7 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
             paths += _save(saliency_grid(store, dataset, model, keys), out,
                            f"saliency_grid_{tag}", formats)  # fmt: skip
         paths += _save(curves_figure(store, keys, palette=palette), out, "curves", formats)
+        paths += _save(cascade_figure(store, keys, palette=palette), out, "cascade", formats)
         for metric in forest_metrics(board):
             paths += _save(forest_figure(board, metric, palette, directions), out,
                            f"forest_{_safe(metric)}", formats)  # fmt: skip
