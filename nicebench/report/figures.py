@@ -73,6 +73,12 @@ METRIC_LABELS = {
     "compression_ratio": "Compression ratio", "bd_rate": "BD-rate", "bpp": "bpp",
     "accuracy_compressed": "Accuracy (coded)", "accuracy_original": "Accuracy",
     "payload_ratio": "Payload ratio", "combined_rank": "Combined rank",
+    "deletion_blur_auc": "Deletion AUC (blur fill)", "road_morf": "ROAD MoRF",
+    "road_lerf": "ROAD LeRF", "srg_mean": "SRG (mean fill)", "srg_blur": "SRG (blur fill)",
+    "srg_road": "SRG (ROAD fill)", "cascade_spearman": "Cascade (Spearman)",
+    "cascade_ssim": "Cascade (SSIM)", "random_logit": "Random logit",
+    "infidelity": "Infidelity", "sensitivity_max": "Sensitivity-max",
+    "sparseness": "Sparseness", "entropy": "Entropy",
 }  # fmt: skip
 # Leaderboard columns that describe the run rather than rank its rows
 _NOT_SCORES = {"n_images", "accuracy_original", "accuracy_reference", "operating_point",
@@ -948,7 +954,9 @@ def leaderboard_latex(board: pd.DataFrame, directions: dict[str, bool] | None = 
 HEADLINE_METRICS = ("deletion_auc", "insertion_auc")  # the pairwise panel's metric, first present
 _SHORT_METRIC = {"deletion_auc": "Deletion", "insertion_auc": "Insertion",
                  "pointing_game": "Pointing", "energy_pointing_game": "Energy pointing",
-                 "saliency_metric": "Saliency metric", "sanity_spearman": "Sanity"}  # fmt: skip
+                 "saliency_metric": "Saliency metric", "sanity_spearman": "Sanity",
+                 "deletion_blur_auc": "Deletion (blur)", "cascade_spearman": "Cascade ρ",
+                 "cascade_ssim": "Cascade SSIM"}  # fmt: skip
 
 
 def _tick_labels(labels: Sequence[str], width: int = 22) -> list[str]:
@@ -1054,8 +1062,8 @@ def rankings_figure(trust, dataset: str, model: str = "default",
                         ax2.text(j, i, f"{tmat[i, j]:.2f}", ha="center", va="center",
                                  fontsize=small, color="white" if abs(tmat[i, j]) > 0.7
                                  else "0.1")  # fmt: skip
-            ax2.set_xticks(range(len(names)), names, rotation=35, ha="right",
-                           rotation_mode="anchor")  # fmt: skip
+            ax2.set_xticks(range(len(names)), names, rotation=35 if len(names) <= 8 else 60,
+                           ha="right", rotation_mode="anchor")  # fmt: skip
             ax2.set_yticks(range(len(names)), names)
             ax2.tick_params(length=0)
             for spine in ax2.spines.values():
