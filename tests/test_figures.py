@@ -187,14 +187,21 @@ def test_rate_accuracy_points_and_fronts(tiny_run):
     labelled = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
     methods = set(points[points.kind == "method"].method)
     codecs = set(points[points.kind == "codec"].method)
-    assert set(labelled) == methods | {f"{c} (quality sweep)" for c in codecs} | {"reference image"}
+    assert set(labelled) == methods | {f"{c} (quality sweep)" for c in codecs} | {
+        "reference image", "1 point below it (headline)"}
     assert "on_front" in points  # the track marks each method's front: the front is the line
     for m in methods:
         line, on = labelled[m], points[(points.method == m) & points.on_front]
         assert line.get_linestyle() != "None"
         np.testing.assert_allclose(np.sort(line.get_xdata()), np.sort(on.ratio))
     assert ax.get_xlabel().startswith("bytes") and "accuracy" in ax.get_ylabel()
-    assert fig.get_figwidth() == SINGLE_COLUMN
+    # the second panel: the top 5 points of accuracy, where the headline is read, unlabelled
+    assert len(fig.axes) == 2 and fig.get_figwidth() == DOUBLE_COLUMN
+    ref = 100 * float(points[points.dataset == dataset].accuracy_reference.mean())
+    assert fig.axes[1].get_ylim()[0] == pytest.approx(ref - 5)
+    assert all(ln.get_label().startswith("_") for ln in fig.axes[1].get_lines())
+    one = F.rate_accuracy_figure(points, dataset, zoom=0)
+    assert len(one.axes) == 1 and one.get_figwidth() == SINGLE_COLUMN
     # points without a front (older runs): plain markers, every operating point drawn
     plain = points.drop(columns="on_front")
     fig = F.rate_accuracy_figure(plain, dataset)

@@ -505,50 +505,70 @@ def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = No
 
 # -- 4. rate–accuracy ------------------------------------------------------------------------------
 def rate_accuracy_figure(points: pd.DataFrame, dataset: str, model: str = "default",
-                         palette: Palette | None = None) -> Figure | None:
+                         palette: Palette | None = None, zoom: float = 5.0) -> Figure | None:
     """Bytes relative to the reference image (x) against the classifier's accuracy on the decoded
-    images (y), one panel. Codecs (``kind == "codec"``) in grey, one line style each; methods in
-    their colours. With an ``on_front`` column, each method's and codec's Pareto front is a line
-    and its other points are faint markers; without one, methods are plain markers and codecs a
-    line through their quality sweep. The reference accuracy is a dotted line."""
+    images (y). Codecs (``kind == "codec"``) in grey, one line style each; methods in their
+    colours. With an ``on_front`` column, each method's and codec's Pareto front is a line and its
+    other points are faint markers; without one, methods are plain markers and codecs a line
+    through their quality sweep. The reference accuracy is a dotted line and the headline's bar,
+    one point below it, a dashed one. With a reference accuracy and ``zoom`` > 0 a second panel
+    shows the top ``zoom`` points of accuracy (where the headline ratios are read), at the bytes
+    the points there need."""
     part = points[(points.dataset == dataset) & (points.model == model)] if len(points) else points
     if part.empty:
         return None
     palette = palette or Palette(part.loc[part.kind != "codec", "method"],
                                  part.loc[part.kind == "codec", "method"])  # fmt: skip
     front = "on_front" in part.columns
+    ref = float(part.accuracy_reference.mean()) if "accuracy_reference" in part else None
+    zoomed = ref is not None and zoom > 0 and np.isfinite(ref)
     with style.context():
-        n_entries = part.groupby(["method", "kind"]).ngroups + 1
-        legend_rows = math.ceil(n_entries / 3)
-        fig, ax = plt.subplots(figsize=(SINGLE_COLUMN, 2.6 + 0.15 * legend_rows))
+        n_entries = part.groupby(["method", "kind"]).ngroups + 1 + int(ref is not None)
+        ncol = 4 if zoomed else 3
+        legend_rows = math.ceil(n_entries / ncol)
+        fig, axes = plt.subplots(1, 2 if zoomed else 1, squeeze=False,
+                                 figsize=(DOUBLE_COLUMN if zoomed else SINGLE_COLUMN,
+                                          2.6 + 0.15 * legend_rows))  # fmt: skip
         order = sorted(part.groupby(["method", "kind"], sort=False).groups,
                        key=lambda mk: mk[1] == "codec")  # methods, then codecs
-        for method, kind in order:
-            pts = part[(part.method == method) & (part.kind == kind)]
-            pts = pts.sort_values("ratio")
-            st = palette.line(method, kind)
-            label = f"{method} (quality sweep)" if kind == "codec" else method
-            if front:
-                on = pts[pts.on_front.astype(bool)]
-                ax.plot(pts.ratio, 100 * pts.accuracy, st["marker"], color=st["color"],
-                        alpha=0.3, ms=3, lw=0)  # fmt: skip
-                ax.plot(on.ratio, 100 * on.accuracy, color=st["color"], ls=st["linestyle"],
-                        marker=st["marker"], ms=3.5, lw=1.0, label=label)  # fmt: skip
-            elif kind == "codec":
-                ax.plot(pts.ratio, 100 * pts.accuracy, color=st["color"], ls=st["linestyle"],
-                        lw=1.0, label=label)  # fmt: skip
-            else:
-                ax.plot(pts.ratio, 100 * pts.accuracy, st["marker"], color=st["color"], ms=3.5,
-                        lw=0, label=label)  # fmt: skip
-        if "accuracy_reference" in part:
-            ref = float(part.accuracy_reference.mean())
-            ax.axhline(100 * ref, color="0.5", ls=":", lw=0.8, label="reference image")
-        ax.set_xlabel("bytes / bytes of the reference image")
+        for i, ax in enumerate(axes[0]):
+            label = (lambda text: text) if i == 0 else (lambda text: f"_{text}")
+            for method, kind in order:
+                pts = part[(part.method == method) & (part.kind == kind)]
+                pts = pts.sort_values("ratio")
+                st = palette.line(method, kind)
+                name = label(f"{method} (quality sweep)" if kind == "codec" else method)
+                if front:
+                    on = pts[pts.on_front.astype(bool)]
+                    ax.plot(pts.ratio, 100 * pts.accuracy, st["marker"], color=st["color"],
+                            alpha=0.3, ms=3, lw=0)  # fmt: skip
+                    ax.plot(on.ratio, 100 * on.accuracy, color=st["color"], ls=st["linestyle"],
+                            marker=st["marker"], ms=3.5, lw=1.0, label=name)  # fmt: skip
+                elif kind == "codec":
+                    ax.plot(pts.ratio, 100 * pts.accuracy, color=st["color"], ls=st["linestyle"],
+                            lw=1.0, label=name)  # fmt: skip
+                else:
+                    ax.plot(pts.ratio, 100 * pts.accuracy, st["marker"], color=st["color"],
+                            ms=3.5, lw=0, label=name)  # fmt: skip
+            if ref is not None:
+                ax.axhline(100 * ref, color="0.5", ls=":", lw=0.8, label=label("reference image"))
+                ax.axhline(100 * ref - 1, color="0.5", ls="--", lw=0.7,
+                           label=label("1 point below it (headline)"))  # fmt: skip
+            ax.set_xlabel("bytes / bytes of the reference image")
+            ax.grid(True)
+        ax = axes[0, 0]
         ax.set_ylabel("accuracy on decoded images (%)")
         ax.set_title(f"Rate–accuracy, {_where(dataset, model)}")
         ax.set_xlim(0, max(1.05, float(part.ratio.max()) * 1.03))
-        ax.grid(True)
-        fig.legend(loc="lower center", ncol=3, bbox_to_anchor=(0.5, 0.0), columnspacing=1.0,
+        if zoomed:
+            ax = axes[0, 1]
+            top = 100 * max(ref, float(part.accuracy.max()))
+            near = part[100 * part.accuracy >= 100 * ref - zoom]
+            right = float(near.ratio.max()) if len(near) else 1.05
+            ax.set_ylim(100 * ref - zoom, top + 0.3)
+            ax.set_xlim(0, min(max(right * 1.03, 0.1), 1.05))  # past the reference's bytes: no gain
+            ax.set_title(f"within {zoom:g} points of the reference")
+        fig.legend(loc="lower center", ncol=ncol, bbox_to_anchor=(0.5, 0.0), columnspacing=1.0,
                    handlelength=1.8)  # fmt: skip
         fig.tight_layout(rect=(0, (0.05 + 0.15 * legend_rows) / fig.get_figheight(), 1, 1))
     return fig
