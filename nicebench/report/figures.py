@@ -478,7 +478,7 @@ def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = No
                     ax.plot([lo, hi], [yi, yi], color=colour, lw=1.2, solid_capstyle="butt")
                 ax.plot([row._v], [yi], "s" if base else "o", ms=4, color=colour,
                         mfc="white" if base else colour, mew=1.0)  # fmt: skip
-            ax.set_yticks(y, [str(m) for m in part.method])
+            ax.set_yticks(y, _tick_labels([str(m) for m in part.method], width=30))
             for tick, (_, row) in zip(ax.get_yticklabels(), part.iterrows(), strict=True):
                 if style.is_baseline(row.method, row.kind):
                     tick.set_color("0.4")
