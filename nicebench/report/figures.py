@@ -288,6 +288,16 @@ def saliency_grid(store: RunStore, dataset: str, model: str = "default",
     return fig
 
 
+def _legend_below(fig: Figure, handles: dict[str, Line2D], max_cols: int) -> None:
+    """One legend entry per method under the panels (at most ``max_cols`` a row), the panels laid
+    out above it."""
+    ncol = max(1, min(len(handles), max_cols))
+    rows = math.ceil(len(handles) / ncol)
+    fig.legend(handles=list(handles.values()), labels=list(handles), loc="lower center",
+               ncol=ncol, bbox_to_anchor=(0.5, 0.0), handlelength=2.2)  # fmt: skip
+    fig.tight_layout(rect=(0, (0.05 + 0.16 * rows) / fig.get_figheight(), 1, 1))
+
+
 # -- 2. deletion / insertion curves ----------------------------------------------------------------
 def curves_figure(store: RunStore, keys: set[str] | None = None,
                   which: Sequence[str] = ("deletion", "insertion"),
@@ -338,12 +348,7 @@ def curves_figure(store: RunStore, keys: set[str] | None = None,
                                   else "share of pixels deleted / inserted")  # fmt: skip
                 if c == 0:
                     ax.set_ylabel(f"{name.capitalize()}\np(target class)")
-        ncol = min(len(handles), 7 if ncols > 1 else 3)
-        rows = math.ceil(len(handles) / ncol)
-        height = fig.get_figheight()
-        fig.legend(handles=list(handles.values()), labels=list(handles), loc="lower center",
-                   ncol=ncol, bbox_to_anchor=(0.5, 0.0), handlelength=2.2)  # fmt: skip
-        fig.tight_layout(rect=(0, (0.05 + 0.16 * rows) / height, 1, 1))
+        _legend_below(fig, handles, 7 if ncols > 1 else 3)
     return fig
 
 
@@ -421,11 +426,7 @@ def cascade_figure(store: RunStore, keys: set[str] | None = None,
                     ax.set_xlabel("top layers randomised (logits first)")
                 if c == 0:
                     ax.set_ylabel(f"{label}\ntrained vs randomised")
-        ncol = min(len(handles), 6 if len(groups) > 1 else 3)
-        rows = math.ceil(len(handles) / ncol)
-        fig.legend(handles=list(handles.values()), labels=list(handles), loc="lower center",
-                   ncol=ncol, bbox_to_anchor=(0.5, 0.0), handlelength=2.2)  # fmt: skip
-        fig.tight_layout(rect=(0, (0.05 + 0.16 * rows) / fig.get_figheight(), 1, 1))
+        _legend_below(fig, handles, 6 if len(groups) > 1 else 3)
     return fig
 
 
