@@ -42,6 +42,14 @@ def _private_cache(session_cache, monkeypatch):
     monkeypatch.setenv("NICEBENCH_CACHE", str(session_cache))
 
 
+@pytest.fixture
+def test_cache_one_thread(tmp_path, monkeypatch):
+    """A model cache of the test's own (nothing trained by another test is found) and one torch
+    thread; modules use it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    monkeypatch.setenv("NICEBENCH_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_scenes(session_cache):
     """(dataset, model): scenes at 32 px with a classifier trained for a few seconds."""

@@ -13,11 +13,7 @@ from nicebench.methods.rise import Rise, rise_masks
 from nicebench.methods.rtsal import RealTimeSaliency, feature_taps
 from nicebench.testing import check_method, tiny_setup
 
-
-@pytest.fixture(autouse=True)
-def _tmp_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NICEBENCH_CACHE", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("test_cache_one_thread")
 
 
 class RegionModel(nn.Module):

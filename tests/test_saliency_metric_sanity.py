@@ -21,11 +21,7 @@ from nicebench.metrics.sanity import (
 from nicebench.registry import get_method_class
 from nicebench.testing import tiny_setup
 
-
-@pytest.fixture(autouse=True)
-def _tmp_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NICEBENCH_CACHE", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("test_cache_one_thread")
 
 
 @pytest.fixture
