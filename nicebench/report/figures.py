@@ -401,8 +401,9 @@ def cascade_figure(store: RunStore, keys: set[str] | None = None,
                 ticks: list[str] = []
                 for method, g in part.groupby("method", sort=False):
                     data = np.stack(g.sort_values("image_index")["array"].to_list()).astype(float)
-                    # images past sanity_images, or with a step undefined (a constant map has no
-                    # Spearman), are left out, as the column's mean over the steps leaves them
+                    # images past sanity_images, and images with a step undefined (a constant map
+                    # has no Spearman), are left out, so that every step averages the same images
+                    # (the column instead averages each image over its defined steps)
                     data = data[np.isfinite(data).all(1)]
                     if not len(data):
                         continue
