@@ -75,6 +75,34 @@ def test_every_figure_file_is_written(tiny_run):
                 assert round(im.info["dpi"][0]) == 300
 
 
+def test_figures_drawn_in_processes_are_the_serial_ones(tiny_run, tmp_path):
+    """write_figures on a pool of processes writes the same files, byte for byte (PNG), in the
+    same order, as drawing them one after another in this process."""
+    import shutil
+
+    out, _, _ = tiny_run
+    copies = {}
+    for workers in (1, 2):
+        run_dir = tmp_path / f"w{workers}"
+        run_dir.mkdir()
+        shutil.copy(out / "store.sqlite", run_dir / "store.sqlite")
+        paths = F.write_figures(run_dir, formats=("png",), workers=workers)
+        copies[workers] = [(p.name, p.read_bytes()) for p in paths]
+    assert [n for n, _ in copies[1]] == [n for n, _ in copies[2]]
+    assert len(copies[1]) > 8
+    for (name, one), (_, two) in zip(copies[1], copies[2], strict=True):
+        assert one == two, name
+
+
+def test_figure_workers_follow_the_environment(monkeypatch):
+    monkeypatch.setenv("NICEBENCH_FIGURE_WORKERS", "1")
+    assert F.figure_workers(20) == 1
+    monkeypatch.setenv("NICEBENCH_FIGURE_WORKERS", "3")
+    assert F.figure_workers(2) == 2  # never more than there are figures
+    monkeypatch.delenv("NICEBENCH_FIGURE_WORKERS")
+    assert 1 <= F.figure_workers(20) <= 4
+
+
 def test_write_tables_draws_nothing(tiny_run, tmp_path):
     """The rate–accuracy figure moved from write_tables into write_figures."""
     _, store, _ = tiny_run

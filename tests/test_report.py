@@ -318,3 +318,28 @@ def test_report_in_headless_chromium(tiny_report_run):
             assert not problems, problems
         finally:
             browser.close()
+
+
+def test_leaderboard_is_computed_once_per_store_state(tmp_path, monkeypatch):
+    """The tables, figures and report of a run read one leaderboard (computed once); a new cell
+    or a value changed in place gives a new one."""
+    import nicebench.report.tables as T
+
+    run_dir = _synthetic_run(tmp_path / "run")
+    calls = []
+    real = T._leaderboard
+    monkeypatch.setattr(T, "_leaderboard", lambda *a: calls.append(1) or real(*a))
+    store = RunStore(run_dir)
+    first = leaderboard(store)
+    first.loc[:, "deletion_auc"] = -1.0  # a caller's edit stays in its copy
+    again = leaderboard(store)
+    assert len(calls) == 1 and (again.deletion_auc.dropna() >= 0).all()
+    with store.conn:
+        store.conn.execute("UPDATE image_values SET value = value + 1 WHERE metric = 'deletion_auc'")
+    changed = leaderboard(store)
+    assert len(calls) == 2
+    row = (changed.dataset == "scenes") & (changed.method == "a")
+    assert changed[row].deletion_auc.item() == pytest.approx(again[row].deletion_auc.item() + 1)
+    store.write(_cell("s-c", "scenes", "c", seed=5))
+    assert "c" in set(leaderboard(store).method) and len(calls) == 3
+    store.close()

@@ -36,8 +36,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -1142,14 +1143,92 @@ def _save(fig: Figure | None, out: Path, stem: str, formats: Iterable[str]) -> l
     return paths
 
 
+class _Store:
+    """Stands for the run's store in a figure job's arguments (each process opens its own)."""
+
+
+_STORE = _Store()
+#: a figure job: (file stem, a module-level figure function, its arguments, keyword arguments)
+FigureJob = tuple[str, Callable[..., Figure | None], tuple, dict]
+
+
+def _figure_jobs(store: RunStore, keys: set[str] | None) -> tuple[list[FigureJob], pd.DataFrame]:
+    """Every figure the run can feed, as jobs (the tables they need computed once, here), and the
+    leaderboard (for ``leaderboard.tex``)."""
+    from .tables import compression_points, higher_is_better, leaderboard, per_image
+    from .trust import analyse
+
+    palette = run_palette(store, keys)
+    board = leaderboard(store, keys)
+    directions = higher_is_better()
+    jobs: list[FigureJob] = []
+    groups = _groups(board)
+    for dataset, model in groups:
+        jobs.append((f"saliency_grid_{_safe(_where(dataset, model))}", saliency_grid,
+                     (_STORE, dataset, model, keys), {}))  # fmt: skip
+    jobs.append(("curves", curves_figure, (_STORE, keys), {"palette": palette}))
+    jobs.append(("cascade", cascade_figure, (_STORE, keys), {"palette": palette}))
+    for metric in forest_metrics(board):
+        jobs.append((f"forest_{_safe(metric)}", forest_figure,
+                     (board, metric, palette, directions), {}))  # fmt: skip
+    points = compression_points(store, keys)
+    for dataset, model in _groups(points):
+        jobs.append((f"rate_accuracy_{_safe(_where(dataset, model))}", rate_accuracy_figure,
+                     (points, dataset, model, palette), {}))  # fmt: skip
+    sweeps = lambda_sweeps(store, keys)
+    for dataset, model in _groups(sweeps):
+        jobs.append((f"nice_masks_over_lambda_{_safe(_where(dataset, model))}", lambda_mask_grid,
+                     (_STORE, dataset, model, keys), {"sweeps": sweeps}))  # fmt: skip
+    jobs.append(("nice_lambda_tradeoff", lambda_tradeoff, (_STORE, keys, board, sweeps), {}))
+    for dataset, model in groups:
+        rows = board[(board.dataset == dataset) & (board.model == model)]
+        heads = ({m: str(p) for m, p in zip(rows.method, rows.operating_point, strict=True)
+                  if isinstance(p, str)} if "operating_point" in rows else {})  # fmt: skip
+        jobs.append((f"mixed_resolution_{_safe(_where(dataset, model))}",
+                     mixed_resolution_examples, (_STORE, dataset, model, keys),
+                     {"headline": heads}))  # fmt: skip
+    trust = analyse(per_image(store, keys))
+    for dataset, model in _groups(trust.pairwise):
+        jobs.append((f"rankings_{_safe(_where(dataset, model))}", rankings_figure,
+                     (trust, dataset, model), {"palette": palette}))  # fmt: skip
+    return jobs, board
+
+
+def _draw(run_dir: Path, formats: Sequence[str], job: FigureJob,
+          store: RunStore | None = None) -> list[Path]:
+    """Draw one job's figure and save it in each of ``formats`` (opening the run's store when the
+    job reads it and none is given)."""
+    stem, fn, args, kwargs = job
+    own = store is None and any(isinstance(a, _Store) for a in args)
+    if own:
+        store = RunStore(run_dir)
+    try:
+        args = tuple(store if isinstance(a, _Store) else a for a in args)
+        return _save(fn(*args, **kwargs), run_dir / "figures", stem, formats)
+    finally:
+        if own:
+            store.close()
+
+
+def figure_workers(n_jobs: int) -> int:
+    """Processes that draw a run's figures: ``NICEBENCH_FIGURE_WORKERS``, else the CPUs this
+    process may use (at most 4); 1 draws them in this process."""
+    env = os.environ.get("NICEBENCH_FIGURE_WORKERS", "").strip()
+    if env:
+        return max(1, min(int(env), n_jobs))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, 4, n_jobs))
+
+
 def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
-                  keys: set[str] | None = None) -> list[Path]:
+                  keys: set[str] | None = None, workers: int | None = None) -> list[Path]:
     """Draw every figure the run can feed into ``run_dir/figures/`` in each of ``formats``
     (``png`` at 300 dpi, ``pdf`` vector) and write ``figures/leaderboard.tex``; ``keys``: only
     these cells (a config's, as :func:`nicebench.runner.run` passes). Returns the files written.
-    Opens the store only to read it; needs no model."""
-    from .tables import compression_points, higher_is_better, leaderboard, per_image
-    from .trust import analyse
+    Opens the store only to read it; needs no model. ``workers`` (default
+    :func:`figure_workers`): processes that draw the figures side by side; the files are the same
+    either way."""
+    from .tables import higher_is_better
 
     run_dir = Path(run_dir)
     if not (run_dir / "store.sqlite").exists():
@@ -1157,52 +1236,50 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
                                 "first, or name the run directory it wrote")  # fmt: skip
     out = run_dir / "figures"
     formats = [f.lower().lstrip(".") for f in formats]
-    store = RunStore(run_dir)
+    store: RunStore | None = RunStore(run_dir)
     try:
-        palette = run_palette(store, keys)
-        board = leaderboard(store, keys)
-        directions = higher_is_better()
-        paths: list[Path] = []
-        groups = _groups(board)
-        for dataset, model in groups:
-            tag = _safe(_where(dataset, model))
-            paths += _save(saliency_grid(store, dataset, model, keys), out,
-                           f"saliency_grid_{tag}", formats)  # fmt: skip
-        paths += _save(curves_figure(store, keys, palette=palette), out, "curves", formats)
-        paths += _save(cascade_figure(store, keys, palette=palette), out, "cascade", formats)
-        for metric in forest_metrics(board):
-            paths += _save(forest_figure(board, metric, palette, directions), out,
-                           f"forest_{_safe(metric)}", formats)  # fmt: skip
-        points = compression_points(store, keys)
-        for dataset, model in _groups(points):
-            paths += _save(rate_accuracy_figure(points, dataset, model, palette), out,
-                           f"rate_accuracy_{_safe(_where(dataset, model))}", formats)  # fmt: skip
-        sweeps = lambda_sweeps(store, keys)
-        for dataset, model in _groups(sweeps):
-            fig = lambda_mask_grid(store, dataset, model, keys, sweeps=sweeps)
-            paths += _save(fig, out, f"nice_masks_over_lambda_{_safe(_where(dataset, model))}",
-                           formats)  # fmt: skip
-        paths += _save(lambda_tradeoff(store, keys, board, sweeps), out, "nice_lambda_tradeoff",
-                       formats)  # fmt: skip
-        for dataset, model in groups:
-            rows = board[(board.dataset == dataset) & (board.model == model)]
-            heads = ({m: str(p) for m, p in zip(rows.method, rows.operating_point, strict=True)
-                      if isinstance(p, str)} if "operating_point" in rows else {})  # fmt: skip
-            fig = mixed_resolution_examples(store, dataset, model, keys, headline=heads)
-            paths += _save(fig, out, f"mixed_resolution_{_safe(_where(dataset, model))}", formats)
-        trust = analyse(per_image(store, keys))
-        for dataset, model in _groups(trust.pairwise):
-            paths += _save(rankings_figure(trust, dataset, model, palette=palette), out,
-                           f"rankings_{_safe(_where(dataset, model))}", formats)  # fmt: skip
+        jobs, board = _figure_jobs(store, keys)
+        workers = figure_workers(len(jobs)) if workers is None else max(1, int(workers))
+        if workers > 1 and len(jobs) > 1:
+            store.close()
+            store = None
+            paths = _draw_in_processes(run_dir, formats, jobs, workers)
+        else:
+            paths = [p for job in jobs for p in _draw(run_dir, formats, job, store)]
         if len(board):
             out.mkdir(parents=True, exist_ok=True)
             tex = out / "leaderboard.tex"
-            tex.write_text(leaderboard_latex(board, directions))
+            tex.write_text(leaderboard_latex(board, higher_is_better()))
             paths.append(tex)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     _forget_stale(out, paths)
     return paths
+
+
+def _draw_in_processes(run_dir: Path, formats: Sequence[str], jobs: list[FigureJob],
+                       workers: int) -> list[Path]:
+    """The jobs on a pool of ``workers`` forked processes, costliest first; the paths in the
+    jobs' order. (Forked: a fresh interpreter would re-run a caller's unguarded script. The
+    children only draw with matplotlib and read the store through their own connections.)"""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return [p for job in jobs for p in _draw(run_dir, formats, job)]
+    order = sorted(range(len(jobs)), key=lambda i: _job_cost(jobs[i]), reverse=True)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {i: pool.submit(_draw, run_dir, list(formats), jobs[i]) for i in order}
+        done = {i: f.result() for i, f in futures.items()}
+    return [p for i in range(len(jobs)) for p in done[i]]
+
+
+def _job_cost(job: FigureJob) -> int:
+    """A rough order of drawing cost (image grids and multi-panel figures first)."""
+    heavy = (saliency_grid, mixed_resolution_examples, lambda_mask_grid, rankings_figure,
+             curves_figure, rate_accuracy_figure)  # fmt: skip
+    return 1 if job[1] in heavy else 0
 
 
 _MANIFEST = ".written"  # the files the last write_figures call wrote, one name per line

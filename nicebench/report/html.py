@@ -103,7 +103,7 @@ def _png(array: np.ndarray, shape: tuple[int, int] | None = None) -> str:
     if shape is not None and (shape[0] < image.height or shape[1] < image.width):
         image = image.resize((shape[1], shape[0]), Image.BOX)
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=True)
+    image.save(buf, format="PNG", compress_level=6)
     return _png_uri(buf.getvalue())
 
 
@@ -236,7 +236,7 @@ def _figures_section(run_dir: Path) -> str:
                     height = round(im.height * _FIGURE_MAX_WIDTH / im.width)
                     im = im.resize((_FIGURE_MAX_WIDTH, height), Image.LANCZOS)
                     buf = io.BytesIO()
-                    im.save(buf, format="PNG", optimize=True)
+                    im.save(buf, format="PNG", compress_level=6)
                     data = buf.getvalue()
                 else:
                     data = path.read_bytes()

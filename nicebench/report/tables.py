@@ -39,6 +39,36 @@ COLUMN_HIGHER_IS_BETTER = {"explain_ms_per_image": False, "compression_ratio": F
                            "combined_rank": False}  # fmt: skip
 
 
+# -- one computation per store state ---------------------------------------------------------------
+# A run writes its tables, then its figures, then its report, and each reads the leaderboard, the
+# per-image table and the compression summary (a bootstrap per method): computed once per state of
+# the store and returned as copies.
+_MEMO: dict[tuple, pd.DataFrame] = {}
+_MEMO_SIZE = 12
+
+
+def _store_state(store: RunStore) -> tuple:
+    """What the tables are computed from: the store's file, its cells (key, status, when
+    finished) and the count and sum of its values and the size of its tables (a value edited in
+    place changes the sum)."""
+    conn = store.conn
+    cells = hash(tuple(conn.execute("SELECT key, status, finished_at FROM cells ORDER BY key")))
+    sums = tuple(conn.execute(
+        "SELECT (SELECT count(*) FROM image_values), (SELECT total(value) FROM image_values), "
+        "(SELECT count(*) FROM cell_values), (SELECT total(value) FROM cell_values), "
+        "(SELECT count(*) FROM tables), (SELECT total(length(data)) FROM tables)").fetchone())
+    return str(store.path.resolve()), cells, sums
+
+
+def _memo(name: str, store: RunStore, keys: set[str] | None, compute, *extra) -> pd.DataFrame:
+    key = (name, _store_state(store), None if keys is None else frozenset(keys), *extra)
+    if key not in _MEMO:
+        if len(_MEMO) >= _MEMO_SIZE:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = compute()
+    return _MEMO[key].copy()
+
+
 def higher_is_better() -> dict[str, bool]:
     """Column → whether higher is better: the registered metrics' specs, then the report's own
     columns (:data:`COLUMN_HIGHER_IS_BETTER`)."""
@@ -58,6 +88,10 @@ def lower_is_better(columns) -> list[str]:
 
 def per_image(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
     """One row per (dataset, model, method, image) with a column per metric."""
+    return _memo("per_image", store, keys, lambda: _per_image(store, keys))
+
+
+def _per_image(store: RunStore, keys: set[str] | None) -> pd.DataFrame:
     long = store.image_values(keys)
     if long.empty:
         return pd.DataFrame(columns=[*_ROW, "image_index", "label", "pred"])
@@ -82,7 +116,8 @@ def compression_summary(store: RunStore, keys: set[str] | None = None) -> pd.Dat
     own codec on the same images, with bootstrap intervals. Torch-free."""
     from ..compression.summary import summarise_table
 
-    return summarise_table(store.tables("compression", keys))
+    return _memo("compression_summary", store, keys,
+                 lambda: summarise_table(store.tables("compression", keys)))
 
 
 def compression_points(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
@@ -144,6 +179,10 @@ def _compression_columns(comp: pd.DataFrame) -> pd.DataFrame:
 def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) -> pd.DataFrame:
     """One row per dataset × model × method: mean of every per-image score with a 95% bootstrap
     CI, and the ``combined_rank`` over the metrics (:func:`nicebench.report.trust.analyse`)."""
+    return _memo("leaderboard", store, keys, lambda: _leaderboard(store, keys, seed), seed)
+
+
+def _leaderboard(store: RunStore, keys: set[str] | None, seed: int) -> pd.DataFrame:
     from ..metrics.bootstrap import bootstrap_ci
 
     cells = store.cells(keys)
