@@ -6,6 +6,7 @@ classifier is trained on the same Pillow encoder it is later measured on.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -25,18 +26,25 @@ def jpeg_roundtrip(
     images: torch.Tensor, quality: int | np.ndarray, subsampling: int | np.ndarray = 2
 ) -> torch.Tensor:
     """Encode and decode each image of ``[B,C,H,W]`` in [0,1] as JPEG (per-image quality and
-    Pillow subsampling code 0/1/2) with :func:`nicebench.compression.codecs.encode` / ``decode``."""
+    Pillow subsampling code 0/1/2) with :func:`nicebench.compression.codecs.encode` / ``decode``,
+    the images on the codec thread pool (the result does not depend on it)."""
     from ..compression import codecs  # here: nicebench.compression imports this package
 
     b = images.shape[0]
     q = np.broadcast_to(np.asarray(quality), (b,))
     ss = np.broadcast_to(np.asarray(subsampling), (b,))
     arr = codecs.to_uint8(images.clamp(0, 1))
-    out = np.empty_like(arr)
-    for i in range(b):
+    channels = arr.shape[-1]
+
+    def one(i: int) -> np.ndarray:
         sub = codecs.check_subsampling("jpeg", int(ss[i]))
-        data = codecs.encode(arr[i], "jpeg", int(q[i]), sub)
-        out[i] = codecs.decode(data, arr.shape[-1])
+        return codecs.decode(codecs.encode(arr[i], "jpeg", int(q[i]), sub), channels)
+
+    if b > 1 and codecs.codec_threads() > 1:
+        decoded = list(codecs._pool().map(one, range(b)))
+    else:
+        decoded = [one(i) for i in range(b)]
+    out = np.stack(decoded) if b else arr
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255).to(images.device)
 
 
@@ -96,26 +104,49 @@ def _train_classifier(model: Classifier, train: BenchDataset, recipe: dict[str, 
     model.use_channels_last(True)  # ~1.5x faster convolutions on CPU
     model.train()
     gen = torch.Generator().manual_seed(seed)
-    for epoch in tqdm(range(epochs), desc=f"train {train.registered_name}", leave=False):
-        order = torch.randperm(len(x_all), generator=gen)
+
+    def augmented(idx: torch.Tensor, f: torch.Tensor | None, sel, q, ss) -> torch.Tensor:
+        x = x_all[idx].float().div_(255)
+        if f is not None:
+            x[f] = x[f].flip(-1)
+        if sel is not None:
+            x[sel] = jpeg_roundtrip(x[sel], q, ss)
+        return x
+
+    def draws(order: torch.Tensor):
+        """Each batch's indices and augmentation draws, in the order the generators give them."""
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
-            x = x_all[idx].float().div_(255)
-            if flip:
-                f = torch.rand(len(idx), generator=gen) < 0.5
-                x[f] = x[f].flip(-1)
+            f = torch.rand(len(idx), generator=gen) < 0.5 if flip else None
+            sel = q = ss = None
             if jpeg_p > 0:
                 sel = np.nonzero(rng.random(len(idx)) < jpeg_p)[0]
                 if len(sel):
                     q = rng.integers(20, 96, len(sel))
                     ss = rng.choice([0, 2], len(sel))
-                    x[sel] = jpeg_roundtrip(x[sel], q, ss)
-            loss = F.cross_entropy(model(x), y_all[idx], label_smoothing=0.05)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            checkpoint("train")
-        del epoch
+                else:
+                    sel = None
+            yield idx, f, sel, q, ss
+
+    # the next batch is augmented (JPEG round-trips on the codec threads) while this one trains;
+    # the draws stay in order, so the weights are those of the sequential loop
+    with ThreadPoolExecutor(1, thread_name_prefix="nicebench-augment") as prefetch:
+        for epoch in tqdm(range(epochs), desc=f"train {train.registered_name}", leave=False):
+            order = torch.randperm(len(x_all), generator=gen)
+            batches = draws(order)
+            this = next(batches, None)
+            pending = None if this is None else prefetch.submit(augmented, *this)
+            while this is not None:
+                x = pending.result()
+                nxt = next(batches, None)
+                pending = None if nxt is None else prefetch.submit(augmented, *nxt)
+                loss = F.cross_entropy(model(x), y_all[this[0]], label_smoothing=0.05)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                checkpoint("train")
+                this = nxt
+            del epoch
     model.use_channels_last(False)
     model.eval()
