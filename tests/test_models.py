@@ -99,3 +99,37 @@ def test_jpeg_augmentation_is_the_codec():
     for i, (q, ss) in enumerate(((20, "4:4:4"), (50, "4:2:0"), (95, "4:2:0"))):
         dec = codecs.decode(codecs.encode(arr[i], "jpeg", q, ss), 3)
         assert torch.equal(out[i], torch.from_numpy(dec.copy()).permute(2, 0, 1).float() / 255)
+
+
+def test_forward_model_folds_batchnorm_and_follows_the_weights():
+    """The forward-only twin: BatchNorm folded (none left), the same logits to float rounding,
+    one twin per state of the weights, and the model itself where there is nothing to fold."""
+    from torch import nn
+
+    from nicebench.models import forward_model
+    from nicebench.models.architectures import Classifier, scenecnn
+
+    torch.manual_seed(0)
+    net, cam = scenecnn(4, 3, 32)
+    model = Classifier(net, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 4, cam)
+    for m in model.modules():  # BatchNorm statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.rand(5, 3, 32, 32)
+    twin = forward_model(model)
+    assert twin is not model
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in twin.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), model(x), atol=1e-5, rtol=1e-5)
+    assert forward_model(model) is twin  # made once
+    with torch.no_grad():
+        next(model.parameters()).mul_(2.0)  # an in-place change of the weights
+    again = forward_model(model)
+    assert again is not twin
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x), atol=1e-5, rtol=1e-5)
+    assert forward_model(model.train()) is model  # training: BatchNorm uses batch statistics
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    assert forward_model(plain) is plain  # nothing to fold

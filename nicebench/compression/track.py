@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..models import predict
+from ..models import forward_model, predict
 from .codecs import Coded, check_quality, to_uint8
 from .mixed import MaskError, as_map, low_resolution, mix, snap_mask, topk_mask
 from .rate import front_indices, psnr_batch, ssim_batch
@@ -64,7 +64,7 @@ def _labels(labels: torch.Tensor | Sequence[int], n: int) -> np.ndarray:
 
 def _predict(model: nn.Module, arr: np.ndarray, batch_size: int) -> np.ndarray:
     x = torch.from_numpy(arr).permute(0, 3, 1, 2)
-    return predict(model, x, batch_size=batch_size).numpy()
+    return predict(forward_model(model), x, batch_size=batch_size).numpy()
 
 
 def _base(

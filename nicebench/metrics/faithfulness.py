@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from ..batching import auto_batch_size, map_in_chunks
+from ..models.inference import forward_model
 
 __all__ = [
     "deletion",
@@ -110,7 +111,7 @@ def resolve_targets(
             raise ValueError(f"target has {len(t)} classes for {len(images)} images")
         return t, None
     if target == "pred":
-        logits = map_in_chunks(model, images, batch_size)
+        logits = map_in_chunks(forward_model(model), images, batch_size)
         return logits.argmax(1), logits
     if target == "label":
         if labels is None:
@@ -162,6 +163,7 @@ def _curves(
     The perturbed images of a chunk are built by broadcasting (images × steps) into one reused
     buffer on the model's device: one forward pass per chunk, no gathered copies.
     """
+    model = forward_model(model)
     b, c, h, w = start.shape
     per_step = math.ceil(h * w / n_steps)
     thresholds = (torch.arange(n_steps + 1, device=start.device) * per_step).clamp(max=h * w)

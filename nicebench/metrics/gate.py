@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..models.inference import forward_model
+
 __all__ = ["mask_share", "masked_correct"]
 
 
@@ -29,5 +31,5 @@ def masked_correct(
     image, the method's reference elsewhere).
     """
     x = composite_fn(images, mask)
-    pred = model(x).argmax(1)
+    pred = forward_model(model)(x).argmax(1)
     return (pred == labels.to(pred.device)).float()

@@ -28,6 +28,7 @@ from scipy.sparse.linalg import splu
 from torch import nn
 
 from ..batching import auto_batch_size
+from ..models.inference import forward_model
 from .faithfulness import pixel_ranks
 
 __all__ = [
@@ -147,7 +148,7 @@ def road_curves(
             for m in range(per_image):
                 filled[i - lo, m] = linear_impute(host[i], masks[i, m], noise, rng)
         x = torch.from_numpy(filled).to(images.device, images.dtype).view(-1, c, h, w)
-        p = F.softmax(model(x).float(), dim=1).view(hi - lo, per_image, -1)
+        p = F.softmax(forward_model(model)(x).float(), dim=1).view(hi - lo, per_image, -1)
         probs[lo:hi] = p.gather(2, targets[lo:hi, None, None].expand(-1, per_image, 1))[..., 0]
     return probs.view(b, 2, n_p)
 

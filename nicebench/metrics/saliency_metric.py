@@ -24,6 +24,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from ..batching import auto_batch_size, map_in_chunks
+from ..models.inference import forward_model
 from .faithfulness import resolve_targets
 
 __all__ = ["saliency_metric", "tightest_boxes", "crop_resize", "SALIENCY_METRIC_SETTINGS"]
@@ -93,6 +94,7 @@ def saliency_metric(
     if not shares or not all(0 < q <= 1 for q in shares):
         raise ValueError(f"shares must be in (0, 1], got {shares}")
     targets, _ = resolve_targets(model, images, target, labels, batch_size)
+    fast = forward_model(model)
     flat = saliency.to(images.device).float().sum(1).reshape(b, -1)
     ordered = flat.sort(1, descending=True).values
     ks = torch.tensor([max(1, math.ceil(q * h * w)) - 1 for q in shares], device=images.device)
@@ -107,7 +109,7 @@ def saliency_metric(
 
     def probs(chunk: torch.Tensor) -> torch.Tensor:
         crops = crop_resize(images, flat_boxes[chunk], index[chunk])
-        p = F.softmax(model(crops).float(), dim=1)
+        p = F.softmax(fast(crops).float(), dim=1)
         return p.gather(1, targets[index[chunk], None]).squeeze(1)
 
     prob = map_in_chunks(probs, order, bs).view(b, len(shares))

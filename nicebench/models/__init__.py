@@ -34,6 +34,7 @@ from .cache import (
     stable_hash,
 )
 from .external import load_state_dict_file, torchvision_classifier
+from .inference import forward_model
 from .loading import (
     DEFAULT_MODEL,
     MODEL_CODE_VERSION,
@@ -57,6 +58,7 @@ __all__ = [
     "cached_module",
     "check_model_spec",
     "classifier_identity",
+    "forward_model",
     "get_arch",
     "is_pretrained",
     "jpeg_roundtrip",
