@@ -8,7 +8,7 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occ
 
 from nicebench import Method, register_method
 from nicebench.batching import auto_batch_size
-from nicebench.models import last_conv_layer
+from nicebench.models import forward_model, last_conv_layer
 
 
 def _baseline(model, images: torch.Tensor, kind: str) -> torch.Tensor:
@@ -67,7 +67,7 @@ class OcclusionMethod(Method):
         window = self.window or max(2, h // 8)
         stride = self.stride or max(1, window // 2)
         with torch.no_grad():
-            attr = Occlusion(self.model).attribute(
+            attr = Occlusion(forward_model(self.model)).attribute(
                 images, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
                 baselines=_baseline(self.model, images, self.baseline), target=targets,
                 perturbations_per_eval=max(1, auto_batch_size(images[0].numel(),

@@ -25,6 +25,7 @@ from skimage.segmentation import slic
 
 from nicebench import Method, register_method
 from nicebench.metrics.faithfulness import substrate_image
+from nicebench.models import forward_model
 
 KERNEL_WIDTH = 0.25
 RIDGE_ALPHA = 1.0
@@ -101,7 +102,7 @@ class LimeMethod(Method):
         )  # fmt: skip
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.model(x).float(), dim=1)
+        return F.softmax(forward_model(self.model)(x).float(), dim=1)
 
     def _perturbations(self, original, **kw):
         """The on/off samples: all-on first, then seeded Bernoulli(0.5) (a generator function)."""

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from nicebench import Method, register_method
 from nicebench.batching import auto_batch_size
 from nicebench.metrics.faithfulness import substrate_image
+from nicebench.models import forward_model
 
 
 def rise_masks(n_masks: int, grid: int, p: float, size: tuple[int, int], seed: int) -> torch.Tensor:
@@ -87,7 +88,7 @@ class Rise(Method):
             img, k = idx // n, idx % n
             m = masks[k]
             x = images[img] * m + fill[img] * (1 - m)
-            prob = F.softmax(self.model(x).float(), dim=1)
+            prob = F.softmax(forward_model(self.model)(x).float(), dim=1)
             scores.view(-1)[lo : lo + len(idx)] = prob.gather(1, targets[img, None]).squeeze(1)
         sal = torch.einsum("bn,nhw->bhw", scores, masks[:, 0]) / (n * self.p)
         return sal.unsqueeze(1)
