@@ -46,8 +46,12 @@ class Bench:
 
 
 def _engine(r: dict) -> list[tuple[str, float | None, str]]:
-    return [(f"deletion vs forward limit, {m}, batch {x['batch']}", x["ratio"], "≥ 0.85")
-            for m, rows in r["models"].items() for x in rows]  # fmt: skip
+    out = [(f"deletion vs forward limit, {m}, batch {x['batch']}", x["ratio"], "≥ 0.85")
+           for m, rows in r["models"].items() for x in rows]  # fmt: skip
+    out += [(f"forward with BatchNorm folded / as loaded, {m}, batch {rows[0]['batch']}",
+             rows[0]["folded_forward_speedup"], "")
+            for m, rows in r["models"].items() if rows and "folded_forward_speedup" in rows[0]]
+    return out
 
 
 def _metrics(r: dict) -> list[tuple[str, float | None, str]]:
