@@ -200,3 +200,10 @@ class Scenes(BenchDataset):
             "train", size=self.size, n=self.model_recipe["n_train"], seed=self.seed,
             train_n=self.train_n, train_epochs=self.train_epochs,
         )  # fmt: skip
+
+    def validation_split(self) -> Scenes:
+        """The ``val`` split (1000 scenes of their own seed stream, as the test split's)."""
+        return Scenes(
+            "val", size=self.size, seed=self.seed, train_n=self.train_n,
+            train_epochs=self.train_epochs,
+        )  # fmt: skip

@@ -22,8 +22,11 @@ operating point: gate cells on the codec's block grid (8 px for JPEG, 16 for Web
 own low-resolution background as the reference (``factor``: ×4 bilinear, ×8 nearest, as
 :func:`nicebench.compression.mixed.low_resolution`). ``lam="auto"`` picks λ from
 :data:`LAM_LADDER`: the largest whose masked accuracy (the binary mask over the reference) on
-``n_holdout`` held-out training images stays within ``auto_tolerance`` (one point) of the
-classifier's accuracy on them, by bisection (a few trainings, each cached).
+``n_holdout`` held-out images stays within ``auto_tolerance`` (one point) of the classifier's
+accuracy on them, by bisection (a few trainings, each cached). The held-out images are the
+dataset's validation split when it has one (:meth:`nicebench.BenchDataset.validation_split`:
+test-like, as the classifier never saw them), else the training split's last images, which the
+generator then does not train on.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from nicebench import GateMaskMethod, LearnedMethod, MethodError, register_method
+from nicebench import BenchDataset, GateMaskMethod, LearnedMethod, MethodError, register_method
 from nicebench.gates import expected_l0, sample, total_variation, upsample_cells
 from nicebench.gates.hard_concrete import RANK_WINDOW
 from nicebench.gates.masking import auto_cell
@@ -240,17 +243,22 @@ class Nice(GateMaskMethod, LearnedMethod):
 
         from nicebench.models import materialise
 
-        n_hold = min(self.n_holdout, len(dataset) // 5)
+        val = dataset.validation_split() if isinstance(dataset, BenchDataset) else None
+        if val is not None:  # test-like images: the classifier never trained on them
+            n_hold = min(self.n_holdout, len(val))
+            held, source = Subset(val, range(n_hold)), "validation split"
+        else:  # the split's last images, left out of the generator's training
+            n_hold = min(self.n_holdout, len(dataset) // 5)
+            held = Subset(dataset, range(len(dataset) - n_hold, len(dataset)))
+            source = "training split"
+            self.n_train = min(self.n_train, len(dataset) - n_hold)
         if n_hold < 1:
-            raise MethodError("nice: lam='auto' needs held-out training images (n_holdout)")
-        held = Subset(dataset, range(len(dataset) - n_hold, len(dataset)))
+            raise MethodError("nice: lam='auto' needs held-out images (n_holdout ≥ 1)")
         held.registered_name = getattr(dataset, "registered_name", "dataset")
         x_u8, y = materialise(held)
         x = x_u8.float().div_(255).to(self.device)
         y = y.to(self.device)
         base = float((predict(self.model, x) == y.cpu()).float().mean())
-        n_train = self.n_train
-        self.n_train = min(n_train, len(dataset) - n_hold)  # the held-out images stay unseen
         tried: dict[float, dict[str, float]] = {}
 
         def masked(lam: float) -> dict[str, float]:
@@ -266,7 +274,7 @@ class Nice(GateMaskMethod, LearnedMethod):
         if chosen not in tried or self.lam != chosen:
             masked(chosen)
         self.train_info = {**self.train_info, "lam_auto": {
-            "chosen": chosen, "accuracy_original": base, "n_holdout": n_hold,
+            "chosen": chosen, "accuracy_original": base, "n_holdout": n_hold, "held_out": source,
             "tried": {str(k): v for k, v in sorted(tried.items())}}}  # fmt: skip
         return self
 

@@ -61,6 +61,12 @@ class BenchDataset(Dataset):
         """The training split that goes with this dataset (for classifiers and learned methods)."""
         raise NotImplementedError(f"{type(self).__name__} must define train_split()")
 
+    def validation_split(self) -> BenchDataset | None:
+        """Images for choosing a method's settings (NICE's ``lam="auto"``) that neither the
+        classifier nor a learned method trains on, drawn as the test split is; ``None`` (the
+        default) when the dataset has none, and such choices hold out training images instead."""
+        return None
+
 
 def collate(items: list[tuple]) -> tuple[torch.Tensor, ...]:
     """Stack a list of dataset items into batch tensors (labels as a long tensor)."""

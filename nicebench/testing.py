@@ -284,7 +284,8 @@ def check_dataset(
     first ``n`` items are ``(image, label[, mask])`` (mask iff ``has_masks``): float32
     ``[channels, size, size]`` images in [0, 1], int labels in range, 0/1 float32 ``[1, H, W]``
     masks; the same item twice is equal (deterministic); ``IndexError`` past the end; a JSON-able
-    ``identity()``; a non-empty ``train_split()`` with the same classes and channels; the items
+    ``identity()``; a non-empty ``train_split()`` with the same classes and channels (and so a
+    ``validation_split()`` other than ``None``); the items
     collate into a batch. A class is built as ``cls(split="test", **params)``.
     """
     import json
@@ -351,9 +352,18 @@ def check_dataset(
              "train_split() must return a non-empty BenchDataset")  # fmt: skip
     _require_ds(list(train.classes) == list(ds.classes) and train.channels == ds.channels, name,
              "train_split() must have the same classes and channels")  # fmt: skip
+    val = ds.validation_split()
+    if val is not None:
+        _require_ds(isinstance(val, BenchDataset) and len(val) > 0, name,
+                 "validation_split() must return None or a non-empty BenchDataset")  # fmt: skip
+        _require_ds(list(val.classes) == list(ds.classes) and val.channels == ds.channels, name,
+                 "validation_split() must have the same classes and channels")  # fmt: skip
+        _require_ds(val.identity() not in (ds.identity(), train.identity()), name,
+                 "validation_split() must not be the test or the training split")  # fmt: skip
     batch = collate([ds[i] for i in range(min(n, len(ds)))])
     _require_ds(batch[0].dim() == 4, name, "items must collate into a [B, C, H, W] batch")
-    return {"dataset": name, "n": len(ds), "n_train": len(train), "ok": True}
+    return {"dataset": name, "n": len(ds), "n_train": len(train),
+            "n_val": 0 if val is None else len(val), "ok": True}  # fmt: skip
 
 
 def _textured(h: int, w: int, channels: int, seed: int = 0) -> np.ndarray:

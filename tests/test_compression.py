@@ -27,7 +27,7 @@ from nicebench.compression import (
 from nicebench.compression.codecs import header_size
 from nicebench.compression.mixed import low_resolution, snap_mask, topk_mask
 from nicebench.compression.rate import pareto_front
-from nicebench.testing import ContractError, check_codec, tiny_setup
+from nicebench.testing import ContractError, check_codec, check_dataset, tiny_setup
 
 CODECS = available_codecs()
 PIL_KW = {
@@ -609,8 +609,20 @@ def test_nice_for_the_track_and_lam_auto(tmp_path, monkeypatch):
     info = auto.train_info["lam_auto"]
     assert auto.lam == info["chosen"] and auto.lam in LAM_LADDER and auto.cell_px == 8
     assert info["n_holdout"] == 12 and 1 <= len(info["tried"]) <= 4
-    assert auto.n_train == 48  # the held-out images are the split's last, not trained on
+    # scenes has a validation split: λ is chosen on test-like images, not on training images
+    assert info["held_out"] == "validation split" and auto.n_train == 48
+    val = ds.train_split().validation_split()
+    assert val.split == "val" and val.size == ds.size
+    assert check_dataset(ds)["n_val"] == 1000  # the contract checks the validation split too
     fixed = nb.create_method("nice", model, lam=auto.lam, codec="jpeg", **quick)
     fixed.fit(ds.train_split())  # the same generator, from the cache
     xs = torch.stack([ds[i][0] for i in range(4)])
     assert torch.equal(auto.binary_mask(xs), fixed.binary_mask(xs))
+    # without a validation split the split's last images are held out and not trained on
+    train = ds.train_split()
+    monkeypatch.setattr(type(train), "validation_split", lambda self: None)
+    held = nb.create_method("nice", model, lam="auto", codec="jpeg", n_holdout=12,
+                            **{**quick, "n_train": 60})  # fmt: skip
+    held.fit(train)
+    assert held.train_info["lam_auto"]["held_out"] == "training split"
+    assert held.n_train == len(train) - 12 == 52
