@@ -127,6 +127,8 @@ def test_report_written_self_contained_with_every_section(tmp_path):
     assert "n_steps" in text and "0.1.0" in text
     # per-image browser: one panel per sample image of each dataset, the first one shown
     assert text.count('class="sample"') == 12 and text.count('class="sample" data-image="0">') == 2
+    # the picker names the classes of a dataset whose plugin declares them (scenes' second: crescent)
+    assert "label 1 (crescent)" in text
 
 
 def test_hostile_names_are_escaped(tmp_path):

@@ -66,6 +66,24 @@ _COLUMN_HELP = {
 
 
 # -- small helpers --------------------------------------------------------------------------------
+
+def _class_names(dataset_label: str) -> list[str] | None:
+    """The class names of the dataset a leaderboard label (``scenes(size=64)``) names, when its
+    plugin declares them on the class (datasets that read them from files, like imagefolder, do
+    not: the report then shows class indices)."""
+    from ..registry import DATASETS
+
+    name = dataset_label.split("(", 1)[0]
+    if name not in DATASETS:
+        return None
+    names = getattr(DATASETS.get(name), "classes", None)  # an instance attribute for some plugins
+    return list(names) if isinstance(names, (list, tuple)) else None
+
+
+def _class_name(index: int, names: list[str] | None) -> str:
+    """``3 (star)`` where the class names are known, else ``3``."""
+    return f"{index} ({names[index]})" if names and 0 <= index < len(names) else str(index)
+
 def _e(value: Any) -> str:
     """Text for HTML (element content and quoted attribute values alike)."""
     return html.escape(str(value), quote=True)
@@ -340,6 +358,7 @@ def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
         title = _group_title(dataset, model, several_models)
         parts.append(f'<div class="browser" data-dataset="{_e(dataset)}" data-model="{_e(model)}">'
                      f"<h3>{_e(title)}</h3>")  # fmt: skip
+        names = _class_names(dataset)
         options = []
         for i in indices:
             label = arrays.get((i, "label"))  # stored as a 1-element array
@@ -348,10 +367,10 @@ def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
             pred = int(rows.pred.iloc[0]) if len(rows) else None
             text = f"image {i}"
             if label is not None:
-                text += f" · label {label}"
+                text += f" · label {_class_name(label, names)}"
             if pred is not None:
-                text += f" · predicted {pred}" + ("" if label is None or pred == label
-                                                  else " (wrong)")  # fmt: skip
+                text += f" · predicted {_class_name(pred, names)}" + (
+                    "" if label is None or pred == label else " (wrong)")  # fmt: skip
             options.append(f'<option value="{i}">{_e(text)}</option>')
         parts.append(f'<div class="controls"><button type="button" class="prev" '
                      f'aria-label="previous image">◀</button><select aria-label="sample image '
