@@ -88,7 +88,7 @@ def test_register_arch_and_list_models():
         MODELS._items.pop("test-tinynet", None)
 
 
-def test_jpeg_augmentation_is_the_codec():
+def test_jpeg_augmentation_is_the_codec(monkeypatch):
     """The training round-trip decodes exactly what the compression codec decodes."""
     from nicebench.compression import codecs
     from nicebench.models import jpeg_roundtrip
@@ -99,6 +99,11 @@ def test_jpeg_augmentation_is_the_codec():
     for i, (q, ss) in enumerate(((20, "4:4:4"), (50, "4:2:0"), (95, "4:2:0"))):
         dec = codecs.decode(codecs.encode(arr[i], "jpeg", q, ss), 3)
         assert torch.equal(out[i], torch.from_numpy(dec.copy()).permute(2, 0, 1).float() / 255)
+    # on the codec threads or one after another: the same images, in order
+    assert codecs.map_images(lambda i: i * i, range(40)) == [i * i for i in range(40)]
+    assert codecs.map_images(lambda i: i * i, range(40), parallel=False) == [i * i for i in range(40)]
+    monkeypatch.setenv("NICEBENCH_CODEC_THREADS", "1")
+    assert torch.equal(jpeg_roundtrip(x, [20, 50, 95], [0, 2, 2]), out)
 
 
 def test_forward_model_folds_batchnorm_and_follows_the_weights():

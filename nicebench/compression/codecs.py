@@ -14,15 +14,17 @@ import io
 import os
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image, features
 
 __all__ = [
+    "map_images",
     "PILLOW_CODECS",
     "SUBSAMPLINGS",
     "BLOCK",
@@ -60,6 +62,9 @@ MAX_SIDE = {"jpeg": 65_500, "webp": 16_383, "avif": 16_384}
 
 class CodecError(ValueError):
     """A codec that is unknown or not built into Pillow, bad settings, or an image it can't take."""
+
+
+T = TypeVar("T")
 
 
 def available_codecs() -> list[str]:
@@ -301,6 +306,15 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def map_images(fn: Callable[[Any], T], items: Sequence[Any], parallel: bool = True) -> list[T]:
+    """``[fn(item) for item in items]``, on the shared codec thread pool (:func:`codec_threads`)
+    when ``parallel`` and there is more than one item and thread (``fn`` must be thread-safe:
+    Pillow's coders are). The order, and so the result, is the same either way."""
+    if parallel and len(items) > 1 and codec_threads() > 1:
+        return list(_pool().map(fn, items, chunksize=1))
+    return [fn(item) for item in items]
+
+
 def code_batch(
     arr: np.ndarray,
     encode_one: Callable[[np.ndarray], bytes],
@@ -317,10 +331,7 @@ def code_batch(
         data = encode_one(a)
         return data, decode_one(data, channels)
 
-    if parallel and len(arr) > 1 and codec_threads() > 1:
-        done = list(_pool().map(one, arr, chunksize=1))
-    else:
-        done = [one(a) for a in arr]
+    done = map_images(one, arr, parallel)
     streams = [d[0] for d in done]
     decoded = np.stack([d[1] for d in done])
     return Coded(

@@ -40,10 +40,7 @@ def jpeg_roundtrip(
         sub = codecs.check_subsampling("jpeg", int(ss[i]))
         return codecs.decode(codecs.encode(arr[i], "jpeg", int(q[i]), sub), channels)
 
-    if b > 1 and codecs.codec_threads() > 1:
-        decoded = list(codecs._pool().map(one, range(b)))
-    else:
-        decoded = [one(i) for i in range(b)]
+    decoded = codecs.map_images(one, range(b))
     out = np.stack(decoded) if b else arr
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255).to(images.device)
 
