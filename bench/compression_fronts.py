@@ -4,9 +4,11 @@ Per (dataset, model, codec) and method: the front's smallest ratio to the codec 
 originals with accuracy within one point of it, its 95% bootstrap interval, the payload ratio (the
 codec's header left out of both files), the BD-rate of the front against the codec's own quality
 curve, the ratio to uniform quality (paired interval), the front's operating point and the random
-sanity line.
+sanity line. With ``--versus METHOD``: each row's headline over METHOD's, paired over the same
+bootstrap resamples of images, and the share of resamples in which the row needs fewer bytes.
 
     python bench/compression_fronts.py results/compression-scenes128 [more run dirs]
+    python bench/compression_fronts.py results/compression-scenes128-nice --versus gradcam
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import argparse
 
 import numpy as np
 
-from nicebench.compression.summary import random_sanity
+from nicebench.compression.summary import random_sanity, versus_table
 from nicebench.report.tables import compression_summary
 from nicebench.store import RunStore
 
@@ -62,11 +64,39 @@ def table(run_dir: str) -> str:
     return "\n".join(lines)
 
 
+def versus(run_dir: str, against: str) -> str:
+    store = RunStore(run_dir)
+    try:
+        vs = versus_table(store.tables("compression"), against)
+    finally:
+        store.close()
+    if vs.empty:
+        return f"no row labelled {against!r} in {run_dir}"
+    lines = []
+    axes = [c for c in ("dataset", "model", "track_codec") if c in vs]
+    for where, part in vs.groupby(axes, sort=False):
+        lines += [f"### {' · '.join(map(str, where))}: each row's headline over {against}'s "
+                  f"(paired, {int(part['n_images'].max())} images)", "",
+                  f"| row | ratio to {against} | 95% interval | P(fewer bytes than {against}) |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for _, r in part.iterrows():
+            name = "uniform " + r["method"] if r["kind"] == "codec" else r["method"]
+            lines.append(f"| {name} | {_f(r['ratio'])} | [{_f(r['lo'])}, {_f(r['hi'])}] | "
+                         f"{_f(r['p_below'])} |")  # fmt: skip
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+")
-    for run_dir in ap.parse_args().runs:
+    ap.add_argument("--versus", metavar="METHOD",
+                    help="also each row's headline over this row's, paired (e.g. gradcam)")
+    args = ap.parse_args()
+    for run_dir in args.runs:
         print(table(run_dir))
+        if args.versus:
+            print(versus(run_dir, args.versus))
 
 
 if __name__ == "__main__":

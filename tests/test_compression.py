@@ -370,6 +370,19 @@ def test_interval_and_paired_vs_uniform_from_the_same_resamples():
     assert s["compression_ratio_lo"] == pytest.approx(0.8 * u["compression_ratio_lo"])
     assert s["compression_ratio_hi"] == pytest.approx(0.8 * u["compression_ratio_hi"])
     assert u["compression_ratio_hi"] > u["compression_ratio_lo"]  # the draws do vary
+    # the same comparison between any two rows: paired_ratio (vs_uniform is it against the sweep)
+    from nicebench.compression.summary import paired_ratio
+
+    pr = paired_ratio(method, sweep, n_boot=300)
+    assert (pr["ratio"], pr["lo"], pr["hi"]) == pytest.approx((0.8, 0.8, 0.8))
+    assert pr["p_below"] == 1.0 and pr["n_images"] == n
+    back = paired_ratio(sweep, method, n_boot=300)
+    assert back["ratio"] == pytest.approx(1.25) and back["p_below"] == 0.0
+    # a row with more bytes on some resamples only: the interval straddles 1, p_below in between
+    noisy = _hand_rows([b * rng.uniform(0.6, 1.4, n) for b in sweep_b], correct, ref, ref_c,
+                       [(f"keep=0.3 q={q} x4", q, 0.3, 4) for q in qs])  # fmt: skip
+    pn = paired_ratio(noisy, sweep, n_boot=300)
+    assert pn["lo"] < 1 < pn["hi"] and 0 < pn["p_below"] < 1
 
 
 def test_each_codec_against_its_own_curve():
@@ -405,6 +418,14 @@ def test_each_codec_against_its_own_curve():
     cheat.loc[cheat["method"] == "random", "bytes"] *= 0.5
     lines = random_sanity(summarise_table(cheat, n_boot=100))
     assert all("FAILED" in line for line in lines)
+    # every row against one method, per codec: "good" needs half of random's bytes with either
+    from nicebench.compression.summary import versus_table
+
+    vs = versus_table(rows, "random", n_boot=100).set_index(["method", "track_codec"])
+    assert vs.loc[("good", "jpeg"), "ratio"] == pytest.approx(0.5)
+    assert vs.loc[("good", "webp"), "hi"] == pytest.approx(0.5)
+    assert vs.loc[("webp", "webp"), "ratio"] == pytest.approx(1.0)  # the sweep: random's own bytes
+    assert ("random", "jpeg") not in vs.index and set(vs["versus"]) == {"random"}
 
 
 def test_psnr_and_ssim_batches_equal_scikit_image():

@@ -28,6 +28,8 @@ __all__ = [
     "summarise",
     "summarise_table",
     "points_table",
+    "paired_ratio",
+    "versus_table",
     "random_sanity",
     "codec_suffix",
     "sanity_verdict",
@@ -353,6 +355,55 @@ def summarise_table(rows: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> 
     df = pd.DataFrame(out)
     df["bd_codec"] = [s["bd_codec"] for s in out]
     return df
+
+
+def paired_ratio(
+    points: pd.DataFrame | list[dict[str, Any]],
+    other: pd.DataFrame | list[dict[str, Any]],
+    tolerance: float = 0.01,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> dict[str, float]:
+    """One row's headline ratio over another's (two methods coded with one codec, or a method
+    and the codec's own curve) on the images both have: ``ratio``, its 95% interval over the same
+    bootstrap resamples of those images for both (``lo``/``hi``, paired) and ``p_below``, the
+    share of resamples in which the first needs fewer bytes. A row that never qualifies counts as
+    ``inf``, as in :func:`analyse` (whose ``vs_uniform`` is this against the sweep)."""
+    a, b = point_matrices(points), point_matrices(other)
+    common = np.intersect1d(a.images, b.images)
+    if len(common) == 0:
+        raise ValueError("the two rows share no image")
+    a, b = a.subset(common), b.subset(common)
+    ref_acc = float(a.ref_correct.mean())
+    ha, hb = _headline(a, ref_acc, tolerance), _headline(b, ref_acc, tolerance)
+    ratio = float("nan") if hb is None else (
+        float(a.ratio[ha] / b.ratio[hb]) if ha is not None else np.inf)  # fmt: skip
+    w = bootstrap_weights(len(common), n_boot, seed)
+    da, db = (_no_point_is_inf(headline_draws(w, m.nbytes, m.correct, m.ref_nbytes, m.ref_correct,
+                                              tolerance)) for m in (a, b))  # fmt: skip
+    with np.errstate(invalid="ignore", divide="ignore"):
+        paired = da / db  # inf/inf: NaN, left out
+    lo, hi, _ = _interval(paired)
+    defined = paired[~np.isnan(paired)]
+    p_below = float((defined < 1).mean()) if len(defined) else float("nan")
+    return {"ratio": ratio, "lo": lo, "hi": hi, "p_below": p_below, "n_images": len(common)}
+
+
+def versus_table(rows: pd.DataFrame, against: str, n_boot: int = N_BOOT, seed: int = 0
+                 ) -> pd.DataFrame:  # fmt: skip
+    """:func:`paired_ratio` of every row of a run's ``compression`` table against the row labelled
+    ``against`` (a method or a codec) coded with the same codec, per dataset (× model): columns
+    ``dataset`` (``model``), ``track_codec``, ``method``, ``kind``, ``versus`` and the figures."""
+    groups = list(_groups(rows))
+    out = []
+    for head, mrows, _ in groups:
+        base = [r for h, r, _ in groups if h["method"] == against
+                and all(h.get(k) == head.get(k) for k in ("dataset", "model", "track_codec"))]
+        if head["method"] == against or not base:
+            continue
+        out.append({**{k: v for k, v in head.items() if k != "bd_codec"}, "versus": against,
+                    **paired_ratio(mrows, base[0], n_boot=n_boot, seed=seed)})  # fmt: skip
+    return pd.DataFrame(out)
 
 
 def points_table(rows: pd.DataFrame) -> pd.DataFrame:
