@@ -223,18 +223,9 @@ def analyse(
             mc, sc = m.subset(common), sw.subset(common)
             out["bd_rate"] = bd_rate(mc.mean_bytes, mc.accuracy, sc.mean_bytes, sc.accuracy)
             ra = float(mc.ref_correct.mean()) if reference_accuracy is None else ref_acc
-            bm, bs = _headline(mc, ra, tolerance), _headline(sc, ra, tolerance)
-            if bs is not None:  # a method that never qualifies: inf (as bad as it gets)
-                out["vs_uniform"] = float(mc.ratio[bm] / sc.ratio[bs]) if bm is not None else np.inf
-            wc = w if len(common) == len(m.images) else bootstrap_weights(len(common), n_boot,
-                                                                          seed)  # fmt: skip
-            dm = headline_draws(wc, mc.nbytes, mc.correct, mc.ref_nbytes, mc.ref_correct,
-                                tolerance)  # fmt: skip
-            ds = headline_draws(wc, sc.nbytes, sc.correct, sc.ref_nbytes, sc.ref_correct,
-                                tolerance)  # fmt: skip
-            with np.errstate(invalid="ignore", divide="ignore"):
-                paired = _no_point_is_inf(dm) / _no_point_is_inf(ds)  # inf/inf: NaN, left out
-            out["vs_uniform_lo"], out["vs_uniform_hi"], _ = _interval(paired)
+            vs = _paired(mc, sc, ra, tolerance, n_boot, seed)
+            out["vs_uniform"], out["vs_uniform_lo"], out["vs_uniform_hi"] = (
+                vs["ratio"], vs["lo"], vs["hi"])  # fmt: skip
     p = m.points.iloc[at]
     keep = p["keep"]
     share = float(keep) if pd.notna(keep) else float(p.get("area", np.nan))
@@ -374,11 +365,19 @@ def paired_ratio(
     if len(common) == 0:
         raise ValueError("the two rows share no image")
     a, b = a.subset(common), b.subset(common)
-    ref_acc = float(a.ref_correct.mean())
+    out = _paired(a, b, float(a.ref_correct.mean()), tolerance, n_boot, seed)
+    return {**out, "n_images": len(common)}
+
+
+def _paired(a: PointMatrices, b: PointMatrices, ref_acc: float, tolerance: float, n_boot: int,
+            seed: int) -> dict[str, float]:  # fmt: skip
+    """``a``'s headline over ``b``'s (the same images): the ratio (NaN when ``b`` never qualifies,
+    ``inf`` when only ``a`` does not), its interval over the same resamples of both and the share
+    of resamples in which ``a`` needs fewer bytes."""
     ha, hb = _headline(a, ref_acc, tolerance), _headline(b, ref_acc, tolerance)
     ratio = float("nan") if hb is None else (
         float(a.ratio[ha] / b.ratio[hb]) if ha is not None else np.inf)  # fmt: skip
-    w = bootstrap_weights(len(common), n_boot, seed)
+    w = bootstrap_weights(len(a.images), n_boot, seed)
     da, db = (_no_point_is_inf(headline_draws(w, m.nbytes, m.correct, m.ref_nbytes, m.ref_correct,
                                               tolerance)) for m in (a, b))  # fmt: skip
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -386,7 +385,7 @@ def paired_ratio(
     lo, hi, _ = _interval(paired)
     defined = paired[~np.isnan(paired)]
     p_below = float((defined < 1).mean()) if len(defined) else float("nan")
-    return {"ratio": ratio, "lo": lo, "hi": hi, "p_below": p_below, "n_images": len(common)}
+    return {"ratio": ratio, "lo": lo, "hi": hi, "p_below": p_below}
 
 
 def versus_table(rows: pd.DataFrame, against: str, n_boot: int = N_BOOT, seed: int = 0
