@@ -27,6 +27,13 @@ accuracy on them, by bisection (a few trainings, each cached). The held-out imag
 dataset's validation split when it has one (:meth:`nicebench.BenchDataset.validation_split`:
 test-like, as the classifier never saw them), else the training split's last images, which the
 generator then does not train on.
+
+``train_quality`` (with ``codec``) puts the codec in the training loop: each training composite is
+coded and decoded at that quality before the classifier sees it, and the gradient passes the codec
+straight through (the identity in the backward pass, as BPDA), so the gates learn what survives
+the coding the track applies. ``lam="auto"`` then measures masked accuracy on composites coded at
+``train_quality`` against the originals coded at the same quality (the mask's own cost, not the
+quality's).
 """
 
 from __future__ import annotations
@@ -162,7 +169,8 @@ class Nice(GateMaskMethod, LearnedMethod):
     ``seed``, ``rank_window`` (tie-break window of the explanation map as a share of the grid's
     side, 0 = by ``σ(log α)`` alone; it does not change the mask); for the compression track
     ``codec`` (a codec's name: cells on its block grid, the ``lowres`` reference at ``factor``),
-    ``lam="auto"`` (with ``n_holdout``, ``auto_tolerance``; see the module's docstring).
+    ``lam="auto"`` (with ``n_holdout``, ``auto_tolerance``) and ``train_quality`` (the codec in
+    the training loop); see the module's docstring.
 
     Defaults come from λ sweeps (``bench/nice_lambda_sweep.py``) on scenes-64 and fashion-mnist:
     with the low-resolution reference, auto cells and 5 epochs of up to 24k images (under 2
@@ -198,6 +206,7 @@ class Nice(GateMaskMethod, LearnedMethod):
         factor: int = 4,
         n_holdout: int = 500,
         auto_tolerance: float = 0.01,
+        train_quality: int | None = None,
     ):
         if codec is not None:
             if cell == "auto":
@@ -207,6 +216,16 @@ class Nice(GateMaskMethod, LearnedMethod):
             if reference != "lowres":
                 raise MethodError(f"nice: codec={codec!r} trains against the track's "
                                   f"low-resolution background: reference must be 'lowres'")  # fmt: skip
+        if train_quality is not None:
+            if codec is None:
+                raise MethodError("nice: train_quality codes the training composites with the "
+                                  "track's codec: name one with codec=")  # fmt: skip
+            if isinstance(train_quality, bool) or not isinstance(train_quality, int) or not (
+                1 <= train_quality <= 100
+            ):
+                raise MethodError(
+                    f"nice: train_quality must be an integer in [1, 100], got {train_quality!r}"
+                )
         super().__init__(model, reference=reference, cell=cell, target=target,
                          rank_window=rank_window)  # fmt: skip
         if generator not in GENERATORS:
@@ -216,6 +235,7 @@ class Nice(GateMaskMethod, LearnedMethod):
         if lam != "auto" and (isinstance(lam, bool) or not isinstance(lam, (int, float))):
             raise MethodError(f"nice: lam must be a number or 'auto', got {lam!r}")
         self.codec, self.factor = (None if codec is None else str(codec)), factor
+        self.train_quality = train_quality
         self.n_holdout, self.auto_tolerance = int(n_holdout), float(auto_tolerance)
         self.lam = "auto" if lam == "auto" else float(lam)
         self.mu, self.generator = float(mu), generator
@@ -258,14 +278,15 @@ class Nice(GateMaskMethod, LearnedMethod):
         x_u8, y = materialise(held)
         x = x_u8.float().div_(255).to(self.device)
         y = y.to(self.device)
-        base = float((predict(self.model, x) == y.cpu()).float().mean())
+        base = float((predict(self.model, self.coded(x)) == y.cpu()).float().mean())
         tried: dict[float, dict[str, float]] = {}
 
         def masked(lam: float) -> dict[str, float]:
             self.lam = lam
             super(Nice, self).fit(dataset)
             keep = self.binary_mask(x, y)
-            acc = float((predict(self.model, self.composite(x, keep)) == y.cpu()).float().mean())
+            shown = self.coded(self.composite(x, keep))
+            acc = float((predict(self.model, shown) == y.cpu()).float().mean())
             tried[lam] = {"masked_accuracy": acc, "mask_share": float(keep.float().mean())}
             return tried[lam]
 
@@ -274,9 +295,24 @@ class Nice(GateMaskMethod, LearnedMethod):
         if chosen not in tried or self.lam != chosen:
             masked(chosen)
         self.train_info = {**self.train_info, "lam_auto": {
-            "chosen": chosen, "accuracy_original": base, "n_holdout": n_hold, "held_out": source,
+            "chosen": chosen, "accuracy_original": base, "quality": self.train_quality,
+            "n_holdout": n_hold, "held_out": source,
             "tried": {str(k): v for k, v in sorted(tried.items())}}}  # fmt: skip
         return self
+
+    @torch.no_grad()
+    def coded(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` coded and decoded by the track's codec at ``train_quality`` (unchanged
+        without one), on the images' device."""
+        if self.train_quality is None:
+            return images
+        from nicebench.codec import create_codec
+        from nicebench.compression.codecs import to_uint8
+
+        codec = create_codec(str(self.codec))
+        coded = codec.roundtrip(to_uint8(images.clamp(0, 1)), int(self.train_quality))
+        out = torch.from_numpy(coded.decoded).permute(0, 3, 1, 2).float().div_(255)
+        return out.to(images.device, images.dtype)
 
     # -- training ---------------------------------------------------------------------------
     def prepare(self, dataset: Any) -> None:
@@ -292,6 +328,8 @@ class Nice(GateMaskMethod, LearnedMethod):
         if self.codec is None:
             params.pop("codec", None)
             params.pop("factor", None)
+        if self.train_quality is None:
+            params.pop("train_quality", None)
         return params
 
     def cache_identity(self, dataset: Any, n: int) -> dict[str, Any]:
@@ -313,7 +351,10 @@ class Nice(GateMaskMethod, LearnedMethod):
         u = torch.rand(log_alpha.shape, generator=gen).to(x.device)
         z = sample(log_alpha, u)
         zu = upsample_cells(z, self.cell_px, tuple(x.shape[-2:]))
-        ce = F.cross_entropy(self.model(zu * x + (1 - zu) * self.reference_image(x)), y)
+        mixed = zu * x + (1 - zu) * self.reference_image(x)
+        if self.train_quality is not None:  # the codec in the loop, straight through
+            mixed = mixed + (self.coded(mixed.detach()) - mixed).detach()
+        ce = F.cross_entropy(self.model(mixed), y)
         l0 = expected_l0(log_alpha).mean()
         tv = total_variation(z).mean()
         loss = ce + self.lam * l0 + self.mu * tv

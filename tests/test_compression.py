@@ -24,7 +24,7 @@ from nicebench.compression import (
     quality_sweep_rows,
     summarise,
 )
-from nicebench.compression.codecs import header_size
+from nicebench.compression.codecs import header_size, to_uint8
 from nicebench.compression.mixed import low_resolution, snap_mask, topk_mask
 from nicebench.compression.rate import pareto_front
 from nicebench.testing import ContractError, check_codec, check_dataset, tiny_setup
@@ -647,3 +647,44 @@ def test_nice_for_the_track_and_lam_auto(tmp_path, monkeypatch):
     held.fit(train)
     assert held.train_info["lam_auto"]["held_out"] == "training split"
     assert held.n_train == len(train) - 12 == 52
+
+
+def test_nice_trains_through_the_codec(tmp_path, monkeypatch):
+    """train_quality codes each training composite at that quality (straight through in the
+    backward pass): the loss sees the coded image, the gates still get gradients, and it is a
+    different generator in the cache."""
+    monkeypatch.setenv("NICEBENCH_CACHE", str(tmp_path))
+    model, ds = tiny_setup(size=32, n=6)
+    quick = {"epochs": 1, "n_train": 48, "batch_size": 24}
+    with pytest.raises(nb.MethodError, match="name one with codec="):
+        nb.create_method("nice", model, train_quality=30)
+    with pytest.raises(nb.MethodError, match=r"train_quality must be an integer in \[1, 100\]"):
+        nb.create_method("nice", model, codec="jpeg", train_quality=0)
+    looped = nb.create_method("nice", model, codec="jpeg", factor=8, train_quality=10, **quick)
+    plain = nb.create_method("nice", model, codec="jpeg", factor=8, **quick)
+    assert "train_quality" not in plain.training_params()
+    assert looped.training_params()["train_quality"] == 10
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    coded = looped.coded(x)
+    expected = nb.create_codec("jpeg").roundtrip(to_uint8(x), 10).decoded
+    assert torch.equal(coded, torch.from_numpy(expected).permute(0, 3, 1, 2).float() / 255)
+    assert torch.equal(plain.coded(x), x)
+
+    looped.fit(ds.train_split())
+    plain.fit(ds.train_split())
+    assert looped.train_info["identity"]["params"]["train_quality"] == 10
+    module = looped.build_module(ds.train_split()).train()
+    seen = []
+    real = model.forward
+
+    def spy(inp):
+        seen.append(inp.detach().clone())
+        return real(inp)
+
+    monkeypatch.setattr(model, "forward", spy)
+    y = torch.zeros(4, dtype=torch.long)
+    loss, logged = looped.training_loss(module, x, y, torch.Generator().manual_seed(0))
+    loss.backward()
+    # the classifier saw JPEG-decoded images (multiples of 1/255), and the gates got gradients
+    assert torch.allclose(seen[-1] * 255, (seen[-1] * 255).round(), atol=1e-4)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
