@@ -383,6 +383,17 @@ def test_interval_and_paired_vs_uniform_from_the_same_resamples():
                        [(f"keep=0.3 q={q} x4", q, 0.3, 4) for q in qs])  # fmt: skip
     pn = paired_ratio(noisy, sweep, n_boot=300)
     assert pn["lo"] < 1 < pn["hi"] and 0 < pn["p_below"] < 1
+    # a base row that never qualifies needs unbounded bytes: the ratio is 0, as every resample's
+    never = _hand_rows(sweep_b, [np.zeros(n, bool)] * 4, ref, ref_c,
+                       [(f"keep=0.1 q={q} x4", q, 0.1, 4) for q in qs])  # fmt: skip
+    pv = paired_ratio(method, never, n_boot=300)
+    assert (pv["ratio"], pv["lo"], pv["hi"], pv["p_below"]) == (0.0, 0.0, 0.0, 1.0)
+    assert paired_ratio(never, method, n_boot=300)["ratio"] == math.inf
+    assert math.isnan(paired_ratio(never, never, n_boot=300)["ratio"])
+    from nicebench.compression.summary import sanity_verdict
+
+    assert sanity_verdict(0.0, 0.0) == ""  # against a sweep that never qualifies: not measurable
+    assert sanity_verdict(0.9, 0.99) == "FAILED" and sanity_verdict(1.0, 1.3) == "ok"
 
 
 def test_each_codec_against_its_own_curve():

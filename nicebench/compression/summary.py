@@ -154,10 +154,10 @@ def sanity_verdict(vs_uniform: float, vs_uniform_hi: float) -> str:
     """The protocol's check on a ``random`` row: ``"ok"`` when the paired interval of its ratio to
     uniform quality reaches 1 (no gain beyond its interval; ``inf``: random never reaches the
     accuracy, no gain either), ``"FAILED"`` when its upper bound is below 1, ``""`` when it can't
-    be measured (uniform quality itself has no qualifying point)."""
+    be measured (NaN, or 0: uniform quality itself has no qualifying point)."""
     if vs_uniform is None or vs_uniform_hi is None:
         return ""
-    if np.isnan(vs_uniform) or np.isnan(vs_uniform_hi):
+    if np.isnan(vs_uniform) or np.isnan(vs_uniform_hi) or vs_uniform == 0:
         return ""
     return "ok" if vs_uniform_hi >= 1.0 else "FAILED"
 
@@ -185,7 +185,8 @@ def analyse(
       the sweep's codec.
     - ``vs_uniform`` (``_lo``/``_hi``): the headline ratio over the sweep's own headline ratio, the
       interval from the same resamples of both (paired): below 1 = fewer bytes than uniform
-      quality reduction at the 1-point rule; ``inf`` when the method never qualifies.
+      quality reduction at the 1-point rule; ``inf`` when the method never qualifies, 0 when only
+      uniform quality never does.
     - ``front_mask``/``front_share``/``front_quality``/``front_factor``: the headline's operating
       point (the share is the top-k ``keep``, or the mean kept area of a gate mask); ``bpp``,
       ``payload_ratio`` (header left out), ``accuracy_compressed``, ``psnr``, ``ssim`` there (or
@@ -371,12 +372,15 @@ def paired_ratio(
 
 def _paired(a: PointMatrices, b: PointMatrices, ref_acc: float, tolerance: float, n_boot: int,
             seed: int) -> dict[str, float]:  # fmt: skip
-    """``a``'s headline over ``b``'s (the same images): the ratio (NaN when ``b`` never qualifies,
-    ``inf`` when only ``a`` does not), its interval over the same resamples of both and the share
-    of resamples in which ``a`` needs fewer bytes."""
+    """``a``'s headline over ``b``'s (the same images): the ratio, its interval over the same
+    resamples of both and the share of resamples in which ``a`` needs fewer bytes. A row that never
+    qualifies needs unbounded bytes: ``inf`` when only ``a`` never does, 0 when only ``b`` never
+    does (as its resamples), NaN when neither does."""
     ha, hb = _headline(a, ref_acc, tolerance), _headline(b, ref_acc, tolerance)
-    ratio = float("nan") if hb is None else (
-        float(a.ratio[ha] / b.ratio[hb]) if ha is not None else np.inf)  # fmt: skip
+    if ha is None or hb is None:
+        ratio = float("nan") if ha is None and hb is None else (0.0 if hb is None else np.inf)
+    else:
+        ratio = float(a.ratio[ha] / b.ratio[hb])
     w = bootstrap_weights(len(a.images), n_boot, seed)
     da, db = (_no_point_is_inf(headline_draws(w, m.nbytes, m.correct, m.ref_nbytes, m.ref_correct,
                                               tolerance)) for m in (a, b))  # fmt: skip
