@@ -6,7 +6,8 @@ B images in inference mode through the model the engine runs (``nb.models.forwar
 BatchNorm folded; ``folded_forward_speedup`` is its gain over the model as loaded) — the forward
 passes the definition needs and no more. The ratio
 ``t(forwards) / t(deletion)`` is 1.0 at the limit; it can pass 1 where the engine's chunks run
-faster per image than batch B. Both arms alternate, best of ``--repeats``; same device, dtype and
+faster per image than batch B. Both arms alternate, best of ``--repeats`` rounds or as many more as
+give each arm ``--min-seconds`` in all (short timings are noisy; at most 100); same device, dtype and
 memory format. Models: the scenes-64 classifier's architecture (scenecnn, weights drawn from seed
 0: speed does not depend on training; channels-last on a CPU, as ``nb.load_model`` runs it) and a torchvision ResNet (random init) at 224 px,
 channels-last on a GPU.
@@ -47,7 +48,7 @@ def _best(fn, device: torch.device, repeats: int) -> float:
     return best
 
 
-def _ratio(model, images, n_steps, device, repeats) -> dict:
+def _ratio(model, images, n_steps, device, repeats, min_seconds=2.0) -> dict:
     gen = torch.Generator().manual_seed(0)
     sal = torch.rand(len(images), 1, *images.shape[-2:], generator=gen).to(device)
 
@@ -67,13 +68,15 @@ def _ratio(model, images, n_steps, device, repeats) -> dict:
         deletion(model, images, sal, n_steps=n_steps)
 
     t_f, t_d, t_u = [], [], []
-    for _ in range(repeats):  # alternate the arms so load changes hit both
+    # alternate the arms so load changes hit both
+    while len(t_f) < repeats or (min(sum(t_f), sum(t_d)) < min_seconds and len(t_f) < 100):
         t_f.append(_best(forwards, device, 1))
         t_d.append(_best(engine, device, 1))
         t_u.append(_best(unfolded, device, 1))
     return {"batch": len(images), "forward_limit_s": round(min(t_f), 4),
             "deletion_s": round(min(t_d), 4), "ratio": round(min(t_f) / min(t_d), 3),
-            "folded_forward_speedup": round(min(t_u) / min(t_f), 3)}  # fmt: skip
+            "folded_forward_speedup": round(min(t_u) / min(t_f), 3),
+            "rounds": len(t_f)}  # fmt: skip
 
 
 def main() -> None:
@@ -84,6 +87,7 @@ def main() -> None:
     p.add_argument("--resnet-batches", type=int, nargs="+", default=None)
     p.add_argument("--n-steps", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--min-seconds", type=float, default=2.0)
     args = p.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -96,7 +100,7 @@ def main() -> None:
     small = build_arch("scenecnn", ds, seed=0).to(device).eval().use_channels_last(not gpu)
     x = torch.stack([ds[i][0] for i in range(len(ds))]).to(device)
     out["models"]["scenecnn-64"] = [
-        _ratio(small, x[:b], args.n_steps, device, args.repeats) for b in args.batches
+        _ratio(small, x[:b], args.n_steps, device, args.repeats, args.min_seconds) for b in args.batches
     ]
     name = args.resnet or ("resnet50" if gpu else "resnet18")
     big = getattr(torchvision.models, name)(weights=None).to(device).eval()
@@ -107,8 +111,8 @@ def main() -> None:
     xr = torch.rand(max(rb), 3, 224, 224, generator=gen).to(device)
     if gpu:
         xr = xr.contiguous(memory_format=torch.channels_last)
-    out["models"][f"{name}-224"] = [_ratio(big, xr[:b], args.n_steps, device, args.repeats)
-                                    for b in rb]  # fmt: skip
+    out["models"][f"{name}-224"] = [_ratio(big, xr[:b], args.n_steps, device, args.repeats,
+                                           args.min_seconds) for b in rb]  # fmt: skip
     print(json.dumps(out))
 
 
