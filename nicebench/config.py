@@ -304,14 +304,15 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
 def available(
     datasets: list[PluginSpec], skipped: list[tuple[str, str]] | None = None
 ) -> list[PluginSpec]:
-    """The datasets whose test split loads on this machine; the others are appended to
-    ``skipped`` as (spec, the loader's message saying how to get the files)."""
-    from .data import DatasetMissingError, load_dataset
+    """The datasets whose scored split (the test split unless ``split=``) loads on this machine;
+    the others are appended to ``skipped`` as (spec, the loader's message saying how to get the
+    files)."""
+    from .data import DatasetMissingError, load_run_dataset
 
     out = []
     for spec in datasets:
         try:
-            load_dataset(spec.name, split="test", **spec.kwargs)
+            load_run_dataset(spec.name, **spec.kwargs)
         except DatasetMissingError as exc:
             if skipped is not None:
                 skipped.append((str(spec), str(exc)))

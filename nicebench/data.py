@@ -89,6 +89,14 @@ def load_dataset(name: str, split: str = "test", **params: Any) -> BenchDataset:
         raise
 
 
+def load_run_dataset(name: str, **params: Any) -> BenchDataset:
+    """The split a run scores: the test split, unless the dataset's spec names another with
+    ``split=`` (e.g. ``scenes:size=128,split=val`` to choose settings on the validation split
+    without touching the test split; its classifier and learned methods still train on the
+    training split, and NICE's ``lam="auto"`` then chooses λ on the images it is scored on)."""
+    return load_dataset(name, **{"split": "test", **params})
+
+
 def cache_dir() -> Path:
     """``$NICEBENCH_CACHE``, else ``$XDG_CACHE_HOME/nicebench``, else ``~/.cache/nicebench``."""
     env = os.environ.get("NICEBENCH_CACHE")

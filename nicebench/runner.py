@@ -27,7 +27,7 @@ import torch
 
 from .codec import Codec, create_codec
 from .config import PluginSpec, RunConfig, default_config_text, parse_config
-from .data import BenchDataset, collate, load_dataset
+from .data import BenchDataset, collate, load_run_dataset
 from .faults import checkpoint
 from .method import Method, create_method
 from .metrics import MetricContext, MetricSpec, get_metric_spec
@@ -143,7 +143,7 @@ class Cell:
 # -- caches shared by the cells of one worker process ------------------------------------------------
 @functools.lru_cache(maxsize=8)
 def _dataset(spec: PluginSpec) -> BenchDataset:
-    return load_dataset(spec.name, split="test", **spec.kwargs)
+    return load_run_dataset(spec.name, **spec.kwargs)
 
 
 @functools.lru_cache(maxsize=8)

@@ -86,6 +86,28 @@ def test_tiny_run_tables_and_resume(tiny_scenes, tmp_path):
     assert board.equals(pd.read_csv(tmp_path / "leaderboard.csv"))
 
 
+def test_a_run_scores_another_split_when_the_dataset_names_one(tiny_scenes, tmp_path):
+    """``split=val`` in a dataset's spec scores the validation split (to choose settings without
+    touching the test split); the classifier is the same, trained on the training split."""
+    from nicebench.data import load_dataset, load_run_dataset
+    from nicebench.runner import _model
+
+    spec = parse_specs(TINY + ",split=val")
+    cfg = RunConfig(datasets=spec, methods=parse_specs("center"), n_images=8, shard_size=8,
+                    batch_size=8, out=str(tmp_path), metrics=["mask_auroc"])  # fmt: skip
+    assert run(cfg, progress=False).ok == 1
+    per_image = pd.read_csv(tmp_path / "per_image.csv")
+    val = load_dataset("scenes", split="val", **TINY_SCENES)
+    test = load_dataset("scenes", split="test", **TINY_SCENES)
+    assert per_image.sort_values("image_index").label.tolist() == [int(val[i][1]) for i in range(8)]
+    assert [int(val[i][1]) for i in range(8)] != [int(test[i][1]) for i in range(8)]
+    assert per_image.dataset.str.contains("split=val").all()
+    assert load_run_dataset("scenes", **TINY_SCENES).split == "test"  # the default
+    assert _model(spec[0], PluginSpec.make("default", {}), "cpu") is not None
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_run_dataset("scenes", split="bogus", **TINY_SCENES)
+
+
 def test_failing_cell_is_recorded_and_run_goes_on(tiny_scenes, tmp_path):
     @register_method("zz-nan")
     class NaNMap(Method):
