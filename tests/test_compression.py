@@ -682,7 +682,6 @@ def test_nice_trains_through_the_codec(tmp_path, monkeypatch):
     assert torch.equal(plain.coded(x), x)
 
     looped.fit(ds.train_split())
-    plain.fit(ds.train_split())
     assert looped.train_info["identity"]["params"]["train_quality"] == 10
     module = looped.build_module(ds.train_split()).train()
     seen = []
@@ -694,7 +693,7 @@ def test_nice_trains_through_the_codec(tmp_path, monkeypatch):
 
     monkeypatch.setattr(model, "forward", spy)
     y = torch.zeros(4, dtype=torch.long)
-    loss, logged = looped.training_loss(module, x, y, torch.Generator().manual_seed(0))
+    loss, _ = looped.training_loss(module, x, y, torch.Generator().manual_seed(0))
     loss.backward()
     # the classifier saw JPEG-decoded images (multiples of 1/255), and the gates got gradients
     assert torch.allclose(seen[-1] * 255, (seen[-1] * 255).round(), atol=1e-4)

@@ -103,7 +103,12 @@ def test_a_run_scores_another_split_when_the_dataset_names_one(tiny_scenes, tmp_
     assert [int(val[i][1]) for i in range(8)] != [int(test[i][1]) for i in range(8)]
     assert per_image.dataset.str.contains("split=val").all()
     assert load_run_dataset("scenes", **TINY_SCENES).split == "test"  # the default
-    assert _model(spec[0], PluginSpec.make("default", {}), "cpu") is not None
+    from nicebench.models import model_fingerprint
+
+    default = PluginSpec.make("default", {})
+    on_test = parse_specs(TINY)[0]
+    assert model_fingerprint(_model(spec[0], default, "cpu")) == model_fingerprint(
+        _model(on_test, default, "cpu"))  # fmt: skip
     with pytest.raises(ValueError, match="split must be one of"):
         load_run_dataset("scenes", split="bogus", **TINY_SCENES)
 
