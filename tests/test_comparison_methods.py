@@ -111,7 +111,16 @@ def test_smoothgrad_and_gradshap_agree_with_captum_in_expectation(tiny_scenes):
         # as close to captum's estimate as captum's is to its own with other draws (the draws
         # differ, so up to Monte-Carlo error: ≈0.93 between captum's two at 128 samples)
         assert _pearson(a, b) > _pearson(c, b) - 0.1
-        assert a.abs().mean().item() == pytest.approx(b.abs().mean().item(), rel=0.15)
+    # the magnitude in expectation: at 128 samples one estimate's Monte-Carlo error alone is
+    # ±10-20% (captum's own four seeds spread 0.00185-0.00226 on one tiny model), so compare at
+    # 1024 samples, where it is a few percent
+    ours = nb.create_method("gradshap", model, n_samples=1024, baselines="black+white",
+                            stdevs=0.05).explain(images, labels)  # fmt: skip
+    torch.manual_seed(0)
+    np.random.seed(0)
+    theirs = GradientShap(model).attribute(images.clone().requires_grad_(), baselines=bases,
+                                           n_samples=1024, stdevs=0.05, target=labels).sum(1)
+    assert ours.abs().mean().item() == pytest.approx(theirs.abs().mean().item(), rel=0.1)
 
 
 def test_sampled_methods_are_seeded_per_image(tiny_scenes):
