@@ -102,7 +102,8 @@ def _run(args: argparse.Namespace) -> int:
                   f"are in {out}; retry with `nicebench report {out}`", file=sys.stderr)  # fmt: skip
             code = 1
     board = pd.read_csv(out / "leaderboard.csv")
-    print(terminal_summary(board, out, files), end="")
+    validity = pd.read_csv(out / "validity.csv") if (out / "validity.csv").exists() else None
+    print(terminal_summary(board, out, files, validity), end="")
     return code
 
 

@@ -31,6 +31,7 @@ from .data import BenchDataset, collate, load_run_dataset
 from .faults import checkpoint
 from .method import Method, create_method
 from .metrics import MetricContext, MetricSpec, get_metric_spec
+from .metrics.audit import audit_rows
 from .models import DEFAULT_MODEL, check_model_spec, load_model
 from .models.external import load_state_dict_file
 from .registry import CODECS, METHODS
@@ -241,9 +242,8 @@ def _compute(cell: Cell, res: CellResult) -> None:
     images, labels = items[0].to(device), items[1].to(device)
     masks = items[2].to(device) if len(items) > 2 else None
     with torch.no_grad():
-        preds = torch.cat(
-            [model(images[i : i + 256]).argmax(1) for i in range(0, len(images), 256)]
-        )
+        logits = [model(images[i : i + 256]) for i in range(0, len(images), 256)]
+        preds = torch.cat([lo.argmax(1) for lo in logits])
     targets = labels if settings.get("target", "pred") == "label" else preds
     if method is None:
         sal, res.explain_ms_per_image = None, 0.0  # a codec explains nothing: no explain time
@@ -262,8 +262,12 @@ def _compute(cell: Cell, res: CellResult) -> None:
                         masks=masks, method=method, settings=settings, kind=cell.kind,
                         codec=codec, bd_codec=ref.label if ref else "", start=cell.start,
                         sample_images=int(settings.get("sample_images", 16)),
-                        codecs=tuple((c.label, _codec(c)) for c in cell.codecs))  # fmt: skip
-    for spec in _metric_specs(cell.metrics, ds, method):
+                        codecs=tuple((c.label, _codec(c)) for c in cell.codecs),
+                        dataset=ds)  # fmt: skip
+    ctx.record("classifier", [{"dataset_classes": ds.num_classes,
+                               "model_classes": int(logits[0].shape[1]) if logits else 0}])
+    specs = _metric_specs(cell.metrics, ds, method)
+    for spec in specs:
         if spec.kind == "table":
             res.tables[spec.name] = spec.fn(ctx)
             continue
@@ -273,6 +277,12 @@ def _compute(cell: Cell, res: CellResult) -> None:
         values = values.detach().float().cpu().tolist()
         rows += [(i, lab[j], prd[j], spec.column, values[j]) for j, i in enumerate(idx)]
         checkpoint("cell")
+    t_audit = time.perf_counter()
+    audit = audit_rows(ctx, specs)  # the validity audit's side passes (randomised model, noise)
+    if audit:
+        res.tables["audit"] = audit
+        res.spec["audit_seconds"] = round(time.perf_counter() - t_audit, 3)
+    res.tables.update(ctx.records)
     res.n_images = len(idx)
     _keep_sample(ctx, res)
 

@@ -420,7 +420,8 @@ def test_a_run_without_masks_compression_or_sweep_draws_what_it_has(tmp_path):
     names = sorted(p.name for p in paths)
     assert names == ["curves.png", "forest_deletion_auc.png", "leaderboard.tex",
                      "rankings_toy-a.png", "rankings_toy-b.png",
-                     "saliency_grid_toy-a.png", "saliency_grid_toy-b.png"]  # fmt: skip
+                     "saliency_grid_toy-a.png", "saliency_grid_toy-b.png",
+                     "validity_curves_toy-a.png", "validity_curves_toy-b.png"]  # fmt: skip
     store = RunStore(tmp_path)
     fig = F.curves_figure(store)
     assert np.array(fig.axes).shape == (4,)  # deletion/insertion × two datasets

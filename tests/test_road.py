@@ -172,7 +172,9 @@ def test_metric_specs_share_one_computation_per_fill():
     assert sorted(ctx.cache) == ["morf_lerf/blur", "morf_lerf/mean", "road"]
     names = {name for _, name, _ in ctx.kept}
     assert names == {"curve/road_morf", "curve/road_lerf", "curve/lerf_mean", "curve/lerf_blur",
-                     "curve/deletion_blur"}
+                     "curve/deletion_blur", "range/road_morf", "range/road_lerf",
+                     "range/srg_road", "range/srg_mean", "range/srg_blur",
+                     "range/deletion_blur_auc"}  # curves, and their ends for the audit
     dele = deletion(model, images, sal, n_steps=5, substrate="blur")
     torch.testing.assert_close(out["deletion_blur"], dele)
     assert all(torch.isfinite(v).all() for v in out.values())

@@ -20,9 +20,16 @@ from ..registry import METRICS, register_metric
 from .bootstrap import bootstrap_ci
 from .faithfulness import DEFAULT_SETTINGS, auc, blurred, deletion, insertion, pixel_ranks
 from .gate import mask_share, masked_correct
+from .insertion_start import insertion_start
 from .localisation import energy_pointing_game, mask_auroc, pointing_game
 from .saliency_metric import saliency_metric
-from .sanity import cached_randomised_model, randomised_model, refit_method, sanity_spearman
+from .sanity import (
+    cached_randomised_model,
+    randomised_model,
+    refit_method,
+    sanity_spearman,
+    spearman,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,7 +69,10 @@ class MetricContext:
     for every method). A metric keeps per-image arrays for figures and reports with :meth:`keep`
     (every image) or :meth:`keep_sample` (the sample only); the runner stores them with the cell.
     ``codecs``: every codec of the run as ``(label, codec)``, the reference first (the compression
-    track codes a method's images with each).
+    track codes a method's images with each). ``dataset``: the :class:`~nicebench.BenchDataset`
+    the images come from (None when a metric is called outside a run); a metric that calibrates
+    on images it does not score (insertion's start) reads its validation or training split.
+    ``records``: small tables a metric stores with the cell (:meth:`record`).
     """
 
     model: nn.Module
@@ -81,6 +91,8 @@ class MetricContext:
     codecs: tuple[tuple[str, Any], ...] = ()
     sample_images: int = 16
     kept: list[tuple[int, str, np.ndarray]] = field(default_factory=list)
+    dataset: Any = None
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def sample_rows(self) -> list[int]:
@@ -102,6 +114,32 @@ class MetricContext:
                     dtype: str = "float32") -> None:
         """:meth:`keep` for the figure sample's rows only (``values`` covers the whole batch)."""
         self.keep(name, values, self.sample_rows, dtype)
+
+    def keep_range(self, column: str, blank: torch.Tensor, full: torch.Tensor) -> None:
+        """A curve metric's two ends per image, kept as ``range/<column>`` ``[blank, full]``:
+        ``blank`` the score where the image's information is gone (deletion's substrate,
+        insertion's start, an empty mask), which must sit near chance, and ``full`` the score on
+        the original image. The validity audit (:mod:`nicebench.report.validity`) reads them."""
+        both = torch.stack([blank.detach().float().cpu(), full.detach().float().cpu()], 1)
+        self.keep(f"range/{column}", both)
+
+    def record(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Store ``rows`` (JSON-able dicts) with the cell as its table ``name`` (read back by
+        :meth:`nicebench.store.RunStore.tables`); a table recorded twice keeps the last rows."""
+        self.records[name] = rows
+
+    def randomised_maps(self, k: int) -> torch.Tensor:
+        """The method's maps of the batch's first ``k`` images on the top-randomised classifier
+        (:func:`~nicebench.metrics.sanity.cached_randomised_model`, seed ``settings["seed"]``),
+        the learned methods re-fitted on it (:func:`refit_for`); computed once per batch and
+        shared by the sanity check and the validity audit."""
+        hit = self.cache.get("randomised_maps")
+        if hit is None or len(hit) < k:
+            rand = cached_randomised_model(self.model, seed=self.settings.get("seed", 0))
+            hit = refit_for(self, rand).explain(self.images[:k], self.targets[:k],
+                                                **self.explain_kwargs(k))  # fmt: skip
+            self.cache["randomised_maps"] = hit
+        return hit[:k]
 
     @property
     def targets(self) -> torch.Tensor:
@@ -140,6 +178,17 @@ class MetricSpec:
     under the run's ``settings`` (with its seed), for the leaderboard's notes. ``in_combined_rank``:
     whether the metric's direction orders explanations by quality, so that it counts in the
     leaderboard's combined rank (False for descriptive properties such as a map's sparseness).
+
+    What the validity audit (:mod:`nicebench.report.validity`) needs to know of the metric:
+    ``curve``: ``fn`` keeps each image's two ends with :meth:`MetricContext.keep_range`, whose
+    range the audit checks against chance. ``explains_again``: ``fn`` runs the method itself
+    (on another model or class), so the audit's noise pass leaves it out (its cost would be
+    another explain per image). ``rewards_ground_truth``: the ground-truth mask (``oracle``) is a
+    good map under this metric (False for tests of a map's dependence on the classifier, on
+    which a model-blind map scores as badly as ``random`` however well it is placed): the audit
+    then tests its reactivity on the trained vs the randomised model only. ``uses_labels``: the
+    score depends on the labels (or the classifier's accuracy on them): not valid where the
+    classifier is at chance on the dataset.
     """
 
     name: str
@@ -153,6 +202,10 @@ class MetricSpec:
     summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None
     footnote: Callable[[dict[str, Any]], str] | None = None
     in_combined_rank: bool = True
+    curve: bool = False
+    explains_again: bool = False
+    rewards_ground_truth: bool = True
+    uses_labels: bool = False
 
 
 def _register(spec: MetricSpec) -> MetricSpec:
@@ -180,26 +233,43 @@ def _deletion(c: MetricContext) -> torch.Tensor:
     scores, curves = deletion(c.model, c.images, c.saliency, return_curves=True,
                               substrate=substrate, **_faith_kwargs(c))
     c.keep("curve/deletion", curves)
+    c.keep_range("deletion_auc", curves[:, -1], curves[:, 0])
     if isinstance(substrate, str):
         c.cache[f"deletion/{substrate}"] = curves
     return scores
 
 
 def _insertion(c: MetricContext) -> torch.Tensor:
-    """Insertion AUC per image; every image's curve kept as ``curve/insertion``."""
+    """Insertion AUC per image from the start of ``settings["insertion_start"]`` (default
+    ``calibrated``: :mod:`nicebench.metrics.insertion_start`, recorded with the cell as the table
+    ``insertion_start``); every image's curve kept as ``curve/insertion``."""
+    start = insertion_start(c.model, c.images, c.settings.get("insertion_start", "calibrated"),
+                            c.dataset)  # fmt: skip
+    c.record("insertion_start", [start.as_row()])
     scores, curves = insertion(c.model, c.images, c.saliency, return_curves=True,
-                               **_faith_kwargs(c))
+                               start=start.image(c.model, c.images), **_faith_kwargs(c))
     c.keep("curve/insertion", curves)
+    c.keep_range("insertion_auc", curves[:, 0], curves[:, -1])
     return scores
 
 
+def _masked_accuracy(c: MetricContext) -> torch.Tensor:
+    """Accuracy on the gate-mask composite; the range kept is an empty mask's and a full one's."""
+    full, empty = torch.ones_like(c.gate_mask()), torch.zeros_like(c.gate_mask())
+    ends = masked_correct(c.model, torch.cat([c.images, c.images]), torch.cat([empty, full]),
+                          c.method.composite, torch.cat([c.labels, c.labels]))  # fmt: skip
+    c.keep_range("masked_accuracy", ends[: len(c.images)], ends[len(c.images):])
+    return masked_correct(c.model, c.images, c.gate_mask(), c.method.composite, c.labels)
+
+
 _register(MetricSpec(
-    "deletion", _deletion, "deletion_auc", higher_is_better=False,
+    "deletion", _deletion, "deletion_auc", higher_is_better=False, curve=True,
     description="RISE deletion AUC: image → substrate in saliency order",
 ))  # fmt: skip
 _register(MetricSpec(
-    "insertion", _insertion, "insertion_auc", higher_is_better=True,
-    description="RISE insertion AUC: blurred image → image in saliency order",
+    "insertion", _insertion, "insertion_auc", higher_is_better=True, curve=True,
+    description="RISE insertion AUC: blurred image → image in saliency order (the blur "
+                "calibrated so that the start sits near chance, setting insertion_start)",
 ))  # fmt: skip
 _register(MetricSpec(
     "pointing_game", lambda c: pointing_game(c.saliency, c.masks), "pointing_game",
@@ -220,12 +290,12 @@ _register(MetricSpec(
 
 _register(MetricSpec(
     "mask_share", lambda c: mask_share(c.gate_mask()), "mask_share", higher_is_better=False,
+    in_combined_rank=False,
     applies=lambda m: m.gate_mask, description="share of pixels the method's binary gate mask keeps",
 ))  # fmt: skip
 _register(MetricSpec(
-    "masked_accuracy",
-    lambda c: masked_correct(c.model, c.images, c.gate_mask(), c.method.composite, c.labels),
-    "masked_accuracy", higher_is_better=True,
+    "masked_accuracy", _masked_accuracy, "masked_accuracy", higher_is_better=True, curve=True,
+    uses_labels=True,
     applies=lambda m: m.masked_input,
     description="classifier accuracy on the image composited through the binary gate mask",
 ))  # fmt: skip
@@ -254,17 +324,13 @@ def _sanity(c: MetricContext) -> torch.Tensor:
     out = torch.full((len(c.images),), float("nan"))
     if k == 0:
         return out
-    kw = c.explain_kwargs(k)
-    rand = cached_randomised_model(c.model, seed=c.settings.get("seed", 0))
-    out[:k] = sanity_spearman(
-        lambda m: refit_for(c, m), c.model, c.images[:k], c.targets[:k], maps=c.saliency[:k],
-        random_model=rand, explain_kwargs=kw,
-    ).cpu()  # fmt: skip
+    out[:k] = spearman(c.saliency[:k].float(), c.randomised_maps(k).to(c.saliency.device).float())
     return out
 
 
 _register(MetricSpec(
-    "sanity_spearman", _sanity, "sanity_spearman", higher_is_better=False,
+    "sanity_spearman", _sanity, "sanity_spearman", higher_is_better=False, explains_again=True,
+    rewards_ground_truth=False,
     footnote=lambda s: (f"top 3 layers randomised, seed {s.get('seed', 0)}; first "
                         f"{s.get('sanity_images', 32)} images of a cell; learned methods "
                         f"re-fitted on the randomised model with at most "

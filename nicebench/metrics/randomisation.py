@@ -171,18 +171,18 @@ def _footnote(settings: dict[str, Any]) -> str:
 
 _register(MetricSpec(
     "cascade_spearman", lambda c: _cascade(c)[0].nanmean(1), "cascade_spearman",
-    higher_is_better=False, footnote=_footnote,
+    higher_is_better=False, explains_again=True, rewards_ground_truth=False, footnote=_footnote,
     description="Adebayo et al. cascading randomisation: Spearman of |map| (trained vs top layers "
                 "randomised), mean over the cascade's steps",
 ))  # fmt: skip
 _register(MetricSpec(
     "cascade_ssim", lambda c: _cascade(c)[1].nanmean(1), "cascade_ssim",
-    higher_is_better=False, footnote=_footnote,
+    higher_is_better=False, explains_again=True, rewards_ground_truth=False, footnote=_footnote,
     description="Adebayo et al. cascading randomisation: SSIM of |map| (trained vs top layers "
                 "randomised), mean over the cascade's steps",
 ))  # fmt: skip
 _register(MetricSpec(
-    "random_logit", _random_logit, "random_logit", higher_is_better=False,
+    "random_logit", _random_logit, "random_logit", higher_is_better=False, explains_again=True, rewards_ground_truth=False,
     footnote=lambda s: (f"random other class per image from seed {s.get('seed', 0)}; first "
                         f"{s.get('sanity_images', 32)} images of a cell"),
     description="random-logit test: Spearman of |map| for the explained class vs a random other "

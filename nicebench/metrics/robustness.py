@@ -199,6 +199,7 @@ _register(MetricSpec(
 ))  # fmt: skip
 _register(MetricSpec(
     "sensitivity_max", _sensitivity, "sensitivity_max", higher_is_better=False,
+    explains_again=True,
     footnote=_footnote_sensitivity,
     description="Yeh et al. max-sensitivity (captum): largest relative change of the map under "
                 "small input perturbations",

@@ -90,6 +90,8 @@ def _road(c: MetricContext) -> torch.Tensor:
                              start=c.start)  # fmt: skip
         c.keep("curve/road_morf", curves[:, 0])
         c.keep("curve/road_lerf", curves[:, 1])
+        for column in ("road_morf", "road_lerf", "srg_road"):  # most removed, least removed
+            c.keep_range(column, curves[:, 0, -1], curves[:, 1, 0])
         c.cache["road"] = curves
     return c.cache["road"]
 
@@ -110,6 +112,8 @@ def _fill(c: MetricContext, fill: str) -> torch.Tensor:
         c.keep(f"curve/lerf_{fill}", curves[:, 1])
         if fill != "mean":  # the mean fill's MoRF curve is the deletion curve
             c.keep(f"curve/deletion_{fill}", curves[:, 0])
+            c.keep_range("deletion_blur_auc", curves[:, 0, -1], curves[:, 0, 0])
+        c.keep_range(f"srg_{fill}", curves[:, 0, -1], curves[:, 0, 0])
         c.cache[key] = curves
     return c.cache[key]
 
@@ -123,26 +127,26 @@ def _srg_fill(fill: str):
 
 
 ROAD_MORF = _register(MetricSpec(
-    "road_morf", lambda c: _road(c)[:, 0].mean(1), "road_morf", higher_is_better=False,
+    "road_morf", lambda c: _road(c)[:, 0].mean(1), "road_morf", higher_is_better=False, curve=True,
     description="ROAD MoRF: mean probability with 10..90% most salient pixels imputed",
 ))  # fmt: skip
 ROAD_LERF = _register(MetricSpec(
-    "road_lerf", lambda c: _road(c)[:, 1].mean(1), "road_lerf", higher_is_better=True,
+    "road_lerf", lambda c: _road(c)[:, 1].mean(1), "road_lerf", higher_is_better=True, curve=True,
     description="ROAD LeRF: mean probability with 10..90% least salient pixels imputed",
 ))  # fmt: skip
 SRG_ROAD = _register(MetricSpec(
     "srg_road", lambda c: _road(c)[:, 1].mean(1) - _road(c)[:, 0].mean(1), "srg_road",
-    higher_is_better=True, description="symmetric relevance gain, ROAD fill: road_lerf − road_morf",
+    higher_is_better=True, curve=True, description="symmetric relevance gain, ROAD fill: road_lerf − road_morf",
 ))  # fmt: skip
 SRG_MEAN = _register(MetricSpec(
-    "srg_mean", _srg_fill("mean"), "srg_mean", higher_is_better=True,
+    "srg_mean", _srg_fill("mean"), "srg_mean", higher_is_better=True, curve=True,
     description="symmetric relevance gain, mean fill: LeRF AUC − MoRF (deletion) AUC",
 ))  # fmt: skip
 SRG_BLUR = _register(MetricSpec(
-    "srg_blur", _srg_fill("blur"), "srg_blur", higher_is_better=True,
+    "srg_blur", _srg_fill("blur"), "srg_blur", higher_is_better=True, curve=True,
     description="symmetric relevance gain, blur fill: LeRF AUC − MoRF AUC",
 ))  # fmt: skip
 DELETION_BLUR = _register(MetricSpec(
     "deletion_blur", lambda c: auc(_fill(c, "blur")[:, 0]), "deletion_blur_auc",
-    higher_is_better=False, description="deletion AUC with the blur fill (MoRF, blur)",
+    higher_is_better=False, curve=True, description="deletion AUC with the blur fill (MoRF, blur)",
 ))  # fmt: skip

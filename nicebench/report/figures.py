@@ -353,6 +353,80 @@ def curves_figure(store: RunStore, keys: set[str] | None = None,
     return fig
 
 
+# -- 2a. validity: does the curve have range? -----------------------------------------------------
+def validity_curves_figure(store: RunStore, dataset: str, model: str = "default",
+                           keys: set[str] | None = None, board: pd.DataFrame | None = None,
+                           n_boot: int = 1000) -> Figure | None:
+    """One panel per curve metric the run kept curves of (deletion, insertion, …) on one
+    dataset: the mean curve of ``oracle`` (where the dataset has it), the best method on the
+    metric (a contender: methods that read the ground truth left out) and ``random``, with 95%
+    bootstrap bands over images, and chance as a dotted line. A metric with range starts (or
+    ends) near chance, and separates the three; a saturated one draws three lines on top of each
+    other near the top. The panel's title carries the metric's verdict from the validity audit."""
+    from .tables import higher_is_better, leaderboard
+    from .terminal import _reads_ground_truth
+    from .validity import validity
+
+    curves = store.artifacts("curve/%", keys)
+    curves = curves[(curves.kind == "method") & (curves.dataset == dataset)
+                    & (curves.model == model)]  # fmt: skip
+    names = [n for n in ("deletion", "insertion") if (curves.name == f"curve/{n}").any()]
+    if not names:
+        return None
+    board = leaderboard(store, keys) if board is None else board
+    rows = board[(board.dataset == dataset) & (board.model == model) & (board.kind == "method")]
+    table = validity(store, keys)
+    table = table[(table.dataset == dataset) & (table.model == model)]
+    directions = higher_is_better()
+    colours = {"oracle": style.OKABE_ITO["bluish green"], "random": "0.45"}
+    with style.context():
+        fig, axes = plt.subplots(1, len(names), figsize=(SINGLE_COLUMN * min(2, len(names)),
+                                                         2.3), squeeze=False)  # fmt: skip
+        for ax, name in zip(axes[0], names, strict=True):
+            column = f"{name}_auc"
+            contenders = rows[~rows.method.str.split("(").str[0].map(_reads_ground_truth)
+                              .astype(bool) & (rows.method != "random")]  # fmt: skip
+            scores = pd.to_numeric(contenders.get(column), errors="coerce").dropna()
+            best = None
+            if len(scores):
+                at = scores.idxmax() if directions.get(column, True) else scores.idxmin()
+                best = contenders.method[at]
+            part = curves[curves.name == f"curve/{name}"]
+            for method, colour in (("oracle", colours["oracle"]),
+                                   (best, style.OKABE_ITO["vermillion"]),
+                                   ("random", colours["random"])):  # fmt: skip
+                g = part[part.method == method] if method else part.iloc[:0]
+                if g.empty:
+                    continue
+                data = np.stack(g.sort_values("image_index")["array"].to_list()).astype(float)
+                mean, lo, hi = _bootstrap_band(data, n_boot=n_boot)
+                x = np.linspace(0, 1, data.shape[1])
+                label = f"{method} (best)" if method == best else method
+                ax.plot(x, mean, color=colour, lw=1.2, label=label,
+                        ls="--" if method == "random" else "-")  # fmt: skip
+                ax.fill_between(x, lo, hi, color=colour, alpha=0.15, lw=0)
+            verdict = table[table.metric == column]
+            if len(verdict):
+                chance = pd.to_numeric(verdict.chance, errors="coerce").iloc[0]
+                if pd.notna(chance):
+                    ax.axhline(chance, color="0.3", ls=":", lw=0.8, label="chance")
+                v = str(verdict.verdict.iloc[0])
+                ax.set_title(f"{name.capitalize()}: {v}", color="0.1" if v == "valid" else
+                             style.OKABE_ITO["vermillion"])  # fmt: skip
+            else:
+                ax.set_title(name.capitalize())
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1.02)
+            ax.grid(True)
+            done = {"deletion": "deleted", "insertion": "inserted"}[name]
+            ax.set_xlabel(f"share of pixels {done}")
+            ax.set_ylabel("p(target class)")
+            ax.legend(loc="best", fontsize=6)
+        fig.suptitle(_where(dataset, model), x=0.01, ha="left", fontweight="bold")
+        fig.tight_layout()
+    return fig
+
+
 # -- 2b. cascading randomisation -------------------------------------------------------------------
 _CASCADE = (("cascade_spearman", "Spearman of |map|"), ("cascade_ssim", "SSIM of |map|"))
 
@@ -443,11 +517,14 @@ def forest_metrics(board: pd.DataFrame) -> list[str]:
 
 
 def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = None,
-                  directions: dict[str, bool] | None = None) -> Figure | None:
+                  directions: dict[str, bool] | None = None,
+                  marks: dict[tuple[str, str], dict[str, str]] | None = None) -> Figure | None:
     """One panel per dataset: each row's mean of ``metric`` with its 95% interval (where the
     leaderboard has one), best at the top (``directions``: column → higher is better, default
     :func:`nicebench.report.tables.higher_is_better`). Baselines (``random``, ``center``,
-    ``edges``, ``oracle``) and codec rows are drawn as open grey squares with grey italic names."""
+    ``edges``, ``oracle``) and codec rows are drawn as open grey squares with grey italic names.
+    ``marks``: (dataset, model) → the metrics not valid there (:func:`~nicebench.report.validity.
+    not_valid`): such a panel's title says so in red, and its ranking is not to be read."""
     if directions is None:
         from .tables import higher_is_better
 
@@ -488,7 +565,12 @@ def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = No
                     tick.set_fontstyle("italic")
             ax.set_ylim(-0.7, len(part) - 0.3)
             ax.grid(True, axis="x")
-            ax.set_title(_where(dataset, model))
+            bad = (marks or {}).get((dataset, model), {}).get(metric)
+            if bad:
+                ax.set_title(f"{_where(dataset, model)}\n† not valid here: {bad.split(':')[0]}",
+                             color=style.OKABE_ITO["vermillion"])  # fmt: skip
+            else:
+                ax.set_title(_where(dataset, model))
             arrow = "↑" if higher else "↓"
             ax.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} ({arrow} better)")
         has_ci = f"{metric}_lo" in data and data[f"{metric}_lo"].notna().any()
@@ -1012,21 +1094,27 @@ def _italic_baselines(labels, names: Sequence[str]) -> None:
 
 def rankings_figure(trust, dataset: str, model: str = "default",
                     headline: Sequence[str] = HEADLINE_METRICS,
-                    palette: Palette | None = None) -> Figure | None:
+                    palette: Palette | None = None,
+                    marks: dict[str, str] | None = None) -> Figure | None:
     """How far one dataset's ranking can be trusted (``trust``:
     :func:`nicebench.report.trust.analyse`): (a) P(row ranks above column) on the first of
     ``headline`` the run has (else its first metric), methods best first, the cells whose pair is
     not separable (the 95% paired interval of the difference includes 0) outlined; (b) Kendall τ
     between the rankings of the metrics that at least 3 ranked methods share; (c) each ranked
-    method's combined rank with its 95% interval, best at the top. Baselines in grey italics."""
+    method's combined rank with its 95% interval, best at the top. Baselines in grey italics.
+    ``marks``: the metrics not valid on this dataset (column → why), named with † in (a) and (b)
+    and left out of (c)."""
     from .trust import SEPARABLE
+
+    marks = marks or {}
 
     pw = trust.pairwise
     pw = pw[(pw.dataset == dataset) & (pw.model == model)] if len(pw) else pw
     if pw.empty:
         return None
     metrics = list(dict.fromkeys(pw.metric))
-    metric = next((m for m in headline if m in metrics), metrics[0])
+    metric = next((m for m in headline if m in metrics and m not in marks),
+                  next((m for m in headline if m in metrics), metrics[0]))
     part = pw[pw.metric == metric]
     order = list(part.drop_duplicates("method").sort_values("rank", kind="stable").method)
     p = part.set_index(["method", "other"])["p_above"]
@@ -1069,7 +1157,7 @@ def rankings_figure(trust, dataset: str, model: str = "default",
         for spine in ax.spines.values():
             spine.set_visible(False)
         higher = bool(part.higher_is_better.iloc[0])
-        label = METRIC_LABELS.get(metric, metric)
+        label = METRIC_LABELS.get(metric, metric) + (" †" if metric in marks else "")
         ax.set_title(f"(a) P(row ranks above column), {label} ({'↑' if higher else '↓'} "
                      "better)\nboxed: not separable at 95%", loc="left")  # fmt: skip
         bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, ticks=[0, 0.5, 1])
@@ -1077,7 +1165,8 @@ def rankings_figure(trust, dataset: str, model: str = "default",
         bar.ax.tick_params(labelsize=6, length=0)
         ax2 = fig.add_subplot(grid[0, 1])
         if len(tmetrics) >= 2:
-            names = [_SHORT_METRIC.get(m, METRIC_LABELS.get(m, m)) for m in tmetrics]
+            names = [_SHORT_METRIC.get(m, METRIC_LABELS.get(m, m)) + (" †" if m in marks else "")
+                     for m in tmetrics]  # fmt: skip
             im2 = ax2.imshow(tmat, cmap=cmap, vmin=-1, vmax=1)
             for i in range(len(tmetrics)):
                 for j in range(len(tmetrics)):
@@ -1099,7 +1188,9 @@ def rankings_figure(trust, dataset: str, model: str = "default",
             _blank(ax2)
             ax2.text(0.5, 0.5, "fewer than two metrics\nshared by 3 methods", ha="center",
                      va="center", transform=ax2.transAxes, color="0.4")  # fmt: skip
-        ax2.set_title("(b) Kendall τ between the metrics", loc="left")
+        ax2.set_title("(b) Kendall τ between the metrics"
+                      + ("\n†: not valid here (validity.md)"
+                         if any(m in marks for m in [metric, *tmetrics]) else ""), loc="left")
         ax3 = fig.add_subplot(grid[1, :])
         if len(comb):
             y = np.arange(len(comb))[::-1]
@@ -1157,6 +1248,7 @@ def _figure_jobs(store: RunStore, keys: set[str] | None) -> tuple[list[FigureJob
     leaderboard (for ``leaderboard.tex``)."""
     from .tables import compression_points, higher_is_better, leaderboard, per_image
     from .trust import analyse
+    from .validity import not_valid, rank_exclusions, validity
 
     palette = run_palette(store, keys)
     board = leaderboard(store, keys)
@@ -1168,9 +1260,14 @@ def _figure_jobs(store: RunStore, keys: set[str] | None) -> tuple[list[FigureJob
                      (_STORE, dataset, model, keys), {}))  # fmt: skip
     jobs.append(("curves", curves_figure, (_STORE, keys), {"palette": palette}))
     jobs.append(("cascade", cascade_figure, (_STORE, keys), {"palette": palette}))
+    valid = validity(store, keys)
+    marks = not_valid(valid)
     for metric in forest_metrics(board):
         jobs.append((f"forest_{_safe(metric)}", forest_figure,
-                     (board, metric, palette, directions), {}))  # fmt: skip
+                     (board, metric, palette, directions), {"marks": marks}))  # fmt: skip
+    for dataset, model in _groups(valid):
+        jobs.append((f"validity_curves_{_safe(_where(dataset, model))}", validity_curves_figure,
+                     (_STORE, dataset, model, keys), {"board": board}))  # fmt: skip
     points = compression_points(store, keys)
     for dataset, model in _groups(points):
         jobs.append((f"rate_accuracy_{_safe(_where(dataset, model))}", rate_accuracy_figure,
@@ -1187,10 +1284,11 @@ def _figure_jobs(store: RunStore, keys: set[str] | None) -> tuple[list[FigureJob
         jobs.append((f"mixed_resolution_{_safe(_where(dataset, model))}",
                      mixed_resolution_examples, (_STORE, dataset, model, keys),
                      {"headline": heads}))  # fmt: skip
-    trust = analyse(per_image(store, keys))
+    trust = analyse(per_image(store, keys), exclude=rank_exclusions(valid))
     for dataset, model in _groups(trust.pairwise):
         jobs.append((f"rankings_{_safe(_where(dataset, model))}", rankings_figure,
-                     (trust, dataset, model), {"palette": palette}))  # fmt: skip
+                     (trust, dataset, model),
+                     {"palette": palette, "marks": marks.get((dataset, model), {})}))  # fmt: skip
     return jobs, board
 
 

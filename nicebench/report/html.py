@@ -36,6 +36,7 @@ import pandas as pd
 
 from ..store import RunStore
 from .tables import leaderboard, per_image
+from .validity import rank_exclusions, validity
 
 __all__ = ["write_report", "render_report"]
 
@@ -178,11 +179,18 @@ def _header(col: str, directions: dict[str, bool], help_: dict[str, str], numeri
 
 
 # -- sections -------------------------------------------------------------------------------------
-def _leaderboard_section(board: pd.DataFrame, several_models: bool) -> str:
+def _leaderboard_section(board: pd.DataFrame, several_models: bool,
+                         validity: pd.DataFrame | None = None) -> str:
+    from .validity import at_chance, not_valid
+
     directions, help_ = _directions(), _descriptions()
+    bad = not_valid(validity) if validity is not None else {}
+    blind = at_chance(validity) if validity is not None else set()
     parts = ['<section id="leaderboard"><h2>Leaderboard</h2>',
              '<p class="note">Mean over images, with its 95% bootstrap interval below it. '
              "↑ higher is better, ↓ lower is better; <b>bold</b>: the best method per column. "
+             "†: the metric is not valid on this dataset (hover for why; "
+             '<a href="#validity">the validity audit</a>): no best is named in it. '
              "Click a column header to sort (best first, click again to flip).</p>"]  # fmt: skip
     if board.empty:
         parts.append("<p>No cells in this run yet.</p></section>")
@@ -196,7 +204,10 @@ def _leaderboard_section(board: pd.DataFrame, several_models: bool) -> str:
         numeric = {c: pd.api.types.is_numeric_dtype(group[c]) for c in cols}
         methods = group[group.kind == "method"]
         best: dict[str, float] = {}
+        marked = bad.get((dataset, model), {})
         for c in cols:
+            if c in marked or (dataset, model) in blind:
+                continue
             if numeric[c] and c in directions and c != "n_images" and methods[c].notna().any():
                 values = methods[c].astype(float).dropna()
                 if values.nunique() > 1:  # a column where every method ties marks no one
@@ -233,6 +244,8 @@ def _leaderboard_section(board: pd.DataFrame, several_models: bool) -> str:
                 strong = c in best and row["kind"] == "method" and float(v) == best[c]
                 if strong:
                     text = f"<b>{text}</b>"
+                if c in marked:
+                    text += f'<span class="failed" title="{_e(marked[c])}"> †</span>'
                 parts.append(f'<td class="num" data-v="{float(v)!r}">{text}{ci}</td>')
             parts.append("</tr>")
         parts.append("</tbody></table></div>")
@@ -241,40 +254,120 @@ def _leaderboard_section(board: pd.DataFrame, several_models: bool) -> str:
 
 
 def _figures_section(run_dir: Path) -> str:
-    from PIL import Image
-
     parts = ['<section id="figures"><h2>Figures</h2>']
     paths = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
+    paths = [p for p in paths if not p.name.startswith(_VALIDITY_FIGURE)]  # in their section
     shown = 0
     for path in paths:
-        try:
-            with Image.open(path) as im:
-                im.load()
-                if im.width > _FIGURE_MAX_WIDTH:
-                    height = round(im.height * _FIGURE_MAX_WIDTH / im.width)
-                    im = im.resize((_FIGURE_MAX_WIDTH, height), Image.LANCZOS)
-                    buf = io.BytesIO()
-                    im.save(buf, format="PNG", compress_level=6)
-                    data = buf.getvalue()
-                else:
-                    data = path.read_bytes()
-                width, height = im.width, im.height
-        except (OSError, ValueError) as exc:  # a damaged file: named, not shown
-            parts.append(f'<p class="failed">{_e(path.name)}: not a readable PNG ({_e(exc)})</p>')
-            continue
-        href = "../figures/" + urllib.parse.quote(path.name)
-        links = [f'<a href="{_e(href)}">PNG</a>']
-        if path.with_suffix(".pdf").exists():
-            pdf = "../figures/" + urllib.parse.quote(path.with_suffix(".pdf").name)
-            links.append(f'<a href="{_e(pdf)}">PDF</a>')
-        parts.append(f'<figure><img src="{_png_uri(data)}" width="{width}" height="{height}" '
-                     f'alt="{_e(path.name)}"><figcaption>{_e(path.name)} '
-                     f'<span class="links">({", ".join(links)})</span></figcaption></figure>')  # fmt: skip
-        shown += 1
+        html = _figure_html(path)
+        parts.append(html)
+        shown += html.startswith("<figure>")
     if not shown and not paths:
         parts.append("<p>No figures in <code>figures/</code> yet.</p>")
     parts.append("</section>")
     return "".join(parts)
+
+
+_VALIDITY_FIGURE = "validity_curves_"
+
+
+def _figure_html(path: Path) -> str:
+    """A figure of ``figures/`` embedded at screen width, with links to its PNG and PDF."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.width > _FIGURE_MAX_WIDTH:
+                height = round(im.height * _FIGURE_MAX_WIDTH / im.width)
+                im = im.resize((_FIGURE_MAX_WIDTH, height), Image.LANCZOS)
+                buf = io.BytesIO()
+                im.save(buf, format="PNG", compress_level=6)
+                data = buf.getvalue()
+            else:
+                data = path.read_bytes()
+            width, height = im.width, im.height
+    except (OSError, ValueError) as exc:  # a damaged file: named, not shown
+        return f'<p class="failed">{_e(path.name)}: not a readable PNG ({_e(exc)})</p>'
+    href = "../figures/" + urllib.parse.quote(path.name)
+    links = [f'<a href="{_e(href)}">PNG</a>']
+    if path.with_suffix(".pdf").exists():
+        pdf = "../figures/" + urllib.parse.quote(path.with_suffix(".pdf").name)
+        links.append(f'<a href="{_e(pdf)}">PDF</a>')
+    return (f'<figure><img src="{_png_uri(data)}" width="{width}" height="{height}" '
+            f'alt="{_e(path.name)}"><figcaption>{_e(path.name)} '
+            f'<span class="links">({", ".join(links)})</span></figcaption></figure>')  # fmt: skip
+
+
+def _validity_section(run_dir: Path, table: pd.DataFrame, several_models: bool) -> str:
+    """"Can these metrics be trusted here?": the validity audit's verdicts per dataset with the
+    numbers behind them, and each dataset's curves of oracle, the best method and random."""
+    from .validity import THRESHOLDS_NOTE
+
+    parts = ['<section id="validity"><h2>Can these metrics be trusted here?</h2>',
+             '<p class="note">Every metric is audited on every dataset of the run '
+             "(<code>validity.csv</code>, <code>validity.md</code>): <i>range</i> (a curve's "
+             "blank end near chance, the original image well above it), <i>reactivity</i> (a "
+             "good map scores better than a bad one: oracle − random, and the best method on the "
+             "trained − the randomised classifier, in units of the metric's spread over methods, "
+             "with paired-bootstrap P) and <i>stability</i> (Kendall τ of the methods' order on "
+             "two disjoint halves of the images, and under small input noise). A metric that is "
+             "not valid is marked † in the leaderboard and left out of the combined rank there. "
+             f"Thresholds: {_e(THRESHOLDS_NOTE)}.</p>"]  # fmt: skip
+    if table.empty:
+        parts.append("<p>No per-image scores in this run.</p></section>")
+        return "".join(parts)
+    header = ["metric", "verdict", "range: blank → original (chance)", "oracle − random "
+              "(spreads, P)", "best method: trained − randomised (spreads, P)", "τ halves [95%]",
+              "τ noise", "in combined rank", "why"]  # fmt: skip
+    figures = run_dir / "figures"
+    for (dataset, model), part in table.groupby(["dataset", "model"], sort=False):
+        rows = []
+        for r in part.itertuples():
+            def f(v: Any, d: int = 2) -> str:
+                return "–" if _isnan(v) else f"{float(v):.{d}f}"
+
+            verdict = (f'<span class="failed">{_e(r.verdict)}</span>' if r.verdict != "valid"
+                       else "valid")  # fmt: skip
+            rng = "–" if _isnan(r.blank_p) else f"{f(r.blank_p)} → {f(r.original_p)} ({f(r.chance)})"
+            orc = "–" if _isnan(r.oracle_p) else (f"{f(r.oracle_minus_random, 3)} "
+                                                  f"({f(r.oracle_effect)}, {f(r.oracle_p)})")
+            if not _isnan(r.randomised_p):
+                rnd = (f"{_e(r.best_method)}: {f(r.trained_minus_randomised, 3)} "
+                       f"({f(r.randomised_effect)}, {f(r.randomised_p)})")
+            elif not _isnan(r.blind_p):
+                rnd = (f"{_e(r.best_method)} − random: {f(r.best_minus_random, 3)} "
+                       f"({f(r.blind_effect)}, {f(r.blind_p)})")
+            else:
+                rnd = "–"
+            tau = "–" if _isnan(r.tau_halves) else (f"{f(r.tau_halves)} [{f(r.tau_halves_lo)}, "
+                                                    f"{f(r.tau_halves_hi)}]")
+            why = "" if r.verdict == "valid" else _e(r.reason)
+            rows.append([_e(r.metric), verdict, rng, orc, rnd, tau, f(r.tau_noise),
+                         "yes" if r.in_combined_rank else "no", why])  # fmt: skip
+        title = _group_title(dataset, model, several_models)
+        parts.append(f"<h3>{_e(title)}</h3>" + _table(header, rows, "plain validity"))
+        where = dataset if model == "default" else f"{dataset} · {model}"  # as figures.py names
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in where).strip("_")
+        path = figures / f"{_VALIDITY_FIGURE}{safe}.png"
+        if path.exists():
+            parts.append(_figure_html(path))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _warnings(table: pd.DataFrame) -> str:
+    """The classifiers at chance, at the top of the report."""
+    from .validity import at_chance, classifier_warning
+
+    if table.empty:
+        return ""
+    rows = table.drop_duplicates(["dataset", "model"])
+    out = [classifier_warning({"dataset": r.dataset, "model": r.model,
+                               "accuracy": r.classifier_accuracy,
+                               "accuracy_chance": r.accuracy_chance})
+           for r in rows.itertuples() if (r.dataset, r.model) in at_chance(table)]  # fmt: skip
+    return "".join(f'<div class="warning">{_e(w)}</div>' for w in out)
 
 
 def _colormap(name: str):
@@ -460,13 +553,14 @@ def _accuracy_section(images: pd.DataFrame, board: pd.DataFrame, several_models:
     return "".join(parts)
 
 
-def _rankings_section(images: pd.DataFrame, several_models: bool) -> str:
+def _rankings_section(images: pd.DataFrame, several_models: bool,
+                      exclude: dict[tuple[str, str], set[str]] | None = None) -> str:
     """How far the rankings can be trusted (:mod:`nicebench.report.trust`): per dataset, each
     metric's order with the separable steps marked, and Kendall τ between the metrics."""
     from .trust import MIN_TAU_METHODS, SEPARABLE, analyse, order_chain
 
     parts = ['<section id="rankings"><h2>Trust in rankings</h2>']
-    trust = analyse(images)
+    trust = analyse(images, exclude=exclude)
     if trust.pairwise.empty:
         parts.append("<p>No per-image scores in this run.</p></section>")
         return "".join(parts)
@@ -646,6 +740,8 @@ td .ci { display: block; color: var(--muted); font-size: 11px; }
 tr.codec td { background: #fbfbf3; }
 tbody tr:hover td { background: #eef3fb; }
 .failed { color: #a3261b; }
+.warning { border: 2px solid #a3261b; background: #fdf0ee; color: #5a140e; padding: 8px 12px;
+           margin: 12px 0; font-weight: 600; }
 pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-size: 12px; max-width: 900px; }
 code { font-size: 12px; }
 figure { margin: 12px 0 20px; }
@@ -732,9 +828,12 @@ def render_report(run_dir: str | Path, keys: set[str] | None = None) -> str:
         images = per_image(store, keys)
         run = store.latest_run()
         several_models = len(set(cells.model)) > 1 if len(cells) else False
+        valid = validity(store, keys)
         sections = [
-            _leaderboard_section(board, several_models),
-            _rankings_section(images, several_models),
+            _warnings(valid),
+            _leaderboard_section(board, several_models, valid),
+            _validity_section(run_dir, valid, several_models),
+            _rankings_section(images, several_models, rank_exclusions(valid)),
             _figures_section(run_dir),
             _browser_section(store, board, images, keys, several_models),
             _accuracy_section(images, board, several_models),
@@ -756,7 +855,8 @@ def render_report(run_dir: str | Path, keys: set[str] | None = None) -> str:
             + f" · {n_methods} methods and codecs · {len(cells)} cells"
             + (f' · <span class="failed">{n_failed} failed</span>' if n_failed else ""))  # fmt: skip
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("leaderboard", "Leaderboard"), ("rankings", "Trust in rankings"), ("figures", "Figures"),
+        ("leaderboard", "Leaderboard"), ("validity", "Validity"),
+        ("rankings", "Trust in rankings"), ("figures", "Figures"),
         ("images", "Per-image browser"),
         ("accuracy", "Classifier accuracy"), ("timings", "Timings"), ("failed", "Failed cells"),
         ("settings", "Settings and versions")))  # fmt: skip

@@ -229,8 +229,10 @@ def _leaderboard(store: RunStore, keys: set[str] | None, seed: int) -> pd.DataFr
         df["accuracy_original"] = df["accuracy_original"].fillna(df["_acc"])
         df = df.drop(columns="_acc")
     from .trust import combined_ranks  # the mean rank over metrics, with its interval
+    from .validity import rank_exclusions, validity
 
-    df = df.merge(combined_ranks(img, seed=seed), on=_ROW, how="left")
+    exclude = rank_exclusions(validity(store, keys))  # metrics not valid on a dataset
+    df = df.merge(combined_ranks(img, seed=seed, exclude=exclude), on=_ROW, how="left")
     for col in LEADERBOARD_COLUMNS:
         if col not in df:
             df[col] = np.nan
@@ -257,8 +259,15 @@ def _fmt(value: float, lo: float | None, hi: float | None) -> str:
     return text
 
 
-def to_markdown(board: pd.DataFrame) -> str:
-    """The leaderboard as a Markdown table (mean ± half the 95% interval), empty columns dropped."""
+MARK = "†"  # a score of a metric that is not valid on its dataset (validity.md)
+
+
+def to_markdown(board: pd.DataFrame, marks: dict[tuple[str, str], dict[str, str]] | None = None
+                ) -> str:
+    """The leaderboard as a Markdown table (mean ± half the 95% interval), empty columns dropped;
+    ``marks``: (dataset, model) → the metric columns not valid there, whose values get
+    :data:`MARK` (:func:`nicebench.report.validity.not_valid`)."""
+    marks = marks or {}
     cols = [c for c in board.columns if not c.endswith(("_lo", "_hi"))]
     cols = [c for c in cols if c in (*_ROW, "status") or board[c].notna().any()]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -271,7 +280,9 @@ def to_markdown(board: pd.DataFrame) -> str:
             elif c == "n_images":
                 cells.append(str(int(v)))
             else:
-                cells.append(_fmt(v, r.get(f"{c}_lo"), r.get(f"{c}_hi")))
+                text = _fmt(v, r.get(f"{c}_lo"), r.get(f"{c}_hi"))
+                bad = marks.get((r["dataset"], r["model"]), {})
+                cells.append(f"{text} {MARK}" if text and c in bad else text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -301,12 +312,14 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
 
     out = Path(out)
     from .trust import combined_rank_note, write_trust_tables
+    from .validity import not_valid, rank_exclusions, validity_notes, write_validity
 
     board = leaderboard(store, keys)
     board.to_csv(out / "leaderboard.csv", index=False)
     img = per_image(store, keys)
     img.to_csv(out / "per_image.csv", index=False)
-    trust = write_trust_tables(img, out)  # rank_probability.*, metric_agreement.*
+    valid = write_validity(store, keys, out)  # validity.csv, validity.md
+    trust = write_trust_tables(img, out, exclude=rank_exclusions(valid))  # rank_probability.*, ...
     points = compression_points(store, keys)
     sanity: list[str] = []
     if len(points):  # drawn by nicebench.report.figures.write_figures
@@ -315,7 +328,8 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
         sanity = random_sanity(compression_summary(store, keys))
         points.to_csv(out / "compression_points.csv", index=False)
     run = store.latest_run()
-    notes = ["", "Scores: mean over images ± half the 95% bootstrap interval (1000 resamples).",
+    notes = ["", *validity_notes(store, keys, valid),
+             "Scores: mean over images ± half the 95% bootstrap interval (1000 resamples).",
              "Lower is better for " + ", ".join(lower_is_better(board.columns))
              + "; higher for the rest.",
              "Deletion/insertion settings: "
@@ -337,7 +351,8 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
         v = run["versions"]
         notes.append(f"Code {v.get('code')}, torch {v.get('torch')}, captum {v.get('captum')}, "
                      f"{v.get('threads')} threads on {v.get('machine')}.")  # fmt: skip
-    (out / "leaderboard.md").write_text("# nicebench leaderboard\n\n" + to_markdown(board)
+    (out / "leaderboard.md").write_text("# nicebench leaderboard\n\n"
+                                        + to_markdown(board, not_valid(valid))
                                         + "\n".join(notes) + "\n")  # fmt: skip
     from .agreement import write_fill_agreement
 

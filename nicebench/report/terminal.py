@@ -4,6 +4,7 @@ per metric, and where the full tables, figures and report are."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -28,12 +29,18 @@ def _reads_ground_truth(method_name: str) -> bool:
         return False
 
 
-def best_per_metric(board: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+def best_per_metric(board: pd.DataFrame, columns: list[str] | None = None,
+                    validity: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per dataset (and model) and score column: the best explanation method (methods that read
-    the ground truth left out) with its value; better directions from the metric specs."""
+    the ground truth left out) with its value; better directions from the metric specs. With the
+    run's ``validity`` table, a metric not valid on a dataset names no best there, nor does any
+    column of a dataset whose classifier is at chance."""
     from .tables import higher_is_better
+    from .validity import at_chance, not_valid
 
     directions = higher_is_better()
+    bad = not_valid(validity) if validity is not None else {}
+    blind = at_chance(validity) if validity is not None else set()
     columns = [c for c in (columns or KEY_COLUMNS) if c in board and c != "explain_ms_per_image"]
     methods = board[board.kind == "method"]
     rows: list[dict[str, object]] = []
@@ -42,9 +49,11 @@ def best_per_metric(board: pd.DataFrame, columns: list[str] | None = None) -> pd
     name = methods.method.str.split("(").str[0]
     methods = methods[~name.map(_reads_ground_truth).astype(bool)]
     for (dataset, model), part in methods.groupby(["dataset", "model"], sort=False):
+        if (dataset, model) in blind:
+            continue
         for col in columns:
             values = part[col].dropna()
-            if values.empty or col not in directions:
+            if values.empty or col not in directions or col in bad.get((dataset, model), {}):
                 continue
             best = values.idxmax() if directions[col] else values.idxmin()
             rows.append({"dataset": dataset, "model": model, "metric": col,
@@ -60,34 +69,66 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def terminal_summary(board: pd.DataFrame, out: str | Path, files: list[Path] | None = None) -> str:
+def terminal_summary(board: pd.DataFrame, out: str | Path, files: list[Path] | None = None,
+                     validity: pd.DataFrame | None = None) -> str:
     """A summary that fits a terminal: per dataset the key columns that have values, the best
-    method per metric, and the files written."""
-    from .tables import lower_is_better
+    method per metric, and the files written. With the run's ``validity`` table
+    (:mod:`nicebench.report.validity`): a warning first for each classifier at chance, the
+    scores of metrics not valid on their dataset marked †, and why."""
+    from .tables import MARK, lower_is_better
+    from .validity import classifier_warning, not_valid
 
+    bad = not_valid(validity) if validity is not None else {}
     low = [_SHORT.get(c, c) for c in lower_is_better([c for c in KEY_COLUMNS if c in board])]
-    lines = [f"means over images (intervals in leaderboard.md); lower is better for "
-             f"{', '.join(low)}"]  # fmt: skip
+    lines = []
+    if validity is not None and len(validity):
+        for check in _checks(validity):
+            lines += [*textwrap.wrap(classifier_warning(check), 96), ""]
+    lines += [f"means over images (intervals in leaderboard.md); lower is better for "
+              f"{', '.join(low)}"]
+    if bad:
+        lines.append(f"{MARK}: not valid on this dataset (validity.md)")
     for (dataset, model), part in board.groupby(["dataset", "model"], sort=False):
         cols = [c for c in KEY_COLUMNS if c in part and part[c].notna().any()]
         title = dataset if model == "default" else f"{dataset} · {model}"
         width = max(8, *(len(m) for m in part.method)) + 1
         lines += ["", title, "  " + "method".ljust(width)
                   + "".join(_SHORT.get(c, c)[: _WIDTH - 1].rjust(_WIDTH) for c in cols)]
+        marked = bad.get((dataset, model), {})
         for _, r in part.iterrows():
+            cells = [_cell(r[c]) + (MARK if c in marked and _cell(r[c]) else "") for c in cols]
             lines.append("  " + str(r.method).ljust(width)
-                         + "".join(_cell(r[c]).rjust(_WIDTH) for c in cols))  # fmt: skip
-    best = best_per_metric(board)
-    if len(best):
+                         + "".join(cell.rjust(_WIDTH) for cell in cells))  # fmt: skip
+        if marked:
+            text = (f"{MARK} not valid here (left out of combined_rank; validity.md): "
+                    + "; ".join(f"{c} {why.split(':')[0]}" for c, why in marked.items()))
+            lines += textwrap.wrap(text, 96, initial_indent="  ", subsequent_indent="    ")
+    best = best_per_metric(board, validity=validity)
+    methods = board[board.kind == "method"]
+    if len(best) or len(methods):
         lines += ["", "best method per metric (methods that read the ground truth left out):"]
-        for (dataset, model), part in best.groupby(["dataset", "model"], sort=False):
+        for dataset, model in methods.groupby(["dataset", "model"], sort=False).groups:
             title = dataset if model == "default" else f"{dataset} · {model}"
             lines.append(f"  {title}:")
+            part = best[(best.dataset == dataset) & (best.model == model)]
             lines += [f"    {r.metric} {r.method} ({r.value:.3f})" for r in part.itertuples()]
+            if part.empty:
+                lines.append("    none named: no key metric is valid here (validity.md)")
     out = Path(out)
     lines += ["", f"run directory: {out}",
-              "  tables: leaderboard.md, leaderboard.csv, per_image.csv"]  # fmt: skip
+              "  tables: leaderboard.md, leaderboard.csv, per_image.csv, validity.md"]  # fmt: skip
     for path in files or []:
         where = path.relative_to(out) if path.is_relative_to(out) else path
         lines.append(f"  {'report' if path.suffix == '.html' else 'figures'}: {where}")
     return "\n".join(lines) + "\n"
+
+
+def _checks(validity: pd.DataFrame) -> list[dict]:
+    """The classifiers at chance, as :func:`~nicebench.report.validity.classifier_warning` reads
+    them, from the validity table's classifier columns."""
+    from .validity import at_chance
+
+    rows = validity.drop_duplicates(["dataset", "model"])
+    return [{"dataset": r.dataset, "model": r.model, "accuracy": r.classifier_accuracy,
+             "accuracy_chance": r.accuracy_chance} for r in rows.itertuples()
+            if (r.dataset, r.model) in at_chance(validity)]  # fmt: skip

@@ -52,7 +52,8 @@ _ROW = ["dataset", "model", "method", "kind"]
 COMBINED_RANK_NOTE = (
     "`combined_rank`: per bootstrap replicate (images resampled once, the same images for every "
     "method and metric; 1000 replicates, seeded), the methods are ranked on each per-image metric "
-    "that every ranked method has on the dataset (1 = best in the metric's own better direction, "
+    "that every ranked method has on the dataset and that the validity audit found valid there "
+    "(`validity.md`; 1 = best in the metric's own better direction, "
     "ties share the average rank) and the ranks are averaged over those metrics; shown: that "
     "average on the full sample ± half the 2.5–97.5 percentile interval of the replicates. "
     "Lower is better. Methods that read the ground truth (`needs_masks`, e.g. `oracle`) are "
@@ -288,10 +289,18 @@ def _pairs(g: GroupScores, k: int, counts: np.ndarray, full: np.ndarray) -> pd.D
 
 
 def analyse(img: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0,
-            directions: dict[str, bool] | None = None, only_combined: bool = False) -> Trust:
+            directions: dict[str, bool] | None = None, only_combined: bool = False,
+            exclude: dict[tuple[str, str], set[str]] | None = None) -> Trust:
     """Rank probabilities, metric agreement and combined ranks of a per-image table
-    (``only_combined``: the combined ranks alone, as the leaderboard needs)."""
+    (``only_combined``: the combined ranks alone, as the leaderboard needs). ``exclude``:
+    (dataset, model) → metric columns left out of that group's combined rank (those the
+    validity audit found not valid there, :mod:`nicebench.report.validity`)."""
     groups = score_groups(img, directions)
+    for g in groups:
+        left_out = (exclude or {}).get((g.dataset, g.model), set())
+        if left_out:
+            counted = np.ones(len(g.metrics), bool) if g.counted is None else g.counted
+            g.counted = counted & np.array([m not in left_out for m in g.metrics], dtype=bool)
     pairs: list[pd.DataFrame] = []
     taus, ranks = [], []
     for g in groups:
@@ -332,10 +341,12 @@ def analyse(img: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0,
                  pd.DataFrame(ranks, columns=_RANK_COLUMNS), n_boot, seed)  # fmt: skip
 
 
-def combined_ranks(img: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+def combined_ranks(img: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0,
+                   exclude: dict[tuple[str, str], set[str]] | None = None) -> pd.DataFrame:
     """The leaderboard's ``combined_rank`` columns, one row per ranked (dataset, model, method,
-    kind): ``combined_rank``, ``combined_rank_lo``, ``combined_rank_hi``."""
-    ranks = analyse(img, n_boot, seed, only_combined=True).combined
+    kind): ``combined_rank``, ``combined_rank_lo``, ``combined_rank_hi`` (``exclude``: as
+    :func:`analyse`)."""
+    ranks = analyse(img, n_boot, seed, only_combined=True, exclude=exclude).combined
     return ranks[[*_ROW, "combined_rank", "combined_rank_lo", "combined_rank_hi"]]
 
 
@@ -441,11 +452,12 @@ def combined_rank_note(trust: Trust) -> str:
     return f"{COMBINED_RANK_NOTE} {used}."
 
 
-def write_trust_tables(img: pd.DataFrame, out: str | Path, seed: int = 0) -> Trust:
+def write_trust_tables(img: pd.DataFrame, out: str | Path, seed: int = 0,
+                       exclude: dict[tuple[str, str], set[str]] | None = None) -> Trust:
     """Write ``rank_probability.csv``/``.md`` and ``metric_agreement.csv``/``.md`` into ``out``
-    from the per-image table ``img``; returns the analysis."""
+    from the per-image table ``img``; returns the analysis (``exclude``: as :func:`analyse`)."""
     out = Path(out)
-    trust = analyse(img, seed=seed)
+    trust = analyse(img, seed=seed, exclude=exclude)
     trust.pairwise.to_csv(out / "rank_probability.csv", index=False)
     (out / "rank_probability.md").write_text(_pairwise_markdown(trust))
     trust.agreement.to_csv(out / "metric_agreement.csv", index=False)
