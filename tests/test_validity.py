@@ -40,6 +40,18 @@ def test_rise_start_is_rises_blur_and_calibrated_start_sits_near_chance(tiny_sce
         insertion_start(model, x, "gaussian", ds)
 
 
+def test_a_large_blur_in_two_passes_is_torchvisions():
+    from torchvision.transforms.functional import gaussian_blur
+
+    from nicebench.metrics.insertion_start import DIRECT_KERNEL, blur
+
+    x = torch.rand(2, 3, 48, 40, generator=torch.Generator().manual_seed(3))
+    k = DIRECT_KERNEL + 12  # over the threshold: the separable path
+    torch.testing.assert_close(blur(x, 11.0, k), gaussian_blur(x, [k, k], [11.0, 11.0]),
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+    assert torch.equal(blur(x, 5.0, 31), gaussian_blur(x, [31, 31], [5.0, 5.0]))
+
+
 class _Blind(nn.Module):
     """A classifier that ignores its input: the same confident logits for every image."""
 
