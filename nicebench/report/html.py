@@ -302,7 +302,7 @@ def _figure_html(path: Path) -> str:
 def _validity_section(run_dir: Path, table: pd.DataFrame, several_models: bool) -> str:
     """"Can these metrics be trusted here?": the validity audit's verdicts per dataset with the
     numbers behind them, and each dataset's curves of oracle, the best method and random."""
-    from .validity import THRESHOLDS_NOTE
+    from .validity import THRESHOLDS_NOTE, table_cells
 
     parts = ['<section id="validity"><h2>Can these metrics be trusted here?</h2>',
              '<p class="note">Every metric is audited on every dataset of the run '
@@ -324,26 +324,12 @@ def _validity_section(run_dir: Path, table: pd.DataFrame, several_models: bool) 
     for (dataset, model), part in table.groupby(["dataset", "model"], sort=False):
         rows = []
         for r in part.itertuples():
-            def f(v: Any, d: int = 2) -> str:
-                return "–" if _isnan(v) else f"{float(v):.{d}f}"
-
             verdict = (f'<span class="failed">{_e(r.verdict)}</span>' if r.verdict != "valid"
                        else "valid")  # fmt: skip
-            rng = "–" if _isnan(r.blank_p) else f"{f(r.blank_p)} → {f(r.original_p)} ({f(r.chance)})"
-            orc = "–" if _isnan(r.oracle_p) else (f"{f(r.oracle_minus_random, 3)} "
-                                                  f"({f(r.oracle_effect)}, {f(r.oracle_p)})")
-            if not _isnan(r.randomised_p):
-                rnd = (f"{_e(r.best_method)}: {f(r.trained_minus_randomised, 3)} "
-                       f"({f(r.randomised_effect)}, {f(r.randomised_p)})")
-            elif not _isnan(r.blind_p):
-                rnd = (f"{_e(r.best_method)} − random: {f(r.best_minus_random, 3)} "
-                       f"({f(r.blind_effect)}, {f(r.blind_p)})")
-            else:
-                rnd = "–"
-            tau = "–" if _isnan(r.tau_halves) else (f"{f(r.tau_halves)} [{f(r.tau_halves_lo)}, "
-                                                    f"{f(r.tau_halves_hi)}]")
+            rng, orc, rnd, tau = (_e(cell) for cell in table_cells(r))
             why = "" if r.verdict == "valid" else _e(r.reason)
-            rows.append([_e(r.metric), verdict, rng, orc, rnd, tau, f(r.tau_noise),
+            tau_noise = "–" if _isnan(r.tau_noise) else f"{float(r.tau_noise):.2f}"
+            rows.append([_e(r.metric), verdict, rng, orc, rnd, tau, tau_noise,
                          "yes" if r.in_combined_rank else "no", why])  # fmt: skip
         title = _group_title(dataset, model, several_models)
         parts.append(f"<h3>{_e(title)}</h3>" + _table(header, rows, "plain validity"))
@@ -358,16 +344,12 @@ def _validity_section(run_dir: Path, table: pd.DataFrame, several_models: bool) 
 
 def _warnings(table: pd.DataFrame) -> str:
     """The classifiers at chance, at the top of the report."""
-    from .validity import at_chance, classifier_warning
+    from .validity import classifier_rows, classifier_warning
 
     if table.empty:
         return ""
-    rows = table.drop_duplicates(["dataset", "model"])
-    out = [classifier_warning({"dataset": r.dataset, "model": r.model,
-                               "accuracy": r.classifier_accuracy,
-                               "accuracy_chance": r.accuracy_chance})
-           for r in rows.itertuples() if (r.dataset, r.model) in at_chance(table)]  # fmt: skip
-    return "".join(f'<div class="warning">{_e(w)}</div>' for w in out)
+    return "".join(f'<div class="warning">{_e(classifier_warning(c))}</div>'
+                   for c in classifier_rows(table))  # fmt: skip
 
 
 def _colormap(name: str):

@@ -76,13 +76,13 @@ def terminal_summary(board: pd.DataFrame, out: str | Path, files: list[Path] | N
     (:mod:`nicebench.report.validity`): a warning first for each classifier at chance, the
     scores of metrics not valid on their dataset marked †, and why."""
     from .tables import MARK, lower_is_better
-    from .validity import classifier_warning, not_valid
+    from .validity import classifier_rows, classifier_warning, not_valid
 
     bad = not_valid(validity) if validity is not None else {}
     low = [_SHORT.get(c, c) for c in lower_is_better([c for c in KEY_COLUMNS if c in board])]
     lines = []
     if validity is not None and len(validity):
-        for check in _checks(validity):
+        for check in classifier_rows(validity):
             lines += [*textwrap.wrap(classifier_warning(check), 96), ""]
     lines += [f"means over images (intervals in leaderboard.md); lower is better for "
               f"{', '.join(low)}"]
@@ -122,13 +122,3 @@ def terminal_summary(board: pd.DataFrame, out: str | Path, files: list[Path] | N
         lines.append(f"  {'report' if path.suffix == '.html' else 'figures'}: {where}")
     return "\n".join(lines) + "\n"
 
-
-def _checks(validity: pd.DataFrame) -> list[dict]:
-    """The classifiers at chance, as :func:`~nicebench.report.validity.classifier_warning` reads
-    them, from the validity table's classifier columns."""
-    from .validity import at_chance
-
-    rows = validity.drop_duplicates(["dataset", "model"])
-    return [{"dataset": r.dataset, "model": r.model, "accuracy": r.classifier_accuracy,
-             "accuracy_chance": r.accuracy_chance} for r in rows.itertuples()
-            if (r.dataset, r.model) in at_chance(validity)]  # fmt: skip

@@ -54,6 +54,7 @@ from .trust import (
     N_BOOT,
     GroupScores,
     _quiet,
+    _where,
     bootstrap_counts,
     kendall_tau,
     resampled_means,
@@ -64,7 +65,7 @@ __all__ = [
     "VALIDITY_COLUMNS", "VERDICTS", "RANGE_MARGIN", "REACT_EFFECT", "REACT_P", "TAU_MIN",
     "CLASSIFIER_MARGIN", "THRESHOLDS_NOTE", "audit", "validity", "not_valid", "classifier_checks",
     "write_validity", "validity_markdown", "at_chance", "rank_exclusions", "validity_notes",
-    "classifier_warning",
+    "classifier_warning", "classifier_rows", "table_cells",
 ]  # fmt: skip
 
 VERDICTS = ("valid", "saturated", "not_reactive", "unstable", "untested")
@@ -153,10 +154,6 @@ def halves_tau(scores: np.ndarray, n_boot: int = N_BOOT, seed: int = 0
 
 
 # -- the audit of one run -------------------------------------------------------------------------
-def _where(dataset: str, model: str) -> str:
-    return dataset if model == "default" else f"{dataset} · {model}"
-
-
 def _index(frame: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
     if frame.empty:
         return frame
@@ -436,7 +433,37 @@ def not_valid(table: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]]:
     return out
 
 
-def validity_markdown(table: pd.DataFrame, checks: pd.DataFrame | None = None) -> str:
+def table_cells(r) -> tuple[str, str, str, str]:
+    """A validity row's range, oracle − random, model-test and halves-τ cells as text (shared
+    by ``validity.md`` and the report)."""
+    rng = (f"{_fmt(r.blank_p)} → {_fmt(r.original_p)} ({_fmt(r.chance)})"
+           if np.isfinite(r.blank_p) else "–")  # fmt: skip
+    orc = (f"{_fmt(r.oracle_minus_random, 3)} ({_fmt(r.oracle_effect)}, {_fmt(r.oracle_p)})"
+           if np.isfinite(r.oracle_p) else "–")  # fmt: skip
+    if np.isfinite(r.randomised_p):
+        rnd = (f"{r.best_method}: {_fmt(r.trained_minus_randomised, 3)} "
+               f"({_fmt(r.randomised_effect)}, {_fmt(r.randomised_p)})")
+    elif np.isfinite(r.blind_p):
+        rnd = (f"{r.best_method} − random: {_fmt(r.best_minus_random, 3)} "
+               f"({_fmt(r.blind_effect)}, {_fmt(r.blind_p)})")
+    else:
+        rnd = "–"
+    tau = (f"{_fmt(r.tau_halves)} [{_fmt(r.tau_halves_lo)}, {_fmt(r.tau_halves_hi)}]"
+           if np.isfinite(r.tau_halves) else "–")  # fmt: skip
+    return rng, orc, rnd, tau
+
+
+def classifier_rows(table: pd.DataFrame) -> list[dict]:
+    """The classifiers at chance in a validity table, as :func:`classifier_warning` reads them
+    (the table carries each classifier's accuracy and chance: no second read of the store)."""
+    rows = table.drop_duplicates(["dataset", "model"])
+    blind = at_chance(table)
+    return [{"dataset": r.dataset, "model": r.model, "accuracy": r.classifier_accuracy,
+             "accuracy_chance": r.accuracy_chance} for r in rows.itertuples()
+            if (r.dataset, r.model) in blind]  # fmt: skip
+
+
+def validity_markdown(table: pd.DataFrame) -> str:
     """``validity.md``: per dataset, each metric's verdict and the numbers behind it."""
     lines = ["# Can these metrics be trusted here? The validity audit", "",
              "One row per metric and dataset: its verdict and the numbers behind it. Range: the "
@@ -452,29 +479,13 @@ def validity_markdown(table: pd.DataFrame, checks: pd.DataFrame | None = None) -
         return "\n".join([*lines, "No per-image scores in this run.", ""])
     for (dataset, model), part in table.groupby(["dataset", "model"], sort=False):
         lines += [f"## {_where(dataset, model)}", ""]
-        if checks is not None:
-            c = _index(checks, dataset, model)
-            if len(c) and bool(c["at_chance"].iloc[0]):
-                lines += [classifier_warning(c.iloc[0].to_dict()), ""]
+        lines += [f"{w}\n" for w in map(classifier_warning, classifier_rows(part))]
         lines += ["| metric | verdict | range (blank → original, chance) | oracle − random "
                   "(spreads, P) | best method: trained − randomised model, or − random (spreads, P) | "
                   "τ halves | τ noise | in combined rank |",
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in part.itertuples():
-            rng = (f"{_fmt(r.blank_p)} → {_fmt(r.original_p)} ({_fmt(r.chance)})"
-                   if np.isfinite(r.blank_p) else "–")  # fmt: skip
-            orc = (f"{_fmt(r.oracle_minus_random, 3)} ({_fmt(r.oracle_effect)}, "
-                   f"{_fmt(r.oracle_p)})" if np.isfinite(r.oracle_p) else "–")  # fmt: skip
-            if np.isfinite(r.randomised_p):
-                rnd = (f"{r.best_method}: {_fmt(r.trained_minus_randomised, 3)} "
-                       f"({_fmt(r.randomised_effect)}, {_fmt(r.randomised_p)})")
-            elif np.isfinite(r.blind_p):
-                rnd = (f"{r.best_method} − random: {_fmt(r.best_minus_random, 3)} "
-                       f"({_fmt(r.blind_effect)}, {_fmt(r.blind_p)})")
-            else:
-                rnd = "–"
-            tau = (f"{_fmt(r.tau_halves)} [{_fmt(r.tau_halves_lo)}, {_fmt(r.tau_halves_hi)}]"
-                   if np.isfinite(r.tau_halves) else "–")  # fmt: skip
+            rng, orc, rnd, tau = table_cells(r)
             verdict = f"**{r.verdict}**" if r.verdict != "valid" else r.verdict
             lines.append(f"| {r.metric} | {verdict} | {rng} | {orc} | {rnd} | {tau} | "
                          f"{_fmt(r.tau_noise)} | {'yes' if r.in_combined_rank else 'no'} |")
@@ -499,13 +510,10 @@ def classifier_warning(check: dict) -> str:
 
 def write_validity(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.DataFrame:
     """Write ``validity.csv`` and ``validity.md`` into ``out``; returns the table."""
-    from .tables import per_image
-
     out = Path(out)
     table = validity(store, keys)
     table.to_csv(out / "validity.csv", index=False)
-    checks = classifier_checks(per_image(store, keys), store.tables("classifier", keys))
-    (out / "validity.md").write_text(validity_markdown(table, checks))
+    (out / "validity.md").write_text(validity_markdown(table))
     return table
 
 
@@ -545,11 +553,7 @@ POINTING_NOTE = (
 def validity_notes(store: RunStore, keys: set[str] | None, table: pd.DataFrame) -> list[str]:
     """The leaderboard's notes on validity: classifiers at chance, the metrics not valid per
     dataset (marked †), each dataset's insertion start, and the pointing game's tolerance."""
-    from .tables import per_image
-
-    img = per_image(store, keys)
-    checks = classifier_checks(img, store.tables("classifier", keys))
-    lines = [classifier_warning(c) for c in checks.to_dict("records") if c["at_chance"]]
+    lines = [classifier_warning(c) for c in classifier_rows(table)]
     bad = not_valid(table)
     if bad:
         parts = []
