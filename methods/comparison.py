@@ -12,6 +12,7 @@ chunks of ``internal_batch_size`` model inputs.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,12 @@ from nicebench import Method, MethodError, register_method
 from nicebench.gates import content_seed
 from nicebench.metrics.faithfulness import substrate_image
 from nicebench.models import last_conv_layer
+
+# captum's DeepLift announces, on every call, that it hooks the model's non-linear activations and
+# removes the hooks afterwards: known and harmless here (the model is a hookable copy,
+# :func:`_deeplift_copy`). Silenced by its message and module only; any other warning still shows.
+warnings.filterwarnings("ignore", message="Setting forward, backward hooks and attributes on "
+                        "non-linear", category=UserWarning, module=r"captum\.")  # fmt: skip
 
 __all__ = [
     "SmoothGrad", "GradientShapMethod", "DeepLiftMethod", "GradCAMPlusPlus", "ScoreCAM",

@@ -18,7 +18,7 @@ __all__ = ["main"]
 
 def _summary(obj: object) -> str:
     """The first non-empty line of a plugin's own docstring (a metric's description), or ""."""
-    from .metrics import MetricSpec
+    from .metric_spec import MetricSpec
 
     doc = obj.description if isinstance(obj, MetricSpec) else obj.__doc__
     lines = [line.strip() for line in (doc or "").splitlines() if line.strip()]
@@ -35,6 +35,14 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{kind}:")
         for name in reg.names(args.pattern):
             print(f"  {name:<22} {_summary(reg.get(name))}".rstrip())
+            for setting in getattr(reg.get(name), "settings", ()) if kind == "metrics" else ():
+                print(f"  {'':<22}   setting {setting.describe()}")
+        if kind == "metrics":
+            from .metric_spec import RUN_SETTINGS
+
+            print("  the run's own settings:")
+            for setting in RUN_SETTINGS:
+                print(f"  {'':<22}   setting {setting.describe()}")
         failed += sorted(reg.load_errors.items())
     if failed:
         print("failed to load:")

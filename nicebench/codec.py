@@ -16,12 +16,13 @@ import numpy as np
 
 from .compression import codecs as pillow
 from .compression.codecs import CodecError, Coded, check_quality
-from .compression.track import SWEEP
 from .registry import CODECS, UnknownPluginError, register_codec
 
 __all__ = ["Codec", "SWEEP", "create_codec", "as_codec", "JpegCodec", "WebpCodec", "AvifCodec"]
 
 _ALL_SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
+#: The default quality sweep of a codec's own rate–accuracy curve.
+SWEEP = tuple(range(5, 96, 5))
 
 
 class Codec:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import tomllib
+
+from .metric_spec import MetricSpec, SettingError, declared_settings
+from .registry import METRICS
 
 __all__ = [
     "PluginSpec", "RunConfig", "parse_specs", "parse_value", "load_config", "parse_config",
@@ -260,6 +265,33 @@ def _check_raw(raw: dict[str, Any], text: str, source: str) -> None:
                                      f'"nice:lam=5" or tables with a name, not {item!r}')  # fmt: skip
 
 
+def default_metrics() -> list[str]:
+    """The metrics of a run that names none: the default leaderboard's."""
+    return list(tomllib.loads(default_config_text())["metrics"])
+
+
+def check_settings(settings: dict[str, Any], metrics: list[str] | tuple[str, ...],
+                   where: Callable[[str], str] = lambda key: "[settings]") -> None:
+    """Refuse a ``[settings]`` key that neither the run (:data:`nicebench.metric_spec.RUN_SETTINGS`)
+    nor any of ``metrics`` (names; the default leaderboard's when empty) declares, and a value
+    its :class:`~nicebench.metric_spec.Setting` can't take; ``where(key)`` names the line."""
+    specs = [METRICS.get(name) for name in metrics or default_metrics()]
+    declared = declared_settings(s for s in specs if isinstance(s, MetricSpec))
+    for key, value in settings.items():
+        if key not in declared:
+            close = difflib.get_close_matches(key, sorted(declared), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+            raise SettingError(
+                f"{where(key)}: unknown setting {key!r}; {hint}the run's metrics "
+                f"({', '.join(metrics or default_metrics())}) and the run declare: "
+                f"{', '.join(sorted(declared))} (`nicebench list metrics` shows each one's "
+                "meaning and default)")
+        try:
+            declared[key].parse(value)
+        except SettingError as exc:
+            raise SettingError(f"{where(key)}: {exc}") from None
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Read a TOML run config (see ``configs/`` for examples)."""
     path = Path(path)
@@ -280,6 +312,7 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     settings = dict(raw.get("settings", {}))
+    check_settings(settings, metrics, lambda key: _where(source, text, key, "settings"))
     timeout = settings.pop("cell_timeout", None)  # a run setting, never part of a cell's key
     skipped: list[tuple[str, str]] = []
     cfg = RunConfig(

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
+from .metric_spec import MetricSpec
 from .plugins import PLUGIN_ERRORS, PLUGINS_ENV, PluginLoadError, load_env_plugins, load_plugins
 
 __all__ = [
@@ -205,8 +206,6 @@ def _subclass_of(module: str, base: str) -> Coerce:
 def _metric_entry(registry: Registry, name: str, obj: Any) -> Any:
     """A metric entry point loads a ``MetricSpec``, or a function that its module registered
     (``@register_metric(name, higher_is_better=...)``) under the entry point's name."""
-    from .metrics import MetricSpec
-
     if isinstance(obj, MetricSpec):
         return obj
     registered = registry._items.get(name)
@@ -258,8 +257,6 @@ def register_metric(
     (``ctx``: :class:`nicebench.metrics.MetricContext`) in a spec; ``higher_is_better`` is required
     for it, ``column`` defaults to the name. The decorator returns the function unchanged.
     """
-    from .metrics import MetricSpec
-
     options = {"column": column, "higher_is_better": higher_is_better, "applies": applies,
                "needs_masks": needs_masks or None, "description": description or None}  # fmt: skip
     given = sorted(k for k, v in options.items() if v is not None)

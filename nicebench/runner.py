@@ -26,15 +26,17 @@ import tomllib
 import torch
 
 from .codec import Codec, create_codec
-from .config import PluginSpec, RunConfig, default_config_text, parse_config
+from .config import PluginSpec, RunConfig, check_settings, default_config_text, parse_config
 from .data import BenchDataset, collate, load_run_dataset
 from .faults import checkpoint
 from .method import Method, create_method
-from .metrics import MetricContext, MetricSpec, get_metric_spec
+from .metric_spec import CELL_TIMEOUT, SAMPLE_IMAGES, TARGET, MetricSpec
+from .metric_spec import catalogue as metric_catalogue
+from .metrics import MetricContext, get_metric_spec
 from .metrics.audit import audit_rows
 from .models import DEFAULT_MODEL, check_model_spec, load_model
 from .models.external import load_state_dict_file
-from .registry import CODECS, METHODS
+from .registry import CODECS, DATASETS, METHODS, METRICS
 from .store import CellResult, RunStore, StoreError, describe_write_error
 from .timelimit import CellTimeout, time_limit
 
@@ -244,7 +246,7 @@ def _compute(cell: Cell, res: CellResult) -> None:
     with torch.no_grad():
         logits = [model(images[i : i + 256]) for i in range(0, len(images), 256)]
         preds = torch.cat([lo.argmax(1) for lo in logits])
-    targets = labels if settings.get("target", "pred") == "label" else preds
+    targets = labels if TARGET.get(settings) == "label" else preds
     if method is None:
         sal, res.explain_ms_per_image = None, 0.0  # a codec explains nothing: no explain time
     else:
@@ -261,7 +263,7 @@ def _compute(cell: Cell, res: CellResult) -> None:
     ctx = MetricContext(model=model, images=images, labels=labels, saliency=sal, preds=preds,
                         masks=masks, method=method, settings=settings, kind=cell.kind,
                         codec=codec, bd_codec=ref.label if ref else "", start=cell.start,
-                        sample_images=int(settings.get("sample_images", 16)),
+                        sample_images=SAMPLE_IMAGES.get(settings),
                         codecs=tuple((c.label, _codec(c)) for c in cell.codecs),
                         dataset=ds)  # fmt: skip
     ctx.record("classifier", [{"dataset_classes": ds.num_classes,
@@ -352,12 +354,29 @@ def default_config(**overrides: Any) -> RunConfig:
                    **overrides)  # fmt: skip
 
 
+def run_catalogue(cfg: RunConfig) -> dict[str, Any]:
+    """What the report reads of the run's metrics and methods, stored with the run
+    (:class:`nicebench.report.columns.Catalogue`): each metric's
+    :func:`~nicebench.metric_spec.catalogue` row under the run's settings, and the methods that
+    read the ground-truth masks."""
+    names = list(dict.fromkeys(cfg.metrics or DEFAULT_METRICS))
+    settings = {"seed": cfg.seed, **cfg.settings}
+    gt = sorted({m.name for m in cfg.methods if METHODS.get(m.name).needs_masks})
+    classes = {d.name: list(c) for d in cfg.datasets  # declared on the plugin's class
+               if isinstance(c := getattr(DATASETS.get(d.name), "classes", None), (list, tuple))}
+    return {"metrics": metric_catalogue([get_metric_spec(n) for n in names], settings),
+            "ground_truth_methods": gt, "classes": classes}
+
+
 def plan_cells(cfg: RunConfig) -> list[Cell]:
     """Expand a config into cells: methods (those that can't apply to a dataset are left out),
     then, when the ``compression`` metric is on, the run's codecs (:meth:`RunConfig.run_codecs`)."""
     metrics = tuple(dict.fromkeys(cfg.metrics or DEFAULT_METRICS))  # a metric listed twice: once
     for name in metrics:
         get_metric_spec(name)  # raises with close matches
+    # a config's [settings] were checked against its metrics when it was read; here every key
+    # must be one some registered metric declares (`--metrics` may have narrowed the selection)
+    check_settings(cfg.settings, METRICS.names())
     settings = {"seed": cfg.seed, **cfg.settings}
     settings.pop("cell_timeout", None)  # a limit on the run, not part of what a cell computes
     settings = tuple(sorted(settings.items()))
@@ -411,12 +430,13 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
     cells = plan_cells(cfg)  # validates names first: a bad config leaves no store behind
     out = Path(cfg.out)
     store = RunStore(out).claim(wait=cfg.lock_timeout)  # one writer; a second waits for it
-    store.record_run(cfg.to_dict(), versions(), [c.key for c in cells])
+    store.record_run(cfg.to_dict(), versions(), [c.key for c in cells], run_catalogue(cfg))
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
     summary = RunSummary(out, len(cells), len(cells) - len(todo), 0)
     executor = get_executor(cfg.executor, address=cfg.address)
-    timeout = float(cfg.settings.get("cell_timeout", cfg.cell_timeout) or 0) or None
+    limit = CELL_TIMEOUT.get(cfg.settings) if CELL_TIMEOUT.name in cfg.settings else cfg.cell_timeout
+    timeout = float(limit or 0) or None
     try:
         cells_out = executor.map(functools.partial(run_cell, timeout=timeout), todo,
                                  progress=progress, timeout=timeout, fail=failed_result)  # fmt: skip

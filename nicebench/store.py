@@ -40,7 +40,9 @@ CREATE TABLE IF NOT EXISTS cell_values (
 CREATE TABLE IF NOT EXISTS tables (
     cell_key TEXT, name TEXT, data TEXT, PRIMARY KEY (cell_key, name)
 );
-CREATE TABLE IF NOT EXISTS runs (started_at TEXT, config TEXT, versions TEXT, cells TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    started_at TEXT, config TEXT, versions TEXT, cells TEXT, catalogue TEXT
+);
 CREATE TABLE IF NOT EXISTS artifacts (
     cell_key TEXT, image_index INTEGER, name TEXT, data BLOB,
     PRIMARY KEY (cell_key, image_index, name)
@@ -237,9 +239,13 @@ class RunStore:
         if "model" not in columns:  # a store written before models were an axis of a run
             with self.conn:
                 self.conn.execute("ALTER TABLE cells ADD COLUMN model TEXT DEFAULT 'default'")
-        if "cells" not in {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}:
+        run_columns = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
+        if "cells" not in run_columns:
             with self.conn:  # a store written before runs recorded their cells
                 self.conn.execute("ALTER TABLE runs ADD COLUMN cells TEXT")
+        if "catalogue" not in run_columns:
+            with self.conn:  # a store written before runs recorded their metric catalogue
+                self.conn.execute("ALTER TABLE runs ADD COLUMN catalogue TEXT")
 
     def claim(self, wait: float = 0.0) -> RunStore:
         """Make this process the run directory's only writer until :meth:`close` (see
@@ -259,15 +265,19 @@ class RunStore:
         return {r[0] for r in self.conn.execute("SELECT key FROM cells WHERE status = 'ok'")}
 
     def record_run(
-        self, config: dict[str, Any], versions: dict[str, str], keys: list[str] | None = None
+        self, config: dict[str, Any], versions: dict[str, str], keys: list[str] | None = None,
+        catalogue: dict[str, Any] | None = None,
     ) -> None:
-        """Record a run's config, versions and the keys of its cells (its tables, figures and
-        report show those cells, see :meth:`latest_keys`)."""
+        """Record a run's config, versions, the keys of its cells (its tables, figures and
+        report show those cells, see :meth:`latest_keys`) and its ``catalogue`` (what the report
+        reads of its metrics and methods: :class:`nicebench.report.columns.Catalogue`)."""
         with self._writing(), self.conn:
             self.conn.execute(
-                "INSERT INTO runs (started_at, config, versions, cells) VALUES (?, ?, ?, ?)",
+                "INSERT INTO runs (started_at, config, versions, cells, catalogue) "
+                "VALUES (?, ?, ?, ?, ?)",
                 (time.strftime("%Y-%m-%dT%H:%M:%S"), json.dumps(config), json.dumps(versions),
-                 json.dumps(keys) if keys is not None else None),
+                 json.dumps(keys) if keys is not None else None,
+                 json.dumps(catalogue) if catalogue is not None else None),
             )  # fmt: skip
 
     def latest_keys(self) -> set[str] | None:
@@ -386,7 +396,11 @@ class RunStore:
                             columns=["dataset", "image_index", "name", "array"])  # fmt: skip
 
     def latest_run(self) -> dict[str, Any]:
-        row = self.conn.execute("SELECT * FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        """The latest run's ``started_at``, ``config``, ``versions`` and ``catalogue`` (None for a
+        run recorded before runs kept one); ``{}`` when the store has no run."""
+        row = self.conn.execute("SELECT started_at, config, versions, catalogue FROM runs "
+                                "ORDER BY rowid DESC LIMIT 1").fetchone()  # fmt: skip
         if row is None:
             return {}
-        return {"started_at": row[0], "config": json.loads(row[1]), "versions": json.loads(row[2])}
+        return {"started_at": row[0], "config": json.loads(row[1]), "versions": json.loads(row[2]),
+                "catalogue": json.loads(row[3]) if row[3] else None}  # fmt: skip

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from nicebench.metrics.bootstrap import bootstrap_ci
+from nicebench.bootstrap import bootstrap_ci
 from nicebench.report import trust as T
 from nicebench.store import CellResult, RunStore
 

@@ -3,8 +3,10 @@
 ``compress(images, saliency_or_mask, keep=0.2, codec="jpeg", quality=75, factor=4)`` keeps the
 salient blocks sharp, replaces the rest by a ``factor``-times downsampled copy, encodes the result
 in memory with Pillow and reports bytes, ratios to the reference (the original coded with the same
-settings), bpp with and without the codec's header, PSNR and SSIM. :mod:`.track` holds what the
-runner calls (per-image rows, quality sweeps, the per-method summary).
+settings), bpp with and without the codec's header, PSNR and SSIM. This package is the coding math
+alone (mixed resolution, codecs, rate curves, the torch-free summary); the half of the track that
+runs the classifier (per-image rows of operating points and quality sweeps) is
+:mod:`nicebench.metrics.compression_track`.
 """
 
 from __future__ import annotations
@@ -41,8 +43,6 @@ __all__ = [
     "compress",
     "bd_rate",
     "headline_ratio",
-    "compression_rows",
-    "quality_sweep_rows",
     "summarise",
 ]
 
@@ -213,4 +213,3 @@ def compress(
 
 
 from .summary import summarise  # noqa: E402
-from .track import compression_rows, quality_sweep_rows  # noqa: E402

@@ -32,14 +32,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from . import settings as S
 from .sanity import cached_randomised_model
 
 if TYPE_CHECKING:
-    from . import MetricContext, MetricSpec
+    from ..metric_spec import MetricSpec
+    from .context import MetricContext
 
 __all__ = ["AUDIT_IMAGES", "NOISE_STD", "audit_rows", "noisy"]
 
-AUDIT_IMAGES = 16
+AUDIT_IMAGES: int = S.AUDIT_IMAGES.default
 NOISE_STD = 0.02
 
 
@@ -69,7 +71,7 @@ def _scores(ctx: MetricContext, specs: list[MetricSpec], name: str) -> list[dict
 def audit_rows(ctx: MetricContext, specs: list[MetricSpec]) -> list[dict]:
     """The ``randomised`` and ``noise`` passes of a method cell (see the module's text): rows
     ``{image_index, column, pass, value}``; none for a codec cell or past the audit images."""
-    k = min(len(ctx.images), int(ctx.settings.get("audit_images", AUDIT_IMAGES)) - ctx.start)
+    k = min(len(ctx.images), S.AUDIT_IMAGES.get(ctx.settings) - ctx.start)
     specs = [s for s in specs if s.kind == "per_image"]
     if ctx.method is None or k <= 0 or not specs:
         return []
@@ -82,10 +84,10 @@ def audit_rows(ctx: MetricContext, specs: list[MetricSpec]) -> list[dict]:
     if not own:
         return []
     rmaps = ctx.randomised_maps(k)
-    rand = cached_randomised_model(ctx.model, seed=ctx.settings.get("seed", 0))
+    rand = cached_randomised_model(ctx.model, seed=S.SEED.get(ctx.settings))
     method = refit_for(ctx, rand)  # a gate metric reads the method's own mask, not the map
     rows = _scores(replace(part, saliency=rmaps, method=method), own, "randomised")
-    images = noisy(part.images, ctx.start, int(ctx.settings.get("seed", 0)))
+    images = noisy(part.images, ctx.start, S.SEED.get(ctx.settings))
     maps = ctx.method.explain(images, part.targets, **part.explain_kwargs(k))
     rows += _scores(replace(part, images=images, saliency=maps, kept=[], records={}, cache={}),
                     own, "noise")  # fmt: skip

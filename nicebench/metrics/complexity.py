@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from . import MetricSpec, _register
+from ..metric_spec import MetricSpec
+from ..registry import register_metric
 
 __all__ = ["sparseness", "entropy"]
 
@@ -41,12 +42,12 @@ def entropy(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, h, torch.full_like(h, float("nan"))).float()
 
 
-_register(MetricSpec(
+register_metric(MetricSpec(
     "sparseness", lambda c: sparseness(c.saliency), "sparseness", higher_is_better=True,
     in_combined_rank=False,
     description="Chalasani et al.: Gini index of |map| (higher = sparser)",
 ))  # fmt: skip
-_register(MetricSpec(
+register_metric(MetricSpec(
     "entropy", lambda c: entropy(c.saliency), "entropy", higher_is_better=False,
     in_combined_rank=False,
     description="Bhatt et al.: entropy (nats) of |map| normalised to sum 1 (lower = simpler)",

@@ -24,38 +24,38 @@ from typing import Any
 import numpy as np
 
 from ..compression.summary import summarise_table
-from ..compression.track import DEFAULT_FACTORS, LEADERBOARD_KEEPS, LEADERBOARD_QUALITIES
-from . import MetricContext, MetricSpec, _register
+from ..metric_spec import MetricSpec
+from ..registry import register_metric
+from . import settings as S
+from .compression_track import compression_rows, quality_sweep_rows
+from .context import MetricContext
 
-__all__ = ["COMPRESSION_METRIC", "compression_table", "track_settings"]
+__all__ = ["COMPRESSION_METRIC", "TRACK_SETTINGS", "compression_table", "track_settings"]
 
-TRACK_CODECS = ("all", "reference")
+#: The settings the compression track reads (:mod:`nicebench.metrics.settings`).
+TRACK_SETTINGS = (S.QUALITY, S.KEEPS, S.QUALITIES, S.FACTORS, S.FACTOR, S.DILATE, S.TRACK_CODECS,
+                  S.SSIM, S.CODED_EXAMPLES)  # fmt: skip
 
 
 def track_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The compression track's grid from a run's settings, defaults filled in."""
-    s = settings
-    factors = s.get("factors")
+    factors = S.FACTORS.get(settings) if "factors" in settings else None
     if factors is None:
-        factors = (s["factor"],) if "factor" in s else DEFAULT_FACTORS
-    which = s.get("track_codecs", "all")
-    if which not in TRACK_CODECS:
-        raise ValueError(f"track_codecs must be one of {TRACK_CODECS}, got {which!r}")
+        factor = S.FACTOR.get(settings)
+        factors = (factor,) if factor is not None else S.FACTORS.default
     return {
-        "quality": s.get("quality", 75),
-        "keeps": tuple(s.get("keeps", LEADERBOARD_KEEPS)),
-        "qualities": tuple(s.get("qualities", LEADERBOARD_QUALITIES)),
+        "quality": S.QUALITY.get(settings),
+        "keeps": tuple(S.KEEPS.get(settings)),
+        "qualities": tuple(S.QUALITIES.get(settings)),
         "factors": tuple(factors),
-        "dilate": s.get("dilate", 0),
-        "track_codecs": which,
-        "ssim": s.get("ssim", "front"),
+        "dilate": S.DILATE.get(settings),
+        "track_codecs": S.TRACK_CODECS.get(settings),
+        "ssim": S.SSIM.get(settings),
     }
 
 
 def compression_table(ctx: MetricContext) -> list[dict[str, Any]]:
     """Per-image × operating-point rows of one cell (settings: :func:`track_settings`)."""
-    from ..compression import compression_rows, quality_sweep_rows
-
     t = track_settings(ctx.settings)
     coded: dict[str, list[bytes]] = {}
     if ctx.kind == "codec":
@@ -88,16 +88,16 @@ def compression_table(ctx: MetricContext) -> list[dict[str, Any]]:
 def _keep_examples(ctx: MetricContext, coded: dict[str, list[bytes]]) -> None:
     """Keep the coded files of the first ``settings["coded_examples"]`` (default 2) sample images
     at every operating point, as ``coded/<point>`` (uint8 bytes of the file), for figures."""
-    first = int(ctx.settings.get("coded_examples", 2))  # the dataset's first images, any shard
+    first = S.CODED_EXAMPLES.get(ctx.settings)  # the dataset's first images, any shard
     rows = [j for j in ctx.sample_rows if ctx.start + j < first]
     for point, streams in coded.items():
         files = [np.frombuffer(b, dtype=np.uint8) for b in streams]
         ctx.keep(f"coded/{point}", files, rows=rows, dtype="uint8")
 
 
-COMPRESSION_METRIC = _register(MetricSpec(
+COMPRESSION_METRIC = register_metric(MetricSpec(
     "compression", compression_table, "compression_ratio", higher_is_better=False,
-    kind="table", summary=summarise_table,
+    kind="table", summary=summarise_table, settings=TRACK_SETTINGS,
     description="SPEC §6: the rate–accuracy front of mixed-resolution images against each "
                 "codec's own quality curve",
 ))  # fmt: skip

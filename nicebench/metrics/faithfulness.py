@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from ..batching import auto_batch_size, map_in_chunks
+from ..metric_spec import DEFAULT_SETTINGS
 from ..models.inference import forward_model
 
 __all__ = [
@@ -32,18 +33,6 @@ __all__ = [
     "DEFAULT_SETTINGS",
 ]
 
-DEFAULT_SETTINGS = {
-    "n_steps": "H (one image row of pixels per step, as RISE's 224 at 224 px)",
-    "substrate": "mean (0 in normalised space: the dataset mean colour)",
-    "insertion_start": "calibrated per dataset and classifier: the weakest Gaussian blur (RISE's "
-    "kernel 11 and sigma 5 at 224 px scaled with image size, times 1 to 16) under which the mean "
-    "p(pred) over 256 validation (else training) images is at most chance + 0.10 (setting "
-    "insertion_start: calibrated, rise for RISE's literal blur, or mean; each dataset's below)",
-    "target": "pred (class predicted on the original image)",
-    "score": "softmax probability",
-    "auc": "(sum p_i - p_0/2 - p_n/2) / n",
-    "ties": "one seeded random permutation of pixel positions",
-}
 
 
 def pixel_ranks(saliency: torch.Tensor, seed: int = 0) -> torch.Tensor:

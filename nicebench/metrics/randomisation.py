@@ -34,12 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import MetricContext, MetricSpec, _register, refit_for
+from ..metric_spec import MetricSpec
+from ..registry import register_metric
+from . import settings as S
+from .context import MetricContext, refit_for
 from .sanity import cached_randomised_model, parametrised_layers, spearman
 
 __all__ = ["ssim", "cascade_steps", "cascade_similarity", "random_other_class", "DEFAULT_CASCADE"]
 
-DEFAULT_CASCADE = "1,3,all"
+DEFAULT_CASCADE = S.CASCADE.default
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, win: int = 7) -> torch.Tensor:
@@ -104,14 +107,14 @@ def cascade_similarity(
 
 
 def _images(c: MetricContext) -> int:
-    return min(int(c.settings.get("sanity_images", 32)), len(c.images))
+    return min(S.SANITY_IMAGES.get(c.settings), len(c.images))
 
 
 def _cascade(c: MetricContext) -> tuple[torch.Tensor, torch.Tensor]:
     """The cell's cascade curves ``[B, S]`` (NaN past ``sanity_images``), computed once per cell
     for both columns; the curves are kept as ``curve/cascade_spearman`` / ``curve/cascade_ssim``."""
     if "cascade" not in c.cache:
-        steps = cascade_steps(c.model, c.settings.get("cascade", DEFAULT_CASCADE))
+        steps = cascade_steps(c.model, S.CASCADE.get(c.settings))
         k = _images(c)
         rho = torch.full((len(c.images), len(steps)), float("nan"))
         sim = rho.clone()
@@ -119,7 +122,7 @@ def _cascade(c: MetricContext) -> tuple[torch.Tensor, torch.Tensor]:
             kw = c.explain_kwargs(k)
             r, s = cascade_similarity(lambda m: refit_for(c, m), c.model, c.images[:k],
                                       c.targets[:k], c.saliency[:k], steps,
-                                      seed=int(c.settings.get("seed", 0)),
+                                      seed=S.SEED.get(c.settings),
                                       explain_kwargs=kw)  # fmt: skip
             rho[:k], sim[:k] = r.cpu(), s.cpu()
             c.keep("curve/cascade_spearman", rho, list(range(k)))
@@ -155,36 +158,39 @@ def _random_logit(c: MetricContext) -> torch.Tensor:
         return out
     kw = c.explain_kwargs(k)
     other = random_other_class(c.targets[:k], _num_classes(c.model, c.images), c.start,
-                               int(c.settings.get("seed", 0)))  # fmt: skip
+                               S.SEED.get(c.settings))  # fmt: skip
     maps = c.method.explain(c.images[:k], other.to(c.targets.device), **kw)
     out[:k] = spearman(c.saliency[:k].abs().float(), maps.abs().to(c.saliency.device)).cpu()
     return out
 
 
 def _footnote(settings: dict[str, Any]) -> str:
-    return (f"cascade steps (top layers randomised): {settings.get('cascade', DEFAULT_CASCADE)}, "
-            f"seed {settings.get('seed', 0)}; first {settings.get('sanity_images', 32)} images "
+    return (f"cascade steps (top layers randomised): {S.CASCADE.get(settings)}, "
+            f"seed {S.SEED.get(settings)}; first {S.SANITY_IMAGES.get(settings)} images "
             f"of a cell; learned methods re-fitted on each randomised model with at most "
-            f"{settings.get('refit_epochs', 1)} epoch(s) over "
-            f"{settings.get('refit_images', 2000)} images")  # fmt: skip
+            f"{S.REFIT_EPOCHS.get(settings)} epoch(s) over "
+            f"{S.REFIT_IMAGES.get(settings)} images")
 
 
-_register(MetricSpec(
+register_metric(MetricSpec(
     "cascade_spearman", lambda c: _cascade(c)[0].nanmean(1), "cascade_spearman",
     higher_is_better=False, explains_again=True, rewards_ground_truth=False, footnote=_footnote,
+    settings=(*S.SANITY, S.CASCADE), citation="Adebayo et al., NeurIPS 2018",
     description="Adebayo et al. cascading randomisation: Spearman of |map| (trained vs top layers "
                 "randomised), mean over the cascade's steps",
 ))  # fmt: skip
-_register(MetricSpec(
+register_metric(MetricSpec(
     "cascade_ssim", lambda c: _cascade(c)[1].nanmean(1), "cascade_ssim",
     higher_is_better=False, explains_again=True, rewards_ground_truth=False, footnote=_footnote,
+    settings=(*S.SANITY, S.CASCADE), citation="Adebayo et al., NeurIPS 2018",
     description="Adebayo et al. cascading randomisation: SSIM of |map| (trained vs top layers "
                 "randomised), mean over the cascade's steps",
 ))  # fmt: skip
-_register(MetricSpec(
+register_metric(MetricSpec(
     "random_logit", _random_logit, "random_logit", higher_is_better=False, explains_again=True, rewards_ground_truth=False,
-    footnote=lambda s: (f"random other class per image from seed {s.get('seed', 0)}; first "
-                        f"{s.get('sanity_images', 32)} images of a cell"),
+    settings=(S.SEED, S.TARGET, S.SANITY_IMAGES), citation="Sixt et al., ICML 2020",
+    footnote=lambda s: (f"random other class per image from seed {S.SEED.get(s)}; first "
+                        f"{S.SANITY_IMAGES.get(s)} images of a cell"),
     description="random-logit test: Spearman of |map| for the explained class vs a random other "
                 "class",
 ))  # fmt: skip

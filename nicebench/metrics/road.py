@@ -28,7 +28,9 @@ from scipy.sparse.linalg import splu
 from torch import nn
 
 from ..batching import auto_batch_size
+from ..metric_spec import ROAD_SETTINGS
 from ..models.inference import forward_model
+from . import settings as S
 from .faithfulness import pixel_ranks
 
 __all__ = [
@@ -36,22 +38,14 @@ __all__ = [
     "linear_impute", "removal_masks", "road_curves", "road",
 ]  # fmt: skip
 
-ROAD_PERCENTAGES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-ROAD_NOISE = 0.01
+ROAD_PERCENTAGES: tuple[float, ...] = S.ROAD_PERCENTAGES.default
+ROAD_NOISE: float = S.ROAD_NOISE.default
 # (dy, dx) → weight: the paper's imputer
 NEIGHBOUR_WEIGHTS: dict[tuple[int, int], float] = {
     (-1, 0): 1 / 6, (1, 0): 1 / 6, (0, -1): 1 / 6, (0, 1): 1 / 6,
     (-1, -1): 1 / 12, (-1, 1): 1 / 12, (1, -1): 1 / 12, (1, 1): 1 / 12,
 }  # fmt: skip
 
-ROAD_SETTINGS = {
-    "percentages": "10%..90% of pixels removed in steps of 10% (round(p·H·W) pixels)",
-    "fill": "noisy linear imputation: each removed pixel = weighted mean of its in-image "
-    "neighbours (1/6 direct, 1/12 diagonal), one sparse system per image and mask (scipy splu)",
-    "noise": f"Gaussian, sd {ROAD_NOISE} on the model's [0, 1] input, seeded per image",
-    "orders": "MoRF (most salient removed first) and LeRF (least salient first); ties as deletion",
-    "score": "softmax probability of the target class; area = mean over the percentages",
-}
 
 
 @functools.lru_cache(maxsize=8)

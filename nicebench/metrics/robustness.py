@@ -32,7 +32,10 @@ from captum.metrics import infidelity as captum_infidelity
 from captum.metrics import sensitivity_max as captum_sensitivity_max
 from torch import nn
 
-from . import MetricContext, MetricSpec, _register
+from ..metric_spec import MetricSpec
+from ..registry import register_metric
+from . import settings as S
+from .context import MetricContext
 from .faithfulness import substrate_image
 
 __all__ = ["infidelity", "sensitivity_max", "gaussian_perturbation", "square_removal",
@@ -148,59 +151,63 @@ def sensitivity_max(
 
 
 def _seed(c: MetricContext) -> int:
-    return int(c.settings.get("seed", 0)) * 1_000_003 + c.start
+    return S.SEED.get(c.settings) * 1_000_003 + c.start
 
 
 def _infidelity(c: MetricContext) -> torch.Tensor:
     s = c.settings
     return infidelity(c.model, c.images, c.saliency, c.targets,
-                      perturbation=str(s.get("infidelity_perturbation", "square")),
-                      square=float(s.get("infidelity_square", 0.25)),
-                      std=float(s.get("infidelity_std", 0.1)),
-                      n_samples=int(s.get("infidelity_samples", 16)), seed=_seed(c),
-                      max_examples_per_batch=int(s.get("max_examples_per_batch", 1024)))
+                      perturbation=S.INFIDELITY_PERTURBATION.get(s),
+                      square=S.INFIDELITY_SQUARE.get(s),
+                      std=S.INFIDELITY_STD.get(s),
+                      n_samples=S.INFIDELITY_SAMPLES.get(s), seed=_seed(c),
+                      max_examples_per_batch=S.MAX_EXAMPLES_PER_BATCH.get(s))
 
 
 def _sensitivity(c: MetricContext) -> torch.Tensor:
     s = c.settings
-    k = min(int(s.get("sensitivity_images", 32)), len(c.images))
+    k = min(S.SENSITIVITY_IMAGES.get(s), len(c.images))
     out = torch.full((len(c.images),), float("nan"))
     if k:
         out[:k] = sensitivity_max(
             c.method.explain, c.images[:k], c.targets[:k], maps=c.saliency[:k],
-            radius=float(s.get("sensitivity_radius", 0.02)),
-            n_samples=int(s.get("sensitivity_samples", 10)), seed=_seed(c),
-            max_examples_per_batch=int(s.get("max_examples_per_batch", 1024)),
+            radius=S.SENSITIVITY_RADIUS.get(s),
+            n_samples=S.SENSITIVITY_SAMPLES.get(s), seed=_seed(c),
+            max_examples_per_batch=S.MAX_EXAMPLES_PER_BATCH.get(s),
             explain_kwargs=c.explain_kwargs(k),
         ).cpu()  # fmt: skip
     return out
 
 
 def _footnote_infidelity(s: dict[str, Any]) -> str:
-    kind = s.get("infidelity_perturbation", "square")
-    what = (f"a random square of side {s.get('infidelity_square', 0.25)} × the image filled "
+    kind = S.INFIDELITY_PERTURBATION.get(s)
+    what = (f"a random square of side {S.INFIDELITY_SQUARE.get(s)} × the image filled "
             "with the mean colour, I its indicator" if kind == "square" else
-            f"Gaussian noise σ={s.get('infidelity_std', 0.1)} on [0, 1] pixels")
+            f"Gaussian noise σ={S.INFIDELITY_STD.get(s)} on [0, 1] pixels")
     return (f"captum infidelity (normalize=True) of the explained class's logit, perturbation: "
-            f"{what}; {s.get('infidelity_samples', 16)} per image, seed {s.get('seed', 0)}")
+            f"{what}; {S.INFIDELITY_SAMPLES.get(s)} per image, seed {S.SEED.get(s)}")
 
 
 def _footnote_sensitivity(s: dict[str, Any]) -> str:
     return (f"captum sensitivity_max (Frobenius), uniform L∞ perturbations of radius "
-            f"{s.get('sensitivity_radius', 0.02)}, {s.get('sensitivity_samples', 10)} per image, "
-            f"first {s.get('sensitivity_images', 32)} images of a cell, seed {s.get('seed', 0)}")
+            f"{S.SENSITIVITY_RADIUS.get(s)}, {S.SENSITIVITY_SAMPLES.get(s)} per image, "
+            f"first {S.SENSITIVITY_IMAGES.get(s)} images of a cell, seed {S.SEED.get(s)}")
 
 
-_register(MetricSpec(
+register_metric(MetricSpec(
     "infidelity", _infidelity, "infidelity", higher_is_better=False,
-    footnote=_footnote_infidelity,
+    footnote=_footnote_infidelity, citation="Yeh et al., NeurIPS 2019",
+    settings=(S.SEED, S.TARGET, S.INFIDELITY_PERTURBATION, S.INFIDELITY_SQUARE, S.INFIDELITY_STD,
+              S.INFIDELITY_SAMPLES, S.MAX_EXAMPLES_PER_BATCH),
     description="Yeh et al. infidelity (captum, normalised): squared error of map·perturbation "
                 "against the logit change",
 ))  # fmt: skip
-_register(MetricSpec(
+register_metric(MetricSpec(
     "sensitivity_max", _sensitivity, "sensitivity_max", higher_is_better=False,
     explains_again=True,
-    footnote=_footnote_sensitivity,
+    footnote=_footnote_sensitivity, citation="Yeh et al., NeurIPS 2019",
+    settings=(S.SEED, S.TARGET, S.SENSITIVITY_IMAGES, S.SENSITIVITY_RADIUS, S.SENSITIVITY_SAMPLES,
+              S.MAX_EXAMPLES_PER_BATCH),
     description="Yeh et al. max-sensitivity (captum): largest relative change of the map under "
                 "small input perturbations",
 ))  # fmt: skip

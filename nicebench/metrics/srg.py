@@ -20,18 +20,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import MetricContext, MetricSpec, _register
+from ..metric_spec import SRG_SETTINGS, MetricSpec
+from ..registry import register_metric
+from . import settings as S
+from .context import MetricContext
 from .faithfulness import _curves, auc, pixel_ranks, substrate_image
-from .road import ROAD_NOISE, ROAD_PERCENTAGES, road_curves
+from .road import road_curves
 
 __all__ = ["SRG_SETTINGS", "morf_lerf_curves", "srg"]
 
-SRG_SETTINGS = {
-    "srg": "LeRF area − MoRF area with the same fill (LeRF: the MoRF pixel order reversed)",
-    "srg_mean/srg_blur": "deletion's path and AUC with the mean / blur fill (deletion_blur_auc: "
-    "the blur fill's MoRF area)",
-    "srg_road": "road_lerf − road_morf (ROAD's fill and percentages)",
-}
 
 
 @torch.no_grad()
@@ -85,8 +82,8 @@ def _road(c: MetricContext) -> torch.Tensor:
     if "road" not in c.cache:
         s = c.settings
         curves = road_curves(c.model, c.images, c.saliency, c.targets,
-                             percentages=tuple(s.get("road_percentages", ROAD_PERCENTAGES)),
-                             noise=float(s.get("road_noise", ROAD_NOISE)), seed=s.get("seed", 0),
+                             percentages=tuple(S.ROAD_PERCENTAGES.get(s)),
+                             noise=S.ROAD_NOISE.get(s), seed=S.SEED.get(s),
                              start=c.start)  # fmt: skip
         c.keep("curve/road_morf", curves[:, 0])
         c.keep("curve/road_lerf", curves[:, 1])
@@ -101,7 +98,7 @@ def _fill(c: MetricContext, fill: str) -> torch.Tensor:
     curve taken from the deletion metric when it ran first with the same fill)."""
     key = f"morf_lerf/{fill}"
     if key not in c.cache:
-        kw = {"n_steps": c.settings.get("n_steps"), "seed": c.settings.get("seed", 0)}
+        kw = {"n_steps": S.N_STEPS.get(c.settings), "seed": S.SEED.get(c.settings)}
         morf = c.cache.get(f"deletion/{fill}")  # the deletion metric's curves, when it ran first
         if morf is None:
             curves = morf_lerf_curves(c.model, c.images, c.saliency, c.targets, fill, **kw)
@@ -126,27 +123,32 @@ def _srg_fill(fill: str):
     return fn
 
 
-ROAD_MORF = _register(MetricSpec(
-    "road_morf", lambda c: _road(c)[:, 0].mean(1), "road_morf", higher_is_better=False, curve=True,
+_ROAD = (*S.FAITHFULNESS, S.ROAD_NOISE, S.ROAD_PERCENTAGES)
+ROAD_MORF = register_metric(MetricSpec(
+    "road_morf", lambda c: _road(c)[:, 0].mean(1), "road_morf", higher_is_better=False, curve=True, settings=_ROAD,
     description="ROAD MoRF: mean probability with 10..90% most salient pixels imputed",
 ))  # fmt: skip
-ROAD_LERF = _register(MetricSpec(
-    "road_lerf", lambda c: _road(c)[:, 1].mean(1), "road_lerf", higher_is_better=True, curve=True,
+ROAD_LERF = register_metric(MetricSpec(
+    "road_lerf", lambda c: _road(c)[:, 1].mean(1), "road_lerf", higher_is_better=True, curve=True, settings=_ROAD,
     description="ROAD LeRF: mean probability with 10..90% least salient pixels imputed",
 ))  # fmt: skip
-SRG_ROAD = _register(MetricSpec(
+SRG_ROAD = register_metric(MetricSpec(
     "srg_road", lambda c: _road(c)[:, 1].mean(1) - _road(c)[:, 0].mean(1), "srg_road",
-    higher_is_better=True, curve=True, description="symmetric relevance gain, ROAD fill: road_lerf − road_morf",
+    higher_is_better=True, curve=True, settings=_ROAD,
+    description="symmetric relevance gain, ROAD fill: road_lerf − road_morf",
 ))  # fmt: skip
-SRG_MEAN = _register(MetricSpec(
+SRG_MEAN = register_metric(MetricSpec(
     "srg_mean", _srg_fill("mean"), "srg_mean", higher_is_better=True, curve=True,
+    settings=S.FAITHFULNESS,
     description="symmetric relevance gain, mean fill: LeRF AUC − MoRF (deletion) AUC",
 ))  # fmt: skip
-SRG_BLUR = _register(MetricSpec(
+SRG_BLUR = register_metric(MetricSpec(
     "srg_blur", _srg_fill("blur"), "srg_blur", higher_is_better=True, curve=True,
+    settings=S.FAITHFULNESS,
     description="symmetric relevance gain, blur fill: LeRF AUC − MoRF AUC",
 ))  # fmt: skip
-DELETION_BLUR = _register(MetricSpec(
+DELETION_BLUR = register_metric(MetricSpec(
     "deletion_blur", lambda c: auc(_fill(c, "blur")[:, 0]), "deletion_blur_auc",
-    higher_is_better=False, curve=True, description="deletion AUC with the blur fill (MoRF, blur)",
+    higher_is_better=False, curve=True, settings=S.FAITHFULNESS,
+    description="deletion AUC with the blur fill (MoRF, blur)",
 ))  # fmt: skip

@@ -52,9 +52,15 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from ..config import parse_specs  # noqa: E402
 from ..store import RunStore  # noqa: E402
 from . import style  # noqa: E402
+from .columns import Catalogue, catalogue  # noqa: E402
+from .scores import compression_points, per_image  # noqa: E402
 from .style import DOUBLE_COLUMN, SINGLE_COLUMN, Palette  # noqa: E402
+from .tables import leaderboard  # noqa: E402
+from .trust import SEPARABLE, analyse  # noqa: E402
+from .validity import not_valid, rank_exclusions, validity  # noqa: E402
 
 __all__ = [
     "write_figures", "saliency_grid", "curves_figure", "forest_figure", "forest_metrics",
@@ -363,10 +369,6 @@ def validity_curves_figure(store: RunStore, dataset: str, model: str = "default"
     bootstrap bands over images, and chance as a dotted line. A metric with range starts (or
     ends) near chance, and separates the three; a saturated one draws three lines on top of each
     other near the top. The panel's title carries the metric's verdict from the validity audit."""
-    from .tables import higher_is_better, leaderboard
-    from .terminal import _reads_ground_truth
-    from .validity import validity
-
     curves = store.artifacts("curve/%", keys)
     curves = curves[(curves.kind == "method") & (curves.dataset == dataset)
                     & (curves.model == model)]  # fmt: skip
@@ -377,15 +379,16 @@ def validity_curves_figure(store: RunStore, dataset: str, model: str = "default"
     rows = board[(board.dataset == dataset) & (board.model == model) & (board.kind == "method")]
     table = validity(store, keys)
     table = table[(table.dataset == dataset) & (table.model == model)]
-    directions = higher_is_better()
+    cat = catalogue(store)
+    directions = cat.higher_is_better()
     colours = {"oracle": style.OKABE_ITO["bluish green"], "random": "0.45"}
     with style.context():
         fig, axes = plt.subplots(1, len(names), figsize=(SINGLE_COLUMN * min(2, len(names)),
                                                          2.3), squeeze=False)  # fmt: skip
         for ax, name in zip(axes[0], names, strict=True):
             column = f"{name}_auc"
-            contenders = rows[~rows.method.str.split("(").str[0].map(_reads_ground_truth)
-                              .astype(bool) & (rows.method != "random")]  # fmt: skip
+            contenders = rows[~rows.method.map(cat.reads_ground_truth).astype(bool)
+                              & (rows.method != "random")]  # fmt: skip
             scores = pd.to_numeric(contenders.get(column), errors="coerce").dropna()
             best = None
             if len(scores):
@@ -526,9 +529,7 @@ def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = No
     ``marks``: (dataset, model) → the metrics not valid there (:func:`~nicebench.report.validity.
     not_valid`): such a panel's title says so in red, and its ranking is not to be read."""
     if directions is None:
-        from .tables import higher_is_better
-
-        directions = higher_is_better()
+        directions = Catalogue.from_registry().higher_is_better()
     higher = directions.get(metric, True)
     if metric not in board:
         return None
@@ -678,8 +679,6 @@ def lambda_sweeps(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame
     """The gate-method cells of a λ sweep: per (dataset, model, plugin, other parameters) with at
     least two ``lam`` values, one row per method label with ``dataset, model, method, method_name,
     lam, sweep`` (``sweep``: the plugin and its other parameters)."""
-    from ..config import parse_specs
-
     cells = _ok_cells(store, keys)
     cells = cells[cells.method_name.isin(style.GATE_METHODS) & (cells.kind == "method")]
     rows = []
@@ -780,8 +779,6 @@ def lambda_tradeoff(store: RunStore, keys: set[str] | None = None,
     if sweeps.empty:
         return None
     if board is None:
-        from .tables import leaderboard
-
         board = leaderboard(store, keys)
     data = sweeps.merge(board, on=["dataset", "model", "method"], how="left")
     if "mask_share" not in data or data.mask_share.isna().all():
@@ -1006,9 +1003,7 @@ def leaderboard_latex(board: pd.DataFrame, directions: dict[str, bool] | None = 
     within a dataset in bold (ties all bold; the oracle, which reads the ground truth, is not
     ranked). Needs ``booktabs`` and ``graphicx``."""
     if directions is None:
-        from .tables import higher_is_better
-
-        directions = higher_is_better()
+        directions = Catalogue.from_registry().higher_is_better()
     cols = latex_columns(board)
     arrow = {True: "$\\uparrow$", False: "$\\downarrow$"}
     head = ["Method"] + [f"{_tex(METRIC_LABELS.get(c, c))} {arrow[directions.get(c, True)]}"
@@ -1104,8 +1099,6 @@ def rankings_figure(trust, dataset: str, model: str = "default",
     method's combined rank with its 95% interval, best at the top. Baselines in grey italics.
     ``marks``: the metrics not valid on this dataset (column → why), named with † in (a) and (b)
     and left out of (c)."""
-    from .trust import SEPARABLE
-
     marks = marks or {}
 
     pw = trust.pairwise
@@ -1246,13 +1239,10 @@ FigureJob = tuple[str, Callable[..., Figure | None], tuple, dict]
 def _figure_jobs(store: RunStore, keys: set[str] | None) -> tuple[list[FigureJob], pd.DataFrame]:
     """Every figure the run can feed, as jobs (the tables they need computed once, here), and the
     leaderboard (for ``leaderboard.tex``)."""
-    from .tables import compression_points, higher_is_better, leaderboard, per_image
-    from .trust import analyse
-    from .validity import not_valid, rank_exclusions, validity
-
     palette = run_palette(store, keys)
     board = leaderboard(store, keys)
-    directions = higher_is_better()
+    cat = catalogue(store)
+    directions = cat.higher_is_better()
     jobs: list[FigureJob] = []
     groups = _groups(board)
     for dataset, model in groups:
@@ -1284,7 +1274,7 @@ def _figure_jobs(store: RunStore, keys: set[str] | None) -> tuple[list[FigureJob
         jobs.append((f"mixed_resolution_{_safe(_where(dataset, model))}",
                      mixed_resolution_examples, (_STORE, dataset, model, keys),
                      {"headline": heads}))  # fmt: skip
-    trust = analyse(per_image(store, keys), exclude=rank_exclusions(valid))
+    trust = analyse(per_image(store, keys), exclude=rank_exclusions(valid), catalogue=cat)
     for dataset, model in _groups(trust.pairwise):
         jobs.append((f"rankings_{_safe(_where(dataset, model))}", rankings_figure,
                      (trust, dataset, model),
@@ -1326,8 +1316,6 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
     Opens the store only to read it; needs no model. ``workers`` (default
     :func:`figure_workers`): processes that draw the figures side by side; the files are the same
     either way."""
-    from .tables import higher_is_better
-
     run_dir = Path(run_dir)
     if not (run_dir / "store.sqlite").exists():
         raise FileNotFoundError(f"{run_dir} holds no run (no store.sqlite): run `nicebench run` "
@@ -1337,6 +1325,7 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
     store: RunStore | None = RunStore(run_dir)
     try:
         jobs, board = _figure_jobs(store, keys)
+        directions = catalogue(store).higher_is_better()
         workers = figure_workers(len(jobs)) if workers is None else max(1, int(workers))
         if workers > 1 and len(jobs) > 1:
             store.close()
@@ -1347,7 +1336,7 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
         if len(board):
             out.mkdir(parents=True, exist_ok=True)
             tex = out / "leaderboard.tex"
-            tex.write_text(leaderboard_latex(board, higher_is_better()))
+            tex.write_text(leaderboard_latex(board, directions))
             paths.append(tex)
     finally:
         if store is not None:

@@ -34,9 +34,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import __version__
+from ..metric_spec import DEFAULT_SETTINGS
 from ..store import RunStore
-from .tables import leaderboard, per_image
-from .validity import rank_exclusions, validity
+from .columns import Catalogue, catalogue
+from .scores import per_image
+from .tables import leaderboard
+from .trust import MIN_TAU_METHODS, SEPARABLE, analyse, order_chain
+from .validity import (
+    THRESHOLDS_NOTE,
+    at_chance,
+    classifier_rows,
+    classifier_warning,
+    not_valid,
+    rank_exclusions,
+    table_cells,
+    validity,
+)
 
 __all__ = ["write_report", "render_report"]
 
@@ -67,19 +81,6 @@ _COLUMN_HELP = {
 
 
 # -- small helpers --------------------------------------------------------------------------------
-
-def _class_names(dataset_label: str) -> list[str] | None:
-    """The class names of the dataset a leaderboard label (``scenes(size=64)``) names, when its
-    plugin declares them on the class (datasets that read them from files, like imagefolder, do
-    not: the report then shows class indices)."""
-    from ..registry import DATASETS
-
-    name = dataset_label.split("(", 1)[0]
-    if name not in DATASETS:
-        return None
-    names = getattr(DATASETS.get(name), "classes", None)  # an instance attribute for some plugins
-    return list(names) if isinstance(names, (list, tuple)) else None
-
 
 def _class_name(index: int, names: list[str] | None) -> str:
     """``3 (star)`` where the class names are known, else ``3``."""
@@ -147,22 +148,9 @@ def _group_title(dataset: str, model: str, several_models: bool) -> str:
 
 
 # -- directions -----------------------------------------------------------------------------------
-def _directions() -> dict[str, bool]:
-    from .tables import higher_is_better
-
-    return higher_is_better()
-
-
-def _descriptions() -> dict[str, str]:
-    from ..metrics import MetricSpec
-    from ..registry import METRICS
-
-    out = dict(_COLUMN_HELP)
-    for name in METRICS.names():
-        spec = METRICS.get(name)
-        if isinstance(spec, MetricSpec) and spec.description:
-            out[spec.column] = spec.description
-    return out
+def _descriptions(cat: Catalogue) -> dict[str, str]:
+    """Column → what it means: the report's own columns, then the run's metrics."""
+    return {**_COLUMN_HELP, **cat.descriptions()}
 
 
 def _header(col: str, directions: dict[str, bool], help_: dict[str, str], numeric: bool) -> str:
@@ -180,10 +168,8 @@ def _header(col: str, directions: dict[str, bool], help_: dict[str, str], numeri
 
 # -- sections -------------------------------------------------------------------------------------
 def _leaderboard_section(board: pd.DataFrame, several_models: bool,
-                         validity: pd.DataFrame | None = None) -> str:
-    from .validity import at_chance, not_valid
-
-    directions, help_ = _directions(), _descriptions()
+                         validity: pd.DataFrame | None, cat: Catalogue) -> str:
+    directions, help_ = cat.higher_is_better(), _descriptions(cat)
     bad = not_valid(validity) if validity is not None else {}
     blind = at_chance(validity) if validity is not None else set()
     parts = ['<section id="leaderboard"><h2>Leaderboard</h2>',
@@ -302,8 +288,6 @@ def _figure_html(path: Path) -> str:
 def _validity_section(run_dir: Path, table: pd.DataFrame, several_models: bool) -> str:
     """"Can these metrics be trusted here?": the validity audit's verdicts per dataset with the
     numbers behind them, and each dataset's curves of oracle, the best method and random."""
-    from .validity import THRESHOLDS_NOTE, table_cells
-
     parts = ['<section id="validity"><h2>Can these metrics be trusted here?</h2>',
              '<p class="note">Every metric is audited on every dataset of the run '
              "(<code>validity.csv</code>, <code>validity.md</code>): <i>range</i> (a curve's "
@@ -344,8 +328,6 @@ def _validity_section(run_dir: Path, table: pd.DataFrame, several_models: bool) 
 
 def _warnings(table: pd.DataFrame) -> str:
     """The classifiers at chance, at the top of the report."""
-    from .validity import classifier_rows, classifier_warning
-
     if table.empty:
         return ""
     return "".join(f'<div class="warning">{_e(classifier_warning(c))}</div>'
@@ -389,8 +371,8 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
-                     keys: set[str] | None, several_models: bool) -> str:  # fmt: skip
-    directions, help_ = _directions(), _descriptions()
+                     keys: set[str] | None, several_models: bool, cat: Catalogue) -> str:
+    directions, help_ = cat.higher_is_better(), _descriptions(cat)
     parts = ['<section id="images"><h2>Per-image browser</h2>']
     maps = store.artifacts("map", keys)
     gates = store.artifacts("gate_mask", keys)
@@ -433,7 +415,7 @@ def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
         title = _group_title(dataset, model, several_models)
         parts.append(f'<div class="browser" data-dataset="{_e(dataset)}" data-model="{_e(model)}">'
                      f"<h3>{_e(title)}</h3>")  # fmt: skip
-        names = _class_names(dataset)
+        names = cat.class_names(dataset)
         options = []
         for i in indices:
             label = arrays.get((i, "label"))  # stored as a 1-element array
@@ -536,13 +518,11 @@ def _accuracy_section(images: pd.DataFrame, board: pd.DataFrame, several_models:
 
 
 def _rankings_section(images: pd.DataFrame, several_models: bool,
-                      exclude: dict[tuple[str, str], set[str]] | None = None) -> str:
+                      exclude: dict[tuple[str, str], set[str]] | None, cat: Catalogue) -> str:
     """How far the rankings can be trusted (:mod:`nicebench.report.trust`): per dataset, each
     metric's order with the separable steps marked, and Kendall τ between the metrics."""
-    from .trust import MIN_TAU_METHODS, SEPARABLE, analyse, order_chain
-
     parts = ['<section id="rankings"><h2>Trust in rankings</h2>']
-    trust = analyse(images, exclude=exclude)
+    trust = analyse(images, exclude=exclude, catalogue=cat)
     if trust.pairwise.empty:
         parts.append("<p>No per-image scores in this run.</p></section>")
         return "".join(parts)
@@ -669,12 +649,7 @@ def _settings_section(run: dict[str, Any]) -> str:
         rows.append(["settings", "<i>none: the metrics' defaults below</i>"])
     parts.append(f'<h3>Run configuration</h3><p class="note">Started {_e(run.get("started_at", ""))}.'
                  "</p>" + _table(["setting", "value"], rows))  # fmt: skip
-    try:
-        from ..metrics import DEFAULT_SETTINGS
-
-        defaults = [[_e(k), _e(v)] for k, v in DEFAULT_SETTINGS.items()]
-    except ImportError:  # pragma: no cover - the metrics always import in an installed package
-        defaults = []
+    defaults = [[_e(k), _e(v)] for k, v in DEFAULT_SETTINGS.items()]
     if defaults:
         parts.append("<h3>Deletion and insertion defaults</h3>"
                      + _table(["setting", "default"], defaults))  # fmt: skip
@@ -811,13 +786,14 @@ def render_report(run_dir: str | Path, keys: set[str] | None = None) -> str:
         run = store.latest_run()
         several_models = len(set(cells.model)) > 1 if len(cells) else False
         valid = validity(store, keys)
+        cat = catalogue(store)
         sections = [
             _warnings(valid),
-            _leaderboard_section(board, several_models, valid),
+            _leaderboard_section(board, several_models, valid, cat),
             _validity_section(run_dir, valid, several_models),
-            _rankings_section(images, several_models, rank_exclusions(valid)),
+            _rankings_section(images, several_models, rank_exclusions(valid), cat),
             _figures_section(run_dir),
-            _browser_section(store, board, images, keys, several_models),
+            _browser_section(store, board, images, keys, several_models, cat),
             _accuracy_section(images, board, several_models),
             _timings_section(cells, several_models),
             _failed_section(cells, several_models),
@@ -825,8 +801,6 @@ def render_report(run_dir: str | Path, keys: set[str] | None = None) -> str:
         ]
     finally:
         store.close()
-    from .. import __version__
-
     versions = run.get("versions", {}) if run else {}
     n_failed = int((cells.status != "ok").sum()) if len(cells) else 0
     datasets = list(dict.fromkeys(cells.dataset)) if len(cells) else []

@@ -13,7 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..bootstrap import bootstrap_ci
+from ..compression.summary import (
+    codec_suffix,
+    random_sanity,
+    sanity_verdict,
+)
+from ..metric_spec import DEFAULT_SETTINGS, ROAD_SETTINGS, SRG_SETTINGS
 from ..store import RunStore
+from .agreement import write_fill_agreement
+from .columns import Catalogue, catalogue
+from .scores import ROW, compression_points, compression_summary, memo, per_image
 
 __all__ = [
     "LEADERBOARD_COLUMNS", "leaderboard", "per_image", "write_tables", "to_markdown",
@@ -26,113 +36,7 @@ LEADERBOARD_COLUMNS = [
     "compression_ratio", "bd_rate", "bd_codec", "bpp", "accuracy_original", "accuracy_compressed",
     "status",
 ]  # fmt: skip
-_ROW = ["dataset", "model", "method", "kind"]  # a leaderboard row
-# Per-image columns that are not scores of the map (kept out of the score columns' CIs).
-_RENAME = {"correct": "accuracy_original"}
-# Which way is better for the columns that are not per-image metrics (a metric's direction is its
-# spec's ``higher_is_better``, see :func:`higher_is_better`).
-COLUMN_HIGHER_IS_BETTER = {"explain_ms_per_image": False, "compression_ratio": False,
-                           "bd_rate": False, "bpp": False, "payload_ratio": False,
-                           "bpp_payload": False, "accuracy_original": True,
-                           "accuracy_compressed": True, "accuracy_reference": True, "psnr": True,
-                           "ssim": True, "vs_uniform": False,
-                           "combined_rank": False}  # fmt: skip
-
-
-# -- one computation per store state ---------------------------------------------------------------
-# A run writes its tables, then its figures, then its report, and each reads the leaderboard, the
-# per-image table and the compression summary (a bootstrap per method): computed once per state of
-# the store and returned as copies.
-_MEMO: dict[tuple, pd.DataFrame] = {}
-_MEMO_SIZE = 12
-
-
-def _store_state(store: RunStore) -> tuple:
-    """What the tables are computed from: the store's file, its cells (key, status, when
-    finished) and the count and sum of its values and the size of its tables (a value edited in
-    place changes the sum)."""
-    conn = store.conn
-    cells = hash(tuple(conn.execute("SELECT key, status, finished_at FROM cells ORDER BY key")))
-    sums = tuple(conn.execute(
-        "SELECT (SELECT count(*) FROM image_values), (SELECT total(value) FROM image_values), "
-        "(SELECT count(*) FROM cell_values), (SELECT total(value) FROM cell_values), "
-        "(SELECT count(*) FROM tables), (SELECT total(length(data)) FROM tables)").fetchone())
-    return str(store.path.resolve()), cells, sums
-
-
-def _memo(name: str, store: RunStore, keys: set[str] | None, compute, *extra) -> pd.DataFrame:
-    key = (name, _store_state(store), None if keys is None else frozenset(keys), *extra)
-    if key not in _MEMO:
-        if len(_MEMO) >= _MEMO_SIZE:
-            _MEMO.pop(next(iter(_MEMO)))
-        _MEMO[key] = compute()
-    return _MEMO[key].copy()
-
-
-def higher_is_better() -> dict[str, bool]:
-    """Column → whether higher is better: the registered metrics' specs, then the report's own
-    columns (:data:`COLUMN_HIGHER_IS_BETTER`)."""
-    from ..metrics import MetricSpec
-    from ..registry import METRICS
-
-    specs = [METRICS.get(name) for name in METRICS.names()]
-    directions = {s.column: s.higher_is_better for s in specs if isinstance(s, MetricSpec)}
-    return {**directions, **COLUMN_HIGHER_IS_BETTER}
-
-
-def lower_is_better(columns) -> list[str]:
-    """The sorted columns among ``columns`` for which lower is better."""
-    directions = higher_is_better()
-    return sorted(c for c in set(columns) if directions.get(c) is False)
-
-
-def per_image(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
-    """One row per (dataset, model, method, image) with a column per metric."""
-    return _memo("per_image", store, keys, lambda: _per_image(store, keys))
-
-
-def _per_image(store: RunStore, keys: set[str] | None) -> pd.DataFrame:
-    long = store.image_values(keys)
-    if long.empty:
-        return pd.DataFrame(columns=[*_ROW, "image_index", "label", "pred"])
-    wide = long.pivot_table(
-        index=[*_ROW, "image_index", "label", "pred"], columns="metric",
-        values="value", aggfunc="first",
-    ).reset_index()  # fmt: skip
-    wide.columns.name = None
-    return wide.rename(columns=_RENAME)
-
-
-def _status(group: pd.DataFrame) -> str:
-    failed = group[group.status != "ok"]
-    if failed.empty:
-        return "ok"
-    return f"failed {len(failed)}/{len(group)} cells: {failed.error.iloc[0][:200]}"
-
-
-def compression_summary(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
-    """Per dataset × model × method or codec × codec that coded it (``track_codec``): the
-    compression track's headline figures (SPEC §6), each measured against the quality sweep of its
-    own codec on the same images, with bootstrap intervals. Torch-free."""
-    from ..compression.summary import summarise_table
-
-    return _memo("compression_summary", store, keys,
-                 lambda: summarise_table(store.tables("compression", keys)))
-
-
-def compression_points(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
-    """Every method's and codec's operating points per (dataset, model, method, kind,
-    track_codec): ``point``, ``mask``, ``keep`` (the top-k share; NaN for a gate mask), ``share``
-    (``keep``, or a gate mask's mean kept area),
-    ``quality``, ``factor`` (1 for the codec's own curve), ``area``, ``bytes`` (mean), ``ratio``,
-    ``payload_ratio``, ``accuracy``, ``bpp``, ``psnr``, ``ssim`` (where computed), ``on_front``
-    (the point is on the row's front: the lowest bytes reaching its accuracy) and ``headline``
-    (the front's point of the headline ratio)."""
-    from ..compression.summary import points_table
-
-    return points_table(store.tables("compression", keys))
-
-
+_ROW = ROW
 # the reference codec's figures, under these names in the leaderboard
 _COMPRESSION_COLUMNS = ["compression_ratio", "bd_rate", "bd_codec", "bpp", "accuracy_compressed",
                         "payload_ratio", "accuracy_reference", "operating_point",
@@ -142,6 +46,26 @@ _COMPRESSION_COLUMNS = ["compression_ratio", "bd_rate", "bd_codec", "bpp", "accu
 # every other codec's, with the codec's label as a suffix (compression_ratio_webp, ...)
 _OTHER_CODEC_COLUMNS = ["compression_ratio", "compression_ratio_lo", "compression_ratio_hi",
                         "bd_rate", "payload_ratio", "vs_uniform"]  # fmt: skip
+def higher_is_better(store: RunStore | None = None) -> dict[str, bool]:
+    """Column → whether higher is better: the run's metrics (its stored catalogue,
+    :mod:`nicebench.report.columns`), then the report's own columns."""
+    return _catalogue(store).higher_is_better()
+
+
+def lower_is_better(columns, store: RunStore | None = None) -> list[str]:
+    """The sorted columns among ``columns`` for which lower is better."""
+    return _catalogue(store).lower_is_better(columns)
+
+
+def _catalogue(store: RunStore | None) -> Catalogue:
+    return catalogue(store) if store is not None else Catalogue.from_registry()
+
+
+def _status(group: pd.DataFrame) -> str:
+    failed = group[group.status != "ok"]
+    if failed.empty:
+        return "ok"
+    return f"failed {len(failed)}/{len(group)} cells: {failed.error.iloc[0][:200]}"
 
 
 def _suffixed(column: str, suffix: str) -> str:
@@ -156,8 +80,6 @@ def _compression_columns(comp: pd.DataFrame) -> pd.DataFrame:
     """One row per leaderboard row: the reference codec's figures (a codec row: its own), then
     ``<figure>_<codec>`` for every other codec that coded a method row, and ``sanity`` on the
     ``random`` rows (the protocol's check, :func:`~nicebench.compression.summary.random_sanity`)."""
-    from ..compression.summary import codec_suffix, sanity_verdict
-
     own = comp["track_codec"] == comp["reference_codec"]
     own |= (comp["kind"] == "codec") & (comp["track_codec"] == comp["method"])
     main = comp[own][[*_ROW, *_COMPRESSION_COLUMNS, "accuracy_original"]]
@@ -179,12 +101,10 @@ def _compression_columns(comp: pd.DataFrame) -> pd.DataFrame:
 def leaderboard(store: RunStore, keys: set[str] | None = None, seed: int = 0) -> pd.DataFrame:
     """One row per dataset × model × method: mean of every per-image score with a 95% bootstrap
     CI, and the ``combined_rank`` over the metrics (:func:`nicebench.report.trust.analyse`)."""
-    return _memo("leaderboard", store, keys, lambda: _leaderboard(store, keys, seed), seed)
+    return memo("leaderboard", store, keys, lambda: _leaderboard(store, keys, seed), seed)
 
 
 def _leaderboard(store: RunStore, keys: set[str] | None, seed: int) -> pd.DataFrame:
-    from ..metrics.bootstrap import bootstrap_ci
-
     cells = store.cells(keys)
     if cells.empty:
         return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
@@ -232,7 +152,8 @@ def _leaderboard(store: RunStore, keys: set[str] | None, seed: int) -> pd.DataFr
     from .validity import rank_exclusions, validity
 
     exclude = rank_exclusions(validity(store, keys))  # metrics not valid on a dataset
-    df = df.merge(combined_ranks(img, seed=seed, exclude=exclude), on=_ROW, how="left")
+    df = df.merge(combined_ranks(img, seed=seed, exclude=exclude, catalogue=catalogue(store)),
+                  on=_ROW, how="left")  # fmt: skip
     for col in LEADERBOARD_COLUMNS:
         if col not in df:
             df[col] = np.nan
@@ -287,29 +208,12 @@ def to_markdown(board: pd.DataFrame, marks: dict[tuple[str, str], dict[str, str]
     return "\n".join(lines) + "\n"
 
 
-def _metric_footnotes(config: dict, columns) -> list[str]:
-    """The settings of the metrics with a column in the leaderboard that name them
-    (:attr:`MetricSpec.footnote`) under the run's settings, one line each."""
-    from ..metrics import MetricSpec
-    from ..registry import METRICS
-
-    settings = {"seed": config.get("seed", 0), **(config.get("settings") or {})}
-    lines = []
-    for name in METRICS.names():
-        spec = METRICS.get(name)
-        if isinstance(spec, MetricSpec) and spec.footnote and spec.column in set(columns):
-            lines.append(f"{spec.column}: {spec.footnote(settings)}.")
-    return lines
-
-
 def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.DataFrame:
     """Write ``leaderboard.csv``, ``leaderboard.md``, ``per_image.csv``, the ranking-trust tables
     (:func:`nicebench.report.trust.write_trust_tables`), with the compression track
     ``compression_points.csv`` and, with two or more fill columns (deletion, ROAD, SRG),
     ``fill_agreement.csv``/``.md`` (:mod:`nicebench.report.agreement`) into ``out`` (the figures:
     :func:`nicebench.report.figures.write_figures`)."""
-    from ..metrics import DEFAULT_SETTINGS
-
     out = Path(out)
     from .trust import combined_rank_note, write_trust_tables
     from .validity import not_valid, rank_exclusions, validity_notes, write_validity
@@ -319,18 +223,18 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
     img = per_image(store, keys)
     img.to_csv(out / "per_image.csv", index=False)
     valid = write_validity(store, keys, out)  # validity.csv, validity.md
-    trust = write_trust_tables(img, out, exclude=rank_exclusions(valid))  # rank_probability.*, ...
+    cat = catalogue(store)
+    trust = write_trust_tables(img, out, exclude=rank_exclusions(valid),
+                               catalogue=cat)  # rank_probability.*, ...  # fmt: skip
     points = compression_points(store, keys)
     sanity: list[str] = []
     if len(points):  # drawn by nicebench.report.figures.write_figures
-        from ..compression.summary import random_sanity
-
         sanity = random_sanity(compression_summary(store, keys))
         points.to_csv(out / "compression_points.csv", index=False)
     run = store.latest_run()
     notes = ["", *validity_notes(store, keys, valid),
              "Scores: mean over images ± half the 95% bootstrap interval (1000 resamples).",
-             "Lower is better for " + ", ".join(lower_is_better(board.columns))
+             "Lower is better for " + ", ".join(cat.lower_is_better(board.columns))
              + "; higher for the rest.",
              "Deletion/insertion settings: "
              + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SETTINGS.items())
@@ -340,7 +244,7 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
              "above method) per metric) and `metric_agreement.md` (Kendall τ between the "
              "metrics' rankings)."]  # fmt: skip
     notes += _road_srg_notes(board)
-    notes += _metric_footnotes(run.get("config", {}) if run else {}, board.columns)
+    notes += cat.notes(board.columns)
     if sanity:
         notes.append("Compression track: ratios are the front's smallest bytes / bytes of the "
                      "codec at q75 on the originals with accuracy within 1 point of it (95% "
@@ -354,17 +258,12 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
     (out / "leaderboard.md").write_text("# nicebench leaderboard\n\n"
                                         + to_markdown(board, not_valid(valid))
                                         + "\n".join(notes) + "\n")  # fmt: skip
-    from .agreement import write_fill_agreement
-
     write_fill_agreement(board, out)
     return board
 
 
 def _road_srg_notes(board: pd.DataFrame) -> list[str]:
     """The footnote lines naming the ROAD and SRG settings, when the board has their columns."""
-    from ..metrics.road import ROAD_SETTINGS
-    from ..metrics.srg import SRG_SETTINGS
-
     notes = []
     if any(c in board and board[c].notna().any() for c in ("road_morf", "road_lerf", "srg_road")):
         notes.append("ROAD settings: " + "; ".join(f"{k}: {v}" for k, v in ROAD_SETTINGS.items())

@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..store import RunStore
+from .columns import Catalogue, catalogue
+from .tables import MARK
+from .validity import at_chance, classifier_rows, classifier_warning, not_valid
+
 __all__ = ["KEY_COLUMNS", "terminal_summary", "best_per_metric"]
 
 # The columns a terminal shows (the leaderboard files hold every column with its interval).
@@ -19,26 +24,16 @@ _SHORT = {"deletion_auc": "deletion", "insertion_auc": "insertion", "pointing_ga
 _WIDTH = 12
 
 
-def _reads_ground_truth(method_name: str) -> bool:
-    """Whether a method reads the dataset's ground-truth masks (a reference, not a contender)."""
-    from ..registry import METHODS
-
-    try:
-        return bool(METHODS.get(method_name).needs_masks)
-    except KeyError:  # a plugin of another process, not registered here
-        return False
-
-
 def best_per_metric(board: pd.DataFrame, columns: list[str] | None = None,
-                    validity: pd.DataFrame | None = None) -> pd.DataFrame:
+                    validity: pd.DataFrame | None = None,
+                    catalogue: Catalogue | None = None) -> pd.DataFrame:
     """Per dataset (and model) and score column: the best explanation method (methods that read
     the ground truth left out) with its value; better directions from the metric specs. With the
     run's ``validity`` table, a metric not valid on a dataset names no best there, nor does any
-    column of a dataset whose classifier is at chance."""
-    from .tables import higher_is_better
-    from .validity import at_chance, not_valid
-
-    directions = higher_is_better()
+    column of a dataset whose classifier is at chance. ``catalogue``: the run's
+    (:mod:`nicebench.report.columns`; the registered metrics and methods without it)."""
+    catalogue = catalogue or Catalogue.from_registry()
+    directions = catalogue.higher_is_better()
     bad = not_valid(validity) if validity is not None else {}
     blind = at_chance(validity) if validity is not None else set()
     columns = [c for c in (columns or KEY_COLUMNS) if c in board and c != "explain_ms_per_image"]
@@ -46,8 +41,7 @@ def best_per_metric(board: pd.DataFrame, columns: list[str] | None = None,
     rows: list[dict[str, object]] = []
     if methods.empty:
         return pd.DataFrame(rows, columns=["dataset", "model", "metric", "method", "value"])
-    name = methods.method.str.split("(").str[0]
-    methods = methods[~name.map(_reads_ground_truth).astype(bool)]
+    methods = methods[~methods.method.map(catalogue.reads_ground_truth).astype(bool)]
     for (dataset, model), part in methods.groupby(["dataset", "model"], sort=False):
         if (dataset, model) in blind:
             continue
@@ -61,6 +55,17 @@ def best_per_metric(board: pd.DataFrame, columns: list[str] | None = None,
     return pd.DataFrame(rows, columns=["dataset", "model", "metric", "method", "value"])
 
 
+def _stored_catalogue(out: Path) -> Catalogue:
+    """The catalogue of the run stored in ``out`` (the registry's without a store there)."""
+    if not (out / "store.sqlite").exists():
+        return Catalogue.from_registry()
+    store = RunStore(out)
+    try:
+        return catalogue(store)
+    finally:
+        store.close()
+
+
 def _cell(value: object) -> str:
     if isinstance(value, float) and math.isnan(value):
         return ""
@@ -70,16 +75,17 @@ def _cell(value: object) -> str:
 
 
 def terminal_summary(board: pd.DataFrame, out: str | Path, files: list[Path] | None = None,
-                     validity: pd.DataFrame | None = None) -> str:
+                     validity: pd.DataFrame | None = None,
+                     catalogue: Catalogue | None = None) -> str:
     """A summary that fits a terminal: per dataset the key columns that have values, the best
     method per metric, and the files written. With the run's ``validity`` table
     (:mod:`nicebench.report.validity`): a warning first for each classifier at chance, the
-    scores of metrics not valid on their dataset marked †, and why."""
-    from .tables import MARK, lower_is_better
-    from .validity import classifier_rows, classifier_warning, not_valid
-
+    scores of metrics not valid on their dataset marked †, and why. ``catalogue``: the run's
+    (by default read from the store in ``out``)."""
+    catalogue = catalogue or _stored_catalogue(Path(out))
     bad = not_valid(validity) if validity is not None else {}
-    low = [_SHORT.get(c, c) for c in lower_is_better([c for c in KEY_COLUMNS if c in board])]
+    low = [_SHORT.get(c, c)
+           for c in catalogue.lower_is_better([c for c in KEY_COLUMNS if c in board])]
     lines = []
     if validity is not None and len(validity):
         for check in classifier_rows(validity):
@@ -103,7 +109,7 @@ def terminal_summary(board: pd.DataFrame, out: str | Path, files: list[Path] | N
             text = (f"{MARK} not valid here (left out of combined_rank; validity.md): "
                     + "; ".join(f"{c} {why.split(':')[0]}" for c, why in marked.items()))
             lines += textwrap.wrap(text, 96, initial_indent="  ", subsequent_indent="    ")
-    best = best_per_metric(board, validity=validity)
+    best = best_per_metric(board, validity=validity, catalogue=catalogue)
     methods = board[board.kind == "method"]
     if len(best) or len(methods):
         lines += ["", "best method per metric (methods that read the ground truth left out):"]

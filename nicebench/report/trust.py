@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .columns import Catalogue
+
 __all__ = [
     "N_BOOT", "SEPARABLE", "COMBINED_RANK_NOTE", "Trust", "GroupScores", "bootstrap_counts",
     "resampled_means", "rank_probability", "kendall_tau", "average_ranks", "metric_directions",
@@ -66,7 +68,7 @@ COMBINED_RANK_NOTE = (
 def bootstrap_counts(n_images: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
     """``[n_boot, n_images]``: how often each image is drawn in each replicate. The image indices
     are resampled with replacement once per replicate, exactly as
-    :func:`nicebench.metrics.bootstrap.bootstrap_ci` draws them for the same seed."""
+    :func:`nicebench.bootstrap.bootstrap_ci` draws them for the same seed."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n_images, size=(n_boot, n_images))
     flat = (idx + n_images * np.arange(n_boot)[:, None]).ravel()
@@ -129,28 +131,17 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
 
 
 # -- a run's scores -------------------------------------------------------------------------------
-def metric_directions() -> dict[str, bool]:
-    """Per-image metric column → higher is better, from the registered metric specs (the
-    report's own columns, accuracy and the compression figures, are not rankings of a map)."""
-    from .tables import COLUMN_HIGHER_IS_BETTER, higher_is_better
+def metric_directions(catalogue: Catalogue | None = None) -> dict[str, bool]:
+    """Per-image metric column → higher is better, from the run's ``catalogue`` (the registered
+    metrics' without one; the report's own columns, accuracy and the compression figures, are
+    not rankings of a map)."""
+    return (catalogue or Catalogue.from_registry()).metric_directions()
 
-    return {c: d for c, d in higher_is_better().items() if c not in COLUMN_HIGHER_IS_BETTER}
 
-
-def not_in_combined_rank() -> set[str]:
+def not_in_combined_rank(catalogue: Catalogue | None = None) -> set[str]:
     """The metric columns left out of the combined rank (their spec's ``in_combined_rank`` is
     False: descriptive properties of a map, not its quality)."""
-    from ..metrics import MetricSpec
-    from ..registry import METRICS
-
-    specs = [METRICS.get(name) for name in METRICS.names()]
-    return {s.column for s in specs if isinstance(s, MetricSpec) and not s.in_combined_rank}
-
-
-def _reads_ground_truth(label: str) -> bool:
-    from .terminal import _reads_ground_truth as reads
-
-    return reads(label.split("(", 1)[0])
+    return (catalogue or Catalogue.from_registry()).not_in_combined_rank()
 
 
 @dataclass
@@ -187,12 +178,15 @@ class GroupScores:
                 if counted[k] and self.has()[k, contenders].all()]  # fmt: skip
 
 
-def score_groups(img: pd.DataFrame, directions: dict[str, bool] | None = None) -> list[GroupScores]:
+def score_groups(img: pd.DataFrame, directions: dict[str, bool] | None = None,
+                 catalogue: Catalogue | None = None) -> list[GroupScores]:
     """The per-image table (:func:`~nicebench.report.tables.per_image`) as one
     :class:`GroupScores` per (dataset, model): its ``method`` rows that have a score, every
-    metric column with a known direction that some method has."""
-    directions = metric_directions() if directions is None else directions
-    left_out = not_in_combined_rank()
+    metric column with a known direction that some method has (directions, the combined rank's
+    metrics and the reference methods from the run's ``catalogue``; ``directions`` overrides)."""
+    catalogue = catalogue or Catalogue.from_registry()
+    directions = catalogue.metric_directions() if directions is None else directions
+    left_out = catalogue.not_in_combined_rank()
     if img.empty:
         return []
     rows = img[img["kind"] == "method"]
@@ -212,7 +206,7 @@ def score_groups(img: pd.DataFrame, directions: dict[str, bool] | None = None) -
             cube[:, j, pos] = sel[cols].to_numpy(dtype=float).T
         groups.append(GroupScores(
             str(dataset), str(model), methods,
-            np.array([_reads_ground_truth(m) for m in methods], dtype=bool), cols,
+            np.array([catalogue.reads_ground_truth(m) for m in methods], dtype=bool), cols,
             np.array([directions[c] for c in cols], dtype=bool), images, cube,
             np.array([c not in left_out for c in cols], dtype=bool),
         ))  # fmt: skip
@@ -290,12 +284,14 @@ def _pairs(g: GroupScores, k: int, counts: np.ndarray, full: np.ndarray) -> pd.D
 
 def analyse(img: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0,
             directions: dict[str, bool] | None = None, only_combined: bool = False,
-            exclude: dict[tuple[str, str], set[str]] | None = None) -> Trust:
+            exclude: dict[tuple[str, str], set[str]] | None = None,
+            catalogue: Catalogue | None = None) -> Trust:
     """Rank probabilities, metric agreement and combined ranks of a per-image table
     (``only_combined``: the combined ranks alone, as the leaderboard needs). ``exclude``:
     (dataset, model) → metric columns left out of that group's combined rank (those the
-    validity audit found not valid there, :mod:`nicebench.report.validity`)."""
-    groups = score_groups(img, directions)
+    validity audit found not valid there, :mod:`nicebench.report.validity`). ``catalogue``: the
+    run's (:func:`nicebench.report.columns.catalogue`), as :func:`score_groups`."""
+    groups = score_groups(img, directions, catalogue)
     for g in groups:
         left_out = (exclude or {}).get((g.dataset, g.model), set())
         if left_out:
@@ -342,11 +338,13 @@ def analyse(img: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0,
 
 
 def combined_ranks(img: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0,
-                   exclude: dict[tuple[str, str], set[str]] | None = None) -> pd.DataFrame:
+                   exclude: dict[tuple[str, str], set[str]] | None = None,
+                   catalogue: Catalogue | None = None) -> pd.DataFrame:
     """The leaderboard's ``combined_rank`` columns, one row per ranked (dataset, model, method,
     kind): ``combined_rank``, ``combined_rank_lo``, ``combined_rank_hi`` (``exclude``: as
     :func:`analyse`)."""
-    ranks = analyse(img, n_boot, seed, only_combined=True, exclude=exclude).combined
+    ranks = analyse(img, n_boot, seed, only_combined=True, exclude=exclude,
+                    catalogue=catalogue).combined
     return ranks[[*_ROW, "combined_rank", "combined_rank_lo", "combined_rank_hi"]]
 
 
@@ -453,11 +451,12 @@ def combined_rank_note(trust: Trust) -> str:
 
 
 def write_trust_tables(img: pd.DataFrame, out: str | Path, seed: int = 0,
-                       exclude: dict[tuple[str, str], set[str]] | None = None) -> Trust:
+                       exclude: dict[tuple[str, str], set[str]] | None = None,
+                       catalogue: Catalogue | None = None) -> Trust:
     """Write ``rank_probability.csv``/``.md`` and ``metric_agreement.csv``/``.md`` into ``out``
     from the per-image table ``img``; returns the analysis (``exclude``: as :func:`analyse`)."""
     out = Path(out)
-    trust = analyse(img, seed=seed, exclude=exclude)
+    trust = analyse(img, seed=seed, exclude=exclude, catalogue=catalogue)
     trust.pairwise.to_csv(out / "rank_probability.csv", index=False)
     (out / "rank_probability.md").write_text(_pairwise_markdown(trust))
     trust.agreement.to_csv(out / "metric_agreement.csv", index=False)

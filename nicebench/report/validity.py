@@ -49,7 +49,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..compression.summary import sanity_verdict
+from ..metric_spec import RANK_ALL_METRICS, TARGET
 from ..store import RunStore
+from .columns import Catalogue, catalogue
+from .scores import compression_summary, memo, per_image
 from .trust import (
     N_BOOT,
     GroupScores,
@@ -105,18 +109,12 @@ class _Spec:
     in_combined_rank: bool = True
 
 
-def _specs() -> dict[str, _Spec]:
-    """Leaderboard column → the audit's view of its metric spec (registered metrics only)."""
-    from ..metrics import MetricSpec
-    from ..registry import METRICS
-
-    out = {}
-    for name in METRICS.names():
-        s = METRICS.get(name)
-        if isinstance(s, MetricSpec) and s.kind == "per_image":
-            out[s.column] = _Spec(s.curve, s.explains_again, s.rewards_ground_truth,
-                                  s.uses_labels, s.in_combined_rank)  # fmt: skip
-    return out
+def _specs(catalogue: Catalogue) -> dict[str, _Spec]:
+    """Leaderboard column → the audit's view of its per-image metric (the run's catalogue)."""
+    return {column: _Spec(m.get("curve", False), m.get("explains_again", False),
+                          m.get("rewards_ground_truth", True), m.get("uses_labels", False),
+                          m.get("in_combined_rank", True))
+            for column, m in catalogue.per_image().items()}  # fmt: skip
 
 
 # -- the statistics (numpy only) ------------------------------------------------------------------
@@ -346,8 +344,6 @@ def _compression_rows(compression: pd.DataFrame, checks: pd.DataFrame) -> list[d
     valid where the protocol's own check passes (``random`` shows no gain over uniform quality
     beyond its interval, SPEC §6) and the classifier is above chance (every operating point
     'qualifies' against a reference whose accuracy is itself at chance)."""
-    from ..compression.summary import sanity_verdict
-
     if compression is None or compression.empty or "reference_codec" not in compression:
         return []
     own = compression[compression["track_codec"] == compression["reference_codec"]]
@@ -382,18 +378,21 @@ def _compression_rows(compression: pd.DataFrame, checks: pd.DataFrame) -> list[d
 
 def audit(img: pd.DataFrame, ranges: pd.DataFrame, audit_rows: pd.DataFrame,
           classes: pd.DataFrame, settings: dict | None = None, seed: int = 0,
-          compression: pd.DataFrame | None = None) -> pd.DataFrame:
+          compression: pd.DataFrame | None = None,
+          catalogue: Catalogue | None = None) -> pd.DataFrame:
     """The validity table (:data:`VALIDITY_COLUMNS`) of a run's per-image table ``img``, its
     kept curve ends ``ranges`` (``range/<column>`` artifacts), its audit passes ``audit_rows``
     (the cells' ``audit`` tables), its classifiers' class counts ``classes`` and, with the
-    compression track, its summary ``compression`` (:func:`_compression_rows`)."""
+    compression track, its summary ``compression`` (:func:`_compression_rows`). ``catalogue``:
+    the run's metrics (:mod:`nicebench.report.columns`; the registered ones without it)."""
     settings = settings or {}
-    specs = _specs()
-    target = str(settings.get("target", "pred"))
-    force = bool(settings.get("rank_all_metrics", False))
+    catalogue = catalogue or Catalogue.from_registry()
+    specs = _specs(catalogue)
+    target = TARGET.get(settings)
+    force = RANK_ALL_METRICS.get(settings)
     checks = classifier_checks(img, classes)
     rows = []
-    for g in score_groups(img):
+    for g in score_groups(img, catalogue=catalogue):
         check = _index(checks, g.dataset, g.model)
         check = check.iloc[0].to_dict() if len(check) else {}
         r = _index(ranges, g.dataset, g.model)
@@ -411,7 +410,6 @@ def audit(img: pd.DataFrame, ranges: pd.DataFrame, audit_rows: pd.DataFrame,
 
 def validity(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
     """:func:`audit` of the run in ``store`` (its cells ``keys``; the latest run's settings)."""
-    from .tables import _memo, compression_summary, per_image
 
     def compute() -> pd.DataFrame:
         run = store.latest_run()
@@ -419,9 +417,9 @@ def validity(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
         return audit(per_image(store, keys), store.artifacts("range/%", keys),
                      store.tables("audit", keys), store.tables("classifier", keys),
                      config.get("settings") or {}, int(config.get("seed", 0) or 0),
-                     compression_summary(store, keys))
+                     compression_summary(store, keys), catalogue(store))
 
-    return _memo("validity", store, keys, compute)
+    return memo("validity", store, keys, compute)
 
 
 def not_valid(table: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]]:

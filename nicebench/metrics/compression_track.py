@@ -1,11 +1,11 @@
 """What the compression metric computes per cell: per-image rows for a method's operating points
 and per-image rows for a codec's quality sweep (the leaderboard summary of both is in the
-torch-free :mod:`.summary`).
+torch-free :mod:`nicebench.compression.summary`).
 
 A method's operating points are the product of its mask choices (the top-``keep`` shares of its
 map and, for gate methods, its own binary mask), the codec's quality sweep and the background
 factors (SPEC §6 step 6); the codec's own curve is the whole image at each quality. Rows of both
-kinds share their columns, so :mod:`.summary` computes fronts, headline ratios and bootstrap
+kinds share their columns, so :mod:`nicebench.compression.summary` computes fronts, headline ratios and bootstrap
 intervals of either. Pass the same images to both so the curves are comparable. ``first_image``
 is the global index of the batch's first image (the ``image`` column), so that the rows of the
 shards of one dataset don't collide.
@@ -26,31 +26,24 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..codec import SWEEP
+from ..compression.codecs import Coded, check_quality, to_uint8
+from ..compression.mixed import MaskError, as_map, low_resolution, mix, snap_mask, topk_mask
+from ..compression.rate import front_indices, psnr_batch, ssim_batch
+from ..compression.summary import summarise
 from ..models import forward_model, predict
-from .codecs import Coded, check_quality, to_uint8
-from .mixed import MaskError, as_map, low_resolution, mix, snap_mask, topk_mask
-from .rate import front_indices, psnr_batch, ssim_batch
-from .summary import summarise
 
 if TYPE_CHECKING:
     from ..codec import Codec
 
 __all__ = [
-    "compression_rows", "quality_sweep_rows", "summarise", "DEFAULT_KEEPS", "SWEEP",
-    "TRACK_QUALITIES", "DEFAULT_FACTORS", "SSIM_MODES", "LEADERBOARD_KEEPS",
-    "LEADERBOARD_QUALITIES",
+    "compression_rows", "quality_sweep_rows", "summarise", "DEFAULT_KEEPS",
+    "TRACK_QUALITIES", "SSIM_MODES",
 ]  # fmt: skip
 
 DEFAULT_KEEPS = (0.05, 0.1, 0.2, 0.3, 0.5)
-SWEEP = tuple(range(5, 96, 5))
 #: The quality sweep of a method's operating points (the codec's own curve uses :data:`SWEEP`).
 TRACK_QUALITIES = (10, 20, 30, 40, 50, 60, 75, 90)
-DEFAULT_FACTORS = (4, 8)
-#: The ``compression`` metric's grid when a run's settings name none (the default leaderboard's:
-#: 2 shares × 3 qualities × 2 factors, about the encodes and predictions of the single-quality
-#: track it replaced); a compression study names the full grid (configs/compression-*.toml).
-LEADERBOARD_KEEPS = (0.1, 0.3)
-LEADERBOARD_QUALITIES = (30, 50, 75)
 SSIM_MODES = ("front", "all", "none")
 PREDICT_BATCH = 1024
 
