@@ -19,14 +19,13 @@ from nicebench.compression import (
     available_codecs,
     bd_rate,
     compress,
-    compression_rows,
     headline_ratio,
-    quality_sweep_rows,
     summarise,
 )
 from nicebench.compression.codecs import header_size, to_uint8
 from nicebench.compression.mixed import low_resolution, snap_mask, topk_mask
 from nicebench.compression.rate import pareto_front
+from nicebench.metrics.compression_track import compression_rows, quality_sweep_rows
 from nicebench.testing import ContractError, check_codec, check_dataset, tiny_setup
 
 CODECS = available_codecs()
