@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import metrics  # noqa: E402  (nb.metrics.deletion, ...)
 from .codec import Codec, create_codec
+from .contract.rules import ContractError
 from .data import BenchDataset, DatasetMissingError, cache_dir, collate, load_dataset
 from .gates.method import GateMaskMethod
 from .learned import LearnedMethod
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BenchDataset",
     "Codec",
+    "ContractError",
     "DatasetMissingError",
     "GateMaskMethod",
     "LearnedMethod",
