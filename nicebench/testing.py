@@ -64,7 +64,7 @@ from .data import BenchDataset, load_dataset
 from .gates.method import GateMaskMethod
 from .method import Method
 from .models import build_arch
-from .registry import REGISTRIES, Registry
+from .registry import CODECS, METHODS, REGISTRIES, Registry
 
 __all__ = [
     "CODEC_RULES",
@@ -119,8 +119,6 @@ def tiny_setup(size: int = 32, n: int = 6, seed: int = 0) -> tuple[nn.Module, Be
 
 def _method_case(cls, model, dataset, params, n, atol) -> MethodCase:
     if isinstance(cls, str):
-        from .registry import METHODS
-
         cls = METHODS.get(cls)
     if model is None or dataset is None:
         model, dataset = tiny_setup(n=max(n, 4))
@@ -191,8 +189,6 @@ def check_codec(cls: type[Codec] | str, params: dict[str, Any] | None = None) ->
     (default: none), on seeded textured RGB and grey images; raise :class:`ContractError` naming
     the first rule it breaks. Returns ``ok`` and ``bytes``: channels → the sizes at q10/50/90."""
     if isinstance(cls, str):
-        from .registry import CODECS
-
         cls = CODECS.get(cls)
     case = CodecCase(cls, params)
     run_rules(CODEC_RULES, case, f"codec {case.name}")

@@ -15,6 +15,7 @@ from nicebench import MethodError
 from nicebench.config import PluginSpec
 from nicebench.testing import TINY_SCENES, tiny_setup
 
+
 def _batch(ds, n):
     return nb.collate([ds[i] for i in range(n)])[:2]
 
