@@ -21,7 +21,7 @@ _EXPORTS = {
     "Method": "method", "MethodError": "method", "create_method": "method",
     "load_model": "models",
     "MetricSpec": "metric_spec", "Setting": "metric_spec",
-    "ContractError": "testing",
+    "ContractError": "contract.rules",
     "list_codecs": "registry", "list_datasets": "registry", "list_methods": "registry",
     "list_metrics": "registry", "list_models": "registry", "register_arch": "registry",
     "register_codec": "registry", "register_dataset": "registry", "register_method": "registry",
@@ -82,7 +82,7 @@ if TYPE_CHECKING:  # what the lazy attributes are, for type checkers and IDEs
         register_method,
         register_metric,
     )
-    from .testing import ContractError
+    from .contract.rules import ContractError
 
 
 def __getattr__(name: str) -> Any:

@@ -102,6 +102,11 @@ class Registry:
 
         return add(obj) if obj is not None else add
 
+    def unregister(self, name: str) -> Any:
+        """Remove ``name`` and return what it held (``KeyError`` if it holds nothing): for a
+        plugin registered for a while, see :func:`nicebench.testing.registered`."""
+        return self._items.pop(name)
+
     def discover(self) -> None:
         """Import the built-in plugin modules and load entry points (once); record failures."""
         if self._discovered:

@@ -4,6 +4,7 @@ NICEBENCH_PLUGINS."""
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from nicebench import Method, plugins, register_method
 from nicebench.cli import main
 from nicebench.plugins import PLUGINS_ENV, load_plugins
 from nicebench.registry import METHODS, Registry
+from nicebench.testing import restored
 
 LOCAL_PLUGIN = '''
 import torch
@@ -31,19 +33,18 @@ class Flat(Method):
 
 @pytest.fixture
 def forget():
-    """Names registered by a test, removed from the method registry afterwards."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        METHODS._items.pop(name, None)
+    """``forget(name)`` before a test registers ``name``: the method registry is as it was after
+    the test."""
+    with ExitStack() as stack:
+        yield lambda name: stack.enter_context(restored(METHODS, name))
 
 
 def test_list_survives_missing_and_empty_docstrings_and_shows_failures(
     capsys, monkeypatch, forget
 ):
     for name, doc in (("zz-no-doc", None), ("zz-empty-doc", ""), ("zz-blank-doc", "\n   \n")):
+        forget(name)
         register_method(name)(type(name, (Method,), {"__doc__": doc}))
-        forget.append(name)
     monkeypatch.setitem(METHODS.load_errors, "zz-broken", "entry point 'zz-broken': ImportError: x")
     assert main(["list", "methods", "zz-*"]) == 0
     out = capsys.readouterr().out
@@ -60,7 +61,7 @@ def test_list_survives_missing_and_empty_docstrings_and_shows_failures(
 def test_plugins_option_loads_a_file_before_listing_and_running(tmp_path, capsys, forget):
     path = tmp_path / "my_plugin.py"
     path.write_text(LOCAL_PLUGIN.format(name="zz-flat-file"))
-    forget.append("zz-flat-file")
+    forget("zz-flat-file")
     assert main(["--plugins", str(path), "list", "methods", "zz-flat*"]) == 0
     assert "zz-flat-file           A flat map" in capsys.readouterr().out
     assert main(["list", "--plugins", str(path), "methods", "zz-flat*"]) == 0  # loaded once
@@ -74,7 +75,7 @@ def test_plugins_from_the_environment_and_comma_separated(tmp_path, monkeypatch,
     for name in ("zz-env-a", "zz-env-b", "zz-env-c"):
         paths.append(tmp_path / f"{name.replace('-', '_')}.py")
         paths[-1].write_text(LOCAL_PLUGIN.format(name=name))
-        forget.append(name)
+        forget(name)
     monkeypatch.setenv(PLUGINS_ENV, f"{paths[0]}{os.pathsep}{paths[1]}")
     monkeypatch.syspath_prepend(str(tmp_path))
     load_plugins(["zz_env_c"])  # a dotted module name

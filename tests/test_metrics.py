@@ -148,9 +148,10 @@ def test_metrics_registered():
 
 def test_register_metric_takes_a_function_or_a_spec():
     from nicebench.metrics import MetricSpec, get_metric_spec
-    from nicebench.registry import METRICS
+    from nicebench.testing import restored
 
-    try:
+    with restored("metric", "zz_peak", "zz_low", "zz_full"):
+
         @nb.register_metric("zz_peak", higher_is_better=True, description="peak of the map")
         def peak(ctx):
             return ctx.saliency.flatten(1).amax(1)
@@ -179,6 +180,4 @@ def test_register_metric_takes_a_function_or_a_spec():
         assert "zz_nodir" not in nb.list_metrics() and "zz_notfn" not in nb.list_metrics()
         with pytest.raises(ValueError, match="already registered"):
             nb.register_metric("zz_peak", higher_is_better=True)(lambda c: c.saliency)
-    finally:
-        for name in ("zz_peak", "zz_low", "zz_full"):
-            METRICS._items.pop(name, None)
+    assert not {"zz_peak", "zz_low", "zz_full"} & set(nb.list_metrics())

@@ -62,20 +62,21 @@ def test_register_arch_and_list_models():
     from torch import nn
 
     from nicebench.models import build_arch, is_pretrained, list_models, register_arch
-    from nicebench.registry import MODELS
+    from nicebench.testing import restored
 
     assert {"scenecnn", "lenet5", "resnet50"} <= set(list_models())
     assert list_models("*net*") == ["lenet5", "resnet50"]
     assert is_pretrained("resnet50") and not is_pretrained("scenecnn")
 
-    @register_arch("test-tinynet")
-    def tinynet(num_classes: int, channels: int, size: int):
-        conv = nn.Conv2d(channels, 4, 3, padding=1)
-        net = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                            nn.Linear(4, num_classes))  # fmt: skip
-        return net, conv
+    with restored("model", "test-tinynet"):
 
-    try:
+        @register_arch("test-tinynet")
+        def tinynet(num_classes: int, channels: int, size: int):
+            conv = nn.Conv2d(channels, 4, 3, padding=1)
+            net = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                nn.Linear(4, num_classes))  # fmt: skip
+            return net, conv
+
         assert "test-tinynet" in list_models("test-*")
         ds = nb.load_dataset("scenes", size=32, n=2)
         model = build_arch("test-tinynet", ds, seed=1)
@@ -84,8 +85,7 @@ def test_register_arch_and_list_models():
             register_arch("test-tinynet")(lambda n, c, s: None)
         with pytest.raises(KeyError, match="Did you mean"):
             nb.load_model(ds, model="scenecn")
-    finally:
-        MODELS._items.pop("test-tinynet", None)
+    assert "test-tinynet" not in list_models()
 
 
 def test_jpeg_augmentation_is_the_codec(monkeypatch):

@@ -147,13 +147,6 @@ def test_binary_mask_and_composite(reference: str) -> None:
     assert torch.equal(correct, direct)
 
 
-def test_check_method_contract() -> None:
-    from nicebench import testing
-
-    report = testing.check_method("nice")
-    assert report["ok"]
-
-
 def test_small_generator_at_one_pixel_cells_convolves_at_half_resolution() -> None:
     """At cell 1 (28-px images) the convolutions run on a 14×14 grid; the head's logits come back
     to 28×28 with per-pixel detail from the image (not constant on 2×2 blocks)."""

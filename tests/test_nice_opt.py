@@ -130,13 +130,6 @@ def test_precision_choice(monkeypatch):
         assert cls(model).uses_bf16("cpu") is native
 
 
-def test_check_method_contract():
-    from nicebench import testing
-
-    report = testing.check_method("nice-opt")
-    assert report["ok"]
-
-
 _TRITON_OPT_SCRIPT = textwrap.dedent(
     """
     import json, os, torch

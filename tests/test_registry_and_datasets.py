@@ -241,15 +241,9 @@ def test_imagefolder_maps_wnid_folders_to_imagenet_classes(tmp_path):
         nb.load_dataset("imagefolder", root=str(tmp_path / "mixed"), labels="imagenet")
 
 
-def test_check_dataset_passes_the_builtins_and_names_the_broken_rule():
-    from nicebench.data import DatasetMissingError
+def test_check_dataset_names_the_broken_rule():
     from nicebench.testing import ContractError, check_dataset
 
-    assert check_dataset("scenes", {"size": 32, "n": 6})["ok"]
-    try:
-        assert check_dataset("fashion-mnist")["ok"]
-    except DatasetMissingError:
-        pass
     scenes = nb.registry.get_dataset_class("scenes")
 
     class Unbounded(scenes):

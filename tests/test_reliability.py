@@ -15,7 +15,7 @@ from nicebench.config import RunConfig, load_config, parse_config, parse_specs
 from nicebench.plugins import load_plugins
 from nicebench.runner import plan_cells, run
 from nicebench.store import RunStore, StoreError
-from nicebench.testing import TINY_SCENES
+from nicebench.testing import TINY_SCENES, restored
 from nicebench.timelimit import CellTimeout, time_limit
 
 TINY = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
@@ -93,12 +93,10 @@ FAULTY_PLUGINS = textwrap.dedent('''
 def faulty(tmp_path_factory):
     path = tmp_path_factory.mktemp("plugins") / "faulty_plugins.py"
     path.write_text(FAULTY_PLUGINS)
-    load_plugins([str(path)], env=False)
-    yield path
-    from nicebench.registry import METHODS
-
-    for name in ("zz-sleep", "zz-deaf", "zz-die-once", "zz-die"):  # other tests list the methods
-        METHODS._items.pop(name, None)
+    # other tests list the methods: the plugins are gone after this module
+    with restored("method", "zz-sleep", "zz-deaf", "zz-die-once", "zz-die"):
+        load_plugins([str(path)], env=False)
+        yield path
 
 
 def _cfg(out, methods, n=4, shard=4, **kw):

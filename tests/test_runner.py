@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
-from nicebench import Method, register_method
+from nicebench import Method
 from nicebench.cli import main
 from nicebench.config import PluginSpec, RunConfig, load_config, parse_specs
 from nicebench.registry import METHODS
 from nicebench.report.tables import LEADERBOARD_COLUMNS, compression_summary
 from nicebench.runner import default_config, plan_cells, run
 from nicebench.store import RunStore
-from nicebench.testing import TINY_SCENES
+from nicebench.testing import TINY_SCENES, registered, restored
 
 TINY = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
 
@@ -114,17 +114,14 @@ def test_a_run_scores_another_split_when_the_dataset_names_one(tiny_scenes, tmp_
 
 
 def test_failing_cell_is_recorded_and_run_goes_on(tiny_scenes, tmp_path):
-    @register_method("zz-nan")
     class NaNMap(Method):
         uses_model = False
 
         def attribute(self, images, targets, **kw):
             return torch.full_like(images[:, :1], float("nan"))
 
-    try:
+    with registered(METHODS, "zz-nan", NaNMap):
         summary = run(_cfg(tmp_path, methods=("zz-nan", "center"), n=8), progress=False)
-    finally:
-        METHODS._items.pop("zz-nan")
     assert summary.ok == 1 and len(summary.failed) == 1 and summary.exit_code == 1
     assert "NaN" in summary.failed[0][2]
     board = pd.read_csv(tmp_path / "leaderboard.csv").set_index("method")
@@ -428,10 +425,8 @@ def test_default_config_is_the_packaged_toml_and_unchanged():
 
 
 def test_optional_datasets_are_added_when_their_files_exist(tiny_scenes, tmp_path, capsys):
-    from nicebench import BenchDataset, DatasetMissingError, register_dataset
-    from nicebench.registry import DATASETS
+    from nicebench import BenchDataset, DatasetMissingError
 
-    @register_dataset("zz-absent")
     class Absent(BenchDataset):
         def __init__(self, split="test"):
             raise DatasetMissingError("zz-absent: not on this machine")
@@ -439,14 +434,12 @@ def test_optional_datasets_are_added_when_their_files_exist(tiny_scenes, tmp_pat
     path = tmp_path / "run.toml"
     path.write_text('datasets = ["scenes:size=32"]\n'
                     'optional_datasets = ["zz-absent", "scenes:size=64,n=4"]\n')  # fmt: skip
-    try:
+    with registered("dataset", "zz-absent", Absent):
         cfg = load_config(path)
         tiny = tmp_path / "tiny.toml"
         tiny.write_text(f'datasets = ["{TINY}"]\noptional_datasets = ["zz-absent"]\n')
         code = main(["run", str(tiny), "--methods", "center", "--metrics", "deletion",
                      "--n-images", "2", "--out", str(tmp_path / "run"), "-q", "--no-report"])  # fmt: skip
-    finally:
-        DATASETS._items.pop("zz-absent")
     assert cfg.datasets == parse_specs(["scenes:size=32", "scenes:size=64,n=4"])
     assert cfg.skipped_datasets == [("zz-absent", "zz-absent: not on this machine")]
     assert code == 0
@@ -455,7 +448,7 @@ def test_optional_datasets_are_added_when_their_files_exist(tiny_scenes, tmp_pat
 
 
 def test_report_reads_the_better_direction_from_the_metric_specs(tiny_scenes, tmp_path):
-    from nicebench.registry import METRICS, register_metric
+    from nicebench.registry import register_metric
     from nicebench.report.tables import lower_is_better
 
     # today's note for the default columns
@@ -465,14 +458,12 @@ def test_report_reads_the_better_direction_from_the_metric_specs(tiny_scenes, tm
     ]  # fmt: skip
     notes = {}
     for lower in (True, False):
-        register_metric("zz_spread", lambda c: c.saliency.flatten(1).std(1),
-                        higher_is_better=not lower, overwrite=True)  # fmt: skip
-        try:
+        with restored("metric", "zz_spread"):
+            register_metric("zz_spread", lambda c: c.saliency.flatten(1).std(1),
+                            higher_is_better=not lower)  # fmt: skip
             cfg = _cfg(tmp_path / str(lower), methods=("edges",), n=4, shard=4)
             cfg.metrics = ["deletion", "zz_spread"]
             assert run(cfg, progress=False).ok == 1
-        finally:
-            METRICS._items.pop("zz_spread")
         per_image = pd.read_csv(tmp_path / str(lower) / "per_image.csv")
         assert per_image.zz_spread.notna().all() and len(per_image) == 4
         md = (tmp_path / str(lower) / "leaderboard.md").read_text()

@@ -153,13 +153,25 @@ def test_sanity_separates_edges_from_gradients(tiny):
 
 
 def test_sanity_for_a_learned_method_reuses_its_weights(tiny):
+    """sanity_spearman rebuilds a fitted learned method on the randomised classifier with its
+    learned decoder as it is (swapping only the classifier), and trains nothing."""
     model, x = tiny
     _, ds = tiny_setup(n=8)
     rtsal = get_method_class("rtsal")(model, n_train=16, epochs=1, batch_size=16)
     rtsal.fit(ds.train_split())
+    learned = {k: v.clone() for k, v in rtsal.decoder.state_dict().items()}
     targets = model(x).argmax(1)
-    rho = sanity_spearman(rtsal, model, x, targets, top_k=2)
-    assert rho.shape == (8,) and torch.isfinite(rho).all()
+    rand = randomised_model(model, top_k=2)
+    rebuilt = rtsal.with_model(rand)  # what sanity_spearman does with a fitted method
+    assert rebuilt.model is rand and rebuilt.fitted and rtsal.model is model
+    reused = rebuilt.decoder.state_dict()
+    assert reused.keys() == learned.keys()
+    assert all(torch.equal(reused[k], v) for k, v in learned.items()), "decoder not reused"
+    maps, rmaps = rtsal.explain(x, targets), rebuilt.explain(x, targets)
+    assert not torch.equal(maps, rmaps)  # the classifier did change under the decoder
+    rho = sanity_spearman(rtsal, model, x, targets, maps=maps, random_model=rand)
+    torch.testing.assert_close(rho, spearman(maps, rmaps))
+    assert all(torch.equal(rtsal.decoder.state_dict()[k], v) for k, v in learned.items())
 
 
 def test_sanity_check_runs_for_learned_methods_without_with_model():

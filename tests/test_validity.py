@@ -148,14 +148,13 @@ def _classes(model_classes: int, dataset_classes: int) -> pd.DataFrame:
 @pytest.fixture
 def toy_metrics():
     """Three plugin metrics registered for the test: one that orders maps, noise, a constant."""
-    from nicebench.registry import METRICS
+    from nicebench.testing import restored
 
     names = {"zz_good": True, "zz_noise": True, "zz_constant": False}
-    for name, higher in names.items():
-        nb.register_metric(name, lambda c: torch.zeros(len(c.images)), higher_is_better=higher)
-    yield names
-    for name in names:
-        METRICS._items.pop(name, None)
+    with restored("metric", *names):
+        for name, higher in names.items():
+            nb.register_metric(name, lambda c: torch.zeros(len(c.images)), higher_is_better=higher)
+        yield names
 
 
 def test_noise_and_constant_metrics_are_not_valid(toy_metrics):
@@ -227,18 +226,18 @@ def test_a_classifier_at_chance_makes_label_metrics_untested_and_warns():
 def test_audit_in_a_tiny_run_marks_and_excludes_plugin_noise(tmp_path, tiny_scenes):
     from nicebench.config import RunConfig, parse_specs
     from nicebench.metrics import MetricSpec
-    from nicebench.registry import METRICS
     from nicebench.report.html import render_report
     from nicebench.runner import run
+    from nicebench.testing import restored
 
     def noise(c):
         gen = torch.Generator().manual_seed(1000 + c.start + int(c.saliency.abs().sum() * 1e3))
         return torch.randn(len(c.images), generator=gen)
 
-    nb.register_metric(MetricSpec("zz_noise", noise, "zz_noise", True))
-    nb.register_metric(MetricSpec("zz_constant", lambda c: torch.ones(len(c.images)),
-                                  "zz_constant", False))  # fmt: skip
-    try:
+    with restored("metric", "zz_noise", "zz_constant"):
+        nb.register_metric(MetricSpec("zz_noise", noise, "zz_noise", True))
+        nb.register_metric(MetricSpec("zz_constant", lambda c: torch.ones(len(c.images)),
+                                      "zz_constant", False))  # fmt: skip
         cfg = RunConfig(datasets=parse_specs("scenes:size=32,n=64,train_n=1500,train_epochs=3"),
                         methods=parse_specs("random,oracle,center,edges,saliency,gradcam,"
                                             "occlusion"),
@@ -246,9 +245,6 @@ def test_audit_in_a_tiny_run_marks_and_excludes_plugin_noise(tmp_path, tiny_scen
                                  "zz_constant"],
                         n_images=48, out=str(tmp_path / "run"), settings={"audit_images": 12})
         summary = run(cfg, progress=False)
-    finally:
-        METRICS._items.pop("zz_noise", None)
-        METRICS._items.pop("zz_constant", None)
     assert summary.exit_code == 0, summary.failed
     out = tmp_path / "run"
     table = pd.read_csv(out / "validity.csv").set_index("metric")
