@@ -64,6 +64,7 @@ __all__ = [
 if TYPE_CHECKING:  # what the lazy attributes are, for type checkers and IDEs
     from . import metrics
     from .codec import SWEEP, Codec, CodecError, create_codec
+    from .contract.rules import ContractError
     from .data import BenchDataset, DatasetMissingError, cache_dir, collate, load_dataset
     from .gates.method import GateMaskMethod
     from .learned import LearnedMethod
@@ -82,7 +83,6 @@ if TYPE_CHECKING:  # what the lazy attributes are, for type checkers and IDEs
         register_method,
         register_metric,
     )
-    from .contract.rules import ContractError
 
 
 def __getattr__(name: str) -> Any:
