@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import metrics  # noqa: E402  (nb.metrics.deletion, ...)
-from .codec import Codec, create_codec
+from .codec import SWEEP, Codec, CodecError, create_codec
 from .data import BenchDataset, DatasetMissingError, cache_dir, collate, load_dataset
 from .gates.method import GateMaskMethod
 from .learned import LearnedMethod
@@ -27,11 +27,13 @@ __version__ = "0.1.0"
 __all__ = [
     "BenchDataset",
     "Codec",
+    "CodecError",
     "DatasetMissingError",
     "GateMaskMethod",
     "LearnedMethod",
     "Method",
     "MethodError",
+    "SWEEP",
     "cache_dir",
     "collate",
     "create_codec",

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .codec import Codec
-from .compression.codecs import CodecError
+from .codec_base import CodecError
 from .data import BenchDataset, collate, load_dataset
 from .gates.hard_concrete import upsample_cells
 from .gates.method import GateMaskMethod

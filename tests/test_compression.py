@@ -13,10 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 import nicebench as nb
+from nicebench.codec import CodecError, JpegCodec, available_codecs, to_uint8
 from nicebench.compression import (
-    CodecError,
     MaskError,
-    available_codecs,
     bd_rate,
     compress,
     compression_rows,
@@ -24,7 +23,6 @@ from nicebench.compression import (
     quality_sweep_rows,
     summarise,
 )
-from nicebench.compression.codecs import header_size, to_uint8
 from nicebench.compression.mixed import low_resolution, snap_mask, topk_mask
 from nicebench.compression.rate import pareto_front
 from nicebench.testing import ContractError, check_codec, check_dataset, tiny_setup
@@ -90,7 +88,7 @@ def test_mask_cheaper_than_reference_and_quality_inside_mask(scenes):
 
 def test_jpeg_header_is_every_marker_segment(scenes):
     data = _pillow_len(_u8(scenes[0])[0], "jpeg")
-    head = header_size(data, "jpeg")
+    head = JpegCodec().header_size(data)
     sos = data.find(b"\xff\xda")
     sos_len = int.from_bytes(data[sos + 2 : sos + 4], "big")
     assert data[-2:] == b"\xff\xd9"
@@ -101,7 +99,7 @@ def test_jpeg_header_is_every_marker_segment(scenes):
 def test_webp_header_is_container_and_frame_header(scenes):
     data = _pillow_len(_u8(scenes[0])[0], "webp")
     assert data[12:16] == b"VP8 "
-    assert header_size(data, "webp") == 12 + 8 + 10
+    assert nb.create_codec("webp").header_size(data) == 12 + 8 + 10
 
 
 def test_block_snapping():
@@ -499,14 +497,14 @@ def test_track_rows_with_a_tiny_model():
 
 
 def test_threaded_coding_gives_the_same_bytes(scenes, monkeypatch):
-    from nicebench.compression import codecs
+    from nicebench import codec_base
 
     x, _, _ = scenes
     arr = _u8(x)
     coder = nb.create_codec("jpeg")
     threaded = coder.roundtrip(arr, 40)
     monkeypatch.setenv("NICEBENCH_CODEC_THREADS", "1")
-    assert codecs.codec_threads() == 1
+    assert codec_base.codec_threads() == 1
     serial = coder.roundtrip(arr, 40)
     assert threaded.streams == serial.streams
     assert np.array_equal(threaded.decoded, serial.decoded)
@@ -563,20 +561,20 @@ def test_compress_with_a_codec_instance_equals_by_name(scenes):
 
 
 class _Grey(nb.Codec):
-    """A test codec: JPEG through the functional helpers (not registered)."""
+    """A test codec: JPEG through the built-in :class:`JpegCodec`'s coders (not registered)."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.jpeg = JpegCodec(subsampling=self.subsampling)
 
     def encode(self, arr, quality):
-        from nicebench.compression.codecs import check_quality, encode
-
-        return encode(arr, "jpeg", check_quality(quality), self.subsampling)
+        return self.jpeg.encode(arr, quality)
 
     def decode(self, data, channels):
-        from nicebench.compression.codecs import decode
-
-        return decode(data, channels)
+        return self.jpeg.decode(data, channels)
 
     def header_size(self, data):
-        return header_size(data, "jpeg")
+        return self.jpeg.header_size(data)
 
 
 class _HeaderTooBig(_Grey):

@@ -10,34 +10,19 @@ runner calls (per-image rows, quality sweeps, the per-method summary).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-if TYPE_CHECKING:
-    from ..codec import Codec
-
-from .codecs import (
-    PILLOW_CODECS,
-    CodecError,
-    Coded,
-    available_codecs,
-    block_size,
-    check_quality,
-    to_uint8,
-)
+from ..codec import Codec, Coded, as_codec, check_quality, to_uint8
 from .mixed import MaskError, as_map, low_resolution, mix, snap_mask, topk_mask
 from .rate import bd_rate, headline_ratio, image_quality
 
 __all__ = [
-    "PILLOW_CODECS",
-    "CodecError",
     "MaskError",
     "CompressionResult",
-    "available_codecs",
-    "block_size",
     "compress",
     "bd_rate",
     "headline_ratio",
@@ -53,7 +38,7 @@ class CompressionResult:
 
     ``nbytes`` are the encoded sizes, ``ref_nbytes`` those of the reference (the original with the
     same codec settings), ``header``/``ref_header`` the bytes that are not coded image data
-    (:func:`nicebench.compression.codecs.header_size`). ``decoded``, ``reference`` and ``mixed``
+    (the codec's :meth:`~nicebench.Codec.header_size`). ``decoded``, ``reference`` and ``mixed``
     (the image before coding) are float ``[B,C,H,W]`` in [0,1] on the input's device; ``mask`` is
     the bool ``[B,1,H,W]`` mask used. ``psnr``/``ssim`` compare the decoded image with the original,
     ``psnr_mask``/``ssim_mask`` the same inside the mask.
@@ -164,8 +149,6 @@ def compress(
     - ``allow_empty``: an empty bool mask is an error by default (usually a mistake); with True it
       codes that image wholly at low resolution (a gate mask that closed every gate).
     """
-    from ..codec import as_codec
-
     coder = as_codec(codec, subsampling)
     quality = check_quality(quality)
     factor = _check_int("factor", factor, 1)

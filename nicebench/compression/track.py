@@ -10,7 +10,7 @@ intervals of either. Pass the same images to both so the curves are comparable. 
 is the global index of the batch's first image (the ``image`` column), so that the rows of the
 shards of one dataset don't collide.
 
-Speed: each batch is coded on a thread pool (:func:`nicebench.compression.codecs.codec_threads`),
+Speed: each batch is coded on a thread pool (:func:`nicebench.codec_base.codec_threads`),
 the decoded images of all qualities of one mask and factor are classified in one large batch, PSNR
 is computed for every point (vectorised) and SSIM, the costly figure, only for the points on the
 batch's own front (``ssim="front"``; NaN elsewhere) unless ``ssim="all"``.
@@ -19,31 +19,27 @@ batch's own front (``ssim="front"``; NaN elsewhere) unless ``ssim="all"``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from ..codec import SWEEP, Codec, Coded, as_codec, check_quality, to_uint8
 from ..models import forward_model, predict
-from .codecs import Coded, check_quality, to_uint8
 from .mixed import MaskError, as_map, low_resolution, mix, snap_mask, topk_mask
 from .rate import front_indices, psnr_batch, ssim_batch
 from .summary import summarise
 
-if TYPE_CHECKING:
-    from ..codec import Codec
-
 __all__ = [
-    "compression_rows", "quality_sweep_rows", "summarise", "DEFAULT_KEEPS", "SWEEP",
-    "TRACK_QUALITIES", "DEFAULT_FACTORS", "SSIM_MODES", "LEADERBOARD_KEEPS",
-    "LEADERBOARD_QUALITIES",
+    "compression_rows", "quality_sweep_rows", "summarise", "DEFAULT_KEEPS", "TRACK_QUALITIES",
+    "DEFAULT_FACTORS", "SSIM_MODES", "LEADERBOARD_KEEPS", "LEADERBOARD_QUALITIES",
 ]  # fmt: skip
 
 DEFAULT_KEEPS = (0.05, 0.1, 0.2, 0.3, 0.5)
-SWEEP = tuple(range(5, 96, 5))
-#: The quality sweep of a method's operating points (the codec's own curve uses :data:`SWEEP`).
+#: The quality sweep of a method's operating points (the codec's own curve uses
+#: :data:`nicebench.codec.SWEEP`).
 TRACK_QUALITIES = (10, 20, 30, 40, 50, 60, 75, 90)
 DEFAULT_FACTORS = (4, 8)
 #: The ``compression`` metric's grid when a run's settings name none (the default leaderboard's:
@@ -221,8 +217,6 @@ def compression_rows(
     bpp_payload, ref_bpp, psnr, ssim, psnr_mask, ssim_mask, pred_*, correct_* (original,
     reference, compressed), agree_original, agree_reference.
     """
-    from ..codec import as_codec
-
     coder = as_codec(codec, subsampling)
     quality = check_quality(quality)
     qs = tuple(check_quality(q) for q in (qualities or (quality,)))
@@ -300,8 +294,6 @@ def quality_sweep_rows(
     ``area`` = 1, ``factor`` = 1). ``qualities=None``: the codec's own sweep
     (``codec.qualities``). ``ssim`` and ``coded_out`` as in :func:`compression_rows`.
     """
-    from ..codec import as_codec
-
     coder = as_codec(codec, subsampling)
     qs = [check_quality(q) for q in (coder.qualities if qualities is None else qualities)]
     reference_quality = check_quality(reference_quality)
