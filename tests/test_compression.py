@@ -102,6 +102,30 @@ def test_webp_header_is_container_and_frame_header(scenes):
     assert nb.create_codec("webp").header_size(data) == 12 + 8 + 10
 
 
+# Bytes and header bytes of the six 64-px scenes images per format, subsampling, channels and
+# quality: the numbers the committed reference run was coded with (Pillow 13's libjpeg-turbo,
+# libwebp and libavif). A change here moves every rate of results/.
+PINNED = {
+    ("jpeg", "4:2:0", 3, 75): ([1358, 1366, 830, 1133, 1390, 1400], [336, 338, 335, 334, 335, 346]),
+    ("jpeg", "4:4:4", 3, 30): ([838, 888, 622, 810, 878, 867], [321, 322, 318, 321, 320, 328]),
+    ("jpeg", "4:2:0", 1, 50): ([855, 834, 491, 674, 891, 825], [190, 193, 187, 190, 193, 191]),
+    ("webp", "4:2:0", 3, 75): ([1042, 1064, 504, 706, 1222, 1220], [30] * 6),
+    ("avif", "4:2:0", 3, 75): ([1573, 1538, 1031, 1268, 1713, 1707], [275] * 6),
+    ("avif", "4:4:4", 1, 50): ([812, 751, 543, 609, 859, 824], [269] * 6),
+}
+
+
+@pytest.mark.parametrize("key", PINNED, ids=lambda k: "-".join(map(str, k)))
+def test_bytes_and_headers_are_pinned_per_format(scenes, key):
+    name, subsampling, channels, quality = key
+    if name not in CODECS:
+        pytest.skip(f"Pillow without {name}")
+    coded = nb.create_codec(name, subsampling=subsampling).roundtrip(
+        _u8(scenes[0][:, :channels]), quality
+    )
+    assert (coded.nbytes.tolist(), coded.header.tolist()) == PINNED[key]
+
+
 def test_block_snapping():
     mask = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
     mask[0, 0, 10, 13] = True
@@ -541,6 +565,25 @@ def test_compression_is_a_registered_table_metric():
     assert "compression" in nb.list_metrics() and spec.kind == "table"
     assert spec.summary is summarise_table and spec.column == "compression_ratio"
     assert get_metric_spec("deletion").kind == "per_image"
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_roundtrip_tensor_is_roundtrip_on_tensors(scenes, name):
+    from nicebench.codec import roundtrip_tensor
+
+    x = scenes[0][:3]
+    codec = nb.create_codec(name)
+    coded = codec.roundtrip(to_uint8(x), 40).decoded
+    out = codec.roundtrip_tensor(x, 40)
+    assert out.dtype == x.dtype and out.device == x.device
+    assert torch.equal(out, torch.from_numpy(coded).permute(0, 3, 1, 2).float() / 255)
+    assert codec.roundtrip_tensor(x.half(), 40).dtype == torch.float16
+    per_image = codec.roundtrip_tensor(x, [40, 90, 40])
+    assert torch.equal(per_image[[0, 2]], out[[0, 2]]) and not torch.equal(per_image[1], out[1])
+    with pytest.raises(CodecError, match="codecs: one codec per image"):
+        roundtrip_tensor(x, [codec], 40)
+    with pytest.raises(CodecError, match="quality"):
+        codec.roundtrip_tensor(x, 0)
 
 
 def test_create_codec_errors_and_aliases():
