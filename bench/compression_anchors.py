@@ -28,8 +28,8 @@ from PIL import Image
 from scipy.interpolate import PchipInterpolator
 
 import nicebench as nb
+from nicebench.codec import Coded
 from nicebench.compression import compress, summarise
-from nicebench.compression.codecs import Coded
 from nicebench.compression.rate import operating_points, pareto_front
 from nicebench.metrics.compression_track import compression_rows, quality_sweep_rows
 from nicebench.models import load_model_path

@@ -47,7 +47,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from nicebench import BenchDataset, GateMaskMethod, LearnedMethod, MethodError, register_method
+from nicebench import (
+    BenchDataset,
+    GateMaskMethod,
+    LearnedMethod,
+    MethodError,
+    create_codec,
+    register_method,
+)
 from nicebench.gates import expected_l0, sample, total_variation, upsample_cells
 from nicebench.gates.hard_concrete import RANK_WINDOW
 from nicebench.gates.masking import auto_cell
@@ -210,8 +217,6 @@ class Nice(GateMaskMethod, LearnedMethod):
     ):
         if codec is not None:
             if cell == "auto":
-                from nicebench.codec import create_codec
-
                 cell = int(create_codec(str(codec)).block)
             if reference != "lowres":
                 raise MethodError(f"nice: codec={codec!r} trains against the track's "
@@ -303,16 +308,10 @@ class Nice(GateMaskMethod, LearnedMethod):
     @torch.no_grad()
     def coded(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` coded and decoded by the track's codec at ``train_quality`` (unchanged
-        without one), on the images' device."""
+        without one), on the images' device (:meth:`nicebench.Codec.roundtrip_tensor`)."""
         if self.train_quality is None:
             return images
-        from nicebench.codec import create_codec
-        from nicebench.compression.codecs import to_uint8
-
-        codec = create_codec(str(self.codec))
-        coded = codec.roundtrip(to_uint8(images.clamp(0, 1)), int(self.train_quality))
-        out = torch.from_numpy(coded.decoded).permute(0, 3, 1, 2).float().div_(255)
-        return out.to(images.device, images.dtype)
+        return create_codec(str(self.codec)).roundtrip_tensor(images, int(self.train_quality))
 
     # -- training ---------------------------------------------------------------------------
     def prepare(self, dataset: Any) -> None:

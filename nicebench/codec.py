@@ -2,138 +2,231 @@
 
 A codec is not an explanation method: a run lists it under ``codecs``, its cells code the whole
 image at each quality of its sweep (the rate–accuracy curve every method is measured against), and
-the run's first codec also codes every method's mixed-resolution images. Built-ins: ``jpeg``,
-``webp``, ``avif`` (Pillow); third-party codecs subclass :class:`Codec` and register with
-``@register_codec("name")`` or the ``nicebench.codecs`` entry-point group.
+the run's first codec also codes every method's mixed-resolution images. Built-ins, one class per
+format Pillow writes: ``jpeg`` (:class:`JpegCodec`), ``webp`` (:class:`WebpCodec`), ``avif``
+(:class:`AvifCodec`), on the shared :class:`PillowCodec`. Third-party codecs subclass
+:class:`Codec` and register with ``@register_codec("name")`` or the ``nicebench.codecs``
+entry-point group; what every codec shares (the base class, :class:`CodecError`, :data:`SWEEP`,
+the thread pool) is in :mod:`nicebench.codec_base` and exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import io
+import struct
 from typing import Any, ClassVar
 
 import numpy as np
+from PIL import Image, features
 
-from .compression import codecs as pillow
-from .compression.codecs import CodecError, Coded, check_quality
+from .codec_base import (
+    SUBSAMPLINGS,
+    SWEEP,
+    Codec,
+    CodecError,
+    Coded,
+    check_quality,
+    roundtrip_tensor,
+    to_uint8,
+)
 from .registry import CODECS, UnknownPluginError, register_codec
 
-__all__ = ["Codec", "SWEEP", "create_codec", "as_codec", "JpegCodec", "WebpCodec", "AvifCodec"]
-
-_ALL_SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
-#: The default quality sweep of a codec's own rate–accuracy curve.
-SWEEP = tuple(range(5, 96, 5))
-
-
-class Codec:
-    """Base class of the codec plugins; :func:`nicebench.testing.check_codec` checks the contract.
-
-    Class attributes:
-
-    - ``block``: the side of the block grid masks are snapped to (JPEG's 8×8 DCT block).
-    - ``subsamplings``: the chroma subsamplings it can code (a capability; the constructor refuses
-      others with :class:`CodecError`).
-    - ``registered_name``: set by ``@register_codec``; :attr:`name` falls back to the class name.
-    - ``thread_safe``: True lets :meth:`roundtrip` code a batch on a thread pool (the Pillow codecs
-      do: Pillow releases the GIL while it codes).
-
-    Instances hold the settings of a run: ``qualities`` (the sweep, integers in [1, 100]) and
-    ``subsampling``. Subclasses implement :meth:`encode` and :meth:`decode`, and
-    :meth:`header_size` when they can tell their container/header bytes from coded image data;
-    :meth:`roundtrip` codes a batch with them. Bad settings or images raise :class:`CodecError`.
-    """
-
-    block: ClassVar[int] = 8
-    subsamplings: ClassVar[tuple[str, ...]] = _ALL_SUBSAMPLINGS
-    registered_name: ClassVar[str] = ""
-    #: whether :meth:`encode`/:meth:`decode` may run on several threads at once (then
-    #: :meth:`roundtrip` codes a batch on a thread pool); a plugin opts in.
-    thread_safe: ClassVar[bool] = False
-
-    def __init__(self, *, qualities: Iterable[int] = SWEEP, subsampling: str | int = "4:2:0"):
-        self.check_available()
-        self.qualities = tuple(check_quality(q) for q in qualities)
-        if not self.qualities:
-            raise CodecError(f"{self.name}: qualities must name at least one quality")
-        self.subsampling = pillow.check_subsampling_in(self.name, subsampling, self.subsamplings)
-
-    @property
-    def name(self) -> str:
-        return self.registered_name or type(self).__name__.lower()
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(subsampling={self.subsampling!r}, qualities={self.qualities})"
-        )
-
-    def check_available(self) -> None:
-        """Raise :class:`CodecError` when this machine can't code with it (default: it can)."""
-
-    def encode(self, arr: np.ndarray, quality: int) -> bytes:
-        """One ``uint8 [H,W,C]`` image (C = 1 or 3) → the encoded file, in memory."""
-        raise NotImplementedError(f"{type(self).__name__} must override encode()")
-
-    def decode(self, data: bytes, channels: int) -> np.ndarray:
-        """An encoded file → ``uint8 [H,W,channels]``."""
-        raise NotImplementedError(f"{type(self).__name__} must override decode()")
-
-    def header_size(self, data: bytes) -> int:
-        """Bytes of ``data`` that are not coded image data, in [0, len(data)) (default 0)."""
-        return 0
-
-    def roundtrip(self, arr: np.ndarray, quality: int) -> Coded:
-        """Encode and decode every image of ``uint8 [B,H,W,C]`` at ``quality``."""
-        quality = check_quality(quality)
-        return pillow.code_batch(
-            arr, lambda a: self.encode(a, quality), self.decode, self.header_size,
-            parallel=self.thread_safe,
-        )  # fmt: skip
+__all__ = [
+    "Codec",
+    "CodecError",
+    "Coded",
+    "SWEEP",
+    "check_quality",
+    "to_uint8",
+    "roundtrip_tensor",
+    "create_codec",
+    "as_codec",
+    "available_codecs",
+    "PillowCodec",
+    "JpegCodec",
+    "WebpCodec",
+    "AvifCodec",
+]
 
 
-class _PillowCodec(Codec):
-    """A codec Pillow writes; the work is done by :mod:`nicebench.compression.codecs`."""
+class PillowCodec(Codec):
+    """A format Pillow writes, coded in memory. A subclass names its format and says how it
+    differs: ``pil_format`` (Pillow's format name), ``pil_feature`` (the name
+    :func:`PIL.features.check` knows), ``max_side`` (the largest side it codes), and it overrides
+    :meth:`save_options` (its encoder settings) and :meth:`header_size` (its container)."""
 
-    codec: ClassVar[str] = ""
+    pil_format: ClassVar[str] = ""
+    pil_feature: ClassVar[str] = ""
+    max_side: ClassVar[int] = 0
     thread_safe = True
 
+    @classmethod
+    def available(cls) -> bool:
+        """Whether this Pillow build can write the format."""
+        return bool(features.check(cls.pil_feature))
+
     def check_available(self) -> None:
-        pillow.check_codec(self.codec)
+        if not self.available():
+            raise CodecError(
+                f"codec {self.name!r} is not available in this Pillow build (Pillow has: "
+                f"{available_codecs()}); install a Pillow wheel built with it"
+            )
+
+    def save_options(self, image: Image.Image) -> dict[str, Any]:
+        """Keyword arguments of :meth:`PIL.Image.Image.save` besides format and quality."""
+        return {}
 
     def encode(self, arr: np.ndarray, quality: int) -> bytes:
-        return pillow.encode(arr, self.codec, check_quality(quality), self.subsampling)
+        quality = check_quality(quality)
+        self._check_array(arr)
+        image = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+        buf = io.BytesIO()
+        try:
+            image.save(buf, format=self.pil_format, quality=quality, **self.save_options(image))
+        except (OSError, ValueError) as exc:
+            msg = f"images: {self.name} could not encode a {image.mode} {image.size} image: {exc}"
+            raise CodecError(msg) from exc
+        return buf.getvalue()
 
     def decode(self, data: bytes, channels: int) -> np.ndarray:
-        return pillow.decode(data, channels)
+        image = Image.open(io.BytesIO(data)).convert("L" if channels == 1 else "RGB")
+        arr = np.asarray(image)
+        return arr[..., None] if arr.ndim == 2 else arr
 
-    def header_size(self, data: bytes) -> int:
-        return pillow.header_size(data, self.codec)
+    def _check_array(self, arr: np.ndarray) -> None:
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+            raise CodecError(
+                f"images: {self.name} takes uint8 [H,W,1] or [H,W,3] arrays (grey or RGB), got "
+                f"{arr.dtype} {tuple(arr.shape)}"
+            )
+        h, w = arr.shape[:2]
+        if min(h, w) < 1 or max(h, w) > self.max_side:
+            raise CodecError(
+                f"images: {self.name} codes sides of 1..{self.max_side} px, got {h}×{w}"
+            )
 
 
 @register_codec("jpeg")
-class JpegCodec(_PillowCodec):
-    """JPEG (libjpeg-turbo through Pillow, optimize=True) at a quality sweep."""
+class JpegCodec(PillowCodec):
+    """JPEG (libjpeg-turbo through Pillow, ``optimize=True``: Huffman tables fitted per image).
 
-    codec = "jpeg"
-    block = pillow.BLOCK["jpeg"]
-    subsamplings = pillow.SUBSAMPLINGS["jpeg"]
+    ``block`` 8, the luma DCT block, at every subsampling (with 4:2:0 a 16×16 MCU carries its
+    chroma, so a mask edge on the 8-px grid can still fall inside a chroma block; pass
+    ``block=16`` to :func:`nicebench.compression.compress` to snap to whole MCUs). Sides up to
+    65,500 px (16-bit dimensions).
+    """
+
+    pil_format = "JPEG"
+    pil_feature = "jpg"
+    max_side = 65_500
+    block = 8
+    subsamplings = SUBSAMPLINGS
+
+    def save_options(self, image: Image.Image) -> dict[str, Any]:
+        options: dict[str, Any] = {"optimize": True}
+        if image.mode == "RGB":
+            options["subsampling"] = SUBSAMPLINGS.index(self.subsampling)  # Pillow's code
+        return options
+
+    def header_size(self, data: bytes) -> int:
+        """Every marker segment (SOI, APPn, DQT, SOF, DHT, SOS headers, EOI): all but the
+        entropy-coded scan data. With ``optimize=True`` the Huffman tables are fitted to the
+        image, so this is "fixed" per file rather than per setting (about 285 B at q75 4:2:0)."""
+        return len(data) - self._scan_bytes(data)
+
+    @staticmethod
+    def _scan_bytes(data: bytes) -> int:
+        """Total length of the entropy-coded segments of a JPEG stream."""
+        if data[:2] != b"\xff\xd8":
+            raise CodecError("not a JPEG stream (no SOI marker)")
+        pos, n, scan = 2, len(data), 0
+        while pos + 4 <= n:
+            if data[pos] != 0xFF:
+                raise CodecError(f"corrupt JPEG stream at byte {pos}")
+            marker = data[pos + 1]
+            if marker == 0xD9:  # EOI
+                break
+            length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+            pos += 2 + length
+            if marker == 0xDA:  # SOS: entropy-coded data up to the next non-RST marker
+                start = pos
+                while pos + 1 < n:
+                    byte = data[pos + 1]
+                    if data[pos] == 0xFF and byte != 0 and not 0xD0 <= byte <= 0xD7:
+                        break
+                    pos += 1
+                scan += pos - start
+        return scan
 
 
 @register_codec("webp")
-class WebpCodec(_PillowCodec):
-    """Lossy WebP (libwebp through Pillow; always 4:2:0) at a quality sweep."""
+class WebpCodec(PillowCodec):
+    """Lossy WebP (libwebp through Pillow): always 4:2:0 chroma, ``block`` 16 (the VP8
+    macroblock), sides up to 16,383 px (14-bit dimensions)."""
 
-    codec = "webp"
-    block = pillow.BLOCK["webp"]
-    subsamplings = pillow.SUBSAMPLINGS["webp"]
+    pil_format = "WEBP"
+    pil_feature = "webp"
+    max_side = 16_383
+    block = 16
+    subsamplings = ("4:2:0",)
+
+    def header_size(self, data: bytes) -> int:
+        """The RIFF header, chunk headers, any non-image chunk, and the 10-byte VP8 key-frame
+        header (or the 5-byte VP8L header); the VP8 partitions count as payload."""
+        if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+            raise CodecError("not a WebP stream (no RIFF/WEBP header)")
+        pos, payload = 12, 0
+        while pos + 8 <= len(data):
+            fourcc = data[pos : pos + 4]
+            size = struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+            if fourcc == b"VP8 ":
+                payload += max(size - 10, 0)
+            elif fourcc == b"VP8L":
+                payload += max(size - 5, 0)
+            pos += 8 + size + (size & 1)
+        return len(data) - payload
 
 
 @register_codec("avif")
-class AvifCodec(_PillowCodec):
-    """AVIF (libavif through Pillow) at a quality sweep."""
+class AvifCodec(PillowCodec):
+    """AVIF (libavif through Pillow). ``block`` 8, a common AV1 transform size (AV1 partitions
+    adaptively from 128 down to 4 px); sides up to 16,384 px (libavif's default limit)."""
 
-    codec = "avif"
-    block = pillow.BLOCK["avif"]
-    subsamplings = pillow.SUBSAMPLINGS["avif"]
+    pil_format = "AVIF"
+    pil_feature = "avif"
+    max_side = 16_384
+    block = 8
+    subsamplings = SUBSAMPLINGS
+
+    def save_options(self, image: Image.Image) -> dict[str, Any]:
+        return {"subsampling": self.subsampling if image.mode == "RGB" else "4:0:0"}
+
+    def header_size(self, data: bytes) -> int:
+        """Every ISOBMFF box (ftyp, meta, ...) and the mdat box header; the mdat payload (the AV1
+        OBUs, including its ~12-byte sequence header) counts as payload."""
+        pos, payload = 0, 0
+        while pos + 8 <= len(data):
+            size, kind = struct.unpack(">I4s", data[pos : pos + 8])
+            head = 8
+            if size == 1:
+                size = struct.unpack(">Q", data[pos + 8 : pos + 16])[0]
+                head = 16
+            elif size == 0:
+                size = len(data) - pos
+            if size < head:
+                raise CodecError(f"corrupt AVIF stream at byte {pos}")
+            if kind == b"mdat":
+                payload += size - head
+            pos += size
+        if payload == 0:
+            raise CodecError("not an AVIF stream (no mdat box)")
+        return len(data) - payload
+
+
+def available_codecs() -> list[str]:
+    """The built-in Pillow codecs this Pillow build can write (``nicebench.list_codecs()`` lists
+    every registered codec, third-party ones included)."""
+    return [c.registered_name for c in (JpegCodec, WebpCodec, AvifCodec) if c.available()]
 
 
 def create_codec(name: str, **params: Any) -> Codec:

@@ -13,16 +13,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 import nicebench as nb
+from nicebench.codec import CodecError, JpegCodec, available_codecs, to_uint8
 from nicebench.compression import (
-    CodecError,
     MaskError,
-    available_codecs,
     bd_rate,
     compress,
     headline_ratio,
     summarise,
 )
-from nicebench.compression.codecs import header_size, to_uint8
 from nicebench.compression.mixed import low_resolution, snap_mask, topk_mask
 from nicebench.compression.rate import pareto_front
 from nicebench.metrics.compression_track import compression_rows, quality_sweep_rows
@@ -89,7 +87,7 @@ def test_mask_cheaper_than_reference_and_quality_inside_mask(scenes):
 
 def test_jpeg_header_is_every_marker_segment(scenes):
     data = _pillow_len(_u8(scenes[0])[0], "jpeg")
-    head = header_size(data, "jpeg")
+    head = JpegCodec().header_size(data)
     sos = data.find(b"\xff\xda")
     sos_len = int.from_bytes(data[sos + 2 : sos + 4], "big")
     assert data[-2:] == b"\xff\xd9"
@@ -100,7 +98,31 @@ def test_jpeg_header_is_every_marker_segment(scenes):
 def test_webp_header_is_container_and_frame_header(scenes):
     data = _pillow_len(_u8(scenes[0])[0], "webp")
     assert data[12:16] == b"VP8 "
-    assert header_size(data, "webp") == 12 + 8 + 10
+    assert nb.create_codec("webp").header_size(data) == 12 + 8 + 10
+
+
+# Bytes and header bytes of the six 64-px scenes images per format, subsampling, channels and
+# quality: the numbers the committed reference run was coded with (Pillow 13's libjpeg-turbo,
+# libwebp and libavif). A change here moves every rate of results/.
+PINNED = {
+    ("jpeg", "4:2:0", 3, 75): ([1358, 1366, 830, 1133, 1390, 1400], [336, 338, 335, 334, 335, 346]),
+    ("jpeg", "4:4:4", 3, 30): ([838, 888, 622, 810, 878, 867], [321, 322, 318, 321, 320, 328]),
+    ("jpeg", "4:2:0", 1, 50): ([855, 834, 491, 674, 891, 825], [190, 193, 187, 190, 193, 191]),
+    ("webp", "4:2:0", 3, 75): ([1042, 1064, 504, 706, 1222, 1220], [30] * 6),
+    ("avif", "4:2:0", 3, 75): ([1573, 1538, 1031, 1268, 1713, 1707], [275] * 6),
+    ("avif", "4:4:4", 1, 50): ([812, 751, 543, 609, 859, 824], [269] * 6),
+}
+
+
+@pytest.mark.parametrize("key", PINNED, ids=lambda k: "-".join(map(str, k)))
+def test_bytes_and_headers_are_pinned_per_format(scenes, key):
+    name, subsampling, channels, quality = key
+    if name not in CODECS:
+        pytest.skip(f"Pillow without {name}")
+    coded = nb.create_codec(name, subsampling=subsampling).roundtrip(
+        _u8(scenes[0][:, :channels]), quality
+    )
+    assert (coded.nbytes.tolist(), coded.header.tolist()) == PINNED[key]
 
 
 def test_block_snapping():
@@ -498,14 +520,14 @@ def test_track_rows_with_a_tiny_model():
 
 
 def test_threaded_coding_gives_the_same_bytes(scenes, monkeypatch):
-    from nicebench.compression import codecs
+    from nicebench import codec_base
 
     x, _, _ = scenes
     arr = _u8(x)
     coder = nb.create_codec("jpeg")
     threaded = coder.roundtrip(arr, 40)
     monkeypatch.setenv("NICEBENCH_CODEC_THREADS", "1")
-    assert codecs.codec_threads() == 1
+    assert codec_base.codec_threads() == 1
     serial = coder.roundtrip(arr, 40)
     assert threaded.streams == serial.streams
     assert np.array_equal(threaded.decoded, serial.decoded)
@@ -543,6 +565,25 @@ def test_compression_is_a_registered_table_metric():
     assert get_metric_spec("deletion").kind == "per_image"
 
 
+@pytest.mark.parametrize("name", CODECS)
+def test_roundtrip_tensor_is_roundtrip_on_tensors(scenes, name):
+    from nicebench.codec import roundtrip_tensor
+
+    x = scenes[0][:3]
+    codec = nb.create_codec(name)
+    coded = codec.roundtrip(to_uint8(x), 40).decoded
+    out = codec.roundtrip_tensor(x, 40)
+    assert out.dtype == x.dtype and out.device == x.device
+    assert torch.equal(out, torch.from_numpy(coded).permute(0, 3, 1, 2).float() / 255)
+    assert codec.roundtrip_tensor(x.half(), 40).dtype == torch.float16
+    per_image = codec.roundtrip_tensor(x, [40, 90, 40])
+    assert torch.equal(per_image[[0, 2]], out[[0, 2]]) and not torch.equal(per_image[1], out[1])
+    with pytest.raises(CodecError, match="codecs: one codec per image"):
+        roundtrip_tensor(x, [codec], 40)
+    with pytest.raises(CodecError, match="quality"):
+        codec.roundtrip_tensor(x, 0)
+
+
 def test_create_codec_errors_and_aliases():
     assert nb.create_codec("JPG").name == "jpeg"
     with pytest.raises(CodecError, match="codec must be one of.*jpeg"):
@@ -561,20 +602,20 @@ def test_compress_with_a_codec_instance_equals_by_name(scenes):
 
 
 class _Grey(nb.Codec):
-    """A test codec: JPEG through the functional helpers (not registered)."""
+    """A test codec: JPEG through the built-in :class:`JpegCodec`'s coders (not registered)."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.jpeg = JpegCodec(subsampling=self.subsampling)
 
     def encode(self, arr, quality):
-        from nicebench.compression.codecs import check_quality, encode
-
-        return encode(arr, "jpeg", check_quality(quality), self.subsampling)
+        return self.jpeg.encode(arr, quality)
 
     def decode(self, data, channels):
-        from nicebench.compression.codecs import decode
-
-        return decode(data, channels)
+        return self.jpeg.decode(data, channels)
 
     def header_size(self, data):
-        return header_size(data, "jpeg")
+        return self.jpeg.header_size(data)
 
 
 class _HeaderTooBig(_Grey):

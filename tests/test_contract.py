@@ -10,7 +10,7 @@ from PIL import Image
 
 import nicebench as nb
 from nicebench import GateMaskMethod, Method
-from nicebench.compression import available_codecs
+from nicebench.codec import available_codecs
 from nicebench.data import DatasetMissingError
 from nicebench.registry import CODECS, DATASETS, METHODS
 from nicebench.testing import (

@@ -89,21 +89,36 @@ def test_register_arch_and_list_models():
 
 
 def test_jpeg_augmentation_is_the_codec(monkeypatch):
-    """The training round-trip decodes exactly what the compression codec decodes."""
-    from nicebench.compression import codecs
+    """The training round-trip decodes exactly what the compression codec decodes, and what
+    Pillow itself writes (JPEG, optimize=True, per-image quality and subsampling code)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from nicebench import codec_base
+    from nicebench.codec import JpegCodec, to_uint8
     from nicebench.models import jpeg_roundtrip
 
-    x = torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(0))
-    out = jpeg_roundtrip(x, [20, 50, 95], [0, 2, 2])
-    arr = codecs.to_uint8(x)
-    for i, (q, ss) in enumerate(((20, "4:4:4"), (50, "4:2:0"), (95, "4:2:0"))):
-        dec = codecs.decode(codecs.encode(arr[i], "jpeg", q, ss), 3)
+    x = torch.rand(4, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    out = jpeg_roundtrip(x, [20, 50, 95, 75], [0, 2, 2, 1])
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    arr = to_uint8(x)
+    for i, (q, code) in enumerate(((20, 0), (50, 2), (95, 2), (75, 1))):
+        codec = JpegCodec(subsampling=code)
+        dec = codec.decode(codec.encode(arr[i], q), 3)
         assert torch.equal(out[i], torch.from_numpy(dec.copy()).permute(2, 0, 1).float() / 255)
+        buf = io.BytesIO()
+        Image.fromarray(arr[i]).save(buf, format="JPEG", quality=q, optimize=True, subsampling=code)
+        pil = np.asarray(Image.open(buf).convert("RGB"))
+        assert np.array_equal(pil, dec)
+    assert torch.equal(jpeg_roundtrip(x, 40), JpegCodec().roundtrip_tensor(x, 40))
     # on the codec threads or one after another: the same images, in order
-    assert codecs.map_images(lambda i: i * i, range(40)) == [i * i for i in range(40)]
-    assert codecs.map_images(lambda i: i * i, range(40), parallel=False) == [i * i for i in range(40)]
+    squares = [i * i for i in range(40)]
+    assert codec_base.map_images(lambda i: i * i, range(40)) == squares
+    assert codec_base.map_images(lambda i: i * i, range(40), parallel=False) == squares
     monkeypatch.setenv("NICEBENCH_CODEC_THREADS", "1")
-    assert torch.equal(jpeg_roundtrip(x, [20, 50, 95], [0, 2, 2]), out)
+    assert torch.equal(jpeg_roundtrip(x, [20, 50, 95, 75], [0, 2, 2, 1]), out)
 
 
 def test_forward_model_folds_batchnorm_and_follows_the_weights():

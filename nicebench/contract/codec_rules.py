@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..codec import Codec
-from ..compression.codecs import CodecError
+from ..codec import Codec, CodecError
 from .rules import Broken, RuleBook, plugin_name, require
 
 __all__ = ["CODEC_RULES", "CodecCase", "textured"]

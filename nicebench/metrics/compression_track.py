@@ -10,7 +10,7 @@ intervals of either. Pass the same images to both so the curves are comparable. 
 is the global index of the batch's first image (the ``image`` column), so that the rows of the
 shards of one dataset don't collide.
 
-Speed: each batch is coded on a thread pool (:func:`nicebench.compression.codecs.codec_threads`),
+Speed: each batch is coded on a thread pool (:func:`nicebench.codec_base.codec_threads`),
 the decoded images of all qualities of one mask and factor are classified in one large batch, PSNR
 is computed for every point (vectorised) and SSIM, the costly figure, only for the points on the
 batch's own front (``ssim="front"``; NaN elsewhere) unless ``ssim="all"``.
@@ -19,22 +19,18 @@ batch's own front (``ssim="front"``; NaN elsewhere) unless ``ssim="all"``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from ..codec import SWEEP
-from ..compression.codecs import Coded, check_quality, to_uint8
+from ..codec import SWEEP, Codec, Coded, as_codec, check_quality, to_uint8
 from ..compression.mixed import MaskError, as_map, low_resolution, mix, snap_mask, topk_mask
 from ..compression.rate import front_indices, psnr_batch, ssim_batch
 from ..compression.summary import summarise
 from ..models import forward_model, predict
-
-if TYPE_CHECKING:
-    from ..codec import Codec
 
 __all__ = [
     "compression_rows", "quality_sweep_rows", "summarise", "DEFAULT_KEEPS",
@@ -214,8 +210,6 @@ def compression_rows(
     bpp_payload, ref_bpp, psnr, ssim, psnr_mask, ssim_mask, pred_*, correct_* (original,
     reference, compressed), agree_original, agree_reference.
     """
-    from ..codec import as_codec
-
     coder = as_codec(codec, subsampling)
     quality = check_quality(quality)
     qs = tuple(check_quality(q) for q in (qualities or (quality,)))
@@ -293,8 +287,6 @@ def quality_sweep_rows(
     ``area`` = 1, ``factor`` = 1). ``qualities=None``: the codec's own sweep
     (``codec.qualities``). ``ssim`` and ``coded_out`` as in :func:`compression_rows`.
     """
-    from ..codec import as_codec
-
     coder = as_codec(codec, subsampling)
     qs = [check_quality(q) for q in (coder.qualities if qualities is None else qualities)]
     reference_quality = check_quality(reference_quality)

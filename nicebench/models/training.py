@@ -1,12 +1,14 @@
 """Deterministic classifier training with random flips and JPEG round-trips as augmentation.
 
-The JPEG round-trip is the compression track's codec (:mod:`nicebench.compression.codecs`), so a
-classifier is trained on the same Pillow encoder it is later measured on.
+The JPEG round-trip is the compression track's codec (:class:`nicebench.codec.JpegCodec`, through
+:meth:`~nicebench.Codec.roundtrip_tensor`), so a classifier is trained on the same Pillow encoder it
+is later measured on.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..codec import JpegCodec, roundtrip_tensor
 from ..data import BenchDataset
 from ..faults import checkpoint
 from .architectures import Classifier
@@ -22,27 +25,19 @@ from .architectures import Classifier
 __all__ = ["jpeg_roundtrip", "materialise", "predict", "train_classifier"]
 
 
+@cache
+def _jpeg(subsampling: int) -> JpegCodec:
+    return JpegCodec(subsampling=subsampling)
+
+
 def jpeg_roundtrip(
     images: torch.Tensor, quality: int | np.ndarray, subsampling: int | np.ndarray = 2
 ) -> torch.Tensor:
     """Encode and decode each image of ``[B,C,H,W]`` in [0,1] as JPEG (per-image quality and
-    Pillow subsampling code 0/1/2) with :func:`nicebench.compression.codecs.encode` / ``decode``,
-    the images on the codec thread pool (the result does not depend on it)."""
-    from ..compression import codecs  # here: nicebench.compression imports this package
-
-    b = images.shape[0]
-    q = np.broadcast_to(np.asarray(quality), (b,))
-    ss = np.broadcast_to(np.asarray(subsampling), (b,))
-    arr = codecs.to_uint8(images.clamp(0, 1))
-    channels = arr.shape[-1]
-
-    def one(i: int) -> np.ndarray:
-        sub = codecs.check_subsampling("jpeg", int(ss[i]))
-        return codecs.decode(codecs.encode(arr[i], "jpeg", int(q[i]), sub), channels)
-
-    decoded = codecs.map_images(one, range(b))
-    out = np.stack(decoded) if b else arr
-    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255).to(images.device)
+    Pillow subsampling code 0/1/2) with :func:`nicebench.codec.roundtrip_tensor` and the
+    compression track's :class:`JpegCodec`, on the codec thread pool."""
+    codes = np.broadcast_to(np.asarray(subsampling), (images.shape[0],))
+    return roundtrip_tensor(images.float(), [_jpeg(int(s)) for s in codes], quality)
 
 
 def materialise(dataset: BenchDataset, workers: int = 2) -> tuple[torch.Tensor, torch.Tensor]:

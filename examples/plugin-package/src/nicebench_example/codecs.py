@@ -6,9 +6,7 @@ import io
 from collections.abc import Iterable
 
 import numpy as np
-from nicebench import Codec
-from nicebench.codec import SWEEP
-from nicebench.compression.codecs import CodecError
+from nicebench import SWEEP, Codec, CodecError
 from PIL import Image, features
 
 SOT = b"\xff\x90"  # start of the first tile: everything before it is the main header
