@@ -25,12 +25,6 @@ from nicebench.gates import content_seed
 from nicebench.metrics.faithfulness import substrate_image
 from nicebench.models import last_conv_layer
 
-# captum's DeepLift announces, on every call, that it hooks the model's non-linear activations and
-# removes the hooks afterwards: known and harmless here (the model is a hookable copy,
-# :func:`_deeplift_copy`). Silenced by its message and module only; any other warning still shows.
-warnings.filterwarnings("ignore", message="Setting forward, backward hooks and attributes on "
-                        "non-linear", category=UserWarning, module=r"captum\.")  # fmt: skip
-
 __all__ = [
     "SmoothGrad", "GradientShapMethod", "DeepLiftMethod", "GradCAMPlusPlus", "ScoreCAM",
     "image_generators", "gaussian_noise", "gradcam_pp_weights", "scorecam_masks",
@@ -207,8 +201,14 @@ class DeepLiftMethod(Method):
 
     def attribute(self, images, targets, **kw):
         base = baseline_images(self.model, images, self.baseline)
-        attr = DeepLift(self._net()).attribute(images.requires_grad_(), baselines=base,
-                                               target=targets)  # fmt: skip
+        with warnings.catch_warnings():
+            # captum announces on every call that it hooks the non-linear activations and removes
+            # the hooks afterwards: known and harmless (the model is a hookable copy,
+            # _deeplift_copy); silenced by its message only, any other warning still shows
+            warnings.filterwarnings("ignore", message="Setting forward, backward hooks and "
+                                    "attributes on non-linear", category=UserWarning)
+            attr = DeepLift(self._net()).attribute(images.requires_grad_(), baselines=base,
+                                                   target=targets)
         attr = attr.sum(1, keepdim=True)
         return attr.abs() if self.absolute else attr
 

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -64,7 +66,11 @@ def test_deeplift_sums_to_the_score_difference():
     model = Classifier(net, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), 3, relu).eval()
     images = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     labels = torch.tensor([0, 1, 2, 1, 0])
-    sal = nb.create_method("deeplift", model, baseline="mean").explain(images, labels)
+    with warnings.catch_warnings(record=True) as caught:  # captum's hook notice is silenced
+        warnings.simplefilter("always")
+        sal = nb.create_method("deeplift", model, baseline="mean").explain(images, labels)
+        warnings.warn("an unexpected warning", UserWarning, stacklevel=1)  # still shows
+    assert [str(w.message) for w in caught] == ["an unexpected warning"]
     with torch.no_grad():
         base = model.mean.expand_as(images)
         delta = (model(images) - model(base)).gather(1, labels[:, None])[:, 0]
