@@ -167,6 +167,22 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compact(args: argparse.Namespace) -> int:
+    from .store import RunStore
+
+    run_dir = _run_dir(args.run_dir)
+    before = (run_dir / "store.sqlite").stat().st_size
+    store = RunStore(run_dir).claim()  # no live run may write while the file is rebuilt
+    try:
+        dropped = store.compact()
+    finally:
+        store.close()
+    after = (run_dir / "store.sqlite").stat().st_size
+    print(f"{run_dir / 'store.sqlite'}: kept the latest run's cells, dropped {dropped} of earlier "
+          f"runs; {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB")  # fmt: skip
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from .verify import verify_run
 
@@ -241,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("run_dir", help="a run directory (the --out of `nicebench run`)")
     h.add_argument("--figures", action="store_true", help="redraw the figures first")
     h.set_defaults(func=_report)
+
+    c = sub.add_parser("compact", parents=[common],
+                       help="keep only the latest run's cells in RUN_DIR/store.sqlite and shrink "
+                            "the file (before committing a reference run)")  # fmt: skip
+    c.add_argument("run_dir", help="a run directory (the --out of `nicebench run`)")
+    c.set_defaults(func=_compact)
 
     v = sub.add_parser("verify", parents=[common],
                        help="check a run store's integrity and cell keys, recompute a sample of "

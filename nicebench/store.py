@@ -322,6 +322,39 @@ class RunStore:
                 [(r.dataset, int(i), name, pack(a)) for i, name, a in r.samples],
             )
 
+    def compact(self) -> int:
+        """Keep only the latest run's cells (:meth:`latest_keys`) and what they computed: the
+        cells of earlier runs, their values, tables and kept arrays, and the sample images of
+        datasets no kept cell has, are deleted, then the file is rebuilt (``VACUUM``) and its
+        write-ahead log folded in, so ``store.sqlite`` alone holds the run. The runs' records stay
+        (a few kB: when each ran, with which config). Returns the number of cells deleted.
+
+        For a run directory that is kept (a committed reference run): its tables, figures and
+        report show the latest run only, so they are unchanged. Raises :class:`StoreError` when
+        no run recorded its cells (a store older than that record): nothing says which to keep."""
+        keys = self.latest_keys()
+        if keys is None:
+            raise StoreError(f"run store {self.path}: its latest run recorded no cell keys (a "
+                             "store written before runs did), so nothing says which cells to "
+                             "keep; rerun its config to record them, then compact")  # fmt: skip
+        with self._writing():
+            with self.conn:
+                self.conn.execute("CREATE TEMP TABLE keep (key TEXT PRIMARY KEY)")
+                self.conn.executemany("INSERT INTO keep VALUES (?)", [(k,) for k in keys])
+                for table in ("image_values", "cell_values", "tables", "artifacts"):
+                    self.conn.execute(
+                        f"DELETE FROM {table} WHERE cell_key NOT IN (SELECT key FROM keep)"
+                    )
+                dropped = self.conn.execute(
+                    "DELETE FROM cells WHERE key NOT IN (SELECT key FROM keep)"
+                ).rowcount
+                self.conn.execute("DELETE FROM samples WHERE dataset NOT IN "
+                                  "(SELECT DISTINCT dataset FROM cells)")  # fmt: skip
+                self.conn.execute("DROP TABLE keep")
+            self.conn.execute("VACUUM")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return dropped
+
     @contextlib.contextmanager
     def _writing(self):
         try:

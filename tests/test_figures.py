@@ -9,6 +9,7 @@ import re
 import shutil
 
 import matplotlib
+import matplotlib.pyplot
 import numpy as np
 import pandas as pd
 import pytest
@@ -551,3 +552,12 @@ def test_cascade_ticks_follow_the_steps_setting():
 def test_no_cascade_figure_without_cascade_curves(tiny_run):
     _, store, _ = tiny_run
     assert F.cascade_figure(store) is None
+
+
+def test_vector_files_carry_no_date(tmp_path):
+    """A redrawn figure is the same file (a reference rerun commits only changed figures)."""
+    fig, ax = matplotlib.pyplot.subplots()
+    ax.plot([0, 1], [1, 0])
+    paths = F._save(fig, tmp_path, "line", ("pdf", "svg"))
+    pdf, svg = (p.read_bytes() for p in paths)
+    assert b"/CreationDate" not in pdf and b"<dc:date>" not in svg

@@ -118,7 +118,7 @@ def test_report_written_self_contained_with_every_section(tmp_path):
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
     # the figure, embedded, with its file name as caption and a link to the file beside it
     assert "rate_accuracy_scenes.png" in text and 'href="../figures/rate_accuracy_scenes.png"' in text
-    assert 'width="1100" height="412" alt="wide.png"' in text  # shrunk for the page
+    assert 'width="900" height="338" alt="wide.png"' in text  # shrunk to screen resolution
     assert 'href="../figures/wide.pdf"' in text
     assert 'alt="broken.png"' not in text and "broken.png: not a readable PNG" in text
     # leaderboard per dataset; the failed cell shows with its error; settings and versions
@@ -227,6 +227,58 @@ def tiny_report_run(tiny_scenes, tmp_path_factory):
     write_figures(out, formats=("png",))  # every cell, the hostile ones too
     assert list((out / "figures").glob("rate_accuracy_*.png")), "the run drew no rate-accuracy figure"
     return out, write_report(out)
+
+
+class _Figures(HTMLParser):
+    """The report's figures: (embedded image's data URI, width attribute, [links])."""
+
+    def __init__(self):
+        super().__init__()
+        self.figures: list[tuple[str, int, list[str]]] = []
+        self._in_figure = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "figure" and "class" not in a:
+            self._in_figure = True
+        elif self._in_figure and tag == "img":
+            self.figures.append((a["src"], int(a["width"]), []))
+        elif self._in_figure and tag == "a":
+            self.figures[-1][2].append(a["href"])
+
+    def handle_endtag(self, tag):
+        self._in_figure = self._in_figure and tag != "figure"
+
+
+def test_report_embeds_screen_sized_figures_linking_the_full_files(tiny_report_run):
+    """Each figure is embedded at screen resolution (so a reference report stays a few MB) and
+    links its 300-dpi file beside the report, which exists and is the larger one."""
+    import base64
+    import io
+    import urllib.parse
+
+    from PIL import Image
+
+    from nicebench.report.html import _FIGURE_MAX_WIDTH
+
+    run_dir, path = tiny_report_run
+    parser = _Figures()
+    parser.feed(path.read_text())
+    drawn = sorted((run_dir / "figures").glob("*.png"))
+    assert len(parser.figures) == len(drawn) >= 3
+    for uri, width, links in parser.figures:
+        head, data = uri.split(",", 1)
+        assert head == "data:image/webp;base64"
+        raw = base64.b64decode(data)
+        with Image.open(io.BytesIO(raw)) as shown:
+            assert shown.format == "WEBP" and shown.width == width <= _FIGURE_MAX_WIDTH
+        assert links and links[0].endswith(".png")
+        full = (path.parent / urllib.parse.unquote(links[0])).resolve()
+        assert full.parent == (run_dir / "figures").resolve() and full.is_file(), links
+        with Image.open(full) as original:
+            assert original.width > width and original.info["dpi"][0] > 250, full.name
+        assert len(raw) < min(200_000, full.stat().st_size), (full.name, len(raw))
+    assert path.stat().st_size < 1_500_000  # the whole page
 
 
 def test_report_in_headless_chromium(tiny_report_run):

@@ -1213,6 +1213,11 @@ def rankings_figure(trust, dataset: str, model: str = "default",
 
 
 # -- writing ---------------------------------------------------------------------------------------
+# No date in a vector file: the same figure gives the same bytes, so a redrawn reference run
+# commits only the figures that changed (PNG files carry none).
+_NO_DATE = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
+
+
 def _save(fig: Figure | None, out: Path, stem: str, formats: Iterable[str]) -> list[Path]:
     if fig is None:
         return []
@@ -1221,7 +1226,7 @@ def _save(fig: Figure | None, out: Path, stem: str, formats: Iterable[str]) -> l
     with style.context():
         for fmt in formats:
             path = out / f"{stem}.{fmt}"
-            fig.savefig(path, dpi=style.DPI, format=fmt)
+            fig.savefig(path, dpi=style.DPI, format=fmt, metadata=_NO_DATE.get(fmt))
             paths.append(path)
     plt.close(fig)
     return paths

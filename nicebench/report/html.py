@@ -55,8 +55,10 @@ from .validity import (
 __all__ = ["write_report", "render_report"]
 
 _ROW = ["dataset", "model", "method", "kind"]
-# Figures wider than this are shrunk for the page (the full file is one click away).
-_FIGURE_MAX_WIDTH = 1100  # a figure's pixels on the page (its PNG/PDF links: full size)
+# Figures are embedded at screen resolution: no wider than this many pixels (a 300-dpi figure
+# of 7 in is ~130 dpi then), lossy WebP; the 300-dpi PNG and the PDF beside them are linked.
+_FIGURE_MAX_WIDTH = 900
+_FIGURE_WEBP_QUALITY = 90
 # Sample tiles are drawn at an integer multiple of the image size close to this many CSS pixels.
 _TILE_PX = 112
 _TILE_MAX_PX = 160  # larger sample images are drawn shrunk to this
@@ -107,13 +109,20 @@ def _num(value: float) -> str:
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
 
 
-def _png_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+def _webp_uri(image: Any, lossless: bool) -> str:
+    """A Pillow image as a WebP ``data:`` URI: lossless (every pixel kept: the sample tiles, half
+    the bytes of a PNG) or lossy at :data:`_FIGURE_WEBP_QUALITY` (the figures)."""
+    buf = io.BytesIO()
+    if lossless:
+        image.save(buf, format="WEBP", lossless=True, quality=100, method=4)
+    else:
+        image.save(buf, format="WEBP", quality=_FIGURE_WEBP_QUALITY, method=6)
+    return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _png(array: np.ndarray, shape: tuple[int, int] | None = None) -> str:
-    """A uint8 array ([H, W], [H, W, 1], [H, W, 3] or [H, W, 4]) as a PNG data URI, shrunk to
-    ``shape`` (H, W) when given and smaller (large images would make a heavy page)."""
+def _image_uri(array: np.ndarray, shape: tuple[int, int] | None = None) -> str:
+    """A uint8 array ([H, W], [H, W, 1], [H, W, 3] or [H, W, 4]) as a lossless WebP data URI,
+    shrunk to ``shape`` (H, W) when given and smaller (large images would make a heavy page)."""
     from PIL import Image
 
     array = np.ascontiguousarray(array)
@@ -122,9 +131,7 @@ def _png(array: np.ndarray, shape: tuple[int, int] | None = None) -> str:
     image = Image.fromarray(array)
     if shape is not None and (shape[0] < image.height or shape[1] < image.width):
         image = image.resize((shape[1], shape[0]), Image.BOX)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=6)
-    return _png_uri(buf.getvalue())
+    return _webp_uri(image, lossless=True)
 
 
 def _tile_shape(height: int, width: int) -> tuple[tuple[int, int] | None, tuple[int, int]]:
@@ -258,30 +265,27 @@ _VALIDITY_FIGURE = "validity_curves_"
 
 
 def _figure_html(path: Path) -> str:
-    """A figure of ``figures/`` embedded at screen width, with links to its PNG and PDF."""
+    """A figure of ``figures/`` embedded at screen resolution (see :data:`_FIGURE_MAX_WIDTH`), with
+    links to its full-resolution PNG and its PDF beside the report."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             im.load()
-            if im.width > _FIGURE_MAX_WIDTH:
-                height = round(im.height * _FIGURE_MAX_WIDTH / im.width)
-                im = im.resize((_FIGURE_MAX_WIDTH, height), Image.LANCZOS)
-                buf = io.BytesIO()
-                im.save(buf, format="PNG", compress_level=6)
-                data = buf.getvalue()
-            else:
-                data = path.read_bytes()
-            width, height = im.width, im.height
+            screen = Image.new("RGB", im.size, "white")  # figures are opaque; any alpha on white
+            screen.paste(im, mask=im.getchannel("A") if "A" in im.getbands() else None)
     except (OSError, ValueError) as exc:  # a damaged file: named, not shown
         return f'<p class="failed">{_e(path.name)}: not a readable PNG ({_e(exc)})</p>'
+    if screen.width > _FIGURE_MAX_WIDTH:
+        height = max(1, round(screen.height * _FIGURE_MAX_WIDTH / screen.width))
+        screen = screen.resize((_FIGURE_MAX_WIDTH, height), Image.LANCZOS)
     href = "../figures/" + urllib.parse.quote(path.name)
     links = [f'<a href="{_e(href)}">PNG</a>']
     if path.with_suffix(".pdf").exists():
         pdf = "../figures/" + urllib.parse.quote(path.with_suffix(".pdf").name)
         links.append(f'<a href="{_e(pdf)}">PDF</a>')
-    return (f'<figure><img src="{_png_uri(data)}" width="{width}" height="{height}" '
-            f'alt="{_e(path.name)}"><figcaption>{_e(path.name)} '
+    return (f'<figure><img src="{_webp_uri(screen, lossless=False)}" width="{screen.width}" '
+            f'height="{screen.height}" alt="{_e(path.name)}"><figcaption>{_e(path.name)} '
             f'<span class="links">({", ".join(links)})</span></figcaption></figure>')  # fmt: skip
 
 
@@ -349,12 +353,12 @@ def _render_map(array: np.ndarray, signed: bool, shape: tuple[int, int] | None) 
         rgba = _colormap(_DIVERGING)((np.clip(a, -1, 1) + 1) / 2, bytes=True)
     else:
         rgba = _colormap(_SEQUENTIAL)(np.clip(a, 0, 1), bytes=True)
-    return _png(rgba[:, :, :3], shape)
+    return _image_uri(rgba[:, :, :3], shape)
 
 
 def _colorbar(name: str) -> str:
     ramp = np.tile(np.linspace(0, 1, 128, dtype=np.float32), (10, 1))
-    return _png(_colormap(name)(ramp, bytes=True)[:, :, :3])
+    return _image_uri(_colormap(name)(ramp, bytes=True)[:, :, :3])
 
 
 def _tile(uri: str, caption: str, px: tuple[int, int], title: str = "") -> str:
@@ -436,9 +440,9 @@ def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
         for n, i in enumerate(indices):
             hidden = "" if n == 0 else " hidden"
             image = _as_rgb(arrays[(i, "image")])
-            tiles = [_tile(_png(image, drawn), f"image {i}", px)]
+            tiles = [_tile(_image_uri(image, drawn), f"image {i}", px)]
             if (i, "mask") in arrays:
-                tiles.append(_tile(_png((np.asarray(arrays[(i, "mask")]) > 0).astype(np.uint8) * 255, drawn),
+                tiles.append(_tile(_image_uri((np.asarray(arrays[(i, "mask")]) > 0).astype(np.uint8) * 255, drawn),
                                    "ground truth", px))  # fmt: skip
             for m in methods:
                 if (m, i) in by_key:
@@ -448,7 +452,7 @@ def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
                 if (m, i) in gate_by:
                     keep = np.asarray(gate_by[(m, i)]) > 0
                     shown = np.where(keep[:, :, None], image, (image * 0.2).astype(np.uint8))
-                    tiles.append(_tile(_png(shown, drawn), f"{m} · gate", px,
+                    tiles.append(_tile(_image_uri(shown, drawn), f"{m} · gate", px,
                                        f"pixels the gate keeps ({keep.mean():.0%})"))  # fmt: skip
             parts.append(f'<div class="sample" data-image="{i}"{hidden}>'
                          f'<div class="tiles">{"".join(tiles)}</div>')  # fmt: skip
