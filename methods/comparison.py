@@ -22,7 +22,7 @@ from torch import nn
 
 from nicebench import Method, MethodError, register_method
 from nicebench.gates import content_seed
-from nicebench.metrics.faithfulness import substrate_image
+from nicebench.metrics import substrate_image
 from nicebench.models import last_conv_layer
 
 __all__ = [

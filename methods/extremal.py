@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from nicebench import Method, MethodError, register_method
-from nicebench.metrics.faithfulness import blurred
+from nicebench.metrics import blurred
 from nicebench.models import native_cpu_bf16
 
 __all__ = ["Extremal", "smooth_mask", "blur_pyramid", "perturb", "area_loss", "mask_weights"]

@@ -24,7 +24,7 @@ from captum.attr import Lime
 from skimage.segmentation import slic
 
 from nicebench import Method, register_method
-from nicebench.metrics.faithfulness import substrate_image
+from nicebench.metrics import substrate_image
 from nicebench.models import forward_model
 
 KERNEL_WIDTH = 0.25

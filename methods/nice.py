@@ -55,9 +55,14 @@ from nicebench import (
     create_codec,
     register_method,
 )
-from nicebench.gates import expected_l0, sample, total_variation, upsample_cells
-from nicebench.gates.hard_concrete import RANK_WINDOW
-from nicebench.gates.masking import auto_cell
+from nicebench.gates import (
+    RANK_WINDOW,
+    auto_cell,
+    expected_l0,
+    sample,
+    total_variation,
+    upsample_cells,
+)
 from nicebench.models import predict
 
 NICE_CODE_VERSION = 2  # 2: small generator at feature stride ≥ 2 (cell 1: + per-pixel skip)
@@ -254,7 +259,7 @@ class Nice(GateMaskMethod, LearnedMethod):
         """The track's background (``factor``, :func:`~nicebench.compression.mixed.low_resolution`)
         when trained for a codec, else the gate methods' reference."""
         if self.codec is not None:
-            from nicebench.compression.mixed import low_resolution
+            from nicebench.compression import low_resolution
 
             return low_resolution(images, self.factor)
         return super().reference_image(images)

@@ -32,8 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nicebench import GateMaskMethod, MethodError, register_method
-from nicebench.gates import content_seed, gate_step
-from nicebench.gates.hard_concrete import RANK_WINDOW
+from nicebench.gates import RANK_WINDOW, content_seed, gate_step
 from nicebench.models import native_cpu_bf16
 
 PRECISIONS = ("auto", "fp32", "bf16")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from nicebench import Method, register_method
 from nicebench.batching import auto_batch_size
-from nicebench.metrics.faithfulness import substrate_image
+from nicebench.metrics import substrate_image
 from nicebench.models import forward_model
 
 

@@ -201,3 +201,31 @@ def test_the_report_and_figures_are_drawn_without_torch(tiny_scenes, tmp_path):
     assert any(n.startswith("saliency_grid") for n in figures), figures
     assert any(n.startswith("rankings") for n in figures), figures
     assert (run / "report" / "index.html").stat().st_size > 10_000
+
+
+#: The modules of the core a plugin may import from, each by its ``__all__``.
+PUBLIC_MODULES = ("nicebench", "nicebench.metrics", "nicebench.models", "nicebench.gates",
+                  "nicebench.batching", "nicebench.codec", "nicebench.compression",
+                  "nicebench.testing")  # fmt: skip
+
+
+def plugin_imports(folder: Path) -> list[tuple[str, str, str]]:
+    """(file, module, name) of every ``from nicebench... import name`` in a plugin folder."""
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nicebench"):
+                found += [(path.name, node.module, a.name) for a in node.names]
+    return found
+
+
+@pytest.mark.parametrize("folder", ["methods", "datasets"])
+def test_plugins_import_only_the_public_api_of_the_core(folder):
+    """The built-in plugins use what a third-party plugin can: the public modules' ``__all__``."""
+    import importlib
+
+    where = Path(importlib.import_module(f"nicebench.{folder}").__file__).parent
+    bad = [f"{file}: from {module} import {name}" for file, module, name in plugin_imports(where)
+           if module not in PUBLIC_MODULES
+           or name not in getattr(importlib.import_module(module), "__all__", ())]  # fmt: skip
+    assert bad == []

@@ -17,14 +17,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["MaskError", "CompressionResult", "compress", "bd_rate", "headline_ratio", "summarise"]
+__all__ = ["MaskError", "CompressionResult", "compress", "bd_rate", "headline_ratio", "summarise",
+           "low_resolution", "mix", "snap_mask", "topk_mask"]
 
 # public name → the submodule that defines it
-_EXPORTS = {"MaskError": "mixed", "CompressionResult": "pipeline", "compress": "pipeline",
+_EXPORTS = {"MaskError": "mixed", "low_resolution": "mixed", "mix": "mixed", "snap_mask": "mixed",
+            "topk_mask": "mixed", "CompressionResult": "pipeline", "compress": "pipeline",
             "bd_rate": "rate", "headline_ratio": "rate", "summarise": "summary"}  # fmt: skip
 
 if TYPE_CHECKING:
-    from .mixed import MaskError
+    from .mixed import MaskError, low_resolution, mix, snap_mask, topk_mask
     from .pipeline import CompressionResult, compress
     from .rate import bd_rate, headline_ratio
     from .summary import summarise

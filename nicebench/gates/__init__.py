@@ -5,6 +5,7 @@ from __future__ import annotations
 from .hard_concrete import (
     BETA,
     GAMMA,
+    RANK_WINDOW,
     ZETA,
     check_rank_window,
     expected_l0,
@@ -18,11 +19,14 @@ from .hard_concrete import (
     total_variation,
     upsample_cells,
 )
+from .masking import auto_cell
 
 __all__ = [
     "BETA",
     "GAMMA",
+    "RANK_WINDOW",
     "ZETA",
+    "auto_cell",
     "check_rank_window",
     "expected_l0",
     "prob_one",

@@ -17,7 +17,7 @@ from ..metric_spec import DEFAULT_SETTINGS, MetricSpec
 from ..registry import METRICS, register_metric
 from . import settings as S
 from .context import MetricContext, refit_for
-from .faithfulness import auc, blurred, deletion, insertion, pixel_ranks
+from .faithfulness import auc, blurred, deletion, insertion, pixel_ranks, substrate_image
 from .gate import mask_share, masked_correct
 from .insertion_start import insertion_start
 from .localisation import energy_pointing_game, mask_auroc, pointing_game
@@ -35,6 +35,7 @@ __all__ = [
     "bootstrap_ci",
     "auc",
     "blurred",
+    "substrate_image",
     "pixel_ranks",
     "DEFAULT_SETTINGS",
     "get_metric_spec",
