@@ -49,12 +49,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .codec import Codec
+from .config import RunConfig, parse_specs
 from .contract.codec_rules import CODEC_RULES, CodecCase
 from .contract.dataset_rules import DATASET_RULES, DatasetCase
 from .contract.gate_rules import GATE_METHOD_RULES
@@ -74,6 +76,7 @@ __all__ = [
     "LEARNED_METHOD_RULES",
     "METHOD_RULES",
     "TINY_SCENES",
+    "tiny_run_config",
     "ContractError",
     "Rule",
     "check_codec",
@@ -105,6 +108,18 @@ def rules(kind: str) -> tuple[Rule, ...]:
         return _RULES[kind]
     except KeyError:
         raise ValueError(f"rules(kind={kind!r}): kind is one of {', '.join(_RULES)}") from None
+
+
+def tiny_run_config(out: str | Path, methods: list[str], metrics: list[str],
+                    codecs: list[str] = (), n_images: int = 8, **settings: Any) -> RunConfig:
+    """A run of ``methods`` (and the compression track's ``codecs``) on :data:`TINY_SCENES`: one
+    shard of ``n_images`` images, written to ``out``, 8-step curves unless ``settings`` say
+    otherwise; a plugin's end-to-end test runs it with :func:`nicebench.runner.run`."""
+    tiny = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
+    return RunConfig(datasets=parse_specs(tiny), methods=parse_specs(list(methods)),
+                     codecs=parse_specs(list(codecs)), metrics=list(metrics), n_images=n_images,
+                     shard_size=n_images, batch_size=n_images, out=str(out),
+                     settings={"n_steps": 8, **settings})  # fmt: skip
 
 
 def tiny_setup(size: int = 32, n: int = 6, seed: int = 0) -> tuple[nn.Module, BenchDataset]:

@@ -174,17 +174,13 @@ def test_the_report_and_figures_are_drawn_without_torch(tiny_scenes, tmp_path):
     """``nicebench report --figures``: every figure and the report from a stored run (a real tiny
     one: a gate method, the oracle, the compression track), in a process where importing torch
     (or torchvision, captum) fails."""
-    from nicebench.config import RunConfig, parse_specs
     from nicebench.runner import run as run_config
-    from nicebench.testing import TINY_SCENES
+    from nicebench.testing import tiny_run_config
 
     run = tmp_path / "run"
-    cfg = RunConfig(
-        datasets=parse_specs("scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())),
-        methods=parse_specs(["random", "gradcam", "oracle", "nice"]), codecs=parse_specs("jpeg"),
-        n_images=8, shard_size=8, batch_size=8, out=str(run), settings={"n_steps": 8},
-        metrics=["deletion", "insertion", "pointing_game", "sanity_spearman", "compression"],
-    )  # fmt: skip
+    cfg = tiny_run_config(run, ["random", "gradcam", "oracle", "nice"], codecs=["jpeg"],
+                          metrics=["deletion", "insertion", "pointing_game", "sanity_spearman",
+                                   "compression"])  # fmt: skip
     summary = run_config(cfg, progress=False)
     assert summary.ok == summary.total
     script = BLOCK_TORCH + textwrap.dedent(f"""

@@ -200,17 +200,13 @@ def _chromium() -> str:
 def tiny_report_run(tiny_scenes, tmp_path_factory):
     """A real tiny run (four methods, one a gate method, and the JPEG codec's compression track)
     plus hostile cells written straight into its store, and its report."""
-    from nicebench.config import RunConfig, parse_specs
     from nicebench.runner import run
-    from nicebench.testing import TINY_SCENES
+    from nicebench.testing import tiny_run_config
 
     out = tmp_path_factory.mktemp("report-run")
-    cfg = RunConfig(
-        datasets=parse_specs("scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())),
-        methods=parse_specs(["random", "center", "gradcam", "oracle"]), codecs=parse_specs("jpeg"),
-        n_images=8, shard_size=8, batch_size=8, out=str(out), settings={"n_steps": 8},
-        metrics=["deletion", "insertion", "pointing_game", "mask_auroc", "compression"],
-    )  # fmt: skip
+    cfg = tiny_run_config(out, ["random", "center", "gradcam", "oracle"], codecs=["jpeg"],
+                          metrics=["deletion", "insertion", "pointing_game", "mask_auroc",
+                                   "compression"])  # fmt: skip
     summary = run(cfg, progress=False)
     assert summary.ok == summary.total
     store = RunStore(out)
