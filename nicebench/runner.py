@@ -34,6 +34,7 @@ from .metrics import MetricContext, MetricSpec, get_metric_spec
 from .metrics.audit import audit_rows
 from .models import DEFAULT_MODEL, check_model_spec, load_model
 from .models.external import load_state_dict_file
+from .preflight import check_run
 from .registry import CODECS, METHODS
 from .store import CellResult, RunStore, StoreError, describe_write_error
 from .timelimit import CellTimeout, time_limit
@@ -348,13 +349,18 @@ def default_config(**overrides: Any) -> RunConfig:
     """The default leaderboard, ``nicebench/configs/default.toml``: :data:`DEFAULT_METHODS` and
     :data:`DEFAULT_CODECS` on ``scenes`` (64 px) and, when its files are on this machine,
     ``fashion-mnist``; 100 test images each. ``overrides`` set other :class:`RunConfig` fields."""
-    return replace(parse_config(default_config_text(), "nicebench/configs/default.toml"),
-                   **overrides)  # fmt: skip
+    cfg = replace(parse_config(default_config_text(), "nicebench/configs/default.toml"),
+                  **overrides)  # fmt: skip
+    cfg.origins = {k: v for k, v in cfg.origins.items() if k.split(":")[0] not in overrides}
+    return cfg
 
 
 def plan_cells(cfg: RunConfig) -> list[Cell]:
     """Expand a config into cells: methods (those that can't apply to a dataset are left out),
-    then, when the ``compression`` metric is on, the run's codecs (:meth:`RunConfig.run_codecs`)."""
+    then, when the ``compression`` metric is on, the run's codecs (:meth:`RunConfig.run_codecs`).
+    The whole config is checked first (:func:`nicebench.preflight.check_run`): a bad key or plugin
+    parameter raises :class:`nicebench.config.ConfigError` before any dataset or model loads."""
+    check_run(cfg)
     metrics = tuple(dict.fromkeys(cfg.metrics or DEFAULT_METRICS))  # a metric listed twice: once
     for name in metrics:
         get_metric_spec(name)  # raises with close matches
