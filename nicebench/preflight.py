@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 from .config import ConfigError, PluginSpec, RunConfig, check_run_keys
@@ -31,6 +32,9 @@ def check_run(cfg: RunConfig) -> None:
         _check_model(spec, cfg.origin("models", spec))
     for spec in cfg.methods:
         where = cfg.origin("methods", spec)
+        if spec.name in CODECS and spec.name not in METHODS:
+            raise ConfigError(f"{where + ': ' if where else ''}{spec.name!r} is a codec, not a "
+                              "method: list it under codecs (TOML `codecs = [...]`, CLI --codecs)")
         cls = _get(METHODS, spec, where)
         typed, _ = constructor_parameters(cls, skip=("model",))
         # create_method takes exactly the keyword parameters with defaults (Method.__init__
@@ -54,7 +58,7 @@ def _check_model(spec: PluginSpec, where: str) -> None:
     try:
         check_model_spec(spec)
     except (KeyError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+        _reraise(exc, where)
     if spec.name.startswith("torchvision:"):
         accepted, _ = function_parameters(torchvision_classifier, skip=("name",))
     else:
@@ -66,5 +70,13 @@ def _get(registry: Any, spec: PluginSpec, where: str) -> type:
     try:
         return registry.get(spec.name)
     except KeyError as exc:
-        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+        _reraise(exc, where)
+
+
+def _reraise(exc: Exception, where: str) -> typing.NoReturn:
+    """``exc`` again (an unknown name: the registry's error with its close matches), its
+    message prefixed with where the name was set."""
+    if not where:
+        raise exc
+    raise type(exc)(f"{where}: {exc}") from None
 

@@ -35,7 +35,7 @@ from .metrics.audit import audit_rows
 from .models import DEFAULT_MODEL, check_model_spec, load_model
 from .models.external import load_state_dict_file
 from .preflight import check_run
-from .registry import CODECS, METHODS
+from .registry import METHODS
 from .store import CellResult, RunStore, StoreError, describe_write_error
 from .timelimit import CellTimeout, time_limit
 
@@ -368,12 +368,6 @@ def plan_cells(cfg: RunConfig) -> list[Cell]:
     settings.pop("cell_timeout", None)  # a limit on the run, not part of what a cell computes
     settings = tuple(sorted(settings.items()))
     codecs = cfg.run_codecs() if COMPRESSION in metrics else []
-    for spec in cfg.methods:
-        if spec.name in CODECS and spec.name not in METHODS:
-            raise ValueError(f"{spec.name!r} is a codec, not a method: list it under codecs "
-                             f"(TOML `codecs = [...]`, CLI --codecs)")  # fmt: skip
-    for spec in codecs:
-        CODECS.get(spec.name)  # raises with close matches
     reference = codecs[0] if codecs else None
     units = [(m, METHOD) for m in cfg.methods] + [(c, CODEC) for c in codecs]
     models = [check_model_spec(m) for m in cfg.models or [DEFAULT_MODEL]]
