@@ -26,8 +26,9 @@ __all__ = [
     "describe",
 ]  # fmt: skip
 
-_UNKNOWN = object()  # an annotation that could not be resolved and no default to go by
+_UNKNOWN = object()  # no annotation, or one that could not be resolved
 _KINDS = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
 
 @dataclass(frozen=True)
 class Parameter:
@@ -127,8 +128,8 @@ def _hints(fn: Any) -> dict[str, Any]:
     """The resolved annotations of ``fn``; one that can't be resolved is left out."""
     try:
         return typing.get_type_hints(fn)
-    except Exception:  # a name only imported for type checking: resolve what can be
-        out = {}
+    except Exception:  # a name only imported for type checking: resolve the others one by one,
+        out = {}  # as get_type_hints would (in the function's module)
         for name, text in getattr(fn, "__annotations__", {}).items():
             try:
                 out[name] = eval(text, fn.__globals__) if isinstance(text, str) else text
@@ -139,7 +140,7 @@ def _hints(fn: Any) -> dict[str, Any]:
 
 def _short(value: Any, width: int = 40) -> str:
     text = repr(value)
-    return text if len(text) <= width else text[: width - 4] + " ...)"
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _prefix(where: str) -> str:
@@ -209,6 +210,5 @@ def _a(value: Any) -> str:
     """``value``'s type in words, for an error message."""
     if value is None:
         return "none"
-    if isinstance(value, bool):
-        return "a boolean"
-    return describe(type(value)) if type(value) in (int, float, str) else f"a {type(value).__name__}"
+    words = {bool: "a boolean", int: "an integer", float: "a decimal number", str: "a string"}
+    return words.get(type(value), f"a {type(value).__name__}")
