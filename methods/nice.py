@@ -202,7 +202,7 @@ class Nice(GateMaskMethod, LearnedMethod):
         self,
         model: nn.Module | None,
         *,
-        lam: float = 0.55,
+        lam: float | str = 0.55,
         mu: float = 0.1,
         cell: int | str = "auto",
         generator: str = "small",

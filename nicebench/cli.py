@@ -55,35 +55,29 @@ def _run(args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
-    from .config import load_config, parse_specs
+    from .config import ConfigError, load_config, parse_specs
     from .report.terminal import terminal_summary
     from .runner import default_config, run
 
     cfg = load_config(args.config) if args.config else default_config()
+    for key in ("datasets", "models", "methods", "codecs"):
+        if getattr(args, key):
+            setattr(cfg, key, parse_specs(getattr(args, key)))
+            cfg.set_origin(key, f"--{key}")
     if args.datasets:
-        cfg.datasets = parse_specs(args.datasets)
         cfg.skipped_datasets = []
-    if args.models:
-        cfg.models = parse_specs(args.models)
-    if args.methods:
-        cfg.methods = parse_specs(args.methods)
-    if args.codecs:
-        cfg.codecs = parse_specs(args.codecs)
     if args.metrics:
         cfg.metrics = [m.strip() for m in ",".join(args.metrics).split(",") if m.strip()]
-    for key in ("n_images", "out", "device", "batch_size", "shard_size", "executor", "address"):
+    for key in ("n_images", "out", "device", "batch_size", "shard_size", "executor", "address",
+                "cell_timeout", "lock_timeout"):  # fmt: skip
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)
-    for key in ("cell_timeout", "lock_timeout"):
-        value = getattr(args, key)
-        if value is not None:
-            if not value >= 0:
-                print(f"error: --{key.replace('_', '-')} must be a number of seconds >= 0, not "
-                      f"{value}", file=sys.stderr)  # fmt: skip
-                return 2
-            setattr(cfg, key, value)
-            cfg.settings.pop(key, None)  # the flag wins over [settings] cell_timeout
+            cfg.set_origin(key, f"--{key.replace('_', '-')}")
+            if key in ("cell_timeout", "lock_timeout"):
+                cfg.settings.pop(key, None)  # the flag wins over [settings] cell_timeout
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be a positive integer, not {args.threads}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda asked for but no CUDA device is available", file=sys.stderr)
         return 2

@@ -16,9 +16,14 @@ from .metric_spec import MetricSpec, SettingError, declared_settings
 from .registry import METRICS
 
 __all__ = [
-    "PluginSpec", "RunConfig", "parse_specs", "parse_value", "load_config", "parse_config",
-    "available", "default_config_text",
+    "PluginSpec", "RunConfig", "ConfigError", "parse_specs", "parse_value", "load_config",
+    "parse_config", "check_run_keys", "available", "default_config_text",
 ]  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """A run config that can't run: the message names the key or plugin parameter, where it was
+    set (the config file and line, or the command-line flag) and what is accepted."""
 
 
 def parse_value(text: str) -> Any:
@@ -134,6 +139,8 @@ class RunConfig:
 
     ``lock_timeout``: seconds a run waits for another live run that holds its run directory (it
     then resumes from the cells that run stored); ``0`` stops at once, naming that run's pid.
+
+    ``origins``: where the values were set, for error messages (see :meth:`origin`).
     """
 
     datasets: list[PluginSpec] = field(default_factory=list)
@@ -153,10 +160,22 @@ class RunConfig:
     lock_timeout: float = 86400.0
     settings: dict[str, Any] = field(default_factory=dict)
     skipped_datasets: list[tuple[str, str]] = field(default_factory=list, compare=False)
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def origin(self, key: str, spec: PluginSpec | None = None) -> str:
+        """Where ``key`` was set (with ``spec``: that spec of the plugin list ``key``): ``FILE,
+        line N``, a command-line flag such as ``--methods``, or "" when not known."""
+        return self.origins.get(f"{key}:{spec}", "") or self.origins.get(key, "")
+
+    def set_origin(self, key: str, where: str) -> None:
+        """Record that ``key`` (a run key or a whole plugin list) was set at ``where``."""
+        self.origins = {k: v for k, v in self.origins.items() if not k.startswith(f"{key}:")}
+        self.origins[key] = where
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("skipped_datasets")
+        d.pop("origins")
         d["datasets"] = [str(s) for s in self.datasets]
         d["models"] = [str(s) for s in self.models]
         d["methods"] = [str(s) for s in self.methods]
@@ -222,6 +241,25 @@ def _where(source: str, text: str, key: str, table: str | None = None) -> str:
     return f"{source}, line {line}" if line else source
 
 
+def _must(key: str, value: Any, where: str) -> str:
+    """The message for a run key that holds a value it can't: what it must be, and an example
+    (a flag's own when the value came from the command line)."""
+    _, must, example = _CHECKS[key]
+    if where.startswith("--"):  # a command-line flag names the key itself
+        return f"{where} must be {must}, not {value!r}; e.g. {where} {example.split('=')[1].strip()}"
+    return (f"{where + ': ' if where else ''}{key} must be {must}, not {value!r} "
+            f"({type(value).__name__}); e.g. {example}")  # fmt: skip
+
+
+def check_run_keys(cfg: RunConfig) -> None:
+    """Raise :class:`ConfigError` for the first run key of ``cfg`` out of its range or of the
+    wrong type (``n_images`` a positive integer, ...), naming where it was set."""
+    for key, (ok, _, _) in _CHECKS.items():
+        value = getattr(cfg, key)
+        if not (key == "address" and value is None) and not ok(value):
+            raise ConfigError(_must(key, value, cfg.origin(key)))
+
+
 def _check_raw(raw: dict[str, Any], text: str, source: str) -> None:
     """Raise a ``ValueError`` naming the line and key of the first bad entry of a parsed config."""
     unknown = sorted(set(raw) - _KEYS - _LISTS)
@@ -231,37 +269,35 @@ def _check_raw(raw: dict[str, Any], text: str, source: str) -> None:
         key = unknown[0]
         close = difflib.get_close_matches(key, sorted(_KEYS | _LISTS), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ValueError(f"{_where(source, text, key)}: unknown key {key!r}; {hint}"
+        raise ConfigError(f"{_where(source, text, key)}: unknown key {key!r}; {hint}"
                          f"known: {sorted(_KEYS | _LISTS)}")  # fmt: skip
     for key, value in raw.items():
         where = _where(source, text, key)
         if key in _CHECKS:
-            ok, must, example = _CHECKS[key]
-            if not ok(value):
-                raise ValueError(f"{where}: {key} must be {must}, not {value!r} "
-                                 f"({type(value).__name__}); e.g. {example}")  # fmt: skip
+            if not _CHECKS[key][0](value):
+                raise ConfigError(_must(key, value, where))
         elif key == "settings":
             if not isinstance(value, dict):
-                raise ValueError(f"{where}: settings must be a table ([settings] with "
+                raise ConfigError(f"{where}: settings must be a table ([settings] with "
                                  f"key = value lines), not {value!r}")  # fmt: skip
             if "cell_timeout" in value and not _CHECKS["cell_timeout"][0](value["cell_timeout"]):
-                raise ValueError(
+                raise ConfigError(
                     f"{_where(source, text, 'cell_timeout', 'settings')}: cell_timeout must be "
                     f"{_CHECKS['cell_timeout'][1]}, not {value['cell_timeout']!r}"
                 )
         elif key == "metrics":
             items = value if isinstance(value, list) else [value]
             if not all(isinstance(v, str) for v in items):
-                raise ValueError(f"{where}: metrics must be a list of metric names, e.g. "
+                raise ConfigError(f"{where}: metrics must be a list of metric names, e.g. "
                                  f'metrics = ["deletion", "insertion"], not {value!r}')  # fmt: skip
         elif key in _PLUGIN_LISTS:
             items = value if isinstance(value, list) else [value]
             for item in items:
                 if isinstance(item, dict) and "name" not in item:
-                    raise ValueError(f"{where}: a [[{key}]] table needs a name, e.g. "
+                    raise ConfigError(f"{where}: a [[{key}]] table needs a name, e.g. "
                                      f'name = "gradcam"; got {item!r}')  # fmt: skip
                 if not isinstance(item, str | dict):
-                    raise ValueError(f"{where}: {key} entries are plugin specs like "
+                    raise ConfigError(f"{where}: {key} entries are plugin specs like "
                                      f'"nice:lam=5" or tables with a name, not {item!r}')  # fmt: skip
 
 
@@ -306,7 +342,7 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{source}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     _check_raw(raw, text, source)
     metrics = raw.get("metrics", [])
     if isinstance(metrics, str):
@@ -331,7 +367,27 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
         cfg.cell_timeout = float(timeout)
     for key in _KEYS & set(raw):
         setattr(cfg, key, float(raw[key]) if key in ("cell_timeout", "lock_timeout") else raw[key])
+    cfg.origins = _origins(raw, text, source)
     return cfg
+
+
+def _origins(raw: dict[str, Any], text: str, source: str) -> dict[str, str]:
+    """Where each key of a parsed config is set, and each plugin spec (``"methods:rise"``): the
+    line of its own list entry where it can be found, else its key's line."""
+    origins = {key: _where(source, text, key) for key in raw}
+    lines = text.splitlines()
+    for key in _PLUGIN_LISTS:
+        items = raw.get(key, [])
+        start = key_line(text, key) or 1
+        for item in items if isinstance(items, list) else [items]:
+            needle = item["name"] if isinstance(item, dict) else item
+            at = next((n for n in range(start, len(lines) + 1)
+                       if f'"{needle}"' in lines[n - 1] or f"'{needle}'" in lines[n - 1]),
+                      None)  # fmt: skip
+            for spec in parse_specs([item]):
+                list_key = "datasets" if key == "optional_datasets" else key
+                origins[f"{list_key}:{spec}"] = f"{source}, line {at}" if at else origins[key]
+    return origins
 
 
 def available(

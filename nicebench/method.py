@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .params import Parameter, check_names
+
 __all__ = ["Method", "MethodError", "create_method"]
 
 
@@ -218,11 +220,6 @@ def create_method(name: str, model: nn.Module | None = None, **params: Any) -> M
     from .registry import METHODS
 
     cls = METHODS.get(name)
-    known = cls.default_params()
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise MethodError(
-            f"method {name!r} has no parameter(s) {unknown}; its parameters are "
-            + (", ".join(f"{k}={v!r}" for k, v in known.items()) or "none")
-        )
+    known = [Parameter(k, default=v) for k, v in cls.default_params().items()]
+    check_names("method", name, params, known, error=MethodError)
     return cls(model, **params)

@@ -26,7 +26,7 @@ import tomllib
 import torch
 
 from .codec import Codec, create_codec
-from .config import PluginSpec, RunConfig, check_settings, default_config_text, parse_config
+from .config import PluginSpec, RunConfig, default_config_text, parse_config
 from .data import BenchDataset, collate, load_run_dataset
 from .faults import checkpoint
 from .method import Method, create_method
@@ -36,7 +36,8 @@ from .metrics import MetricContext, get_metric_spec
 from .metrics.audit import audit_rows
 from .models import DEFAULT_MODEL, check_model_spec, load_model
 from .models.external import load_state_dict_file
-from .registry import CODECS, DATASETS, METHODS, METRICS
+from .preflight import check_run
+from .registry import DATASETS, METHODS
 from .store import CellResult, RunStore, StoreError, describe_write_error
 from .timelimit import CellTimeout, time_limit
 
@@ -350,8 +351,10 @@ def default_config(**overrides: Any) -> RunConfig:
     """The default leaderboard, ``nicebench/configs/default.toml``: :data:`DEFAULT_METHODS` and
     :data:`DEFAULT_CODECS` on ``scenes`` (64 px) and, when its files are on this machine,
     ``fashion-mnist``; 100 test images each. ``overrides`` set other :class:`RunConfig` fields."""
-    return replace(parse_config(default_config_text(), "nicebench/configs/default.toml"),
-                   **overrides)  # fmt: skip
+    cfg = replace(parse_config(default_config_text(), "nicebench/configs/default.toml"),
+                  **overrides)  # fmt: skip
+    cfg.origins = {k: v for k, v in cfg.origins.items() if k.split(":")[0] not in overrides}
+    return cfg
 
 
 def run_catalogue(cfg: RunConfig) -> dict[str, Any]:
@@ -370,23 +373,17 @@ def run_catalogue(cfg: RunConfig) -> dict[str, Any]:
 
 def plan_cells(cfg: RunConfig) -> list[Cell]:
     """Expand a config into cells: methods (those that can't apply to a dataset are left out),
-    then, when the ``compression`` metric is on, the run's codecs (:meth:`RunConfig.run_codecs`)."""
+    then, when the ``compression`` metric is on, the run's codecs (:meth:`RunConfig.run_codecs`).
+    The whole config is checked first (:func:`nicebench.preflight.check_run`): a bad key or plugin
+    parameter raises :class:`nicebench.config.ConfigError` before any dataset or model loads."""
+    check_run(cfg)
     metrics = tuple(dict.fromkeys(cfg.metrics or DEFAULT_METRICS))  # a metric listed twice: once
     for name in metrics:
         get_metric_spec(name)  # raises with close matches
-    # a config's [settings] were checked against its metrics when it was read; here every key
-    # must be one some registered metric declares (`--metrics` may have narrowed the selection)
-    check_settings(cfg.settings, METRICS.names())
     settings = {"seed": cfg.seed, **cfg.settings}
     settings.pop("cell_timeout", None)  # a limit on the run, not part of what a cell computes
     settings = tuple(sorted(settings.items()))
     codecs = cfg.run_codecs() if COMPRESSION in metrics else []
-    for spec in cfg.methods:
-        if spec.name in CODECS and spec.name not in METHODS:
-            raise ValueError(f"{spec.name!r} is a codec, not a method: list it under codecs "
-                             f"(TOML `codecs = [...]`, CLI --codecs)")  # fmt: skip
-    for spec in codecs:
-        CODECS.get(spec.name)  # raises with close matches
     reference = codecs[0] if codecs else None
     units = [(m, METHOD) for m in cfg.methods] + [(c, CODEC) for c in codecs]
     models = [check_model_spec(m) for m in cfg.models or [DEFAULT_MODEL]]
