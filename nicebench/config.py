@@ -12,7 +12,7 @@ from typing import Any
 
 import tomllib
 
-from .metric_spec import MetricSpec, SettingError, declared_settings
+from .metric_spec import CODEC, MetricSpec, SettingError, declared_settings
 from .registry import METRICS
 
 __all__ = [
@@ -184,7 +184,7 @@ class RunConfig:
 
     def run_codecs(self) -> list[PluginSpec]:
         """:attr:`codecs`, or the setting ``codec`` (default ``jpeg``) when none is listed."""
-        return list(self.codecs) or parse_specs(str(self.settings.get("codec", "jpeg")))
+        return list(self.codecs) or parse_specs(str(CODEC.get(self.settings)))
 
 
 _KEYS = {"n_images", "shard_size", "batch_size", "device", "seed", "out", "executor", "address",

@@ -70,7 +70,7 @@ class Setting:
                     raise TypeError("expected true or false")
                 out = value
             elif isinstance(default, int):
-                if isinstance(value, bool) or int(value) != float(value):
+                if isinstance(value, bool) or not _is_integer(value):
                     raise TypeError("expected an integer")
                 out = int(value)
             elif isinstance(default, float):
@@ -225,6 +225,13 @@ def catalogue(specs: Iterable[MetricSpec], settings: Mapping[str, Any]) -> list[
                           "choices": [_jsonable(c) for c in s.choices]} for s in spec.settings],
         })  # fmt: skip
     return rows
+
+
+def _is_integer(value: Any) -> bool:
+    try:
+        return int(value) == float(value)
+    except (TypeError, ValueError):
+        return False
 
 
 def _jsonable(value: Any) -> Any:

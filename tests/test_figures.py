@@ -543,10 +543,12 @@ def test_cascade_figure_draws_the_similarity_per_layer(cascade_run):
 
 
 def test_cascade_ticks_follow_the_steps_setting():
-    assert F._cascade_ticks('{"settings": {}}', 3) == ["1", "3", "all"]
-    assert F._cascade_ticks('{"settings": {"cascade": "every"}}', 4) == ["1", "2", "3", "all (4)"]
-    assert F._cascade_ticks('{"settings": {"cascade": "2,all"}}', 2) == ["2", "all"]
-    assert F._cascade_ticks("not json", 2) == ["1", "2"]  # unknown: step numbers
+    default = "1,3,all"  # the metric's declared default, as the run's catalogue gives it
+    assert F._cascade_ticks('{"settings": {}}', 3, default) == ["1", "3", "all"]
+    assert F._cascade_ticks('{"settings": {"cascade": "every"}}', 4, default) == [
+        "1", "2", "3", "all (4)"]  # fmt: skip
+    assert F._cascade_ticks('{"settings": {"cascade": "2,all"}}', 2, default) == ["2", "all"]
+    assert F._cascade_ticks("not json", 2, None) == ["1", "2"]  # unknown: step numbers
 
 
 def test_no_cascade_figure_without_cascade_curves(tiny_run):

@@ -106,6 +106,15 @@ class Catalogue:
         its plugin declares them on the class (else None: the report shows class indices)."""
         return self.classes.get(dataset_label.split("(", 1)[0])
 
+    def default(self, metric: str, setting: str, fallback: Any = None) -> Any:
+        """The declared default of ``metric``'s ``setting`` (``fallback`` where the catalogue
+        does not have it)."""
+        for m in self.metrics:
+            for s in m.get("settings", ()) if m["name"] == metric else ():
+                if s["name"] == setting:
+                    return s["default"]
+        return fallback
+
     def reads_ground_truth(self, method_label: str) -> bool:
         """Whether the method of a leaderboard label (``oracle`` or ``nice(lam=2)``) reads the
         dataset's ground-truth masks: a reference, not a contender."""

@@ -434,14 +434,15 @@ def validity_curves_figure(store: RunStore, dataset: str, model: str = "default"
 _CASCADE = (("cascade_spearman", "Spearman of |map|"), ("cascade_ssim", "SSIM of |map|"))
 
 
-def _cascade_ticks(spec_json: str, n_steps: int) -> list[str]:
-    """The x tick labels of a cascade of ``n_steps`` steps from a cell's stored spec: the number
-    of top layers randomised at each step ("all" for the whole network)."""
+def _cascade_ticks(spec_json: str, n_steps: int, default: str | None) -> list[str]:
+    """The x tick labels of a cascade of ``n_steps`` steps from a cell's stored spec (its
+    ``cascade`` setting, else ``default``, the metric's declared one): the number of top layers
+    randomised at each step ("all" for the whole network)."""
     try:
         settings = json.loads(spec_json).get("settings", {})
     except (TypeError, ValueError):
         settings = {}
-    text = str(settings.get("cascade", "1,3,all")).strip().lower()  # the metric's default
+    text = str(settings.get("cascade", default)).strip().lower()
     if text == "every":
         labels = [str(k) for k in range(1, n_steps + 1)]
         return labels[:-1] + [f"all ({n_steps})"] if labels else labels
@@ -464,6 +465,7 @@ def cascade_figure(store: RunStore, keys: set[str] | None = None,
         return None
     which = [(n, label) for n, label in _CASCADE if (curves.name == f"curve/{n}").any()]
     groups = _groups(curves)
+    default = catalogue(store).default("cascade_spearman", "cascade")
     palette = palette or run_palette(store, keys)
     specs = store.cells(keys).set_index("key")["spec"]
     with style.context():
@@ -494,7 +496,7 @@ def cascade_figure(store: RunStore, keys: set[str] | None = None,
                     handles.setdefault(method, line)
                     if not ticks:
                         ticks = _cascade_ticks(specs.get(g["cell_key"].iloc[0], ""),
-                                               data.shape[1])  # fmt: skip
+                                               data.shape[1], default)  # fmt: skip
                 if ticks:
                     ax.set_xticks(np.arange(1, len(ticks) + 1), ticks)
                 ax.axhline(0, color="0.6", lw=0.6)
