@@ -42,11 +42,16 @@ ORACLE = {  # name: compression settings for the ground-truth mask
     "oracle_x8_nearest_mcu16": {"factor": 8, "upsample": "nearest", "dilate": 0, "block": 16},
 }
 SPEC_64 = {  # SPEC §6, the scenes-64 prototype (500 images): (ratio, accuracy)
-    "reference_bytes": 1281, "accuracy_original": 0.942, "accuracy_reference": 0.900,
-    "uniform_q50": (0.74, 0.822), "uniform_q30": (0.60, 0.746),
-    "oracle_x8_bilinear": (0.75, 0.896), "oracle_x4_bilinear": (0.81, 0.900),
-    "oracle_x8_nearest_undilated": (0.57, 0.878), "jpeg_header": 285,
-}  # fmt: skip
+    "reference_bytes": 1281,
+    "accuracy_original": 0.942,
+    "accuracy_reference": 0.900,
+    "uniform_q50": (0.74, 0.822),
+    "uniform_q30": (0.60, 0.746),
+    "oracle_x8_bilinear": (0.75, 0.896),
+    "oracle_x4_bilinear": (0.81, 0.900),
+    "oracle_x8_nearest_undilated": (0.57, 0.878),
+    "jpeg_header": 285,
+}
 
 
 def _flat_jpeg_bytes(size: int) -> int:
@@ -81,11 +86,13 @@ def bytes_only(size: int, n: int) -> dict:
     mask = m > 0.5
     ref = compress(x, torch.ones_like(mask))
     out: dict = {
-        "size": size, "n_images": n, "accuracy": "no trained classifier in the cache",
+        "size": size,
+        "n_images": n,
+        "accuracy": "no trained classifier in the cache",
         "reference_bytes": round(float(ref.ref_nbytes.mean()), 1),
         "reference_header_bytes": round(float(ref.ref_header.mean()), 1),
         "flat_image_jpeg_bytes": _flat_jpeg_bytes(size),
-    }  # fmt: skip
+    }
     for q in (50, 30):
         r = compress(x, torch.ones_like(mask), quality=q)
         out[f"uniform_q{q}"] = {"ratio": round(float(r.nbytes.sum() / ref.ref_nbytes.sum()), 4)}
@@ -94,10 +101,11 @@ def bytes_only(size: int, n: int) -> dict:
         r = compress(x, mask, reference=roundtrip_of(ref), **cfg)
         out[name] = {
             "ratio": round(r.total_ratio, 4),
-            "payload_ratio": round(float((r.nbytes - r.header).sum()
-                                         / (r.ref_nbytes - r.ref_header).sum()), 4),
+            "payload_ratio": round(
+                float((r.nbytes - r.header).sum() / (r.ref_nbytes - r.ref_header).sum()), 4
+            ),
             "area": round(float(r.area.mean()), 4),
-        }  # fmt: skip
+        }
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -105,16 +113,24 @@ def bytes_only(size: int, n: int) -> dict:
 def roundtrip_of(res) -> Coded:
     """The reference of a :class:`CompressionResult` as a :class:`Coded`, to reuse it."""
     return Coded(
-        streams=[], nbytes=res.ref_nbytes, header=res.ref_header,
+        streams=[],
+        nbytes=res.ref_nbytes,
+        header=res.ref_header,
         decoded=(res.reference * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy(),
-    )  # fmt: skip
+    )
 
 
 def _method_maps(name: str, model, x, y, m) -> torch.Tensor:
     method = nb.registry.get_method_class(name)(model)
     kw = {"masks": m} if method.needs_masks else {}
-    return torch.cat([method.explain(x[i : i + 100], y[i : i + 100], **{k: v[i : i + 100]
-                      for k, v in kw.items()}) for i in range(0, len(x), 100)])  # fmt: skip
+    return torch.cat(
+        [
+            method.explain(
+                x[i : i + 100], y[i : i + 100], **{k: v[i : i + 100] for k, v in kw.items()}
+            )
+            for i in range(0, len(x), 100)
+        ]
+    )
 
 
 def anchors(size: int, n: int, methods: list[str], factors: tuple[int, ...] = (4, 8)) -> dict:
@@ -125,20 +141,24 @@ def anchors(size: int, n: int, methods: list[str], factors: tuple[int, ...] = (4
     sweep = pd.DataFrame(quality_sweep_rows(model, x, y, "jpeg"))
     sw = operating_points(sweep, "quality").set_index("quality", drop=False)
     out: dict = {
-        "size": size, "n_images": n, "classifier": load_model_path(ds).stem,
+        "size": size,
+        "n_images": n,
+        "classifier": load_model_path(ds).stem,
         "reference_bytes": round(float(sweep["ref_bytes"].iloc[:n].mean()), 1),
         "reference_header_bytes": round(float(sweep["ref_header_bytes"].iloc[:n].mean()), 1),
         "flat_image_jpeg_bytes": _flat_jpeg_bytes(size),
         "reference_bpp": round(float(sweep["ref_bpp"].iloc[:n].mean()), 3),
         "accuracy_original": round(float(sweep["correct_original"].iloc[:n].mean()), 4),
         "accuracy_reference": round(float(sweep["correct_reference"].iloc[:n].mean()), 4),
-    }  # fmt: skip
+    }
     for q in (50, 30):
         r = sw.loc[q]
         out[f"uniform_q{q}"] = {
-            "ratio": round(r["ratio"], 4), "payload_ratio": round(r["payload_ratio"], 4),
-            "accuracy": round(r["accuracy"], 4), "agreement": round(r["agreement"], 4),
-        }  # fmt: skip
+            "ratio": round(r["ratio"], 4),
+            "payload_ratio": round(r["payload_ratio"], 4),
+            "accuracy": round(r["accuracy"], 4),
+            "agreement": round(r["agreement"], 4),
+        }
     out["jpeg_sweep"] = {
         int(q): [round(r["ratio"], 4), round(r["accuracy"], 4)] for q, r in sw.iterrows()
     }
@@ -146,11 +166,14 @@ def anchors(size: int, n: int, methods: list[str], factors: tuple[int, ...] = (4
         rows = pd.DataFrame(compression_rows(model, x, y, None, binary_mask=m, **cfg))
         r = operating_points(rows, "point").iloc[0]
         out[name] = {
-            "ratio": round(r["ratio"], 4), "payload_ratio": round(r["payload_ratio"], 4),
-            "accuracy": round(r["accuracy"], 4), "agreement": round(r["agreement"], 4),
-            "area": round(float(rows["area"].mean()), 4), "psnr": round(r["psnr"], 2),
+            "ratio": round(r["ratio"], 4),
+            "payload_ratio": round(r["payload_ratio"], 4),
+            "accuracy": round(r["accuracy"], 4),
+            "agreement": round(r["agreement"], 4),
+            "area": round(float(rows["area"].mean()), 4),
+            "psnr": round(r["psnr"], 2),
             **_uniform_at(sw, r["ratio"], r["accuracy"]),
-        }  # fmt: skip
+        }
 
     def brief(s: dict) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()}
@@ -189,8 +212,14 @@ def main() -> None:
     p.add_argument("--out", default="results/compression_anchors.json")
     args = p.parse_args()
     torch.set_num_threads(1)
-    result = {"codec": "jpeg", "quality": 75, "subsampling": "4:2:0", "optimize": True,
-              "spec_64": SPEC_64, "sizes": {}}  # fmt: skip
+    result = {
+        "codec": "jpeg",
+        "quality": 75,
+        "subsampling": "4:2:0",
+        "optimize": True,
+        "spec_64": SPEC_64,
+        "sizes": {},
+    }
     for size in args.sizes:
         ds = nb.load_dataset("scenes", size=size)
         if load_model_path(ds).exists():

@@ -35,8 +35,9 @@ def table(run_dir: str) -> str:
     finally:
         store.close()
     lines = []
-    for (dataset, model, track), part in comp.groupby(["dataset", "model", "track_codec"],
-                                                      sort=False):  # fmt: skip
+    for (dataset, model, track), part in comp.groupby(
+        ["dataset", "model", "track_codec"], sort=False
+    ):
         own = part[(part["kind"] == "method") | (part["method"] == track)]
         ref = own["reference_bytes"].iloc[0]
         lines += [
@@ -47,18 +48,20 @@ def table(run_dir: str) -> str:
             "| method | ratio | 95% interval | payload ratio | bd_rate | vs uniform [95%] | accuracy"
             " | front point (mask, share, q, factor) | points / front |",
             "|---|---|---|---|---|---|---|---|---|",
-        ]  # fmt: skip
+        ]
         for _, r in own.iterrows():
             name = "uniform " + r["method"] if r["kind"] == "codec" else r["method"]
-            point = (f"{r['front_mask']}, {_f(r['front_share'], 2)}, q{r['front_quality']:.0f}, "
-                     f"×{r['front_factor']:.0f}")  # fmt: skip
+            point = (
+                f"{r['front_mask']}, {_f(r['front_share'], 2)}, q{r['front_quality']:.0f}, "
+                f"×{r['front_factor']:.0f}"
+            )
             vs = f"{_f(r['vs_uniform'])} [{_f(r['vs_uniform_lo'])}, {_f(r['vs_uniform_hi'])}]"
             lines.append(
                 f"| {name} | {_f(r['compression_ratio'])} | [{_f(r['compression_ratio_lo'])}, "
                 f"{_f(r['compression_ratio_hi'])}] | {_f(r['payload_ratio'])} | "
                 f"{_f(r['bd_rate'])} | {vs} | {100 * r['accuracy_compressed']:.1f}% | {point} | "
                 f"{r['n_points']} / {r['n_front']} |"
-            )  # fmt: skip
+            )
         lines.append("")
     lines += [f"- {line}" for line in random_sanity(comp)]
     return "\n".join(lines)
@@ -75,14 +78,19 @@ def versus(run_dir: str, against: str) -> str:
     lines = []
     axes = [c for c in ("dataset", "model", "track_codec") if c in vs]
     for where, part in vs.groupby(axes, sort=False):
-        lines += [f"### {' · '.join(map(str, where))}: each row's headline over {against}'s "
-                  f"(paired, {int(part['n_images'].max())} images)", "",
-                  f"| row | ratio to {against} | 95% interval | P(fewer bytes than {against}) |",
-                  "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"### {' · '.join(map(str, where))}: each row's headline over {against}'s "
+            f"(paired, {int(part['n_images'].max())} images)",
+            "",
+            f"| row | ratio to {against} | 95% interval | P(fewer bytes than {against}) |",
+            "|---|---|---|---|",
+        ]
         for _, r in part.iterrows():
             name = "uniform " + r["method"] if r["kind"] == "codec" else r["method"]
-            lines.append(f"| {name} | {_f(r['ratio'])} | [{_f(r['lo'])}, {_f(r['hi'])}] | "
-                         f"{_f(r['p_below'])} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {_f(r['ratio'])} | [{_f(r['lo'])}, {_f(r['hi'])}] | "
+                f"{_f(r['p_below'])} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -90,8 +98,11 @@ def versus(run_dir: str, against: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+")
-    ap.add_argument("--versus", metavar="METHOD",
-                    help="also each row's headline over this row's, paired (e.g. gradcam)")
+    ap.add_argument(
+        "--versus",
+        metavar="METHOD",
+        help="also each row's headline over this row's, paired (e.g. gradcam)",
+    )
     args = ap.parse_args()
     for run_dir in args.runs:
         print(table(run_dir))

@@ -73,10 +73,14 @@ def _ratio(model, images, n_steps, device, repeats, min_seconds=2.0) -> dict:
         t_f.append(_best(forwards, device, 1))
         t_d.append(_best(engine, device, 1))
         t_u.append(_best(unfolded, device, 1))
-    return {"batch": len(images), "forward_limit_s": round(min(t_f), 4),
-            "deletion_s": round(min(t_d), 4), "ratio": round(min(t_f) / min(t_d), 3),
-            "folded_forward_speedup": round(min(t_u) / min(t_f), 3),
-            "rounds": len(t_f)}  # fmt: skip
+    return {
+        "batch": len(images),
+        "forward_limit_s": round(min(t_f), 4),
+        "deletion_s": round(min(t_d), 4),
+        "ratio": round(min(t_f) / min(t_d), 3),
+        "folded_forward_speedup": round(min(t_u) / min(t_f), 3),
+        "rounds": len(t_f),
+    }
 
 
 def main() -> None:
@@ -91,16 +95,24 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
-    out = {"bench": "deletion_engine", "device": torch.cuda.get_device_name(device) if gpu
-           else platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "n_steps": args.n_steps, "models": {}}  # fmt: skip
+    out = {
+        "bench": "deletion_engine",
+        "device": torch.cuda.get_device_name(device)
+        if gpu
+        else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "n_steps": args.n_steps,
+        "models": {},
+    }
 
     ds = nb.load_dataset("scenes", split="test", size=64, n=max(args.batches))
     # as nb.load_model runs it: channels-last on a CPU (where it is faster), NCHW on a GPU
     small = build_arch("scenecnn", ds, seed=0).to(device).eval().use_channels_last(not gpu)
     x = torch.stack([ds[i][0] for i in range(len(ds))]).to(device)
     out["models"]["scenecnn-64"] = [
-        _ratio(small, x[:b], args.n_steps, device, args.repeats, args.min_seconds) for b in args.batches
+        _ratio(small, x[:b], args.n_steps, device, args.repeats, args.min_seconds)
+        for b in args.batches
     ]
     name = args.resnet or ("resnet50" if gpu else "resnet18")
     big = getattr(torchvision.models, name)(weights=None).to(device).eval()
@@ -111,8 +123,9 @@ def main() -> None:
     xr = torch.rand(max(rb), 3, 224, 224, generator=gen).to(device)
     if gpu:
         xr = xr.contiguous(memory_format=torch.channels_last)
-    out["models"][f"{name}-224"] = [_ratio(big, xr[:b], args.n_steps, device, args.repeats,
-                                           args.min_seconds) for b in rb]  # fmt: skip
+    out["models"][f"{name}-224"] = [
+        _ratio(big, xr[:b], args.n_steps, device, args.repeats, args.min_seconds) for b in rb
+    ]
     print(json.dumps(out))
 
 

@@ -39,9 +39,12 @@ def main() -> None:
     p.add_argument("--n-images", type=int, default=100)
     p.add_argument("--repeat", type=int, default=2)
     args = p.parse_args()
-    cfg = runner.default_config(datasets=parse_specs(args.datasets),
-                                methods=parse_specs(args.methods),
-                                codecs=parse_specs(args.codecs), n_images=args.n_images)  # fmt: skip
+    cfg = runner.default_config(
+        datasets=parse_specs(args.datasets),
+        methods=parse_specs(args.methods),
+        codecs=parse_specs(args.codecs),
+        n_images=args.n_images,
+    )
     runner.run(replace(cfg, out=tempfile.mkdtemp()), progress=False)  # train, warm caches
     times: dict[str, list[float]] = {"keep": [], "none": []}
     sizes: dict[str, int] = {}
@@ -58,14 +61,23 @@ def main() -> None:
             sizes[mode] = (out / "store.sqlite").stat().st_size
             shutil.rmtree(out)
     best = {mode: min(t) for mode, t in times.items()}
-    print(json.dumps({
-        "bench": "figure_data", "datasets": args.datasets, "methods": args.methods,
-        "codecs": args.codecs, "n_images": args.n_images, "threads": torch.get_num_threads(),
-        "seconds_with": round(best["keep"], 2), "seconds_without": round(best["none"], 2),
-        "time_ratio": round(best["keep"] / best["none"], 3),
-        "store_mb_with": round(sizes["keep"] / 2**20, 2),
-        "store_mb_without": round(sizes["none"] / 2**20, 2),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "bench": "figure_data",
+                "datasets": args.datasets,
+                "methods": args.methods,
+                "codecs": args.codecs,
+                "n_images": args.n_images,
+                "threads": torch.get_num_threads(),
+                "seconds_with": round(best["keep"], 2),
+                "seconds_without": round(best["none"], 2),
+                "time_ratio": round(best["keep"] / best["none"], 3),
+                "store_mb_with": round(sizes["keep"] / 2**20, 2),
+                "store_mb_without": round(sizes["none"] / 2**20, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -164,8 +164,9 @@ def _gpu(args: argparse.Namespace) -> dict:
     t_fb = _cuda_time(fwd_bwd, args.reps)
     steps = args.gpu_steps
     cls = METHODS.get("nice-opt")  # a fresh method per run: explain memoises its last batch
-    t_opt = _cuda_time(lambda: cls(net, steps=steps, cell=cell, patience=0).explain(x, y),
-                       max(3, args.reps // 5))  # fmt: skip
+    t_opt = _cuda_time(
+        lambda: cls(net, steps=steps, cell=cell, patience=0).explain(x, y), max(3, args.reps // 5)
+    )
     limit = b / (steps * t_fb)
     achieved = b / t_opt
     return {

@@ -52,20 +52,45 @@ def main() -> None:
     py = sys.executable
     env = dict(os.environ)
     parts = [
-        _part("gate_optimizer", [py, str(HERE / "gate_optimizer.py"), "--skip-cpu"], env,
-              out / "gate_optimizer.log"),
-        _part("deletion_engine", [py, str(HERE / "deletion_engine.py"), "--device", "cuda"], env,
-              out / "deletion_engine.log"),
-    ]  # fmt: skip
+        _part(
+            "gate_optimizer",
+            [py, str(HERE / "gate_optimizer.py"), "--skip-cpu"],
+            env,
+            out / "gate_optimizer.log",
+        ),
+        _part(
+            "deletion_engine",
+            [py, str(HERE / "deletion_engine.py"), "--device", "cuda"],
+            env,
+            out / "deletion_engine.log",
+        ),
+    ]
     if not args.skip_leaderboard:
         cache = tempfile.mkdtemp(prefix="nicebench-cache-")
         lb_env = {**env, "NICEBENCH_CACHE": cache}
         for phase in ("cold", "warm"):
-            cmd = [py, "-m", "nicebench.cli", "run", "--device", "cuda", "--out",
-                   str(out / f"leaderboard-{phase}")]  # fmt: skip
-            parts.append(_part(f"leaderboard_{phase}", cmd, lb_env, out / f"leaderboard-{phase}.log"))
-    print(json.dumps({"bench": "gpu_figures", "parts": {q["part"]: q["wall_s"] for q in parts},
-                      "failed": [q["part"] for q in parts if q["rc"]]}))  # fmt: skip
+            cmd = [
+                py,
+                "-m",
+                "nicebench.cli",
+                "run",
+                "--device",
+                "cuda",
+                "--out",
+                str(out / f"leaderboard-{phase}"),
+            ]
+            parts.append(
+                _part(f"leaderboard_{phase}", cmd, lb_env, out / f"leaderboard-{phase}.log")
+            )
+    print(
+        json.dumps(
+            {
+                "bench": "gpu_figures",
+                "parts": {q["part"]: q["wall_s"] for q in parts},
+                "failed": [q["part"] for q in parts if q["rc"]],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -83,15 +83,26 @@ def main() -> None:
 
     loop_ips = k / _timed(loop)
     extra = _road_srg(model, images, sal, args, fwd_ips)
-    print(json.dumps({
-        "bench": "metrics", "device": args.device, "threads": torch.get_num_threads(),
-        "n_images": args.n_images, "n_steps": args.n_steps, "forward_passes_per_image": n_fwd,
-        "forward_images_per_s": round(fwd_ips, 1), "floor_images_per_s": round(floor_ips, 2),
-        "folded_forward_speedup": round(t_unfolded / t_fwd, 3),
-        "vectorised_images_per_s": round(vec_ips, 2), "loop_images_per_s": round(loop_ips, 3),
-        "ratio_to_floor": round(vec_ips / floor_ips, 3), "speedup_vs_loop": round(vec_ips / loop_ips, 1),
-        **extra,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "bench": "metrics",
+                "device": args.device,
+                "threads": torch.get_num_threads(),
+                "n_images": args.n_images,
+                "n_steps": args.n_steps,
+                "forward_passes_per_image": n_fwd,
+                "forward_images_per_s": round(fwd_ips, 1),
+                "floor_images_per_s": round(floor_ips, 2),
+                "folded_forward_speedup": round(t_unfolded / t_fwd, 3),
+                "vectorised_images_per_s": round(vec_ips, 2),
+                "loop_images_per_s": round(loop_ips, 3),
+                "ratio_to_floor": round(vec_ips / floor_ips, 3),
+                "speedup_vs_loop": round(vec_ips / loop_ips, 1),
+                **extra,
+            }
+        )
+    )
 
 
 def _road_srg(model, images, sal, args, fwd_ips: float) -> dict:
@@ -121,14 +132,16 @@ def _road_srg(model, images, sal, args, fwd_ips: float) -> dict:
 
     def srg():
         for fill in ("mean", "blur"):
-            morf_lerf_curves(model, images, sal, targets, fill, n_steps=args.n_steps,
-                             batch_size=args.batch_size)  # fmt: skip
+            morf_lerf_curves(
+                model, images, sal, targets, fill, n_steps=args.n_steps, batch_size=args.batch_size
+            )
 
     srg()
     srg_ips = len(images) / _timed(srg, repeat=2)
     road_ips = r / t_road
     return {
-        "road_images": r, "road_forward_passes_per_image": road_fwd,
+        "road_images": r,
+        "road_forward_passes_per_image": road_fwd,
         "road_images_per_s": round(road_ips, 2),
         "road_floor_images_per_s": round(fwd_ips / road_fwd, 2),
         "road_ratio_to_floor": round(road_ips / (fwd_ips / road_fwd), 3),
@@ -136,11 +149,13 @@ def _road_srg(model, images, sal, args, fwd_ips: float) -> dict:
         "road_solve_ms_per_image": round(1000 * t_solve / r, 1),
         # the rest of ROAD (masks, transfers, the batched forward passes) against the same floor
         "road_ratio_to_floor_without_solve": round(
-            r / max(t_road - t_solve, 1e-9) / (fwd_ips / road_fwd), 3),
-        "srg_forward_passes_per_image": srg_fwd, "srg_images_per_s": round(srg_ips, 2),
+            r / max(t_road - t_solve, 1e-9) / (fwd_ips / road_fwd), 3
+        ),
+        "srg_forward_passes_per_image": srg_fwd,
+        "srg_images_per_s": round(srg_ips, 2),
         "srg_floor_images_per_s": round(fwd_ips / srg_fwd, 2),
         "srg_ratio_to_floor": round(srg_ips / (fwd_ips / srg_fwd), 3),
-    }  # fmt: skip
+    }
 
 
 if __name__ == "__main__":

@@ -65,13 +65,23 @@ def main() -> None:
         t_fwd.append(_time(forward, sync))
         t_exp.append(_time(explain, sync))
     fwd, exp = statistics.median(t_fwd), statistics.median(t_exp)
-    print(json.dumps({
-        "bench": "nice_explain", "dataset": args.dataset, "size": int(images.shape[-1]),
-        "generator": args.generator, "device": str(images.device), "threads": args.threads,
-        "batch": args.batch, "classifier_forward_ms_per_image": round(1e3 * fwd / args.batch, 4),
-        "nice_explain_ms_per_image": round(1e3 * exp / args.batch, 4),
-        "ratio_explain_to_forward": round(exp / fwd, 3), "target_ratio_max": 2.0,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "bench": "nice_explain",
+                "dataset": args.dataset,
+                "size": int(images.shape[-1]),
+                "generator": args.generator,
+                "device": str(images.device),
+                "threads": args.threads,
+                "batch": args.batch,
+                "classifier_forward_ms_per_image": round(1e3 * fwd / args.batch, 4),
+                "nice_explain_ms_per_image": round(1e3 * exp / args.batch, 4),
+                "ratio_explain_to_forward": round(exp / fwd, 3),
+                "target_ratio_max": 2.0,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -36,10 +36,16 @@ PRESETS = {
     "nice": {"lams": [0.2, 0.4, 0.5, 0.55, 0.6, 1, 2], "params": {}},
     "authors": {
         "lams": [1, 5, 10, 15, 20],
-        "params": {"generator": "tiny", "reference": "zero", "mu": 0.0, "lr": 1e-3,
-                   "batch_size": 100, "epochs": 10},
+        "params": {
+            "generator": "tiny",
+            "reference": "zero",
+            "mu": 0.0,
+            "lr": 1e-3,
+            "batch_size": 100,
+            "epochs": 10,
+        },
     },
-}  # fmt: skip
+}
 
 
 def _parse_params(text: str) -> dict:
@@ -126,16 +132,20 @@ def main() -> None:
         sal = torch.cat(sal_f)[:nf]
         xf = images[:nf]
         row = {
-            "dataset": args.dataset, "size": int(images.shape[-1]), "lam": lam,
-            "n_images": n, "mask_share": torch.cat(shares).mean().item(),
+            "dataset": args.dataset,
+            "size": int(images.shape[-1]),
+            "lam": lam,
+            "n_images": n,
+            "mask_share": torch.cat(shares).mean().item(),
             "accuracy": torch.cat(ok_plain).mean().item(),
             "accuracy_masked": torch.cat(ok_masked).mean().item(),
-            "n_faith": nf, "deletion_auc": deletion(model, xf, sal).mean().item(),
+            "n_faith": nf,
+            "deletion_auc": deletion(model, xf, sal).mean().item(),
             "insertion_auc": insertion(model, xf, sal).mean().item(),
             "train_seconds": m.train_info.get("train_seconds"),
             **{k: v for k, v in m.params().items() if k != "lam"},
             "n_train": m.train_info.get("n_train", m.n_train),  # images trained on
-        }  # fmt: skip
+        }
         if obj_masks is not None:
             row["pointing_game"] = pointing_game(sal, obj_masks[:nf]).mean().item()
         row["accuracy_gap"] = row["accuracy"] - row["accuracy_masked"]
@@ -149,19 +159,29 @@ def main() -> None:
     fig = out / "figures" / f"nice_masks_over_lambda_{tag}.png"
     _figure(images[: args.n_figure].cpu(), fig_masks, lams, fig)
     shares = df["mask_share"].tolist()
-    print(json.dumps({
-        "bench": "nice_lambda_sweep", "dataset": args.dataset, "preset": args.preset,
-        "csv": str(csv),
-        "figure": str(fig), "lams": lams, "mask_share": [round(s, 4) for s in shares],
-        "accuracy": round(rows[0]["accuracy"], 4),
-        "accuracy_masked": [round(r["accuracy_masked"], 4) for r in rows],
-        "deletion_auc": [round(r["deletion_auc"], 4) for r in rows],
-        "insertion_auc": [round(r["insertion_auc"], 4) for r in rows],
-        "pointing_game": [round(r.get("pointing_game", float("nan")), 4) for r in rows],
-        "train_seconds": [r["train_seconds"] and round(r["train_seconds"], 1) for r in rows],
-        "sparsity_monotone": all(a >= b for a, b in zip(shares, shares[1:], strict=False)),
-        "seconds": round(time.perf_counter() - t_all, 1),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "bench": "nice_lambda_sweep",
+                "dataset": args.dataset,
+                "preset": args.preset,
+                "csv": str(csv),
+                "figure": str(fig),
+                "lams": lams,
+                "mask_share": [round(s, 4) for s in shares],
+                "accuracy": round(rows[0]["accuracy"], 4),
+                "accuracy_masked": [round(r["accuracy_masked"], 4) for r in rows],
+                "deletion_auc": [round(r["deletion_auc"], 4) for r in rows],
+                "insertion_auc": [round(r["insertion_auc"], 4) for r in rows],
+                "pointing_game": [round(r.get("pointing_game", float("nan")), 4) for r in rows],
+                "train_seconds": [
+                    r["train_seconds"] and round(r["train_seconds"], 1) for r in rows
+                ],
+                "sparsity_monotone": all(a >= b for a, b in zip(shares, shares[1:], strict=False)),
+                "seconds": round(time.perf_counter() - t_all, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -46,18 +46,32 @@ class Bench:
 
 
 def _engine(r: dict) -> list[tuple[str, float | None, str]]:
-    out = [(f"deletion vs forward limit, {m}, batch {x['batch']}", x["ratio"], "≥ 0.85")
-           for m, rows in r["models"].items() for x in rows]  # fmt: skip
-    out += [(f"forward with BatchNorm folded / as loaded, {m}, batch {rows[0]['batch']}",
-             rows[0]["folded_forward_speedup"], "")
-            for m, rows in r["models"].items() if rows and "folded_forward_speedup" in rows[0]]
+    out = [
+        (f"deletion vs forward limit, {m}, batch {x['batch']}", x["ratio"], "≥ 0.85")
+        for m, rows in r["models"].items()
+        for x in rows
+    ]
+    out += [
+        (
+            f"forward with BatchNorm folded / as loaded, {m}, batch {rows[0]['batch']}",
+            rows[0]["folded_forward_speedup"],
+            "",
+        )
+        for m, rows in r["models"].items()
+        if rows and "folded_forward_speedup" in rows[0]
+    ]
     return out
 
 
 def _metrics(r: dict) -> list[tuple[str, float | None, str]]:
-    out = [("deletion+insertion vs forward floor (scenes-64, 64 images, 64 steps)",
-            r["ratio_to_floor"], "≥ 0.85"),
-           ("deletion+insertion speed-up over a per-image loop", r["speedup_vs_loop"], "")]  # fmt: skip
+    out = [
+        (
+            "deletion+insertion vs forward floor (scenes-64, 64 images, 64 steps)",
+            r["ratio_to_floor"],
+            "≥ 0.85",
+        ),
+        ("deletion+insertion speed-up over a per-image loop", r["speedup_vs_loop"], ""),
+    ]
     for key in sorted(k for k in r if k.endswith("_ratio_to_floor") and k != "ratio_to_floor"):
         out.append((f"{key.removesuffix('_ratio_to_floor')} vs forward floor", r[key], "≥ 0.7"))
     return out
@@ -71,11 +85,17 @@ def _gate(r: dict) -> list[tuple[str, float | None, str]]:
     gpu = r.get("gpu", {})
     if "gate_step" in gpu:
         out.append(("fused gate step vs unfused ops (GPU)", gpu["gate_step"]["speedup"], "≥ 2"))
-        out.append(("nice-opt ResNet-50 vs T×(fwd+bwd) (GPU)",
-                    gpu["optimizer_resnet50_224"]["ratio_to_limit"], "≥ 0.8"))  # fmt: skip
+        out.append(
+            (
+                "nice-opt ResNet-50 vs T×(fwd+bwd) (GPU)",
+                gpu["optimizer_resnet50_224"]["ratio_to_limit"],
+                "≥ 0.8",
+            )
+        )
     else:
-        out.append(("GPU figures (fused gate step, nice-opt ResNet-50)", None,
-                    gpu.get("skipped", "owed")))  # fmt: skip
+        out.append(
+            ("GPU figures (fused gate step, nice-opt ResNet-50)", None, gpu.get("skipped", "owed"))
+        )
     return out
 
 
@@ -83,13 +103,21 @@ BENCHES = [
     Bench("deletion_engine", (), _engine),
     Bench("metrics", (), _metrics),
     Bench("gate_optimizer", ("--repeats", "1"), _gate),
-    Bench("nice_explain", ("--repeats", "7"),
-          lambda r: [("nice explain time / one forward pass", r["ratio_explain_to_forward"],
-                      "≤ 2")]),  # fmt: skip
-    Bench("rtsal_speed", (), lambda r: [("rtsal explain throughput / forward throughput",
-                                         r["ratio"], "")]),  # fmt: skip
-    Bench("figure_data", ("--repeat", "1"),
-          lambda r: [("run time with / without the figure data", r["time_ratio"], "≈ 1")]),
+    Bench(
+        "nice_explain",
+        ("--repeats", "7"),
+        lambda r: [("nice explain time / one forward pass", r["ratio_explain_to_forward"], "≤ 2")],
+    ),
+    Bench(
+        "rtsal_speed",
+        (),
+        lambda r: [("rtsal explain throughput / forward throughput", r["ratio"], "")],
+    ),
+    Bench(
+        "figure_data",
+        ("--repeat", "1"),
+        lambda r: [("run time with / without the figure data", r["time_ratio"], "≈ 1")],
+    ),
 ]
 
 
@@ -97,14 +125,17 @@ def _machine() -> dict:
     import torch
 
     try:
-        commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()  # fmt: skip
+        commit = subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         commit = ""
     return {
         "date": dt.date.today().isoformat(),
         "processor": platform.processor() or platform.machine(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -114,9 +145,11 @@ def _machine() -> dict:
 
 
 def _markdown(machine: dict, results: dict) -> str:
-    head = (f"Machine: {machine['processor']}, {machine['cores']} cores, {machine['threads']} "
-            f"torch threads, torch {machine['torch']}, GPU: {machine['cuda'] or 'none'}; "
-            f"{machine['date']}, commit {machine['commit'] or '?'}.")  # fmt: skip
+    head = (
+        f"Machine: {machine['processor']}, {machine['cores']} cores, {machine['threads']} "
+        f"torch threads, torch {machine['torch']}, GPU: {machine['cuda'] or 'none'}; "
+        f"{machine['date']}, commit {machine['commit'] or '?'}."
+    )
     lines = [head, "", "| benchmark | figure | value | target |", "|---|---|---|---|"]
     for b in BENCHES:
         r = results.get(b.name)
@@ -140,28 +173,39 @@ def main() -> None:
     only = {s for s in args.only.split(",") if s}
     unknown = only - {b.name for b in BENCHES}
     if unknown:
-        raise SystemExit(f"--only: unknown benchmark(s) {sorted(unknown)}; "
-                         f"known: {[b.name for b in BENCHES]}")  # fmt: skip
+        raise SystemExit(
+            f"--only: unknown benchmark(s) {sorted(unknown)}; known: {[b.name for b in BENCHES]}"
+        )
     results: dict[str, dict] = {}
     for b in BENCHES:
         if only and b.name not in only:
             continue
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(HERE / f"{b.name}.py"), *b.args],
-                              capture_output=True, text=True)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, str(HERE / f"{b.name}.py"), *b.args], capture_output=True, text=True
+        )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode or not lines:
             results[b.name] = {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
         else:
             results[b.name] = json.loads(lines[-1])
         results[b.name]["wall_s"] = round(time.perf_counter() - t0, 1)
-        print(json.dumps({"bench": b.name, "wall_s": results[b.name]["wall_s"],
-                          "ok": "error" not in results[b.name]}), flush=True)  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "bench": b.name,
+                    "wall_s": results[b.name]["wall_s"],
+                    "ok": "error" not in results[b.name],
+                }
+            ),
+            flush=True,
+        )
     machine = _machine()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps({"machine": machine, "results": results},
-                                               indent=1) + "\n")  # fmt: skip
+    (out / "bench.json").write_text(
+        json.dumps({"machine": machine, "results": results}, indent=1) + "\n"
+    )
     md = _markdown(machine, results)
     (out / "bench.md").write_text(md)
     if args.readme:

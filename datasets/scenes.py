@@ -20,9 +20,22 @@ from nicebench import BenchDataset, register_dataset
 
 CLASSES = ["disk", "crescent", "triangle", "star", "cross", "ring"]
 PHOTOS = [
-    "astronaut", "coffee", "rocket", "chelsea", "immunohistochemistry", "hubble_deep_field",
-    "grass", "gravel", "brick", "camera", "moon", "coins", "clock", "text", "page",
-]  # fmt: skip
+    "astronaut",
+    "coffee",
+    "rocket",
+    "chelsea",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "grass",
+    "gravel",
+    "brick",
+    "camera",
+    "moon",
+    "coins",
+    "clock",
+    "text",
+    "page",
+]
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 DEFAULT_LENGTHS = {"train": 12000, "val": 1000, "test": 2000}
 
@@ -192,18 +205,31 @@ class Scenes(BenchDataset):
         return x, label, torch.from_numpy(mask)[None].float()
 
     def identity(self) -> dict[str, Any]:
-        return {"name": "scenes", "size": self.size, "seed": self.seed, "split": self.split,
-                "n": self.n, "version": 2}  # fmt: skip
+        return {
+            "name": "scenes",
+            "size": self.size,
+            "seed": self.seed,
+            "split": self.split,
+            "n": self.n,
+            "version": 2,
+        }
 
     def train_split(self) -> Scenes:
         return Scenes(
-            "train", size=self.size, n=self.model_recipe["n_train"], seed=self.seed,
-            train_n=self.train_n, train_epochs=self.train_epochs,
-        )  # fmt: skip
+            "train",
+            size=self.size,
+            n=self.model_recipe["n_train"],
+            seed=self.seed,
+            train_n=self.train_n,
+            train_epochs=self.train_epochs,
+        )
 
     def validation_split(self) -> Scenes:
         """The ``val`` split (1000 scenes of their own seed stream, as the test split's)."""
         return Scenes(
-            "val", size=self.size, seed=self.seed, train_n=self.train_n,
+            "val",
+            size=self.size,
+            seed=self.seed,
+            train_n=self.train_n,
             train_epochs=self.train_epochs,
-        )  # fmt: skip
+        )

@@ -26,9 +26,11 @@ from nicebench import BenchDataset, DatasetMissingError, cache_dir, register_dat
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = [
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-]  # fmt: skip
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
 
 
 @functools.cache
@@ -54,8 +56,10 @@ def _stage_idx(source: Path, raw: Path) -> bool:
         # a file of this process's own, renamed into place: processes staging at once never
         # see (or rename) each other's half-written copy
         tmp = raw / f".{stem}.{os.getpid()}.part"
-        with (open(plain, "rb") if plain.exists() else gzip.open(packed, "rb")) as src, \
-                open(tmp, "wb") as dst:  # fmt: skip
+        with (
+            open(plain, "rb") if plain.exists() else gzip.open(packed, "rb") as src,
+            open(tmp, "wb") as dst,
+        ):
             shutil.copyfileobj(src, dst)
         tmp.replace(target)
     return True
@@ -95,12 +99,28 @@ class FashionMNIST(_TorchvisionSet):
 
     model_arch = "lenet5"
     model_recipe = {"epochs": 6, "lr": 1e-3, "batch_size": 100, "jpeg_p": 0.5, "flip": False}
-    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+    classes = [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
     mean, std, channels = (0.286,), (0.353,), 1
 
-    def __init__(self, split: str = "test", root: str | None = None, download: bool = False,
-                 n: int | None = None, source: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        split: str = "test",
+        root: str | None = None,
+        download: bool = False,
+        n: int | None = None,
+        source: str | None = None,
+    ):
         if split not in ("train", "test"):
             raise ValueError(f"fashion-mnist: split must be 'train' or 'test', got {split!r}")
         self.split, self.root, self.download, self.n = split, root, download, n
@@ -125,8 +145,13 @@ class MNIST(_TorchvisionSet):
     classes = [str(i) for i in range(10)]
     mean, std, channels = (0.1307,), (0.3081,), 1
 
-    def __init__(self, split: str = "test", root: str | None = None, download: bool = False,
-                 n: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        split: str = "test",
+        root: str | None = None,
+        download: bool = False,
+        n: int | None = None,
+    ):
         self.split, self.root, self.download, self.n = split, root, download, n
         base = _root("mnist", root)
         try:
@@ -146,12 +171,27 @@ class CIFAR10(_TorchvisionSet):
 
     model_arch = "scenecnn"
     model_recipe = {"epochs": 10, "lr": 3e-3, "batch_size": 128, "weight_decay": 5e-4}
-    classes = ["airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck"]  # fmt: skip
+    classes = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     mean, std, channels = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261), 3
 
-    def __init__(self, split: str = "test", root: str | None = None, download: bool = False,
-                 n: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        split: str = "test",
+        root: str | None = None,
+        download: bool = False,
+        n: int | None = None,
+    ):
         self.split, self.root, self.download, self.n = split, root, download, n
         base = _root("cifar10", root)
         try:
@@ -198,19 +238,31 @@ class ImageFolder(BenchDataset):
     model_arch = "resnet50"
     mean, std, channels = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 3
 
-    def __init__(self, split: str = "test", root: str | None = None, size: int = 224,
-                 n: int | None = None, labels: str = "auto", skip_bad: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        split: str = "test",
+        root: str | None = None,
+        size: int = 224,
+        n: int | None = None,
+        labels: str = "auto",
+        skip_bad: bool = False,
+    ):
         if root is None:
-            raise ValueError("imagefolder: pass root=<folder with one sub-folder per class>, "
-                             "e.g. --datasets imagefolder:root=/data/imagenette2/val")  # fmt: skip
+            raise ValueError(
+                "imagefolder: pass root=<folder with one sub-folder per class>, "
+                "e.g. --datasets imagefolder:root=/data/imagenette2/val"
+            )
         path = Path(root)
         if not path.is_dir():
             raise DatasetMissingError(f"imagefolder: folder {path} does not exist")
         self.split, self.root, self.size, self.n = split, str(path), int(size), n
-        tf = transforms.Compose([
-            transforms.Resize(int(size * 256 / 224)), transforms.CenterCrop(size),
-            transforms.ToTensor(),
-        ])  # fmt: skip
+        tf = transforms.Compose(
+            [
+                transforms.Resize(int(size * 256 / 224)),
+                transforms.CenterCrop(size),
+                transforms.ToTensor(),
+            ]
+        )
         try:
             self.folder = tvd.ImageFolder(str(path), transform=tf)
         except FileNotFoundError as exc:
@@ -247,8 +299,11 @@ class ImageFolder(BenchDataset):
 
                 names = ", ".join(Path(p).name for p, _ in self.skipped[:3])
                 more = "…" if len(self.skipped) > 3 else ""
-                warnings.warn(f"imagefolder: skipped {len(self.skipped)} unreadable file(s) "
-                              f"under {self.root} ({names}{more})", stacklevel=3)  # fmt: skip
+                warnings.warn(
+                    f"imagefolder: skipped {len(self.skipped)} unreadable file(s) "
+                    f"under {self.root} ({names}{more})",
+                    stacklevel=3,
+                )
 
     def _map_labels(self, labels: str) -> str:
         """Relabel the samples of wnid-named folders with ImageNet class indices."""
@@ -259,8 +314,10 @@ class ImageFolder(BenchDataset):
         if labels == "folder" or (labels == "auto" and other):
             return "folder"
         if other:
-            raise ValueError(f"imagefolder: labels=imagenet needs folders named by ImageNet wnid "
-                             f"(like n01440764); {self.root} has {other[:3]}")  # fmt: skip
+            raise ValueError(
+                f"imagefolder: labels=imagenet needs folders named by ImageNet wnid "
+                f"(like n01440764); {self.root} has {other[:3]}"
+            )
         to_imagenet = [index[c] for c in self.folder.classes]
         self.folder.samples = [(path, to_imagenet[t]) for path, t in self.folder.samples]
         self.folder.imgs = self.folder.samples
@@ -279,9 +336,11 @@ class ImageFolder(BenchDataset):
             return self.folder[index]
         except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for damaged files
             path = self.folder.samples[index][0]
-            raise ValueError(f"imagefolder: {path} can't be decoded ({type(exc).__name__}: "
-                             f"{exc}); remove or replace it, or pass skip_bad=true (which "
-                             "decodes every file first and leaves out the bad ones)") from None  # fmt: skip
+            raise ValueError(
+                f"imagefolder: {path} can't be decoded ({type(exc).__name__}: "
+                f"{exc}); remove or replace it, or pass skip_bad=true (which "
+                "decodes every file first and leaves out the bad ones)"
+            ) from None
 
     def identity(self) -> dict[str, Any]:
         ident = {"name": "imagefolder", "root": self.root, "size": self.size, "n": len(self)}

@@ -26,9 +26,16 @@ from nicebench.metrics import substrate_image
 from nicebench.models import last_conv_layer
 
 __all__ = [
-    "SmoothGrad", "GradientShapMethod", "DeepLiftMethod", "GradCAMPlusPlus", "ScoreCAM",
-    "image_generators", "gaussian_noise", "gradcam_pp_weights", "scorecam_masks",
-]  # fmt: skip
+    "SmoothGrad",
+    "GradientShapMethod",
+    "DeepLiftMethod",
+    "GradCAMPlusPlus",
+    "ScoreCAM",
+    "image_generators",
+    "gaussian_noise",
+    "gradcam_pp_weights",
+    "scorecam_masks",
+]
 
 BASELINE_KINDS = ("black", "white", "mean", "blur")
 
@@ -44,8 +51,9 @@ def image_generators(images: torch.Tensor, seed: int) -> list[torch.Generator]:
     return out
 
 
-def gaussian_noise(gens: list[torch.Generator], shape: tuple[int, ...],
-                   device: torch.device) -> torch.Tensor:  # fmt: skip
+def gaussian_noise(
+    gens: list[torch.Generator], shape: tuple[int, ...], device: torch.device
+) -> torch.Tensor:
     """Standard normal noise ``[B, *shape]``, image ``b``'s from ``gens[b]``."""
     return torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
 
@@ -59,8 +67,10 @@ def _check_positive(name: str, **values: float) -> None:
 def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int, absolute: bool):
     """∂ f_y / ∂ x for a stack of inputs, through captum's Saliency in chunks of ``chunk``."""
     sal = Saliency(model)
-    out = [sal.attribute(x[i : i + chunk].requires_grad_(), target=y[i : i + chunk], abs=absolute)
-           for i in range(0, len(x), chunk)]  # fmt: skip
+    out = [
+        sal.attribute(x[i : i + chunk].requires_grad_(), target=y[i : i + chunk], abs=absolute)
+        for i in range(0, len(x), chunk)
+    ]
     return torch.cat(out)
 
 
@@ -74,11 +84,22 @@ class SmoothGrad(Method):
     needs_gradients = True
     quick_params = {"n_samples": 4}
 
-    def __init__(self, model, *, n_samples: int = 20, stdevs: float = 0.15, seed: int = 0,
-                 internal_batch_size: int = 256):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        *,
+        n_samples: int = 20,
+        stdevs: float = 0.15,
+        seed: int = 0,
+        internal_batch_size: int = 256,
+    ):
         super().__init__(model)
-        _check_positive("smoothgrad", n_samples=n_samples, stdevs=stdevs,
-                        internal_batch_size=internal_batch_size)  # fmt: skip
+        _check_positive(
+            "smoothgrad",
+            n_samples=n_samples,
+            stdevs=stdevs,
+            internal_batch_size=internal_batch_size,
+        )
         self.n_samples, self.stdevs, self.seed = int(n_samples), float(stdevs), int(seed)
         self.internal_batch_size = int(internal_batch_size)
 
@@ -87,8 +108,9 @@ class SmoothGrad(Method):
         gens = image_generators(images, self.seed)
         noise = gaussian_noise(gens, (s, *images.shape[1:]), images.device)  # [B, S, C, H, W]
         x = (images[:, None] + self.stdevs * noise).flatten(0, 1)  # [B·S, C, H, W], image-major
-        grads = _gradients(self.model, x, targets.repeat_interleave(s), self.internal_batch_size,
-                           absolute=True)  # fmt: skip
+        grads = _gradients(
+            self.model, x, targets.repeat_interleave(s), self.internal_batch_size, absolute=True
+        )
         return grads.view(b, s, *images.shape[1:]).mean(1).amax(1, keepdim=True)
 
 
@@ -106,8 +128,9 @@ def _baseline_kinds(name: str, spec: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in str(spec).split("+") if k.strip())
     bad = [k for k in kinds if k not in BASELINE_KINDS]
     if not kinds or bad:
-        raise MethodError(f"{name}: baselines must be '+'-joined kinds of {BASELINE_KINDS}, "
-                          f"got {spec!r}")  # fmt: skip
+        raise MethodError(
+            f"{name}: baselines must be '+'-joined kinds of {BASELINE_KINDS}, got {spec!r}"
+        )
     return kinds
 
 
@@ -121,9 +144,17 @@ class GradientShapMethod(Method):
     needs_gradients = True
     quick_params = {"n_samples": 4}
 
-    def __init__(self, model, *, n_samples: int = 20, stdevs: float = 0.0,
-                 baselines: str = "black+mean+blur", seed: int = 0, absolute: bool = False,
-                 internal_batch_size: int = 256):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        *,
+        n_samples: int = 20,
+        stdevs: float = 0.0,
+        baselines: str = "black+mean+blur",
+        seed: int = 0,
+        absolute: bool = False,
+        internal_batch_size: int = 256,
+    ):
         super().__init__(model)
         _check_positive("gradshap", n_samples=n_samples, internal_batch_size=internal_batch_size)
         if stdevs < 0:
@@ -138,8 +169,9 @@ class GradientShapMethod(Method):
         gens = image_generators(images, self.seed)
         bases = torch.stack([baseline_images(self.model, images, k) for k in self._kinds], 1)
         # per image and sample: which baseline, α ~ U(0, 1), then the noise
-        pick = torch.stack([torch.randint(len(self._kinds), (s,), generator=g, device=dev)
-                            for g in gens])  # fmt: skip
+        pick = torch.stack(
+            [torch.randint(len(self._kinds), (s,), generator=g, device=dev) for g in gens]
+        )
         alpha = torch.stack([torch.rand(s, generator=g, device=dev) for g in gens])
         alpha = alpha[..., None, None, None]  # [B, S, 1, 1, 1]
         base = bases[torch.arange(b, device=dev)[:, None], pick]  # [B, S, C, H, W]
@@ -147,8 +179,13 @@ class GradientShapMethod(Method):
         if self.stdevs > 0:
             x = x + self.stdevs * gaussian_noise(gens, (s, *images.shape[1:]), dev)
         point = (base + alpha * (x - base)).flatten(0, 1)
-        grads = _gradients(self.model, point, targets.repeat_interleave(s),
-                           self.internal_batch_size, absolute=False)  # fmt: skip
+        grads = _gradients(
+            self.model,
+            point,
+            targets.repeat_interleave(s),
+            self.internal_batch_size,
+            absolute=False,
+        )
         attr = (grads.view_as(base) * (x - base)).mean(1).sum(1, keepdim=True)
         return attr.abs() if self.absolute else attr
 
@@ -205,10 +242,14 @@ class DeepLiftMethod(Method):
             # captum announces on every call that it hooks the non-linear activations and removes
             # the hooks afterwards: known and harmless (the model is a hookable copy,
             # _deeplift_copy); silenced by its message only, any other warning still shows
-            warnings.filterwarnings("ignore", message="Setting forward, backward hooks and "
-                                    "attributes on non-linear", category=UserWarning)
-            attr = DeepLift(self._net()).attribute(images.requires_grad_(), baselines=base,
-                                                   target=targets)
+            warnings.filterwarnings(
+                "ignore",
+                message="Setting forward, backward hooks and attributes on non-linear",
+                category=UserWarning,
+            )
+            attr = DeepLift(self._net()).attribute(
+                images.requires_grad_(), baselines=base, target=targets
+            )
         attr = attr.sum(1, keepdim=True)
         return attr.abs() if self.absolute else attr
 
@@ -240,8 +281,11 @@ def gradcam_pp_weights(grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     g2 = grads.pow(2)
     g3 = g2 * grads
     denom = 2 * g2 + acts.sum((2, 3), keepdim=True) * g3
-    alpha = torch.where(grads != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
-                        torch.zeros_like(g2))  # fmt: skip
+    alpha = torch.where(
+        grads != 0,
+        g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
+        torch.zeros_like(g2),
+    )
     return (alpha * grads.clamp_min(0)).sum((2, 3))
 
 
@@ -253,8 +297,7 @@ class GradCAMPlusPlus(_CamMethod):
     needs_gradients = True
 
     def attribute(self, images, targets, **kw):
-        grads, acts = compute_layer_gradients_and_eval(self.model, self._layer(), images,
-                                                       targets)  # fmt: skip
+        grads, acts = compute_layer_gradients_and_eval(self.model, self._layer(), images, targets)
         g, a = grads[0].detach(), acts[0].detach()
         cam = F.relu((gradcam_pp_weights(g, a)[:, :, None, None] * a).sum(1, keepdim=True))
         return self._upsample(cam, images)
@@ -282,8 +325,9 @@ class ScoreCAM(_CamMethod):
 
     needs_gradients = False
 
-    def __init__(self, model, *, layer: str | None = None, baseline: str = "mean",
-                 batch_size: int = 512):  # fmt: skip
+    def __init__(
+        self, model, *, layer: str | None = None, baseline: str = "mean", batch_size: int = 512
+    ):
         super().__init__(model, layer=layer)
         if baseline not in ("mean", "black", "blur"):
             raise MethodError("scorecam: baseline must be 'mean', 'black' or 'blur'")

@@ -52,8 +52,9 @@ def mask_weights(size: tuple[int, int], step: int, sigma: float) -> tuple[torch.
     at pixel ``step·i``; neighbour ``k`` of pixel ``u`` is grid point ``⌊u/step⌋ + k − r``) and r."""
     r = 1 + math.ceil(sigma / step)
     h, w = size
-    uy, ux = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                            torch.arange(w, dtype=torch.float32), indexing="ij")  # fmt: skip
+    uy, ux = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     ks = torch.arange(-r, r + 1, dtype=torch.float32)
     cy = (torch.floor(uy / step)[None, None] + ks[:, None, None, None]) * step  # [2r+1,1,H,W]
     cx = (torch.floor(ux / step)[None, None] + ks[None, :, None, None]) * step  # [1,2r+1,H,W]
@@ -138,10 +139,21 @@ class Extremal(Method):
     needs_gradients = True
     quick_params = {"steps": 3, "areas": "0.1", "regul": 300.0, "precision": "fp32"}
 
-    def __init__(self, model, *, areas: str | float | tuple = "0.05+0.1+0.2", steps: int = 300,
-                 lr: float = 0.1, regul: float | None = None, step: int | None = None,
-                 sigma: float | None = None, max_blur: float | None = None, levels: int = 8,
-                 jitter: bool = True, precision: str = "auto"):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        *,
+        areas: str | float | tuple = "0.05+0.1+0.2",
+        steps: int = 300,
+        lr: float = 0.1,
+        regul: float | None = None,
+        step: int | None = None,
+        sigma: float | None = None,
+        max_blur: float | None = None,
+        levels: int = 8,
+        jitter: bool = True,
+        precision: str = "auto",
+    ):
         super().__init__(model)
         self._areas = _areas(areas)
         self.areas = areas if isinstance(areas, str | int | float) else "+".join(map(str, areas))

@@ -46,9 +46,12 @@ class IntegratedGradientsMethod(Method):
     def attribute(self, images, targets, **kw):
         ig = IntegratedGradients(self.model)
         attr = ig.attribute(
-            images, baselines=_baseline(self.model, images, self.baseline), target=targets,
-            n_steps=self.n_steps, internal_batch_size=max(len(images) * self.n_steps // 4, 1),
-        )  # fmt: skip
+            images,
+            baselines=_baseline(self.model, images, self.baseline),
+            target=targets,
+            n_steps=self.n_steps,
+            internal_batch_size=max(len(images) * self.n_steps // 4, 1),
+        )
         attr = attr.sum(1, keepdim=True)
         return attr.abs() if self.absolute else attr
 
@@ -57,8 +60,9 @@ class IntegratedGradientsMethod(Method):
 class OcclusionMethod(Method):
     """Drop in the target's score when a ``window``² patch is set to the baseline (captum)."""
 
-    def __init__(self, model, *, window: int | None = None, stride: int | None = None,
-                 baseline: str = "mean"):  # fmt: skip
+    def __init__(
+        self, model, *, window: int | None = None, stride: int | None = None, baseline: str = "mean"
+    ):
         super().__init__(model)
         self.window, self.stride, self.baseline = window, stride, baseline
 
@@ -68,11 +72,15 @@ class OcclusionMethod(Method):
         stride = self.stride or max(1, window // 2)
         with torch.no_grad():
             attr = Occlusion(forward_model(self.model)).attribute(
-                images, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
-                baselines=_baseline(self.model, images, self.baseline), target=targets,
-                perturbations_per_eval=max(1, auto_batch_size(images[0].numel(),
-                                                              images.device) // len(images)),
-            )  # fmt: skip
+                images,
+                sliding_window_shapes=(c, window, window),
+                strides=(c, stride, stride),
+                baselines=_baseline(self.model, images, self.baseline),
+                target=targets,
+                perturbations_per_eval=max(
+                    1, auto_batch_size(images[0].numel(), images.device) // len(images)
+                ),
+            )
         return attr.mean(1, keepdim=True)
 
 

@@ -44,8 +44,9 @@ class WeightedRidge:
         wn = w / w.sum().clamp_min(1e-12)
         xc = x - (wn[:, None] * x).sum(0)
         yc = y - (wn * y).sum()
-        gram = xc.T @ (w[:, None] * xc) + self.alpha * torch.eye(x.shape[1], dtype=x.dtype,
-                                                             device=x.device)
+        gram = xc.T @ (w[:, None] * xc) + self.alpha * torch.eye(
+            x.shape[1], dtype=x.dtype, device=x.device
+        )
         self.coef = torch.linalg.solve(gram, xc.T @ (w * yc)).float()
         return {}
 
@@ -68,9 +69,12 @@ def superpixels(image: torch.Tensor, n_segments: int) -> torch.Tensor:
     arr = image.detach().float().cpu().permute(1, 2, 0).numpy().astype(np.float64)
     multichannel = arr.shape[-1] > 1
     seg = slic(
-        arr if multichannel else arr[..., 0], n_segments=n_segments, compactness=10.0,
-        start_label=0, channel_axis=-1 if multichannel else None,
-    )  # fmt: skip
+        arr if multichannel else arr[..., 0],
+        n_segments=n_segments,
+        compactness=10.0,
+        start_label=0,
+        channel_axis=-1 if multichannel else None,
+    )
     _, labels = np.unique(seg, return_inverse=True)
     return torch.from_numpy(labels.reshape(seg.shape)).long()
 
@@ -97,9 +101,11 @@ class LimeMethod(Method):
         self.n_samples, self.n_segments = int(n_samples), int(n_segments)
         self.baseline, self.seed = baseline, int(seed)
         self._lime = Lime(
-            self._forward, interpretable_model=WeightedRidge(),
-            similarity_func=_kernel_similarity, perturb_func=self._perturbations,
-        )  # fmt: skip
+            self._forward,
+            interpretable_model=WeightedRidge(),
+            similarity_func=_kernel_similarity,
+            perturb_func=self._perturbations,
+        )
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.softmax(forward_model(self.model)(x).float(), dim=1)
@@ -121,9 +127,13 @@ class LimeMethod(Method):
         for i in range(images.shape[0]):
             seg = superpixels(images[i], self.n_segments).to(images.device)
             coefs = self._lime.attribute(
-                images[i : i + 1], baselines=fill[i : i + 1], target=int(targets[i]),
-                feature_mask=seg[None, None], n_samples=self.n_samples,
-                perturbations_per_eval=self.n_samples, return_input_shape=False,
-            )  # fmt: skip
+                images[i : i + 1],
+                baselines=fill[i : i + 1],
+                target=int(targets[i]),
+                feature_mask=seg[None, None],
+                n_samples=self.n_samples,
+                perturbations_per_eval=self.n_samples,
+                return_input_shape=False,
+            )
             out[i, 0] = coefs.reshape(-1).to(images.device)[seg]
         return out

@@ -119,12 +119,17 @@ class MaskGenerator(nn.Module):
             for i, (cout, dil) in enumerate(((16, 1), (32, 2), (32, 4))):
                 layers += [
                     nn.Conv2d(
-                        cin, cout, 3, stride=stride0 if i == 0 else 1, padding=dil,
-                        dilation=dil, bias=False,
+                        cin,
+                        cout,
+                        3,
+                        stride=stride0 if i == 0 else 1,
+                        padding=dil,
+                        dilation=dil,
+                        bias=False,
                     ),
                     nn.BatchNorm2d(cout),
                     nn.ReLU(inplace=True),
-                ]  # fmt: skip
+                ]
                 if i < n_pool:
                     layers.append(nn.MaxPool2d(2, ceil_mode=True))
                 cin = cout
@@ -224,20 +229,27 @@ class Nice(GateMaskMethod, LearnedMethod):
             if cell == "auto":
                 cell = int(create_codec(str(codec)).block)
             if reference != "lowres":
-                raise MethodError(f"nice: codec={codec!r} trains against the track's "
-                                  f"low-resolution background: reference must be 'lowres'")  # fmt: skip
+                raise MethodError(
+                    f"nice: codec={codec!r} trains against the track's "
+                    f"low-resolution background: reference must be 'lowres'"
+                )
         if train_quality is not None:
             if codec is None:
-                raise MethodError("nice: train_quality codes the training composites with the "
-                                  "track's codec: name one with codec=")  # fmt: skip
-            if isinstance(train_quality, bool) or not isinstance(train_quality, int) or not (
-                1 <= train_quality <= 100
+                raise MethodError(
+                    "nice: train_quality codes the training composites with the "
+                    "track's codec: name one with codec="
+                )
+            if (
+                isinstance(train_quality, bool)
+                or not isinstance(train_quality, int)
+                or not (1 <= train_quality <= 100)
             ):
                 raise MethodError(
                     f"nice: train_quality must be an integer in [1, 100], got {train_quality!r}"
                 )
-        super().__init__(model, reference=reference, cell=cell, target=target,
-                         rank_window=rank_window)  # fmt: skip
+        super().__init__(
+            model, reference=reference, cell=cell, target=target, rank_window=rank_window
+        )
         if generator not in GENERATORS:
             raise MethodError(f"nice: generator must be one of {GENERATORS}, got {generator!r}")
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
@@ -304,10 +316,17 @@ class Nice(GateMaskMethod, LearnedMethod):
         chosen = largest_passing(LAM_LADDER, lambda lam: masked(lam)["masked_accuracy"] >= bar)
         if chosen not in tried or self.lam != chosen:
             masked(chosen)
-        self.train_info = {**self.train_info, "lam_auto": {
-            "chosen": chosen, "accuracy_original": base, "quality": self.train_quality,
-            "n_holdout": n_hold, "held_out": source,
-            "tried": {str(k): v for k, v in sorted(tried.items())}}}  # fmt: skip
+        self.train_info = {
+            **self.train_info,
+            "lam_auto": {
+                "chosen": chosen,
+                "accuracy_original": base,
+                "quality": self.train_quality,
+                "n_holdout": n_hold,
+                "held_out": source,
+                "tried": {str(k): v for k, v in sorted(tried.items())},
+            },
+        }
         return self
 
     @torch.no_grad()
@@ -338,7 +357,11 @@ class Nice(GateMaskMethod, LearnedMethod):
 
     def cache_identity(self, dataset: Any, n: int) -> dict[str, Any]:
         identity = super().cache_identity(dataset, n)
-        identity["params"] = {**identity["params"], "cell": self.cell_px, "n_train": n}  # as trained
+        identity["params"] = {
+            **identity["params"],
+            "cell": self.cell_px,
+            "n_train": n,
+        }  # as trained
         return identity
 
     def build_module(self, dataset: Any) -> MaskGenerator:

@@ -85,8 +85,9 @@ class NiceOpt(GateMaskMethod):
         rank_window: float = RANK_WINDOW,
         precision: str = "auto",
     ):
-        super().__init__(model, reference=reference, cell=cell, target=target,
-                         rank_window=rank_window)  # fmt: skip
+        super().__init__(
+            model, reference=reference, cell=cell, target=target, rank_window=rank_window
+        )
         if steps < 1 or samples < 1 or check_every < 1 or patience < 0:
             raise MethodError("nice-opt: steps, samples, check_every >= 1 and patience >= 0")
         self.steps, self.lam, self.mu = int(steps), float(lam), float(mu)

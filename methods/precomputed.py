@@ -33,8 +33,10 @@ SUFFIXES = (".npz", ".pt", ".pth")
 def save_maps(path: str | Path, maps: Mapping[int, Any]) -> Path:
     """Write ``{image index: map}`` as the ``.npz`` (or ``.pt``) file ``precomputed`` reads."""
     path = Path(path)
-    arrays = {int(i): np.asarray(torch.as_tensor(m).detach().cpu(), dtype=np.float32)
-              for i, m in maps.items()}  # fmt: skip
+    arrays = {
+        int(i): np.asarray(torch.as_tensor(m).detach().cpu(), dtype=np.float32)
+        for i, m in maps.items()
+    }
     if path.suffix == ".npz":
         np.savez(path, **{str(i): a for i, a in arrays.items()})
     elif path.suffix in (".pt", ".pth"):
@@ -48,8 +50,10 @@ def _index(key: Any, path: Path) -> int:
     try:
         return int(key)
     except (TypeError, ValueError):
-        raise MethodError(f"precomputed: {path}: key {key!r} is not an image index "
-                          "(keys must be the images' dataset indices, e.g. '0', '17')") from None
+        raise MethodError(
+            f"precomputed: {path}: key {key!r} is not an image index "
+            "(keys must be the images' dataset indices, e.g. '0', '17')"
+        ) from None
 
 
 @register_method("precomputed")
@@ -63,8 +67,9 @@ class Precomputed(Method):
     def __init__(self, model, *, path: str | None = None):
         super().__init__(model)
         if not path:
-            raise MethodError("precomputed: give the maps file, precomputed:path=FILE.npz "
-                              "(or FILE.pt)")  # fmt: skip
+            raise MethodError(
+                "precomputed: give the maps file, precomputed:path=FILE.npz (or FILE.pt)"
+            )
         self.path = str(path)
         file = Path(path).expanduser()
         if file.suffix not in SUFFIXES:
@@ -79,32 +84,42 @@ class Precomputed(Method):
             else:
                 self._store = torch.load(file, map_location="cpu", weights_only=True)
                 if not isinstance(self._store, Mapping):
-                    raise MethodError(f"precomputed: {file} holds a "
-                                      f"{type(self._store).__name__}, not a dict of image index "
-                                      "→ map")  # fmt: skip
+                    raise MethodError(
+                        f"precomputed: {file} holds a "
+                        f"{type(self._store).__name__}, not a dict of image index "
+                        "→ map"
+                    )
                 keys = list(self._store)
             self._keys = {_index(k, file): k for k in keys}
         except MethodError:
             raise
         except Exception as exc:
-            raise MethodError(f"precomputed: cannot read {file}: {type(exc).__name__}: {exc}") \
-                from exc  # fmt: skip
+            raise MethodError(
+                f"precomputed: cannot read {file}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _map(self, i: int) -> torch.Tensor:
         if i not in self._keys:
-            raise MethodError(f"precomputed: {self._file} has no map for image {i} "
-                              f"({len(self._keys)} maps in the file)")  # fmt: skip
+            raise MethodError(
+                f"precomputed: {self._file} has no map for image {i} "
+                f"({len(self._keys)} maps in the file)"
+            )
         key = self._keys[i]
         try:
             raw = self._store[key]
         except ValueError as exc:  # an object array (would need pickle)
             raise MethodError(f"precomputed: {self._file}: map for image {i}: {exc}") from exc
         if not isinstance(raw, np.ndarray | torch.Tensor):
-            raise MethodError(f"precomputed: {self._file}: map for image {i} is a "
-                              f"{type(raw).__name__}, not an array")  # fmt: skip
+            raise MethodError(
+                f"precomputed: {self._file}: map for image {i} is a "
+                f"{type(raw).__name__}, not an array"
+            )
         t = torch.as_tensor(np.asarray(raw) if isinstance(raw, np.ndarray) else raw)
-        if not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64, torch.uint8,
-                                                         torch.int16, torch.int8, torch.bool)):
+        if not (
+            t.dtype.is_floating_point
+            or t.dtype
+            in (torch.int32, torch.int64, torch.uint8, torch.int16, torch.int8, torch.bool)
+        ):
             raise MethodError(f"precomputed: {self._file}: map for image {i} has dtype {t.dtype}")
         return t.float()
 
@@ -116,12 +131,15 @@ class Precomputed(Method):
             if m.dim() == 3 and m.shape[0] == 1:
                 m = m[0]
             if tuple(m.shape) != (h, w):
-                raise MethodError(f"precomputed: {self._file}: map for image {i} has shape "
-                                  f"{tuple(self._map(i).shape)}, expected ({h}, {w}) or "
-                                  f"(1, {h}, {w}) (the dataset's image size)")  # fmt: skip
+                raise MethodError(
+                    f"precomputed: {self._file}: map for image {i} has shape "
+                    f"{tuple(self._map(i).shape)}, expected ({h}, {w}) or "
+                    f"(1, {h}, {w}) (the dataset's image size)"
+                )
             if not torch.isfinite(m).all():
                 bad = int((~torch.isfinite(m)).sum())
-                raise MethodError(f"precomputed: {self._file}: map for image {i} has {bad} "
-                                  "NaN/inf values")  # fmt: skip
+                raise MethodError(
+                    f"precomputed: {self._file}: map for image {i} has {bad} NaN/inf values"
+                )
             maps.append(m)
         return torch.stack(maps).unsqueeze(1).to(images.device)

@@ -30,8 +30,9 @@ def rise_masks(n_masks: int, grid: int, p: float, size: tuple[int, int], seed: i
     gen = torch.Generator().manual_seed(seed)
     cells = (torch.rand(n_masks, 1, grid, grid, generator=gen) < p).float()
     ch, cw = math.ceil(h / grid), math.ceil(w / grid)
-    up = F.interpolate(cells, size=((grid + 1) * ch, (grid + 1) * cw), mode="bilinear",
-                       align_corners=False)  # fmt: skip
+    up = F.interpolate(
+        cells, size=((grid + 1) * ch, (grid + 1) * cw), mode="bilinear", align_corners=False
+    )
     dy = torch.randint(0, ch, (n_masks,), generator=gen)
     dx = torch.randint(0, cw, (n_masks,), generator=gen)
     rows = (dy[:, None] + torch.arange(h))[:, :, None]  # [N,H,1]

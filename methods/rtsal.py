@@ -192,8 +192,9 @@ class RealTimeSaliency(LearnedMethod):
             feats = self.features(images)
         logits = (decoder or self.decoder)(feats, targets)
         if logits.shape[-2:] != images.shape[-2:]:
-            logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear",
-                                   align_corners=False)  # fmt: skip
+            logits = F.interpolate(
+                logits, size=images.shape[-2:], mode="bilinear", align_corners=False
+            )
         return torch.sigmoid(logits)
 
     # -- training ---------------------------------------------------------------------------
@@ -233,8 +234,13 @@ class RealTimeSaliency(LearnedMethod):
         keep = -torch.log(p_keep.squeeze(1).clamp_min(1e-8))
         destroy = p_del.squeeze(1).clamp_min(1e-8) ** self.destroyer_power
         loss = (self.tv * tv + self.area * area + self.preserver * keep + destroy).mean()
-        parts = {"loss": loss, "tv": tv.mean(), "area": m.mean(), "keep_nll": keep.mean(),
-                 "p_destroyed": p_del.mean()}  # fmt: skip
+        parts = {
+            "loss": loss,
+            "tv": tv.mean(),
+            "area": m.mean(),
+            "keep_nll": keep.mean(),
+            "p_destroyed": p_del.mean(),
+        }
         return loss, {k: float(v.detach()) for k, v in parts.items()}
 
     def train_module(self, module: nn.Module, dataset: Any, n: int) -> dict[str, Any]:

@@ -14,19 +14,35 @@ __version__ = "0.1.0"
 
 # public name → the module that defines it
 _EXPORTS = {
-    "BenchDataset": "data", "DatasetMissingError": "data", "cache_dir": "data",
-    "collate": "data", "load_dataset": "data",
-    "Codec": "codec", "CodecError": "codec", "SWEEP": "codec", "create_codec": "codec",
-    "GateMaskMethod": "gates.method", "LearnedMethod": "learned",
-    "Method": "method", "MethodError": "method", "create_method": "method",
+    "BenchDataset": "data",
+    "DatasetMissingError": "data",
+    "cache_dir": "data",
+    "collate": "data",
+    "load_dataset": "data",
+    "Codec": "codec",
+    "CodecError": "codec",
+    "SWEEP": "codec",
+    "create_codec": "codec",
+    "GateMaskMethod": "gates.method",
+    "LearnedMethod": "learned",
+    "Method": "method",
+    "MethodError": "method",
+    "create_method": "method",
     "load_model": "models",
-    "MetricSpec": "metric_spec", "Setting": "metric_spec",
+    "MetricSpec": "metric_spec",
+    "Setting": "metric_spec",
     "ContractError": "contract.rules",
-    "list_codecs": "registry", "list_datasets": "registry", "list_methods": "registry",
-    "list_metrics": "registry", "list_models": "registry", "register_arch": "registry",
-    "register_codec": "registry", "register_dataset": "registry", "register_method": "registry",
+    "list_codecs": "registry",
+    "list_datasets": "registry",
+    "list_methods": "registry",
+    "list_metrics": "registry",
+    "list_models": "registry",
+    "register_arch": "registry",
+    "register_codec": "registry",
+    "register_dataset": "registry",
+    "register_method": "registry",
     "register_metric": "registry",
-}  # fmt: skip
+}
 _SUBMODULES = {"metrics", "compression", "models", "report", "testing", "registry", "codec"}
 
 __all__ = [

@@ -68,8 +68,17 @@ def _run(args: argparse.Namespace) -> int:
         cfg.skipped_datasets = []
     if args.metrics:
         cfg.metrics = [m.strip() for m in ",".join(args.metrics).split(",") if m.strip()]
-    for key in ("n_images", "out", "device", "batch_size", "shard_size", "executor", "address",
-                "cell_timeout", "lock_timeout"):  # fmt: skip
+    for key in (
+        "n_images",
+        "out",
+        "device",
+        "batch_size",
+        "shard_size",
+        "executor",
+        "address",
+        "cell_timeout",
+        "lock_timeout",
+    ):
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)
@@ -87,8 +96,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"skipped dataset {spec}: {why}", file=sys.stderr)
     summary = run(cfg, progress=not args.quiet)
     out = Path(cfg.out)
-    print(f"{summary.ok} cells computed, {summary.skipped} already in the store, "
-          f"{len(summary.failed)} failed, in {summary.seconds:.1f} s")  # fmt: skip
+    print(
+        f"{summary.ok} cells computed, {summary.skipped} already in the store, "
+        f"{len(summary.failed)} failed, in {summary.seconds:.1f} s"
+    )
     for dataset, method, error in summary.failed:
         print(f"  FAILED {dataset} · {method}: {error}")
     files: list[Path] = []
@@ -100,8 +111,11 @@ def _run(args: argparse.Namespace) -> int:
             with RunLock(out, cfg.lock_timeout):  # a second run on `out` draws after this one
                 files = _write_figures_and_report(out, ("png", "pdf"))
         except Exception as exc:  # the tables are written: say what failed and go on
-            print(f"error: figures/report not written ({type(exc).__name__}: {exc}); the tables "
-                  f"are in {out}; retry with `nicebench report {out}`", file=sys.stderr)  # fmt: skip
+            print(
+                f"error: figures/report not written ({type(exc).__name__}: {exc}); the tables "
+                f"are in {out}; retry with `nicebench report {out}`",
+                file=sys.stderr,
+            )
             code = 1
     board = pd.read_csv(out / "leaderboard.csv")
     validity = pd.read_csv(out / "validity.csv") if (out / "validity.csv").exists() else None
@@ -133,8 +147,10 @@ def _latest_keys(run_dir: Path) -> set[str] | None:
 def _run_dir(path: str) -> Path:
     run_dir = Path(path)
     if not (run_dir / "store.sqlite").is_file():
-        raise FileNotFoundError(f"{run_dir} holds no run store (store.sqlite): pass the --out "
-                                "directory of a `nicebench run`")  # fmt: skip
+        raise FileNotFoundError(
+            f"{run_dir} holds no run store (store.sqlite): pass the --out "
+            "directory of a `nicebench run`"
+        )
     return run_dir
 
 
@@ -172,8 +188,10 @@ def _compact(args: argparse.Namespace) -> int:
     finally:
         store.close()
     after = (run_dir / "store.sqlite").stat().st_size
-    print(f"{run_dir / 'store.sqlite'}: kept the latest run's cells, dropped {dropped} of earlier "
-          f"runs; {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB")  # fmt: skip
+    print(
+        f"{run_dir / 'store.sqlite'}: kept the latest run's cells, dropped {dropped} of earlier "
+        f"runs; {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB"
+    )
     return 0
 
 
@@ -185,8 +203,10 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
-_PLUGINS_HELP = ("local plugin module to load first: a dotted module name or a .py file "
-                 "(repeatable or comma-separated; also $NICEBENCH_PLUGINS, os.pathsep-separated)")
+_PLUGINS_HELP = (
+    "local plugin module to load first: a dotted module name or a .py file "
+    "(repeatable or comma-separated; also $NICEBENCH_PLUGINS, os.pathsep-separated)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,23 +215,37 @@ def build_parser() -> argparse.ArgumentParser:
     # the same option after the command (`nicebench list --plugins x.py`); SUPPRESS keeps a value
     # given before the command
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--plugins", action="append", metavar="MODULE_OR_FILE",
-                        default=argparse.SUPPRESS, help=_PLUGINS_HELP)  # fmt: skip
+    common.add_argument(
+        "--plugins",
+        action="append",
+        metavar="MODULE_OR_FILE",
+        default=argparse.SUPPRESS,
+        help=_PLUGINS_HELP,
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    ls = sub.add_parser("list", parents=[common],
-                        help="list registered methods, codecs, datasets, models or metrics (and failed plugins)")
-    ls.add_argument("kind", nargs="?", choices=["methods", "codecs", "datasets", "models", "metrics"])
+    ls = sub.add_parser(
+        "list",
+        parents=[common],
+        help="list registered methods, codecs, datasets, models or metrics (and failed plugins)",
+    )
+    ls.add_argument(
+        "kind", nargs="?", choices=["methods", "codecs", "datasets", "models", "metrics"]
+    )
     ls.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'nice*'")
     ls.set_defaults(func=_list)
 
-    r = sub.add_parser("run", parents=[common],
-                       help="run a leaderboard (default: the offline default leaderboard)")
+    r = sub.add_parser(
+        "run", parents=[common], help="run a leaderboard (default: the offline default leaderboard)"
+    )
     r.add_argument("config", nargs="?", help="TOML config; without it, the default leaderboard")
     r.add_argument("--datasets", action="append", help="e.g. scenes:size=128,fashion-mnist")
-    r.add_argument("--models", action="append",
-                   help="classifiers, e.g. default,scenecnn:seed=1,torchvision:resnet50:"
-                        "weights=FILE (default: each dataset's own)")  # fmt: skip
+    r.add_argument(
+        "--models",
+        action="append",
+        help="classifiers, e.g. default,scenecnn:seed=1,torchvision:resnet50:"
+        "weights=FILE (default: each dataset's own)",
+    )
     r.add_argument("--methods", action="append", help="e.g. nice:lam=5,gradcam")
     r.add_argument(
         "--codecs",
@@ -220,47 +254,74 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--metrics", action="append", help="e.g. deletion,insertion")
     r.add_argument("--n-images", type=int, dest="n_images")
-    r.add_argument("--out", help="run directory (store, tables, figures, report); default: "
-                   "runs/<config name>, runs/default without a config")
+    r.add_argument(
+        "--out",
+        help="run directory (store, tables, figures, report); default: "
+        "runs/<config name>, runs/default without a config",
+    )
     r.add_argument("--device", help="cpu or cuda")
     r.add_argument("--batch-size", type=int, dest="batch_size")
     r.add_argument("--shard-size", type=int, dest="shard_size")
     r.add_argument("--executor", choices=["local", "ray"])
     r.add_argument("--address", help="Ray cluster address (with --executor ray)")
     r.add_argument("--threads", type=int, help="torch CPU threads")
-    r.add_argument("--cell-timeout", type=float, dest="cell_timeout", metavar="SECONDS",
-                   help="fail a cell that runs longer and go on (default: the config's "
-                        "cell_timeout, 3600; 0: no limit)")  # fmt: skip
-    r.add_argument("--lock-timeout", type=float, dest="lock_timeout", metavar="SECONDS",
-                   help="wait this long for another live run that holds the run directory, then "
-                        "resume from its cells (default: the config's lock_timeout, 86400; 0: "
-                        "stop at once)")  # fmt: skip
+    r.add_argument(
+        "--cell-timeout",
+        type=float,
+        dest="cell_timeout",
+        metavar="SECONDS",
+        help="fail a cell that runs longer and go on (default: the config's "
+        "cell_timeout, 3600; 0: no limit)",
+    )
+    r.add_argument(
+        "--lock-timeout",
+        type=float,
+        dest="lock_timeout",
+        metavar="SECONDS",
+        help="wait this long for another live run that holds the run directory, then "
+        "resume from its cells (default: the config's lock_timeout, 86400; 0: "
+        "stop at once)",
+    )
     r.add_argument("-q", "--quiet", action="store_true")
-    r.add_argument("--no-report", action="store_true", dest="no_report",
-                   help="write the tables only (no figures, no HTML report)")
+    r.add_argument(
+        "--no-report",
+        action="store_true",
+        dest="no_report",
+        help="write the tables only (no figures, no HTML report)",
+    )
     r.set_defaults(func=_run)
 
-    f = sub.add_parser("figures", parents=[common],
-                       help="draw a run's paper figures into RUN_DIR/figures (no model needed)")
+    f = sub.add_parser(
+        "figures",
+        parents=[common],
+        help="draw a run's paper figures into RUN_DIR/figures (no model needed)",
+    )
     f.add_argument("run_dir", help="a run directory (the --out of `nicebench run`)")
     f.add_argument("--format", default="png,pdf", help="comma-separated: png, pdf, svg")
     f.set_defaults(func=_figures)
 
-    h = sub.add_parser("report", parents=[common],
-                       help="write RUN_DIR/report/index.html, one self-contained page")
+    h = sub.add_parser(
+        "report", parents=[common], help="write RUN_DIR/report/index.html, one self-contained page"
+    )
     h.add_argument("run_dir", help="a run directory (the --out of `nicebench run`)")
     h.add_argument("--figures", action="store_true", help="redraw the figures first")
     h.set_defaults(func=_report)
 
-    c = sub.add_parser("compact", parents=[common],
-                       help="keep only the latest run's cells in RUN_DIR/store.sqlite and shrink "
-                            "the file (before committing a reference run)")  # fmt: skip
+    c = sub.add_parser(
+        "compact",
+        parents=[common],
+        help="keep only the latest run's cells in RUN_DIR/store.sqlite and shrink "
+        "the file (before committing a reference run)",
+    )
     c.add_argument("run_dir", help="a run directory (the --out of `nicebench run`)")
     c.set_defaults(func=_compact)
 
-    v = sub.add_parser("verify", parents=[common],
-                       help="check a run store's integrity and cell keys, recompute a sample of "
-                            "cells (CPU) and compare every stored value bit for bit")  # fmt: skip
+    v = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="check a run store's integrity and cell keys, recompute a sample of "
+        "cells (CPU) and compare every stored value bit for bit",
+    )
     v.add_argument("run_dir", help="a run directory (the --out of `nicebench run`)")
     v.add_argument("--sample", type=int, default=5, help="finished cells to recompute (default 5)")
     v.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")

@@ -232,9 +232,12 @@ class Codec:
         """Encode and decode every image of ``uint8 [B,H,W,C]`` at ``quality``."""
         quality = check_quality(quality)
         return code_batch(
-            arr, lambda a: self.encode(a, quality), self.decode, self.header_size,
+            arr,
+            lambda a: self.encode(a, quality),
+            self.decode,
+            self.header_size,
             parallel=self.thread_safe,
-        )  # fmt: skip
+        )
 
     def roundtrip_tensor(
         self, images: torch.Tensor, quality: int | Sequence[int] | np.ndarray

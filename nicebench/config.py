@@ -16,9 +16,17 @@ from .metric_spec import CODEC, MetricSpec, SettingError, declared_settings
 from .registry import METRICS
 
 __all__ = [
-    "PluginSpec", "RunConfig", "ConfigError", "parse_specs", "parse_value", "load_config",
-    "parse_config", "check_run_keys", "available", "default_config_text",
-]  # fmt: skip
+    "PluginSpec",
+    "RunConfig",
+    "ConfigError",
+    "parse_specs",
+    "parse_value",
+    "load_config",
+    "parse_config",
+    "check_run_keys",
+    "available",
+    "default_config_text",
+]
 
 
 class ConfigError(ValueError):
@@ -187,8 +195,18 @@ class RunConfig:
         return list(self.codecs) or parse_specs(str(CODEC.get(self.settings)))
 
 
-_KEYS = {"n_images", "shard_size", "batch_size", "device", "seed", "out", "executor", "address",
-         "cell_timeout", "lock_timeout"}  # fmt: skip
+_KEYS = {
+    "n_images",
+    "shard_size",
+    "batch_size",
+    "device",
+    "seed",
+    "out",
+    "executor",
+    "address",
+    "cell_timeout",
+    "lock_timeout",
+}
 _LISTS = {"datasets", "optional_datasets", "models", "methods", "codecs", "metrics", "settings"}
 _PLUGIN_LISTS = ("datasets", "optional_datasets", "models", "methods", "codecs")
 # what each scalar key must hold: (check, what it must be, an example line)
@@ -201,11 +219,17 @@ _CHECKS: dict[str, tuple[Any, str, str]] = {
     "out": (lambda v: isinstance(v, str) and v.strip(), "a non-empty string", 'out = "runs/x"'),
     "executor": (lambda v: v in ("local", "ray"), '"local" or "ray"', 'executor = "local"'),
     "address": (lambda v: isinstance(v, str), "a string", 'address = "ray://head:10001"'),
-    "cell_timeout": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0 (0: no limit)",
-                     "cell_timeout = 3600"),
-    "lock_timeout": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0 (0: don't wait)",
-                     "lock_timeout = 86400"),
-}  # fmt: skip
+    "cell_timeout": (
+        lambda v: _is_number(v) and v >= 0,
+        "a number of seconds >= 0 (0: no limit)",
+        "cell_timeout = 3600",
+    ),
+    "lock_timeout": (
+        lambda v: _is_number(v) and v >= 0,
+        "a number of seconds >= 0 (0: don't wait)",
+        "lock_timeout = 86400",
+    ),
+}
 
 
 def _is_int(v: Any) -> bool:
@@ -246,9 +270,13 @@ def _must(key: str, value: Any, where: str) -> str:
     (a flag's own when the value came from the command line)."""
     _, must, example = _CHECKS[key]
     if where.startswith("--"):  # a command-line flag names the key itself
-        return f"{where} must be {must}, not {value!r}; e.g. {where} {example.split('=')[1].strip()}"
-    return (f"{where + ': ' if where else ''}{key} must be {must}, not {value!r} "
-            f"({type(value).__name__}); e.g. {example}")  # fmt: skip
+        return (
+            f"{where} must be {must}, not {value!r}; e.g. {where} {example.split('=')[1].strip()}"
+        )
+    return (
+        f"{where + ': ' if where else ''}{key} must be {must}, not {value!r} "
+        f"({type(value).__name__}); e.g. {example}"
+    )
 
 
 def check_run_keys(cfg: RunConfig) -> None:
@@ -269,8 +297,10 @@ def _check_raw(raw: dict[str, Any], text: str, source: str) -> None:
         key = unknown[0]
         close = difflib.get_close_matches(key, sorted(_KEYS | _LISTS), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(f"{_where(source, text, key)}: unknown key {key!r}; {hint}"
-                         f"known: {sorted(_KEYS | _LISTS)}")  # fmt: skip
+        raise ConfigError(
+            f"{_where(source, text, key)}: unknown key {key!r}; {hint}"
+            f"known: {sorted(_KEYS | _LISTS)}"
+        )
     for key, value in raw.items():
         where = _where(source, text, key)
         if key in _CHECKS:
@@ -278,8 +308,10 @@ def _check_raw(raw: dict[str, Any], text: str, source: str) -> None:
                 raise ConfigError(_must(key, value, where))
         elif key == "settings":
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: settings must be a table ([settings] with "
-                                 f"key = value lines), not {value!r}")  # fmt: skip
+                raise ConfigError(
+                    f"{where}: settings must be a table ([settings] with "
+                    f"key = value lines), not {value!r}"
+                )
             if "cell_timeout" in value and not _CHECKS["cell_timeout"][0](value["cell_timeout"]):
                 raise ConfigError(
                     f"{_where(source, text, 'cell_timeout', 'settings')}: cell_timeout must be "
@@ -288,17 +320,23 @@ def _check_raw(raw: dict[str, Any], text: str, source: str) -> None:
         elif key == "metrics":
             items = value if isinstance(value, list) else [value]
             if not all(isinstance(v, str) for v in items):
-                raise ConfigError(f"{where}: metrics must be a list of metric names, e.g. "
-                                 f'metrics = ["deletion", "insertion"], not {value!r}')  # fmt: skip
+                raise ConfigError(
+                    f"{where}: metrics must be a list of metric names, e.g. "
+                    f'metrics = ["deletion", "insertion"], not {value!r}'
+                )
         elif key in _PLUGIN_LISTS:
             items = value if isinstance(value, list) else [value]
             for item in items:
                 if isinstance(item, dict) and "name" not in item:
-                    raise ConfigError(f"{where}: a [[{key}]] table needs a name, e.g. "
-                                     f'name = "gradcam"; got {item!r}')  # fmt: skip
+                    raise ConfigError(
+                        f"{where}: a [[{key}]] table needs a name, e.g. "
+                        f'name = "gradcam"; got {item!r}'
+                    )
                 if not isinstance(item, str | dict):
-                    raise ConfigError(f"{where}: {key} entries are plugin specs like "
-                                     f'"nice:lam=5" or tables with a name, not {item!r}')  # fmt: skip
+                    raise ConfigError(
+                        f"{where}: {key} entries are plugin specs like "
+                        f'"nice:lam=5" or tables with a name, not {item!r}'
+                    )
 
 
 def default_metrics() -> list[str]:
@@ -306,8 +344,11 @@ def default_metrics() -> list[str]:
     return list(tomllib.loads(default_config_text())["metrics"])
 
 
-def check_settings(settings: dict[str, Any], metrics: list[str] | tuple[str, ...],
-                   where: Callable[[str], str] = lambda key: "[settings]") -> None:
+def check_settings(
+    settings: dict[str, Any],
+    metrics: list[str] | tuple[str, ...],
+    where: Callable[[str], str] = lambda key: "[settings]",
+) -> None:
     """Refuse a ``[settings]`` key that neither the run (:data:`nicebench.metric_spec.RUN_SETTINGS`)
     nor any of ``metrics`` (names; the default leaderboard's when empty) declares, and a value
     its :class:`~nicebench.metric_spec.Setting` can't take; ``where(key)`` names the line."""
@@ -321,7 +362,8 @@ def check_settings(settings: dict[str, Any], metrics: list[str] | tuple[str, ...
                 f"{where(key)}: unknown setting {key!r}; {hint}the run's metrics "
                 f"({', '.join(metrics or default_metrics())}) and the run declare: "
                 f"{', '.join(sorted(declared))} (`nicebench list metrics` shows each one's "
-                "meaning and default)")
+                "meaning and default)"
+            )
         try:
             declared[key].parse(value)
         except SettingError as exc:
@@ -381,9 +423,14 @@ def _origins(raw: dict[str, Any], text: str, source: str) -> dict[str, str]:
         start = key_line(text, key) or 1
         for item in items if isinstance(items, list) else [items]:
             needle = item["name"] if isinstance(item, dict) else item
-            at = next((n for n in range(start, len(lines) + 1)
-                       if f'"{needle}"' in lines[n - 1] or f"'{needle}'" in lines[n - 1]),
-                      None)  # fmt: skip
+            at = next(
+                (
+                    n
+                    for n in range(start, len(lines) + 1)
+                    if f'"{needle}"' in lines[n - 1] or f"'{needle}'" in lines[n - 1]
+                ),
+                None,
+            )
             for spec in parse_specs([item]):
                 list_key = "datasets" if key == "optional_datasets" else key
                 origins[f"{list_key}:{spec}"] = f"{source}, line {at}" if at else origins[key]

@@ -24,9 +24,13 @@ class LocalExecutor:
     """Cells one after another in this process (models and fitted methods stay cached)."""
 
     def map(
-        self, fn: Callable[[Any], Any], cells: Iterable[Any], progress: bool = True,
-        timeout: float | None = None, fail: Callable[[Any, str], Any] | None = None,
-    ) -> Iterator:  # fmt: skip
+        self,
+        fn: Callable[[Any], Any],
+        cells: Iterable[Any],
+        progress: bool = True,
+        timeout: float | None = None,
+        fail: Callable[[Any, str], Any] | None = None,
+    ) -> Iterator:
         cells = list(cells)
         bar = tqdm(cells, desc="cells", disable=not progress or not cells, unit="cell")
         for cell in bar:
@@ -81,8 +85,13 @@ class RayExecutor:
         if not ray.is_initialized():
             # workers see the driver's cache and settings (models are trained once, not per worker)
             env = {k: v for k, v in os.environ.items() if k.startswith(("NICEBENCH_", "OMP_"))}
-            ray.init(address=address, num_cpus=num_cpus, include_dashboard=False,
-                     log_to_driver=False, runtime_env={"env_vars": env})  # fmt: skip
+            ray.init(
+                address=address,
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": env},
+            )
             self.started = True
 
     def shutdown(self) -> None:
@@ -91,9 +100,13 @@ class RayExecutor:
             self.ray.shutdown()
 
     def map(
-        self, fn: Callable[[Any], Any], cells: Iterable[Any], progress: bool = True,
-        timeout: float | None = None, fail: Callable[[Any, str], Any] | None = None,
-    ) -> Iterator:  # fmt: skip
+        self,
+        fn: Callable[[Any], Any],
+        cells: Iterable[Any],
+        progress: bool = True,
+        timeout: float | None = None,
+        fail: Callable[[Any, str], Any] | None = None,
+    ) -> Iterator:
         import torch
 
         ray = self.ray
@@ -121,8 +134,12 @@ class RayExecutor:
                         ray.cancel(ref, force=True)  # stops the worker process
                         running.pop(ref)
                         bar.update(1)
-                        yield self._failed(fail, cell, f"timed out after {timeout:g} s (the "
-                                           f"worker was stopped {grace(timeout):g} s later)")  # fmt: skip
+                        yield self._failed(
+                            fail,
+                            cell,
+                            f"timed out after {timeout:g} s (the "
+                            f"worker was stopped {grace(timeout):g} s later)",
+                        )
         finally:
             for ref in running:
                 ray.cancel(ref, force=True)
@@ -136,9 +153,15 @@ class RayExecutor:
         except exceptions.TaskCancelledError:
             return self._failed(fail, cell, f"timed out after {timeout:g} s")
         except (exceptions.WorkerCrashedError, exceptions.RaySystemError) as exc:
-            return self._failed(fail, cell, "worker died twice (retried once): "
-                                f"{type(exc).__name__}: {worker_death_reason(exc)}")  # fmt: skip
-        except exceptions.RayError as exc:  # fn raised: not a cell's own failure (run_cell never does)
+            return self._failed(
+                fail,
+                cell,
+                "worker died twice (retried once): "
+                f"{type(exc).__name__}: {worker_death_reason(exc)}",
+            )
+        except (
+            exceptions.RayError
+        ) as exc:  # fn raised: not a cell's own failure (run_cell never does)
             return self._failed(fail, cell, f"{type(exc).__name__}: {worker_death_reason(exc)}")
 
     @staticmethod

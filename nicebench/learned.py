@@ -149,4 +149,3 @@ class LearnedMethod(Method):
             history.append({k: v / n for k, v in sums.items()})
         module.eval()
         return {"history": history, "n_train": n}
-

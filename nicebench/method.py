@@ -175,8 +175,10 @@ class Method:
         b, _, h, w = images.shape
         if self.needs_indices:
             if indices is None:
-                raise MethodError(f"{self.name}: needs the images' dataset indices "
-                                  "(explain(images, targets, indices=...))")  # fmt: skip
+                raise MethodError(
+                    f"{self.name}: needs the images' dataset indices "
+                    "(explain(images, targets, indices=...))"
+                )
             indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1).cpu()
             if indices.numel() != b:
                 raise MethodError(f"{self.name}: {indices.numel()} indices for {b} images")

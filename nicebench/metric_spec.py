@@ -82,11 +82,14 @@ class Setting:
             else:
                 out = value
         except (TypeError, ValueError) as exc:
-            raise SettingError(f"setting {self.name} = {value!r}: {exc} "
-                               f"(default {default!r}; {self.meaning})") from None  # fmt: skip
+            raise SettingError(
+                f"setting {self.name} = {value!r}: {exc} (default {default!r}; {self.meaning})"
+            ) from None
         if self.choices and out not in self.choices:
-            raise SettingError(f"setting {self.name} = {value!r}: must be one of "
-                               f"{', '.join(map(repr, self.choices))} ({self.meaning})")  # fmt: skip
+            raise SettingError(
+                f"setting {self.name} = {value!r}: must be one of "
+                f"{', '.join(map(repr, self.choices))} ({self.meaning})"
+            )
         return out
 
     def describe(self) -> str:
@@ -96,20 +99,42 @@ class Setting:
 
 
 SEED = Setting("seed", 0, "the run's seed (the config's top-level seed)")
-TARGET = Setting("target", "pred", "the class explained and scored: the classifier's prediction "
-                 "on the original image or the label", choices=("pred", "label"))  # fmt: skip
-SAMPLE_IMAGES = Setting("sample_images", 16, "images per dataset kept for the figures (the same "
-                        "for every method)")  # fmt: skip
-AUDIT_IMAGES = Setting("audit_images", 16, "images per cell the validity audit rescores on the "
-                       "randomised classifier and under input noise (0 turns its passes off)")  # fmt: skip
-RANK_ALL_METRICS = Setting("rank_all_metrics", False, "count every metric in the combined rank, "
-                           "valid or not")  # fmt: skip
-CELL_TIMEOUT = Setting("cell_timeout", 0.0, "seconds a cell may run before it is recorded as "
-                       "failed (0: no limit; never part of a cell's key)")  # fmt: skip
+TARGET = Setting(
+    "target",
+    "pred",
+    "the class explained and scored: the classifier's prediction "
+    "on the original image or the label",
+    choices=("pred", "label"),
+)
+SAMPLE_IMAGES = Setting(
+    "sample_images", 16, "images per dataset kept for the figures (the same for every method)"
+)
+AUDIT_IMAGES = Setting(
+    "audit_images",
+    16,
+    "images per cell the validity audit rescores on the "
+    "randomised classifier and under input noise (0 turns its passes off)",
+)
+RANK_ALL_METRICS = Setting(
+    "rank_all_metrics", False, "count every metric in the combined rank, valid or not"
+)
+CELL_TIMEOUT = Setting(
+    "cell_timeout",
+    0.0,
+    "seconds a cell may run before it is recorded as "
+    "failed (0: no limit; never part of a cell's key)",
+)
 CODEC = Setting("codec", "jpeg", "the run's codecs when it lists no [codecs] (comma-separated)")
 #: The settings of the run itself, read by the runner and the report whatever the metrics.
-RUN_SETTINGS: tuple[Setting, ...] = (SEED, TARGET, SAMPLE_IMAGES, AUDIT_IMAGES, RANK_ALL_METRICS,
-                                     CELL_TIMEOUT, CODEC)  # fmt: skip
+RUN_SETTINGS: tuple[Setting, ...] = (
+    SEED,
+    TARGET,
+    SAMPLE_IMAGES,
+    AUDIT_IMAGES,
+    RANK_ALL_METRICS,
+    CELL_TIMEOUT,
+    CODEC,
+)
 
 #: The deletion/insertion protocol as the leaderboard's notes state it.
 DEFAULT_SETTINGS = {
@@ -213,17 +238,32 @@ def catalogue(specs: Iterable[MetricSpec], settings: Mapping[str, Any]) -> list[
     settings), stored with every run so that the report never imports a metric."""
     rows = []
     for spec in specs:
-        rows.append({
-            "name": spec.name, "column": spec.column, "kind": spec.kind,
-            "higher_is_better": spec.higher_is_better, "description": spec.description,
-            "citation": spec.citation, "needs_masks": spec.needs_masks,
-            "in_combined_rank": spec.in_combined_rank, "curve": spec.curve,
-            "explains_again": spec.explains_again,
-            "rewards_ground_truth": spec.rewards_ground_truth, "uses_labels": spec.uses_labels,
-            "note": spec.note(settings),
-            "settings": [{"name": s.name, "default": _jsonable(s.default), "meaning": s.meaning,
-                          "choices": [_jsonable(c) for c in s.choices]} for s in spec.settings],
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": spec.name,
+                "column": spec.column,
+                "kind": spec.kind,
+                "higher_is_better": spec.higher_is_better,
+                "description": spec.description,
+                "citation": spec.citation,
+                "needs_masks": spec.needs_masks,
+                "in_combined_rank": spec.in_combined_rank,
+                "curve": spec.curve,
+                "explains_again": spec.explains_again,
+                "rewards_ground_truth": spec.rewards_ground_truth,
+                "uses_labels": spec.uses_labels,
+                "note": spec.note(settings),
+                "settings": [
+                    {
+                        "name": s.name,
+                        "default": _jsonable(s.default),
+                        "meaning": s.meaning,
+                        "choices": [_jsonable(c) for c in s.choices],
+                    }
+                    for s in spec.settings
+                ],
+            }
+        )
     return rows
 
 

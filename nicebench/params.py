@@ -22,9 +22,13 @@ from typing import Any
 from .config import ConfigError
 
 __all__ = [
-    "Parameter", "function_parameters", "constructor_parameters", "check_names", "check_params",
+    "Parameter",
+    "function_parameters",
+    "constructor_parameters",
+    "check_names",
+    "check_params",
     "describe",
-]  # fmt: skip
+]
 
 _UNKNOWN = object()  # no annotation, or one that could not be resolved
 _KINDS = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -62,14 +66,18 @@ def function_parameters(fn: Any, skip: Iterable[str] = ()) -> tuple[dict[str, Pa
     skipped = {"self", *skip}
     signature = inspect.signature(fn)
     hints = _hints(fn)
-    params = {name: Parameter(name, hints.get(name, _UNKNOWN), p.default)
-              for name, p in signature.parameters.items()
-              if name not in skipped and p.kind in _KINDS}  # fmt: skip
+    params = {
+        name: Parameter(name, hints.get(name, _UNKNOWN), p.default)
+        for name, p in signature.parameters.items()
+        if name not in skipped and p.kind in _KINDS
+    }
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     return params, var_kw
 
 
-def constructor_parameters(cls: type, skip: Iterable[str] = ()) -> tuple[dict[str, Parameter], bool]:
+def constructor_parameters(
+    cls: type, skip: Iterable[str] = ()
+) -> tuple[dict[str, Parameter], bool]:
     """The keyword parameters of ``cls``'s constructor, following ``**kwargs`` on to the base
     classes' constructors, and whether the chain stays open (``**kwargs`` that no base class
     names: any name may be meant)."""
@@ -87,7 +95,11 @@ def constructor_parameters(cls: type, skip: Iterable[str] = ()) -> tuple[dict[st
 
 
 def check_names(
-    kind: str, name: str, given: Iterable[str], known: Iterable[Parameter], where: str = "",
+    kind: str,
+    name: str,
+    given: Iterable[str],
+    known: Iterable[Parameter],
+    where: str = "",
     error: type[Exception] = ConfigError,
 ) -> None:
     """Raise ``error`` for the first name in ``given`` that ``known`` lacks, with close matches
@@ -100,13 +112,19 @@ def check_names(
         close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         takes = ", ".join(map(str, known)) if known else "none"
-        raise error(f"{_prefix(where)}{kind} {name!r} has no parameter {key!r}.{hint} "
-                    f"Its parameters: {takes}.")  # fmt: skip
+        raise error(
+            f"{_prefix(where)}{kind} {name!r} has no parameter {key!r}.{hint} "
+            f"Its parameters: {takes}."
+        )
 
 
 def check_params(
-    kind: str, name: str, params: Mapping[str, Any], accepted: Mapping[str, Parameter],
-    open_names: bool = False, where: str = "",
+    kind: str,
+    name: str,
+    params: Mapping[str, Any],
+    accepted: Mapping[str, Parameter],
+    open_names: bool = False,
+    where: str = "",
 ) -> None:
     """Raise :class:`ConfigError` for a parameter that ``accepted`` lacks (unless
     ``open_names``) or a value of the wrong type, naming the plugin, the parameter, the value and
@@ -116,8 +134,11 @@ def check_params(
     for key, value in params.items():
         param = accepted.get(key)
         if param is not None and not param.accepts(value):
-            default = ("" if param.default is inspect.Parameter.empty
-                       else f" (default {_short(param.default)})")  # fmt: skip
+            default = (
+                ""
+                if param.default is inspect.Parameter.empty
+                else f" (default {_short(param.default)})"
+            )
             raise ConfigError(
                 f"{_prefix(where)}{kind} {name!r}: parameter {key}={value!r} must be "
                 f"{describe(param.expected)}{default}, not {_a(value)}."
@@ -179,8 +200,7 @@ def _accepts(hint: Any, value: Any) -> bool:
         if not isinstance(value, tuple | list):
             return False
         if container is tuple and len(args) != 1 and not (len(args) == 2 and args[1] is ...):
-            return len(args) == 0 or (len(args) == len(value)
-                                      and all(map(_accepts, args, value)))  # fmt: skip
+            return len(args) == 0 or (len(args) == len(value) and all(map(_accepts, args, value)))
         return not args or all(_accepts(args[0], v) for v in value)
     if issubclass(container, os.PathLike):
         return isinstance(value, str | os.PathLike)
@@ -194,8 +214,13 @@ def describe(hint: Any) -> str:
         return " or ".join(dict.fromkeys(describe(h) for h in args))
     if origin is typing.Literal:
         return "one of " + ", ".join(map(repr, args))
-    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-             type(None): "none"}  # fmt: skip
+    words = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        type(None): "none",
+    }
     if hint is None or hint in words:
         return words[type(None) if hint is None else hint]
     container = origin or hint

@@ -87,8 +87,9 @@ def _load_one(item: str) -> Any:
         try:
             module = importlib.import_module(item)
         except Exception as exc:
-            raise PluginLoadError(f"plugin module {item!r} failed to load: {_describe(exc)}") \
-                from exc  # fmt: skip
+            raise PluginLoadError(
+                f"plugin module {item!r} failed to load: {_describe(exc)}"
+            ) from exc
     _LOADED[key] = module
     return module
 

@@ -15,9 +15,15 @@ __all__ = ["MODEL_PARAMS", "check_run"]
 # What a model spec takes besides its name (nicebench.models.loading): ``seed`` and ``weights``,
 # and the recipe overrides (RECIPE_KEYS) as train_classifier reads them.
 MODEL_PARAMS: dict[str, Any] = {
-    "seed": int, "weights": str, "epochs": int, "lr": float, "batch_size": int,
-    "weight_decay": float, "jpeg_p": float, "flip": bool,
-}  # fmt: skip
+    "seed": int,
+    "weights": str,
+    "epochs": int,
+    "lr": float,
+    "batch_size": int,
+    "weight_decay": float,
+    "jpeg_p": float,
+    "flip": bool,
+}
 
 
 def check_run(cfg: RunConfig) -> None:
@@ -29,21 +35,28 @@ def check_run(cfg: RunConfig) -> None:
     # must be one some registered metric declares (`--metrics` may have narrowed the selection)
     check_settings(cfg.settings, METRICS.names())
     for spec in cfg.datasets:
-        _check_class("dataset", _get(DATASETS, spec, cfg.origin("datasets", spec)), spec,
-                     cfg.origin("datasets", spec))  # fmt: skip
+        _check_class(
+            "dataset",
+            _get(DATASETS, spec, cfg.origin("datasets", spec)),
+            spec,
+            cfg.origin("datasets", spec),
+        )
     for spec in cfg.models:
         _check_model(spec, cfg.origin("models", spec))
     for spec in cfg.methods:
         where = cfg.origin("methods", spec)
         if spec.name in CODECS and spec.name not in METHODS:
-            raise ConfigError(f"{where + ': ' if where else ''}{spec.name!r} is a codec, not a "
-                              "method: list it under codecs (TOML `codecs = [...]`, CLI --codecs)")
+            raise ConfigError(
+                f"{where + ': ' if where else ''}{spec.name!r} is a codec, not a "
+                "method: list it under codecs (TOML `codecs = [...]`, CLI --codecs)"
+            )
         cls = _get(METHODS, spec, where)
         typed, _ = constructor_parameters(cls, skip=("model",))
         # create_method takes exactly the keyword parameters with defaults (Method.__init__
         # refuses the rest), so a method's names are checked even behind **kwargs
-        accepted = {k: typed.get(k, Parameter(k, default=v))
-                    for k, v in cls.default_params().items()}  # fmt: skip
+        accepted = {
+            k: typed.get(k, Parameter(k, default=v)) for k, v in cls.default_params().items()
+        }
         check_params("method", spec.name, spec.kwargs, accepted, where=where)
     for spec in cfg.run_codecs():
         where = cfg.origin("codecs", spec)
@@ -82,4 +95,3 @@ def _reraise(exc: Exception, where: str) -> typing.NoReturn:
     if not where:
         raise exc
     raise type(exc)(f"{where}: {exc}") from None
-

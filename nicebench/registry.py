@@ -165,12 +165,16 @@ class Registry:
         except KeyError:
             pass
         if name in self.load_errors:
-            raise UnknownPluginError(f"{self.kind} {name!r} failed to load: "
-                                     f"{self.load_errors[name]}")  # fmt: skip
+            raise UnknownPluginError(
+                f"{self.kind} {name!r} failed to load: {self.load_errors[name]}"
+            )
         close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        failed = (f" {len(self.load_errors)} {self.kind} plugin(s) failed to load."
-                  if self.load_errors else "")  # fmt: skip
+        failed = (
+            f" {len(self.load_errors)} {self.kind} plugin(s) failed to load."
+            if self.load_errors
+            else ""
+        )
         raise UnknownPluginError(
             f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: "
             f"{', '.join(sorted(self._items))}.{failed} See `nicebench list {self.kind}s`."
@@ -201,8 +205,10 @@ def _subclass_of(module: str, base: str) -> Coerce:
     def coerce(registry: Registry, name: str, obj: Any) -> Any:
         cls = getattr(importlib.import_module(module), base)
         if not (isinstance(obj, type) and issubclass(obj, cls)):
-            raise TypeError(f"loads {_what(obj)}, but a {registry.kind} plugin must be a "
-                            f"subclass of nicebench.{base}")  # fmt: skip
+            raise TypeError(
+                f"loads {_what(obj)}, but a {registry.kind} plugin must be a "
+                f"subclass of nicebench.{base}"
+            )
         return obj
 
     return coerce
@@ -222,15 +228,27 @@ def _metric_entry(registry: Registry, name: str, obj: Any) -> Any:
     )
 
 
-METHODS = Registry("method", "nicebench.methods", "nicebench.methods",
-                   _subclass_of("nicebench.method", "Method"))  # fmt: skip
-DATASETS = Registry("dataset", "nicebench.datasets", "nicebench.datasets",
-                    _subclass_of("nicebench.data", "BenchDataset"))  # fmt: skip
+METHODS = Registry(
+    "method", "nicebench.methods", "nicebench.methods", _subclass_of("nicebench.method", "Method")
+)
+DATASETS = Registry(
+    "dataset",
+    "nicebench.datasets",
+    "nicebench.datasets",
+    _subclass_of("nicebench.data", "BenchDataset"),
+)
 METRICS = Registry("metric", "nicebench.metrics", "nicebench.metrics", _metric_entry)
-CODECS = Registry("codec", "nicebench.codec", "nicebench.codecs",
-                  _subclass_of("nicebench.codec", "Codec"))  # fmt: skip
+CODECS = Registry(
+    "codec", "nicebench.codec", "nicebench.codecs", _subclass_of("nicebench.codec", "Codec")
+)
 MODELS = Registry("model", "nicebench.models", "nicebench.models")  # classifier architectures
-REGISTRIES = {"methods": METHODS, "codecs": CODECS, "datasets": DATASETS, "models": MODELS, "metrics": METRICS}
+REGISTRIES = {
+    "methods": METHODS,
+    "codecs": CODECS,
+    "datasets": DATASETS,
+    "models": MODELS,
+    "metrics": METRICS,
+}
 
 
 def register_method(name: str, *, overwrite: bool = False) -> Callable[[type], type]:
@@ -262,13 +280,20 @@ def register_metric(
     (``ctx``: :class:`nicebench.metrics.MetricContext`) in a spec; ``higher_is_better`` is required
     for it, ``column`` defaults to the name. The decorator returns the function unchanged.
     """
-    options = {"column": column, "higher_is_better": higher_is_better, "applies": applies,
-               "needs_masks": needs_masks or None, "description": description or None}  # fmt: skip
+    options = {
+        "column": column,
+        "higher_is_better": higher_is_better,
+        "applies": applies,
+        "needs_masks": needs_masks or None,
+        "description": description or None,
+    }
     given = sorted(k for k, v in options.items() if v is not None)
     if isinstance(name, MetricSpec):
         if fn is not None or given:
-            raise TypeError(f"register_metric({name.name!r}): a MetricSpec carries its own "
-                            f"options; got {['fn', *given] if fn is not None else given}")  # fmt: skip
+            raise TypeError(
+                f"register_metric({name.name!r}): a MetricSpec carries its own "
+                f"options; got {['fn', *given] if fn is not None else given}"
+            )
         return METRICS.register(name.name, name, overwrite=overwrite)
     if not isinstance(name, str):
         raise TypeError(f"register_metric: expected a metric name or a MetricSpec, got {name!r}")
@@ -276,22 +301,33 @@ def register_metric(
     def add(target: Any) -> Any:
         if isinstance(target, MetricSpec):
             if given:
-                raise TypeError(f"register_metric({name!r}): a MetricSpec carries its own "
-                                f"options; got {given}")  # fmt: skip
+                raise TypeError(
+                    f"register_metric({name!r}): a MetricSpec carries its own options; got {given}"
+                )
             if target.name != name:
-                raise ValueError(f"register_metric({name!r}) got a MetricSpec named "
-                                 f"{target.name!r}")  # fmt: skip
+                raise ValueError(
+                    f"register_metric({name!r}) got a MetricSpec named {target.name!r}"
+                )
             return METRICS.register(name, target, overwrite=overwrite)
         if not callable(target):
-            raise TypeError(f"register_metric({name!r}): expected a function fn(ctx) -> "
-                            f"Tensor[B] or a MetricSpec, got {target!r}")  # fmt: skip
+            raise TypeError(
+                f"register_metric({name!r}): expected a function fn(ctx) -> "
+                f"Tensor[B] or a MetricSpec, got {target!r}"
+            )
         if not isinstance(higher_is_better, bool):
             raise TypeError(
                 f"register_metric({name!r}): a metric function needs higher_is_better=True or "
                 "False (which way is better decides the leaderboard's notes and rankings)"
             )
-        spec = MetricSpec(name, target, column or name, higher_is_better, needs_masks,
-                          applies or _always, description)  # fmt: skip
+        spec = MetricSpec(
+            name,
+            target,
+            column or name,
+            higher_is_better,
+            needs_masks,
+            applies or _always,
+            description,
+        )
         METRICS.register(name, spec, overwrite=overwrite)
         return target
 

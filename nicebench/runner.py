@@ -136,11 +136,21 @@ class Cell:
         """The key this cell has under code version ``code`` (:attr:`key`: the installed code's;
         ``nicebench verify`` checks stored keys against the specs stored with them)."""
         blob = json.dumps(
-            [str(self.dataset), str(self.model), str(self.method), self.start, self.stop,
-             self.metrics, self.settings, self.kind, str(self.reference), code,
-             [str(c) for c in self.codecs]],
+            [
+                str(self.dataset),
+                str(self.model),
+                str(self.method),
+                self.start,
+                self.stop,
+                self.metrics,
+                self.settings,
+                self.kind,
+                str(self.reference),
+                code,
+                [str(c) for c in self.codecs],
+            ],
             default=str,
-        )  # fmt: skip
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -187,18 +197,32 @@ def _new_result(cell: Cell) -> CellResult:
     """An empty result of ``cell``; its ``spec`` holds what rebuilds the cell (``cell``: the exact
     plugin specs, the reference codec and batch size, see :func:`nicebench.verify.cell_from_spec`)."""
     return CellResult(
-        key=cell.key, dataset=cell.dataset.label, model=cell.model.label,
-        method=cell.method.label, method_name=cell.method.name, shard=cell.shard,
-        kind=cell.kind, code_version=code_version(),
-        spec={"dataset": str(cell.dataset), "model": str(cell.model), "method": str(cell.method),
-              "images": [cell.start, cell.stop], "metrics": list(cell.metrics),
-              "settings": dict(cell.settings),
-              "cell": {"dataset": _spec_params(cell.dataset), "model": _spec_params(cell.model),
-                       "method": _spec_params(cell.method),
-                       "reference": _spec_params(cell.reference),
-                       "codecs": [_spec_params(c) for c in cell.codecs],
-                       "batch_size": cell.batch_size, "device": cell.device}},
-    )  # fmt: skip
+        key=cell.key,
+        dataset=cell.dataset.label,
+        model=cell.model.label,
+        method=cell.method.label,
+        method_name=cell.method.name,
+        shard=cell.shard,
+        kind=cell.kind,
+        code_version=code_version(),
+        spec={
+            "dataset": str(cell.dataset),
+            "model": str(cell.model),
+            "method": str(cell.method),
+            "images": [cell.start, cell.stop],
+            "metrics": list(cell.metrics),
+            "settings": dict(cell.settings),
+            "cell": {
+                "dataset": _spec_params(cell.dataset),
+                "model": _spec_params(cell.model),
+                "method": _spec_params(cell.method),
+                "reference": _spec_params(cell.reference),
+                "codecs": [_spec_params(c) for c in cell.codecs],
+                "batch_size": cell.batch_size,
+                "device": cell.device,
+            },
+        },
+    )
 
 
 def _fail(res: CellResult, error: str, trace: str | None = None) -> CellResult:
@@ -237,8 +261,7 @@ def _compute(cell: Cell, res: CellResult) -> None:
     device = cell.device
     ds = _dataset(cell.dataset)
     model = _model(cell.dataset, cell.model, device)
-    method = (_method(cell.dataset, cell.model, cell.method, device) if cell.kind == METHOD
-              else None)  # fmt: skip
+    method = _method(cell.dataset, cell.model, cell.method, device) if cell.kind == METHOD else None
     settings = dict(cell.settings)
     stop = min(cell.stop, len(ds))
     items = collate([ds[i] for i in range(cell.start, stop)])
@@ -261,14 +284,32 @@ def _compute(cell: Cell, res: CellResult) -> None:
     ref = cell.reference
     codec_spec = cell.method if cell.kind == CODEC else ref  # a method is coded with the reference
     codec = _codec(codec_spec) if codec_spec is not None else None
-    ctx = MetricContext(model=model, images=images, labels=labels, saliency=sal, preds=preds,
-                        masks=masks, method=method, settings=settings, kind=cell.kind,
-                        codec=codec, bd_codec=ref.label if ref else "", start=cell.start,
-                        sample_images=SAMPLE_IMAGES.get(settings),
-                        codecs=tuple((c.label, _codec(c)) for c in cell.codecs),
-                        dataset=ds)  # fmt: skip
-    ctx.record("classifier", [{"dataset_classes": ds.num_classes,
-                               "model_classes": int(logits[0].shape[1]) if logits else 0}])
+    ctx = MetricContext(
+        model=model,
+        images=images,
+        labels=labels,
+        saliency=sal,
+        preds=preds,
+        masks=masks,
+        method=method,
+        settings=settings,
+        kind=cell.kind,
+        codec=codec,
+        bd_codec=ref.label if ref else "",
+        start=cell.start,
+        sample_images=SAMPLE_IMAGES.get(settings),
+        codecs=tuple((c.label, _codec(c)) for c in cell.codecs),
+        dataset=ds,
+    )
+    ctx.record(
+        "classifier",
+        [
+            {
+                "dataset_classes": ds.num_classes,
+                "model_classes": int(logits[0].shape[1]) if logits else 0,
+            }
+        ],
+    )
     specs = _metric_specs(cell.metrics, ds, method)
     for spec in specs:
         if spec.kind == "table":
@@ -306,8 +347,12 @@ def _keep_sample(ctx: MetricContext, res: CellResult) -> None:
                 gate = ctx.method.binary_mask(ctx.images[rows], ctx.targets[rows], **kw)
             else:
                 gate = gate[rows]
-            ctx.keep("gate_mask", gate.reshape(len(rows), *gate.shape[-2:]),
-                     list(range(len(rows))), dtype="uint8")  # fmt: skip
+            ctx.keep(
+                "gate_mask",
+                gate.reshape(len(rows), *gate.shape[-2:]),
+                list(range(len(rows))),
+                dtype="uint8",
+            )
     res.artifacts = ctx.kept
     images = (ctx.images[rows].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu()
     for j in rows:
@@ -322,8 +367,9 @@ def _explain(cell: Cell, res: CellResult, method: Method, images, targets, masks
     """The method's maps of the cell's images, timed (explain time and peak memory into ``res``)."""
     device = cell.device
     if method.needs_masks and masks is None:
-        raise ValueError(f"method {method.name!r} needs masks and dataset "
-                         f"{cell.dataset.name!r} has none")  # fmt: skip
+        raise ValueError(
+            f"method {method.name!r} needs masks and dataset {cell.dataset.name!r} has none"
+        )
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
@@ -332,8 +378,11 @@ def _explain(cell: Cell, res: CellResult, method: Method, images, targets, masks
     for i in range(0, len(images), cell.batch_size):
         kw = {"masks": masks[i : i + cell.batch_size]} if method.needs_masks else {}
         idx = torch.arange(cell.start + i, cell.start + min(i + cell.batch_size, len(images)))
-        maps.append(method.explain(images[i : i + cell.batch_size], targets[i : i + cell.batch_size],
-                                   indices=idx, **kw))  # fmt: skip
+        maps.append(
+            method.explain(
+                images[i : i + cell.batch_size], targets[i : i + cell.batch_size], indices=idx, **kw
+            )
+        )
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         res.peak_mem_mb = torch.cuda.max_memory_allocated() / 2**20
@@ -351,8 +400,9 @@ def default_config(**overrides: Any) -> RunConfig:
     """The default leaderboard, ``nicebench/configs/default.toml``: :data:`DEFAULT_METHODS` and
     :data:`DEFAULT_CODECS` on ``scenes`` (64 px) and, when its files are on this machine,
     ``fashion-mnist``; 100 test images each. ``overrides`` set other :class:`RunConfig` fields."""
-    cfg = replace(parse_config(default_config_text(), "nicebench/configs/default.toml"),
-                  **overrides)  # fmt: skip
+    cfg = replace(
+        parse_config(default_config_text(), "nicebench/configs/default.toml"), **overrides
+    )
     cfg.origins = {k: v for k, v in cfg.origins.items() if k.split(":")[0] not in overrides}
     return cfg
 
@@ -365,10 +415,16 @@ def run_catalogue(cfg: RunConfig) -> dict[str, Any]:
     names = list(dict.fromkeys(cfg.metrics or DEFAULT_METRICS))
     settings = {"seed": cfg.seed, **cfg.settings}
     gt = sorted({m.name for m in cfg.methods if METHODS.get(m.name).needs_masks})
-    classes = {d.name: list(c) for d in cfg.datasets  # declared on the plugin's class
-               if isinstance(c := getattr(DATASETS.get(d.name), "classes", None), (list, tuple))}
-    return {"metrics": metric_catalogue([get_metric_spec(n) for n in names], settings),
-            "ground_truth_methods": gt, "classes": classes}
+    classes = {
+        d.name: list(c)
+        for d in cfg.datasets  # declared on the plugin's class
+        if isinstance(c := getattr(DATASETS.get(d.name), "classes", None), (list, tuple))
+    }
+    return {
+        "metrics": metric_catalogue([get_metric_spec(n) for n in names], settings),
+        "ground_truth_methods": gt,
+        "classes": classes,
+    }
 
 
 def plan_cells(cfg: RunConfig) -> list[Cell]:
@@ -398,9 +454,23 @@ def plan_cells(cfg: RunConfig) -> list[Cell]:
             if kind == METHOD and METHODS.get(spec.name).needs_masks and not ds.has_masks:
                 continue
             for shard, start in enumerate(range(0, n, cfg.shard_size)):
-                cells.append(Cell(dspec, spec, start, min(start + cfg.shard_size, n), shard,
-                                  metrics, settings, cfg.batch_size, cfg.device, kind,
-                                  reference, model, tuple(codecs)))  # fmt: skip
+                cells.append(
+                    Cell(
+                        dspec,
+                        spec,
+                        start,
+                        min(start + cfg.shard_size, n),
+                        shard,
+                        metrics,
+                        settings,
+                        cfg.batch_size,
+                        cfg.device,
+                        kind,
+                        reference,
+                        model,
+                        tuple(codecs),
+                    )
+                )
     return cells
 
 
@@ -432,11 +502,18 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
     todo = [c for c in cells if c.key not in done]
     summary = RunSummary(out, len(cells), len(cells) - len(todo), 0)
     executor = get_executor(cfg.executor, address=cfg.address)
-    limit = CELL_TIMEOUT.get(cfg.settings) if CELL_TIMEOUT.name in cfg.settings else cfg.cell_timeout
+    limit = (
+        CELL_TIMEOUT.get(cfg.settings) if CELL_TIMEOUT.name in cfg.settings else cfg.cell_timeout
+    )
     timeout = float(limit or 0) or None
     try:
-        cells_out = executor.map(functools.partial(run_cell, timeout=timeout), todo,
-                                 progress=progress, timeout=timeout, fail=failed_result)  # fmt: skip
+        cells_out = executor.map(
+            functools.partial(run_cell, timeout=timeout),
+            todo,
+            progress=progress,
+            timeout=timeout,
+            fail=failed_result,
+        )
         for res in cells_out:
             store.write(res)
             if res.status == "ok":

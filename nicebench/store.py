@@ -20,8 +20,17 @@ import pandas as pd
 
 from .faults import checkpoint
 
-__all__ = ["CellResult", "RunLock", "RunStore", "StoreError", "describe_write_error", "pack",
-           "unpack", "table_blob", "table_json"]
+__all__ = [
+    "CellResult",
+    "RunLock",
+    "RunStore",
+    "StoreError",
+    "describe_write_error",
+    "pack",
+    "unpack",
+    "table_blob",
+    "table_json",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -114,8 +123,11 @@ class StoreError(ValueError):
 
 
 def _is_disk_full(exc: BaseException) -> bool:
-    return getattr(exc, "errno", None) == errno.ENOSPC or "disk is full" in str(exc) \
-        or getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13)  # fmt: skip
+    return (
+        getattr(exc, "errno", None) == errno.ENOSPC
+        or "disk is full" in str(exc)
+        or getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13)
+    )
 
 
 def describe_write_error(path: str | Path, exc: BaseException, tables: bool = False) -> str:
@@ -123,17 +135,24 @@ def describe_write_error(path: str | Path, exc: BaseException, tables: bool = Fa
     what can be freed; otherwise the folder to make writable. Written data is never half: the
     store's transaction is rolled back, a table is replaced whole or not at all."""
     path = Path(path)
-    kept = ("the previous tables are unchanged; the cells are in the store: rerun (or "
-            "`nicebench run` the same config) to write the tables" if tables else
-            "the cells stored before it are kept and a rerun resumes from them")  # fmt: skip
+    kept = (
+        "the previous tables are unchanged; the cells are in the store: rerun (or "
+        "`nicebench run` the same config) to write the tables"
+        if tables
+        else "the cells stored before it are kept and a rerun resumes from them"
+    )
     if _is_disk_full(exc):
         probe = next((p for p in (path, *path.parents) if p.exists()), Path("."))
         free = shutil.disk_usage(probe).free / 2**20
-        return (f"no space left on the disk writing {path} ({free:.0f} MiB free there): free "
-                "space on that disk (old run directories, e.g. runs/*, or the model cache, "
-                "$NICEBENCH_CACHE) or pass --out on another disk; " + kept)  # fmt: skip
-    return (f"can't write {path} ({type(exc).__name__}: {exc}): pass --out a folder you can "
-            "write, or fix its permissions; " + kept)  # fmt: skip
+        return (
+            f"no space left on the disk writing {path} ({free:.0f} MiB free there): free "
+            "space on that disk (old run directories, e.g. runs/*, or the model cache, "
+            "$NICEBENCH_CACHE) or pass --out on another disk; " + kept
+        )
+    return (
+        f"can't write {path} ({type(exc).__name__}: {exc}): pass --out a folder you can "
+        "write, or fix its permissions; " + kept
+    )
 
 
 class RunLock:
@@ -174,14 +193,20 @@ class RunLock:
                     "waits for it), or pass another --out"
                 )
             if pid and pid != told:  # each run waited for is named once
-                print(f"nicebench: waiting for run pid {pid}, which holds run directory "
-                      f"{self.path.parent} (up to {self.wait:g} s; --lock-timeout sets it)",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"nicebench: waiting for run pid {pid}, which holds run directory "
+                    f"{self.path.parent} (up to {self.wait:g} s; --lock-timeout sets it)",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 told = pid
             time.sleep(max(0.0, min(self.poll, deadline - time.monotonic())))
         if told:
-            print(f"nicebench: run directory {self.path.parent} is free; going on",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"nicebench: run directory {self.path.parent} is free; going on",
+                file=sys.stderr,
+                flush=True,
+            )
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -212,8 +237,9 @@ class RunStore:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=60)  # waits up to 60 s for a writer
         except (OSError, sqlite3.OperationalError) as exc:
-            raise StoreError(f"run directory {self.dir} is not usable: "
-                             + describe_write_error(self.path, exc)) from None  # fmt: skip
+            raise StoreError(
+                f"run directory {self.dir} is not usable: " + describe_write_error(self.path, exc)
+            ) from None
         try:
             bad = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
         except sqlite3.DatabaseError as exc:
@@ -230,8 +256,9 @@ class RunStore:
             self.conn.executescript(SCHEMA)
         except sqlite3.OperationalError as exc:  # a read-only folder or file, a full disk
             self.conn.close()
-            raise StoreError(f"run store {self.path} can't be written: "
-                             + describe_write_error(self.path, exc)) from None  # fmt: skip
+            raise StoreError(
+                f"run store {self.path} can't be written: " + describe_write_error(self.path, exc)
+            ) from None
         columns = {r[1] for r in self.conn.execute("PRAGMA table_info(cells)")}
         if "kind" not in columns and "track" in columns:  # written before cells had a kind
             with self.conn:
@@ -265,7 +292,10 @@ class RunStore:
         return {r[0] for r in self.conn.execute("SELECT key FROM cells WHERE status = 'ok'")}
 
     def record_run(
-        self, config: dict[str, Any], versions: dict[str, str], keys: list[str] | None = None,
+        self,
+        config: dict[str, Any],
+        versions: dict[str, str],
+        keys: list[str] | None = None,
         catalogue: dict[str, Any] | None = None,
     ) -> None:
         """Record a run's config, versions, the keys of its cells (its tables, figures and
@@ -275,10 +305,14 @@ class RunStore:
             self.conn.execute(
                 "INSERT INTO runs (started_at, config, versions, cells, catalogue) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (time.strftime("%Y-%m-%dT%H:%M:%S"), json.dumps(config), json.dumps(versions),
-                 json.dumps(keys) if keys is not None else None,
-                 json.dumps(catalogue) if catalogue is not None else None),
-            )  # fmt: skip
+                (
+                    time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    json.dumps(config),
+                    json.dumps(versions),
+                    json.dumps(keys) if keys is not None else None,
+                    json.dumps(catalogue) if catalogue is not None else None,
+                ),
+            )
 
     def latest_keys(self) -> set[str] | None:
         """The cell keys of the latest run (None: no run, or one recorded without them)."""
@@ -296,10 +330,25 @@ class RunStore:
                 "INSERT OR REPLACE INTO cells (key, dataset, method, method_name, kind, shard, "
                 "status, error, n_images, explain_ms_per_image, peak_mem_mb, seconds, finished_at, "
                 "code_version, spec, model) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (r.key, r.dataset, r.method, r.method_name, r.kind, r.shard, r.status, r.error,
-                 r.n_images, r.explain_ms_per_image, r.peak_mem_mb, r.seconds,
-                 time.strftime("%Y-%m-%dT%H:%M:%S"), r.code_version, json.dumps(r.spec), r.model),
-            )  # fmt: skip
+                (
+                    r.key,
+                    r.dataset,
+                    r.method,
+                    r.method_name,
+                    r.kind,
+                    r.shard,
+                    r.status,
+                    r.error,
+                    r.n_images,
+                    r.explain_ms_per_image,
+                    r.peak_mem_mb,
+                    r.seconds,
+                    time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    r.code_version,
+                    json.dumps(r.spec),
+                    r.model,
+                ),
+            )
             checkpoint("store")  # a kill here must leave no part of the cell
             self.conn.executemany(
                 "INSERT INTO image_values VALUES (?,?,?,?,?,?)",
@@ -334,9 +383,11 @@ class RunStore:
         no run recorded its cells (a store older than that record): nothing says which to keep."""
         keys = self.latest_keys()
         if keys is None:
-            raise StoreError(f"run store {self.path}: its latest run recorded no cell keys (a "
-                             "store written before runs did), so nothing says which cells to "
-                             "keep; rerun its config to record them, then compact")  # fmt: skip
+            raise StoreError(
+                f"run store {self.path}: its latest run recorded no cell keys (a "
+                "store written before runs did), so nothing says which cells to "
+                "keep; rerun its config to record them, then compact"
+            )
         with self._writing():
             with self.conn:
                 self.conn.execute("CREATE TEMP TABLE keep (key TEXT PRIMARY KEY)")
@@ -348,8 +399,9 @@ class RunStore:
                 dropped = self.conn.execute(
                     "DELETE FROM cells WHERE key NOT IN (SELECT key FROM keep)"
                 ).rowcount
-                self.conn.execute("DELETE FROM samples WHERE dataset NOT IN "
-                                  "(SELECT DISTINCT dataset FROM cells)")  # fmt: skip
+                self.conn.execute(
+                    "DELETE FROM samples WHERE dataset NOT IN (SELECT DISTINCT dataset FROM cells)"
+                )
                 self.conn.execute("DROP TABLE keep")
             self.conn.execute("VACUUM")
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -412,8 +464,17 @@ class RunStore:
             "WHERE c.status = 'ok' AND a.name LIKE ? ORDER BY c.rowid, a.image_index",
             (name,),
         ).fetchall()
-        cols = ["dataset", "model", "method", "method_name", "kind", "cell_key", "image_index",
-                "name", "array"]  # fmt: skip
+        cols = [
+            "dataset",
+            "model",
+            "method",
+            "method_name",
+            "kind",
+            "cell_key",
+            "image_index",
+            "name",
+            "array",
+        ]
         records = [(*r[:-1], unpack(r[-1])) for r in rows if keys is None or r[5] in keys]
         return pd.DataFrame(records, columns=cols)
 
@@ -425,15 +486,22 @@ class RunStore:
         if dataset is not None:
             sql, args = sql + " WHERE dataset = ?", (dataset,)
         rows = self.conn.execute(sql + " ORDER BY dataset, image_index", args).fetchall()
-        return pd.DataFrame([(*r[:-1], unpack(r[-1])) for r in rows],
-                            columns=["dataset", "image_index", "name", "array"])  # fmt: skip
+        return pd.DataFrame(
+            [(*r[:-1], unpack(r[-1])) for r in rows],
+            columns=["dataset", "image_index", "name", "array"],
+        )
 
     def latest_run(self) -> dict[str, Any]:
         """The latest run's ``started_at``, ``config``, ``versions`` and ``catalogue`` (None for a
         run recorded before runs kept one); ``{}`` when the store has no run."""
-        row = self.conn.execute("SELECT started_at, config, versions, catalogue FROM runs "
-                                "ORDER BY rowid DESC LIMIT 1").fetchone()  # fmt: skip
+        row = self.conn.execute(
+            "SELECT started_at, config, versions, catalogue FROM runs ORDER BY rowid DESC LIMIT 1"
+        ).fetchone()
         if row is None:
             return {}
-        return {"started_at": row[0], "config": json.loads(row[1]), "versions": json.loads(row[2]),
-                "catalogue": json.loads(row[3]) if row[3] else None}  # fmt: skip
+        return {
+            "started_at": row[0],
+            "config": json.loads(row[1]),
+            "versions": json.loads(row[2]),
+            "catalogue": json.loads(row[3]) if row[3] else None,
+        }

@@ -110,16 +110,29 @@ def rules(kind: str) -> tuple[Rule, ...]:
         raise ValueError(f"rules(kind={kind!r}): kind is one of {', '.join(_RULES)}") from None
 
 
-def tiny_run_config(out: str | Path, methods: list[str], metrics: list[str],
-                    codecs: list[str] = (), n_images: int = 8, **settings: Any) -> RunConfig:
+def tiny_run_config(
+    out: str | Path,
+    methods: list[str],
+    metrics: list[str],
+    codecs: list[str] = (),
+    n_images: int = 8,
+    **settings: Any,
+) -> RunConfig:
     """A run of ``methods`` (and the compression track's ``codecs``) on :data:`TINY_SCENES`: one
     shard of ``n_images`` images, written to ``out``, 8-step curves unless ``settings`` say
     otherwise; a plugin's end-to-end test runs it with :func:`nicebench.runner.run`."""
     tiny = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
-    return RunConfig(datasets=parse_specs(tiny), methods=parse_specs(list(methods)),
-                     codecs=parse_specs(list(codecs)), metrics=list(metrics), n_images=n_images,
-                     shard_size=n_images, batch_size=n_images, out=str(out),
-                     settings={"n_steps": 8, **settings})  # fmt: skip
+    return RunConfig(
+        datasets=parse_specs(tiny),
+        methods=parse_specs(list(methods)),
+        codecs=parse_specs(list(codecs)),
+        metrics=list(metrics),
+        n_images=n_images,
+        shard_size=n_images,
+        batch_size=n_images,
+        out=str(out),
+        settings={"n_steps": 8, **settings},
+    )
 
 
 def tiny_setup(size: int = 32, n: int = 6, seed: int = 0) -> tuple[nn.Module, BenchDataset]:
@@ -195,8 +208,13 @@ def check_dataset(
         cls_or_instance = load_dataset(cls_or_instance, split="test", **(params or {}))
     case = DatasetCase(cls_or_instance, params, n)
     run_rules(DATASET_RULES, case, f"dataset {case.name}")
-    return {"dataset": case.name, "n": len(case.ds), "n_train": len(case.train),
-            "n_val": 0 if case.val is None else len(case.val), "ok": True}
+    return {
+        "dataset": case.name,
+        "n": len(case.ds),
+        "n_train": len(case.train),
+        "n_val": 0 if case.val is None else len(case.val),
+        "ok": True,
+    }
 
 
 def check_codec(cls: type[Codec] | str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -216,8 +234,10 @@ def _registry(registry: Registry | str) -> Registry:
         return registry
     by_kind = {r.kind: r for r in REGISTRIES.values()}
     if registry not in by_kind:
-        raise ValueError(f"registry={registry!r}: give a nicebench.registry.Registry or a kind, "
-                         f"one of {', '.join(sorted(by_kind))}")
+        raise ValueError(
+            f"registry={registry!r}: give a nicebench.registry.Registry or a kind, "
+            f"one of {', '.join(sorted(by_kind))}"
+        )
     return by_kind[registry]
 
 

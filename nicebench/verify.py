@@ -53,28 +53,43 @@ class VerifyReport:
 
     @property
     def passed(self) -> bool:
-        return (not self.integrity and not self.other_code and not self.bad_keys
-                and all(same for _, _, same, _ in self.sampled))  # fmt: skip
+        return (
+            not self.integrity
+            and not self.other_code
+            and not self.bad_keys
+            and all(same for _, _, same, _ in self.sampled)
+        )
 
     def lines(self) -> list[str]:
-        out = [f"run store {self.run_dir / 'store.sqlite'}: "
-               + ("integrity ok" if not self.integrity else
-                  "DAMAGED: " + "; ".join(self.integrity[:3]))]  # fmt: skip
+        out = [
+            f"run store {self.run_dir / 'store.sqlite'}: "
+            + (
+                "integrity ok"
+                if not self.integrity
+                else "DAMAGED: " + "; ".join(self.integrity[:3])
+            )
+        ]
         if self.integrity:
             return out
         good = self.n_cells - len(self.bad_keys) - len(self.other_code)
-        out.append(f"cell keys: {good} of {self.n_cells} cells match their spec and the installed "
-                   f"code ({self.code}); {self.n_finished} finished ok")  # fmt: skip
+        out.append(
+            f"cell keys: {good} of {self.n_cells} cells match their spec and the installed "
+            f"code ({self.code}); {self.n_finished} finished ok"
+        )
         if self.history:
-            out.append(f"  {self.history} cells of earlier runs in this directory, not in its "
-                       "latest run, are not audited")  # fmt: skip
+            out.append(
+                f"  {self.history} cells of earlier runs in this directory, not in its "
+                "latest run, are not audited"
+            )
         for key, label, why in self.bad_keys:
             out.append(f"  KEY MISMATCH {label} [{key}]: {why}")
         for key, label, code in self.other_code:
             out.append(f"  computed by other code: {label} [{key}] (code {code})")
         for key, label, same, note in self.sampled:
-            out.append(f"  {'identical' if same else 'DIFFERS  '} {label} [{key}]"
-                       + (f": {note}" if note else ""))  # fmt: skip
+            out.append(
+                f"  {'identical' if same else 'DIFFERS  '} {label} [{key}]"
+                + (f": {note}" if note else "")
+            )
         out.append("verify: " + ("passed" if self.passed else "FAILED"))
         return out
 
@@ -137,29 +152,44 @@ def cell_from_spec(
     spec = json.loads(row["spec"] or "{}")
     try:
         start, stop = spec["images"]
-        common = dict(start=int(start), stop=int(stop), shard=int(row["shard"]),
-                      metrics=tuple(spec["metrics"]),
-                      settings=tuple(sorted(spec["settings"].items())), device="cpu",
-                      kind=row.get("kind") or row.get("track") or "method")  # fmt: skip
+        common = dict(
+            start=int(start),
+            stop=int(stop),
+            shard=int(row["shard"]),
+            metrics=tuple(spec["metrics"]),
+            settings=tuple(sorted(spec["settings"].items())),
+            device="cpu",
+            kind=row.get("kind") or row.get("track") or "method",
+        )
         exact = spec.get("cell")
         if exact:
-            candidates = [(_exact(exact["reference"]),
-                           tuple(_exact(c) for c in exact.get("codecs", [])))]
-            common.update(dataset=_exact(exact["dataset"]), method=_exact(exact["method"]),
-                          model=_exact(exact["model"]), batch_size=int(exact["batch_size"]))  # fmt: skip
+            candidates = [
+                (_exact(exact["reference"]), tuple(_exact(c) for c in exact.get("codecs", [])))
+            ]
+            common.update(
+                dataset=_exact(exact["dataset"]),
+                method=_exact(exact["method"]),
+                model=_exact(exact["model"]),
+                batch_size=int(exact["batch_size"]),
+            )
         else:
             configs = list(configs)
             candidates = [(None, ())]
             for cfg in configs:
-                codecs = cfg.get("codecs") or [str((cfg.get("settings") or {}).get("codec", "jpeg"))]
+                codecs = cfg.get("codecs") or [
+                    str((cfg.get("settings") or {}).get("codec", "jpeg"))
+                ]
                 first = spec_from_str(codecs[0]) if codecs[0] else None
                 for option in ((first, ()), (first, tuple(spec_from_str(c) for c in codecs if c))):
                     if option not in candidates:
                         candidates.append(option)
             batch = int(configs[-1].get("batch_size", 50)) if configs else 50
-            common.update(dataset=spec_from_str(spec["dataset"]),
-                          method=spec_from_str(spec["method"]),
-                          model=spec_from_str(spec.get("model", "default")), batch_size=batch)  # fmt: skip
+            common.update(
+                dataset=spec_from_str(spec["dataset"]),
+                method=spec_from_str(spec["method"]),
+                model=spec_from_str(spec.get("model", "default")),
+                batch_size=batch,
+            )
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         return None, f"its stored spec can't be read ({type(exc).__name__}: {exc})"
     for reference, codecs in candidates:
@@ -182,15 +212,19 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _compare(conn: sqlite3.Connection, key: str, res: Any) -> str:
-    """"" when every stored value of cell ``key`` equals the recomputed result ``res`` bit for
+    """ "" when every stored value of cell ``key`` equals the recomputed result ``res`` bit for
     bit; else the first difference."""
     from .store import pack, table_json
 
     if res.status != "ok":
         return f"the recomputation failed: {res.error}"
-    stored = {(i, m): (lab, pred, v) for i, lab, pred, m, v in conn.execute(
-        "SELECT image_index, label, pred, metric, value FROM image_values WHERE cell_key = ?",
-        (key,))}  # fmt: skip
+    stored = {
+        (i, m): (lab, pred, v)
+        for i, lab, pred, m, v in conn.execute(
+            "SELECT image_index, label, pred, metric, value FROM image_values WHERE cell_key = ?",
+            (key,),
+        )
+    }
     fresh = {(i, m): (lab, pred, float(v)) for i, lab, pred, m, v in res.image_rows}
     if stored.keys() != fresh.keys():
         missing = sorted(stored.keys() ^ fresh.keys())[:3]
@@ -198,21 +232,26 @@ def _compare(conn: sqlite3.Connection, key: str, res: Any) -> str:
     for k in sorted(stored):
         if not all(_same(a, b) for a, b in zip(stored[k], fresh[k], strict=True)):
             return f"{k[1]} of image {k[0]}: stored {stored[k]}, recomputed {fresh[k]}"
-    stored_cv = dict(conn.execute("SELECT name, value FROM cell_values WHERE cell_key = ?",
-                                  (key,)))  # fmt: skip
+    stored_cv = dict(conn.execute("SELECT name, value FROM cell_values WHERE cell_key = ?", (key,)))
     fresh_cv = {k: float(v) for k, v in res.cell_values.items()}
     if stored_cv.keys() != fresh_cv.keys() or not all(
         _same(stored_cv[k], fresh_cv[k]) for k in stored_cv
     ):
         return f"per-cell values differ: stored {stored_cv}, recomputed {fresh_cv}"
-    stored_t = {name: table_json(data) for name, data in conn.execute(
-        "SELECT name, data FROM tables WHERE cell_key = ?", (key,))}  # fmt: skip
+    stored_t = {
+        name: table_json(data)
+        for name, data in conn.execute("SELECT name, data FROM tables WHERE cell_key = ?", (key,))
+    }
     fresh_t = {k: json.dumps(v, default=float) for k, v in res.tables.items()}
     for name in sorted(stored_t.keys() | fresh_t.keys()):
         if stored_t.get(name) != fresh_t.get(name):
             return f"table {name!r} differs"
-    stored_a = {(i, n): d for i, n, d in conn.execute(
-        "SELECT image_index, name, data FROM artifacts WHERE cell_key = ?", (key,))}  # fmt: skip
+    stored_a = {
+        (i, n): d
+        for i, n, d in conn.execute(
+            "SELECT image_index, name, data FROM artifacts WHERE cell_key = ?", (key,)
+        )
+    }
     fresh_a = {(int(i), n): pack(a) for i, n, a in res.artifacts}
     for k in sorted(stored_a.keys() | fresh_a.keys()):
         if stored_a.get(k) != fresh_a.get(k):
@@ -230,8 +269,10 @@ def verify_run(run_dir: str | Path, sample: int = 5, seed: int = 0) -> VerifyRep
     run_dir = Path(run_dir)
     path = run_dir / "store.sqlite"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} holds no run store (store.sqlite): pass the --out "
-                                "directory of a `nicebench run`")  # fmt: skip
+        raise FileNotFoundError(
+            f"{run_dir} holds no run store (store.sqlite): pass the --out "
+            "directory of a `nicebench run`"
+        )
     report = VerifyReport(run_dir, code=code_version())
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -257,7 +298,9 @@ def verify_run(run_dir: str | Path, sample: int = 5, seed: int = 0) -> VerifyRep
         for row in rows:
             label = f"{row['dataset']} · {row['method']} · shard {row['shard']}"
             if row.get("model", "default") != "default":
-                label = f"{row['dataset']} · {row['model']} · {row['method']} · shard {row['shard']}"
+                label = (
+                    f"{row['dataset']} · {row['model']} · {row['method']} · shard {row['shard']}"
+                )
             cell, why = cell_from_spec(row, configs)
             if cell is None:
                 report.bad_keys.append((row["key"], label, why))

@@ -25,16 +25,29 @@ def _load(name: str):
 
 def test_run_all_table_and_readme_block(tmp_path):
     ra = _load("run_all")
-    machine = {"processor": "x86_64", "cores": 2, "threads": 2, "torch": "2.x", "cuda": None,
-               "date": "2026-11-26", "commit": "abc1234"}  # fmt: skip
+    machine = {
+        "processor": "x86_64",
+        "cores": 2,
+        "threads": 2,
+        "torch": "2.x",
+        "cuda": None,
+        "date": "2026-11-26",
+        "commit": "abc1234",
+    }
     results = {
         "deletion_engine": {"models": {"scenecnn-64": [{"batch": 16, "ratio": 0.91}]}},
         "gate_optimizer": {"cpu": {"speedup": 3.2}, "gpu": {"skipped": "no CUDA device"}},
         "metrics": {"error": "boom"},
     }
     md = ra._markdown(machine, results)
-    assert "| deletion_engine | deletion vs forward limit, scenecnn-64, batch 16 | 0.91 | ≥ 0.85 |" in md
-    assert "| gate_optimizer | GPU figures (fused gate step, nice-opt ResNet-50) | — | no CUDA device |" in md
+    assert (
+        "| deletion_engine | deletion vs forward limit, scenecnn-64, batch 16 | 0.91 | ≥ 0.85 |"
+        in md
+    )
+    assert (
+        "| gate_optimizer | GPU figures (fused gate step, nice-opt ResNet-50) | — | no CUDA device |"
+        in md
+    )
     assert "| metrics | failed: boom | | |" in md
     assert "2 cores, 2 torch threads" in md
     readme = tmp_path / "README.md"

@@ -41,8 +41,10 @@ def _expected() -> dict[str, torch.Tensor]:
 
 
 def _same(module: nn.Module) -> bool:
-    return all(torch.equal(a, b) for a, b in zip(module.state_dict().values(),
-                                                  _expected().values(), strict=True))  # fmt: skip
+    return all(
+        torch.equal(a, b)
+        for a, b in zip(module.state_dict().values(), _expected().values(), strict=True)
+    )
 
 
 def test_an_entry_carries_its_hash_and_is_reused(tmp_path, monkeypatch):
@@ -122,9 +124,17 @@ def test_two_processes_train_an_entry_once(tmp_path):
     script.write_text(_WORKER)
     log = tmp_path / "trainings.log"
     env = {**os.environ, "NICEBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(script), str(log)], env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(log)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
     assert log.read_text() == "trained\n"  # one training; the other process waited and loaded
@@ -151,6 +161,20 @@ def test_a_damaged_store_is_refused_with_the_fix(tmp_path):
     (tmp_path / "store.sqlite").write_bytes(b"SQLite format 3\x00" + os.urandom(4000))
     with pytest.raises(StoreError, match=r"store\.sqlite is damaged .*move it aside"):
         RunStore(tmp_path)
-    code = main(["run", "--datasets", "scenes:size=32,n=4", "--methods", "random",
-                 "--metrics", "deletion", "--n-images", "4", "--out", str(tmp_path), "-q"])  # fmt: skip
+    code = main(
+        [
+            "run",
+            "--datasets",
+            "scenes:size=32,n=4",
+            "--methods",
+            "random",
+            "--metrics",
+            "deletion",
+            "--n-images",
+            "4",
+            "--out",
+            str(tmp_path),
+            "-q",
+        ]
+    )
     assert code == 2

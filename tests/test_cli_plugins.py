@@ -39,9 +39,7 @@ def forget():
         yield lambda name: stack.enter_context(restored(METHODS, name))
 
 
-def test_list_survives_missing_and_empty_docstrings_and_shows_failures(
-    capsys, monkeypatch, forget
-):
+def test_list_survives_missing_and_empty_docstrings_and_shows_failures(capsys, monkeypatch, forget):
     for name, doc in (("zz-no-doc", None), ("zz-empty-doc", ""), ("zz-blank-doc", "\n   \n")):
         forget(name)
         register_method(name)(type(name, (Method,), {"__doc__": doc}))

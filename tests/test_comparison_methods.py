@@ -59,9 +59,16 @@ def test_deeplift_sums_to_the_score_difference():
 
     torch.manual_seed(0)
     relu = nn.ReLU(inplace=True)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-                        nn.Conv2d(8, 8, 3, padding=1), relu, nn.AdaptiveAvgPool2d(1),
-                        nn.Flatten(), nn.Linear(8, 3))  # fmt: skip
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, padding=1),
+        relu,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
     net[1].running_mean.normal_()
     model = Classifier(net, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), 3, relu).eval()
     images = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(2))
@@ -89,23 +96,41 @@ def test_smoothgrad_and_gradshap_agree_with_captum_in_expectation(tiny_scenes):
     ours = nb.create_method("smoothgrad", model, n_samples=n, stdevs=0.2).explain(images, labels)
     torch.manual_seed(0)
     x = images.clone().requires_grad_()
-    theirs = NoiseTunnel(Saliency(model)).attribute(
-        x, nt_type="smoothgrad", nt_samples=n, nt_samples_batch_size=128, stdevs=0.2,
-        target=labels, abs=True,
-    ).amax(1, keepdim=True)  # fmt: skip
+    theirs = (
+        NoiseTunnel(Saliency(model))
+        .attribute(
+            x,
+            nt_type="smoothgrad",
+            nt_samples=n,
+            nt_samples_batch_size=128,
+            stdevs=0.2,
+            target=labels,
+            abs=True,
+        )
+        .amax(1, keepdim=True)
+    )
     for a, b in zip(ours, theirs, strict=True):
         assert _pearson(a, b) > 0.95
 
-    ours = nb.create_method("gradshap", model, n_samples=n, baselines="black+white",
-                            stdevs=0.05).explain(images, labels)  # fmt: skip
+    ours = nb.create_method(
+        "gradshap", model, n_samples=n, baselines="black+white", stdevs=0.05
+    ).explain(images, labels)
     bases = torch.stack([torch.zeros_like(images[0]), torch.ones_like(images[0])])
     theirs = []
     for seed in (0, 1):
         torch.manual_seed(seed)
         np.random.seed(seed)
-        theirs.append(GradientShap(model).attribute(
-            images.clone().requires_grad_(), baselines=bases, n_samples=n, stdevs=0.05,
-            target=labels).sum(1))  # fmt: skip
+        theirs.append(
+            GradientShap(model)
+            .attribute(
+                images.clone().requires_grad_(),
+                baselines=bases,
+                n_samples=n,
+                stdevs=0.05,
+                target=labels,
+            )
+            .sum(1)
+        )
     for a, b, c in zip(ours, *theirs, strict=True):
         # as close to captum's estimate as captum's is to its own with other draws (the draws
         # differ, so up to Monte-Carlo error: ≈0.93 between captum's two at 128 samples)
@@ -113,12 +138,22 @@ def test_smoothgrad_and_gradshap_agree_with_captum_in_expectation(tiny_scenes):
     # the magnitude in expectation: at 128 samples one estimate's Monte-Carlo error alone is
     # ±10-20% (captum's own four seeds spread 0.00185-0.00226 on one tiny model), so compare at
     # 1024 samples, where it is a few percent
-    ours = nb.create_method("gradshap", model, n_samples=1024, baselines="black+white",
-                            stdevs=0.05).explain(images, labels)  # fmt: skip
+    ours = nb.create_method(
+        "gradshap", model, n_samples=1024, baselines="black+white", stdevs=0.05
+    ).explain(images, labels)
     torch.manual_seed(0)
     np.random.seed(0)
-    theirs = GradientShap(model).attribute(images.clone().requires_grad_(), baselines=bases,
-                                           n_samples=1024, stdevs=0.05, target=labels).sum(1)
+    theirs = (
+        GradientShap(model)
+        .attribute(
+            images.clone().requires_grad_(),
+            baselines=bases,
+            n_samples=1024,
+            stdevs=0.05,
+            target=labels,
+        )
+        .sum(1)
+    )
     assert ours.abs().mean().item() == pytest.approx(theirs.abs().mean().item(), rel=0.1)
 
 
@@ -225,8 +260,9 @@ def test_extremal_finds_a_planted_object():
         obj[b, 0, y0 : y0 + side, x0 : x0 + side] = True
     images = torch.where(obj, checker.expand_as(images), images)
     # this model's reward is large (100 × the energy): the area weight of 224 px, not 32 px's
-    m = nb.create_method("extremal", _HighFrequency(), areas="0.1", steps=40, lr=0.1,
-                         regul=300.0, precision="fp32")  # fmt: skip
+    m = nb.create_method(
+        "extremal", _HighFrequency(), areas="0.1", steps=40, lr=0.1, regul=300.0, precision="fp32"
+    )
     sal = m.explain(images, torch.zeros(2, dtype=torch.long))
     share = (sal * obj).flatten(1).sum(1) / sal.flatten(1).sum(1)
     assert (share > 0.6).all(), share  # the object is 10 % of the image
@@ -289,8 +325,11 @@ def test_precomputed_reads_pt_with_string_keys_and_errors_clearly(tmp_path):
 
     np.savez(tmp_path / "shape.npz", **{"0": np.zeros((s, s + 1)), "1": np.zeros((s, s))})
     m = nb.create_method("precomputed", model, path=str(tmp_path / "shape.npz"))
-    with pytest.raises(MethodError, match=rf"shape\.npz: map for image 0 has shape \({s}, {s + 1}\)"
-                       rf".*expected \({s}, {s}\) or \(1, {s}, {s}\)"):  # fmt: skip
+    with pytest.raises(
+        MethodError,
+        match=rf"shape\.npz: map for image 0 has shape \({s}, {s + 1}\)"
+        rf".*expected \({s}, {s}\) or \(1, {s}, {s}\)",
+    ):
         m.explain(images, labels, indices=[0, 1])
 
     nan = np.zeros((s, s))
@@ -329,10 +368,22 @@ def test_runner_passes_each_batch_its_dataset_indices(tiny_scenes, tmp_path):
     path = save_maps(tmp_path / "maps.npz", maps)
     spec = PluginSpec.make("precomputed", {"path": str(path)})
     dspec = PluginSpec.make("scenes", TINY_SCENES)
-    cell = Cell(dataset=dspec, method=spec, start=4, stop=12, shard=0,
-                metrics=("deletion", "sanity_spearman", "random_logit", "cascade_spearman",
-                         "sensitivity_max"), batch_size=3,
-                settings=(("n_steps", 4), ("sample_images", 8)))  # fmt: skip
+    cell = Cell(
+        dataset=dspec,
+        method=spec,
+        start=4,
+        stop=12,
+        shard=0,
+        metrics=(
+            "deletion",
+            "sanity_spearman",
+            "random_logit",
+            "cascade_spearman",
+            "sensitivity_max",
+        ),
+        batch_size=3,
+        settings=(("n_steps", 4), ("sample_images", 8)),
+    )
     res = run_cell(cell)
     assert res.status == "ok", res.error
     kept = {i: a for i, name, a in res.artifacts if name == "map"}
@@ -350,6 +401,15 @@ def test_runner_passes_each_batch_its_dataset_indices(tiny_scenes, tmp_path):
     assert all(v == pytest.approx(1.0) for v in by_col["random_logit"])
     assert all(v == pytest.approx(1.0) for v in by_col["cascade_spearman"])
     assert all(v == pytest.approx(0.0) for v in by_col["sensitivity_max"])
-    bad = run_cell(Cell(dataset=dspec, method=spec, start=0, stop=6, shard=0,
-                        metrics=("deletion",), batch_size=3))  # fmt: skip
+    bad = run_cell(
+        Cell(
+            dataset=dspec,
+            method=spec,
+            start=0,
+            stop=6,
+            shard=0,
+            metrics=("deletion",),
+            batch_size=3,
+        )
+    )
     assert bad.status == "failed" and "has no map for image 0" in bad.error

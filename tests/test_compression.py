@@ -257,28 +257,48 @@ def _rows(point, ratio, correct, n=100, quality=75, keep=1.0, factor=1, mask="un
     k = int(round(correct * n))
     return pd.DataFrame(
         {
-            "image": np.arange(n), "point": point, "mask": mask, "keep": keep,
-            "quality": quality, "factor": factor, "codec": "jpeg",
-            "bytes": 1000.0 * ratio, "ref_bytes": 1000.0, "payload_bytes": 700.0 * ratio,
-            "ref_payload_bytes": 700.0, "bpp": 2.0 * ratio, "bpp_payload": 1.4 * ratio,
-            "correct_compressed": np.arange(n) < k, "correct_reference": np.arange(n) < 90,
-            "correct_original": np.arange(n) < 95, "agree_original": True,
-            "psnr": 30.0, "ssim": 0.9,
+            "image": np.arange(n),
+            "point": point,
+            "mask": mask,
+            "keep": keep,
+            "quality": quality,
+            "factor": factor,
+            "codec": "jpeg",
+            "bytes": 1000.0 * ratio,
+            "ref_bytes": 1000.0,
+            "payload_bytes": 700.0 * ratio,
+            "ref_payload_bytes": 700.0,
+            "bpp": 2.0 * ratio,
+            "bpp_payload": 1.4 * ratio,
+            "correct_compressed": np.arange(n) < k,
+            "correct_reference": np.arange(n) < 90,
+            "correct_original": np.arange(n) < 95,
+            "agree_original": True,
+            "psnr": 30.0,
+            "ssim": 0.9,
         }
-    )  # fmt: skip
+    )
 
 
 def test_summarise_headline_and_bd():
     curve = [(10, 0.4, 0.5), (30, 0.6, 0.75), (50, 0.75, 0.82), (75, 1.0, 0.9)]
     sweep = pd.concat([_rows(f"q={q}", r, a, quality=q) for q, r, a in curve])
     ops = [(0.1, 0.3, 0.6), (0.2, 0.45, 0.8), (0.3, 0.55, 0.89)]
-    pts = pd.concat([_rows(f"keep={k} q=40 x8", r, a, quality=40, keep=k, factor=8,
-                           mask=f"keep={k}") for k, r, a in ops])  # fmt: skip
+    pts = pd.concat(
+        [
+            _rows(f"keep={k} q=40 x8", r, a, quality=40, keep=k, factor=8, mask=f"keep={k}")
+            for k, r, a in ops
+        ]
+    )
     s = summarise(pts, sweep)
     assert s["compression_ratio"] == pytest.approx(0.55)
     assert s["operating_point"] == "keep=0.3 q=40 x8" and s["within_tolerance"]
     assert (s["front_mask"], s["front_share"], s["front_quality"], s["front_factor"]) == (
-        "keep=0.3", 0.3, 40, 8)  # fmt: skip
+        "keep=0.3",
+        0.3,
+        40,
+        8,
+    )
     assert s["accuracy_compressed"] == pytest.approx(0.89)
     assert s["accuracy_reference"] == pytest.approx(0.90)
     assert s["accuracy_original"] == pytest.approx(0.95)
@@ -299,15 +319,28 @@ def _hand_rows(nbytes, correct, ref_bytes, ref_correct, points, header=100):
     out = []
     for p, (name, q, keep, f) in enumerate(points):
         for i in range(len(ref_bytes)):
-            out.append({
-                "image": i, "point": name, "mask": "gate" if keep is None else f"keep={keep}",
-                "keep": np.nan if keep is None else keep, "quality": q, "factor": f,
-                "area": 0.25, "codec": "jpeg", "bytes": nbytes[p][i],
-                "payload_bytes": nbytes[p][i] - header, "ref_bytes": ref_bytes[i],
-                "ref_payload_bytes": ref_bytes[i] - header, "bpp": 8.0 * nbytes[p][i] / 64,
-                "correct_compressed": bool(correct[p][i]), "correct_reference": bool(ref_correct[i]),
-                "correct_original": True, "psnr": 30.0, "ssim": np.nan,
-            })  # fmt: skip
+            out.append(
+                {
+                    "image": i,
+                    "point": name,
+                    "mask": "gate" if keep is None else f"keep={keep}",
+                    "keep": np.nan if keep is None else keep,
+                    "quality": q,
+                    "factor": f,
+                    "area": 0.25,
+                    "codec": "jpeg",
+                    "bytes": nbytes[p][i],
+                    "payload_bytes": nbytes[p][i] - header,
+                    "ref_bytes": ref_bytes[i],
+                    "ref_payload_bytes": ref_bytes[i] - header,
+                    "bpp": 8.0 * nbytes[p][i] / 64,
+                    "correct_compressed": bool(correct[p][i]),
+                    "correct_reference": bool(ref_correct[i]),
+                    "correct_original": True,
+                    "psnr": 30.0,
+                    "ssim": np.nan,
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -316,10 +349,12 @@ def test_front_headline_and_payload_by_hand():
     from nicebench.compression.summary import analyse
 
     points = [("a", 20, 0.1, 8), ("b", 40, 0.2, 4), ("c", 30, None, 8), ("d", 75, 0.5, 4)]
-    nbytes = [[200, 300, 200, 300],  # Σ 1000, ratio 0.25, acc 0.50
-              [400, 400, 400, 400],  # Σ 1600, ratio 0.40, acc 0.75
-              [450, 450, 450, 450],  # Σ 1800: dominated by b (more bytes, same accuracy)
-              [900, 900, 900, 900]]  # Σ 3600, ratio 0.90, acc 1.00  # fmt: skip
+    nbytes = [
+        [200, 300, 200, 300],  # Σ 1000, ratio 0.25, acc 0.50
+        [400, 400, 400, 400],  # Σ 1600, ratio 0.40, acc 0.75
+        [450, 450, 450, 450],  # Σ 1800: dominated by b (more bytes, same accuracy)
+        [900, 900, 900, 900],
+    ]  # Σ 3600, ratio 0.90, acc 1.00
     correct = [[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 1, 1], [1, 1, 1, 1]]
     ref = [1000, 1000, 1000, 1000]
     rows = _hand_rows(nbytes, correct, ref, [1, 1, 1, 0], points)
@@ -329,14 +364,23 @@ def test_front_headline_and_payload_by_hand():
     assert table["accuracy"].tolist() == pytest.approx([0.5, 0.75, 0.75, 1.0])
     # reference accuracy 0.75: b is the cheapest point within one point of it
     assert s["compression_ratio"] == pytest.approx(0.4) and table["headline"].tolist() == [
-        False, True, False, False]  # fmt: skip
+        False,
+        True,
+        False,
+        False,
+    ]
     assert s["payload_ratio"] == pytest.approx(1200 / 3600)  # (Σ400−100) / (Σ1000−100)
     assert (s["front_mask"], s["front_share"], s["front_quality"], s["front_factor"]) == (
-        "keep=0.2", 0.2, 40, 4)  # fmt: skip
+        "keep=0.2",
+        0.2,
+        40,
+        4,
+    )
     assert (s["n_points"], s["n_front"], s["n_images"]) == (4, 3, 4)
     # a gate point's share is its mean kept area
-    gate_first = _hand_rows([nbytes[2], nbytes[3]], [correct[1], correct[3]], ref, [1, 1, 1, 0],
-                            [points[2], points[3]])  # fmt: skip
+    gate_first = _hand_rows(
+        [nbytes[2], nbytes[3]], [correct[1], correct[3]], ref, [1, 1, 1, 0], [points[2], points[3]]
+    )
     g = analyse(gate_first, None, n_boot=10)[0]
     assert g["front_mask"] == "gate" and g["front_share"] == pytest.approx(0.25)
     assert g["compression_ratio"] == pytest.approx(0.45)
@@ -359,7 +403,8 @@ def test_bootstrap_recomputes_the_front_per_resample():
     # resample {3, 3, 3, 3}: no point and not the reference is right -> both qualify: 800/1600
     w = np.array([[2, 2, 0, 0], [3, 0, 0, 1], [0, 0, 0, 4.0]])
     assert headline_draws(w, nbytes, correct, ref_b, ref_c).tolist() == pytest.approx(
-        [0.5, 0.375, 0.5])  # fmt: skip
+        [0.5, 0.375, 0.5]
+    )
     # nothing qualifies -> NaN
     hard = headline_draws(np.ones((1, 4)), nbytes, np.zeros((2, 4)), ref_b, np.ones(4))
     assert math.isnan(hard[0])
@@ -379,8 +424,13 @@ def test_interval_and_paired_vs_uniform_from_the_same_resamples():
     ref_c = correct[-1]
     sweep_b = [ref * r for r in (0.4, 0.6, 0.8, 1.0)]
     sweep = _hand_rows(sweep_b, correct, ref, ref_c, [(f"q={q}", q, 1.0, 1) for q in qs])
-    method = _hand_rows([0.8 * b for b in sweep_b], correct, ref, ref_c,
-                        [(f"keep=0.2 q={q} x4", q, 0.2, 4) for q in qs])  # fmt: skip
+    method = _hand_rows(
+        [0.8 * b for b in sweep_b],
+        correct,
+        ref,
+        ref_c,
+        [(f"keep=0.2 q={q} x4", q, 0.2, 4) for q in qs],
+    )
     s, _ = analyse(method, sweep, n_boot=300)
     assert s["vs_uniform"] == pytest.approx(0.8)
     assert s["vs_uniform_lo"] == pytest.approx(0.8) and s["vs_uniform_hi"] == pytest.approx(0.8)
@@ -400,13 +450,23 @@ def test_interval_and_paired_vs_uniform_from_the_same_resamples():
     back = paired_ratio(sweep, method, n_boot=300)
     assert back["ratio"] == pytest.approx(1.25) and back["p_below"] == 0.0
     # a row with more bytes on some resamples only: the interval straddles 1, p_below in between
-    noisy = _hand_rows([b * rng.uniform(0.6, 1.4, n) for b in sweep_b], correct, ref, ref_c,
-                       [(f"keep=0.3 q={q} x4", q, 0.3, 4) for q in qs])  # fmt: skip
+    noisy = _hand_rows(
+        [b * rng.uniform(0.6, 1.4, n) for b in sweep_b],
+        correct,
+        ref,
+        ref_c,
+        [(f"keep=0.3 q={q} x4", q, 0.3, 4) for q in qs],
+    )
     pn = paired_ratio(noisy, sweep, n_boot=300)
     assert pn["lo"] < 1 < pn["hi"] and 0 < pn["p_below"] < 1
     # a base row that never qualifies needs unbounded bytes: the ratio is 0, as every resample's
-    never = _hand_rows(sweep_b, [np.zeros(n, bool)] * 4, ref, ref_c,
-                       [(f"keep=0.1 q={q} x4", q, 0.1, 4) for q in qs])  # fmt: skip
+    never = _hand_rows(
+        sweep_b,
+        [np.zeros(n, bool)] * 4,
+        ref,
+        ref_c,
+        [(f"keep=0.1 q={q} x4", q, 0.1, 4) for q in qs],
+    )
     pv = paired_ratio(method, never, n_boot=300)
     assert (pv["ratio"], pv["lo"], pv["hi"], pv["p_below"]) == (0.0, 0.0, 0.0, 1.0)
     assert paired_ratio(never, method, n_boot=300)["ratio"] == math.inf
@@ -432,8 +492,13 @@ def test_each_codec_against_its_own_curve():
         sw = _hand_rows(sweep_b, correct, ref, ref_c, [(f"q={q}", q, 1.0, 1) for q in qs])
         parts.append(sw.assign(method=codec, kind="codec", track_codec=codec))
         for method, k in (("random", 1.0), ("good", 0.5)):
-            m = _hand_rows([k * b for b in sweep_b], correct, ref, ref_c,
-                           [(f"keep=0.2 q={q} x4", q, 0.2, 4) for q in qs])  # fmt: skip
+            m = _hand_rows(
+                [k * b for b in sweep_b],
+                correct,
+                ref,
+                ref_c,
+                [(f"keep=0.2 q={q} x4", q, 0.2, 4) for q in qs],
+            )
             parts.append(m.assign(method=method, kind="method", track_codec=codec))
     rows = pd.concat(parts).assign(dataset="d", model="default", bd_codec="jpeg")
     comp = summarise_table(rows, n_boot=100).set_index(["method", "track_codec"])
@@ -485,9 +550,18 @@ def test_track_rows_with_a_tiny_model():
     gate = m.clone()
     gate[0] = 0  # all gates closed: coded wholly at low resolution, not an error
     rows = compression_rows(
-        model, x, y, sal, gt_masks=m, keeps=(0.2, 1.0), binary_mask=gate, factors=(4, 8),
-        qualities=(30, 75), dilate=1, ssim="all",
-    )  # fmt: skip
+        model,
+        x,
+        y,
+        sal,
+        gt_masks=m,
+        keeps=(0.2, 1.0),
+        binary_mask=gate,
+        factors=(4, 8),
+        qualities=(30, 75),
+        dilate=1,
+        ssim="all",
+    )
     df = pd.DataFrame(rows)
     assert len(df) == 3 * 2 * 2 * len(x)  # masks × qualities × factors per image
     assert set(df["mask"]) == {"keep=0.2", "keep=1", "gate"}
@@ -505,8 +579,9 @@ def test_track_rows_with_a_tiny_model():
     assert np.array_equal(sel["bytes"].to_numpy(), one.nbytes)
     assert np.allclose(sel["ssim"], one.ssim) and np.allclose(sel["psnr"], one.psnr)
     # SSIM only on the batch's front (cheap points elsewhere stay NaN)
-    front = pd.DataFrame(compression_rows(model, x, y, sal, keeps=(0.2, 1.0), factors=(4, 8),
-                                          qualities=(30, 75)))  # fmt: skip
+    front = pd.DataFrame(
+        compression_rows(model, x, y, sal, keeps=(0.2, 1.0), factors=(4, 8), qualities=(30, 75))
+    )
     has = front.groupby("point")["ssim"].apply(lambda s: s.notna().all())
     assert has.any() and not has.all()
     assert (front.groupby("point")["ssim"].apply(lambda s: s.isna().all()) | has).all()
@@ -640,8 +715,12 @@ class _NoQualityCheck(_Grey):
 
 def test_check_codec_passes_a_good_codec_and_names_what_broke():
     assert check_codec(_Grey)["ok"]
-    for cls, rule in [(_HeaderTooBig, "header_size"), (_FloatDecode, "decode must give back"),
-                      (_Inverted, "higher quality"), (_NoQualityCheck, "in roundtrip")]:  # fmt: skip
+    for cls, rule in [
+        (_HeaderTooBig, "header_size"),
+        (_FloatDecode, "decode must give back"),
+        (_Inverted, "higher quality"),
+        (_NoQualityCheck, "in roundtrip"),
+    ]:
         with pytest.raises(ContractError, match=f"codec {cls.__name__}: .*{rule}"):
             check_codec(cls)
     with pytest.raises(ContractError, match="must subclass"):
@@ -692,8 +771,9 @@ def test_nice_for_the_track_and_lam_auto(tmp_path, monkeypatch):
     # without a validation split the split's last images are held out and not trained on
     train = ds.train_split()
     monkeypatch.setattr(type(train), "validation_split", lambda self: None)
-    held = nb.create_method("nice", model, lam="auto", codec="jpeg", n_holdout=12,
-                            **{**quick, "n_train": 60})  # fmt: skip
+    held = nb.create_method(
+        "nice", model, lam="auto", codec="jpeg", n_holdout=12, **{**quick, "n_train": 60}
+    )
     held.fit(train)
     assert held.train_info["lam_auto"]["held_out"] == "training split"
     assert held.n_train == len(train) - 12 == 52

@@ -16,9 +16,16 @@ def test_ray_executor_matches_local(tiny_scenes, tmp_path):
     pytest.importorskip("ray")
 
     def cfg(out, executor):
-        return RunConfig(datasets=parse_specs(TINY), methods=parse_specs("center,gradcam"),
-                         metrics=["deletion", "pointing_game"], n_images=8, shard_size=4,
-                         out=str(out), executor=executor, settings={"n_steps": 8})  # fmt: skip
+        return RunConfig(
+            datasets=parse_specs(TINY),
+            methods=parse_specs("center,gradcam"),
+            metrics=["deletion", "pointing_game"],
+            n_images=8,
+            shard_size=4,
+            out=str(out),
+            executor=executor,
+            settings={"n_steps": 8},
+        )
 
     local = run(cfg(tmp_path / "local", "local"), progress=False)
     remote = run(cfg(tmp_path / "ray", "ray"), progress=False)  # starts and stops local Ray

@@ -25,22 +25,40 @@ from nicebench.faults import PHASES
 
 SEED = 16
 DATASET = "scenes:size=32,n=8,train_n=600,train_epochs=2"  # ~10 training steps of ~0.1 s
-ARGS = ["run", "--datasets", DATASET, "--methods", "center,gradcam", "--metrics",
-        "deletion,pointing_game", "--n-images", "8", "--shard-size", "4", "--threads", "1",
-        "-q"]  # fmt: skip
+ARGS = [
+    "run",
+    "--datasets",
+    DATASET,
+    "--methods",
+    "center,gradcam",
+    "--metrics",
+    "deletion,pointing_game",
+    "--n-images",
+    "8",
+    "--shard-size",
+    "4",
+    "--threads",
+    "1",
+    "-q",
+]
 N_CELLS = 4
 TIMING = ("explain_ms", "peak_mem", "seconds")  # measured, not computed: they differ run to run
 
 
-def _start(out: Path, cache: Path, trace: Path, kill_at: str | None = None,
-           report: bool = False, **popen) -> subprocess.Popen:  # fmt: skip
+def _start(
+    out: Path, cache: Path, trace: Path, kill_at: str | None = None, report: bool = False, **popen
+) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NICEBENCH_")}
     env.update(NICEBENCH_CACHE=str(cache), NICEBENCH_FAULT_TRACE=str(trace), OMP_NUM_THREADS="1")
     if kill_at:
         env["NICEBENCH_KILL_AT"] = kill_at
     argv = [*ARGS, "--out", str(out)] + ([] if report else ["--no-report"])
-    return subprocess.Popen([sys.executable, "-m", "nicebench.cli", *argv], env=env, text=True,
-                            **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen})
+    return subprocess.Popen(
+        [sys.executable, "-m", "nicebench.cli", *argv],
+        env=env,
+        text=True,
+        **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen},
+    )
 
 
 def _nicebench(out, cache, trace, kill_at=None) -> tuple[int, str, str]:
@@ -53,14 +71,18 @@ def _trace(path: Path) -> list[tuple[int, str]]:
     """(pid, phase) of each fault-injection checkpoint passed, in order."""
     if not path.exists():
         return []
-    return [(int(p), phase) for p, phase in (line.split() for line in path.read_text().split("\n")
-                                             if line)]  # fmt: skip
+    return [
+        (int(p), phase)
+        for p, phase in (line.split() for line in path.read_text().split("\n") if line)
+    ]
 
 
 def _tables(out: Path) -> dict[str, pd.DataFrame]:
     tables = {name: pd.read_csv(out / name) for name in ("leaderboard.csv", "per_image.csv")}
-    return {name: t.drop(columns=[c for c in t.columns if c.startswith(TIMING)])
-            for name, t in tables.items()}  # fmt: skip
+    return {
+        name: t.drop(columns=[c for c in t.columns if c.startswith(TIMING)])
+        for name, t in tables.items()
+    }
 
 
 def _assert_same_tables(out: Path, reference: dict[str, pd.DataFrame]) -> None:
@@ -91,8 +113,11 @@ def reference(tmp_path_factory):
     assert f"{N_CELLS} cells computed, 0 already in the store, 0 failed" in stdout
     counts = Counter(phase for _, phase in _trace(root / "trace"))
     assert set(counts) == set(PHASES) and counts["store"] == N_CELLS, counts
-    return {"tables": _tables(root / "out"), "sha": _classifier_sha(root / "cache"),
-            "counts": counts}  # fmt: skip
+    return {
+        "tables": _tables(root / "out"),
+        "sha": _classifier_sha(root / "cache"),
+        "counts": counts,
+    }
 
 
 @pytest.mark.slow
@@ -165,7 +190,7 @@ def test_two_runs_started_together_on_one_directory_train_once_and_agree(referen
     _assert_same_tables(out, reference["tables"])
     assert (out / "report" / "index.html").is_file()
     # both runs printed the same best methods and scores (the tables each of them wrote)
-    best = [o[o.index("best method per metric"):o.index("run directory")] for o in outs]
+    best = [o[o.index("best method per metric") : o.index("run directory")] for o in outs]
     assert best[0] == best[1], best
 
 
@@ -181,8 +206,9 @@ def test_checkpoints_trace_and_kill_at_the_named_count(tmp_path, monkeypatch):
     for phase in ("train", "cell", "store", "cell", "cell"):
         faults.checkpoint(phase)
     assert kills == [(os.getpid(), signal.SIGKILL)]  # at the second cell checkpoint only
-    assert _trace(tmp_path / "trace") == [(os.getpid(), p)
-                                          for p in ("train", "cell", "store", "cell", "cell")]
+    assert _trace(tmp_path / "trace") == [
+        (os.getpid(), p) for p in ("train", "cell", "store", "cell", "cell")
+    ]
     monkeypatch.delenv("NICEBENCH_FAULT_TRACE")
     monkeypatch.delenv("NICEBENCH_KILL_AT")
     faults.checkpoint("cell")  # neither variable: nothing counted

@@ -36,12 +36,23 @@ def tiny_run(tiny_scenes, tmp_path_factory):
     Grad-CAM, the oracle and NICE at two λ, JPEG as the codec; then its figures."""
     out = tmp_path_factory.mktemp("figrun")
     cfg = RunConfig(
-        datasets=parse_specs(TINY), methods=parse_specs(METHODS),
+        datasets=parse_specs(TINY),
+        methods=parse_specs(METHODS),
         codecs=[PluginSpec.make("jpeg", {"qualities": [10, 30, 50, 75, 90]})],
-        n_images=10, shard_size=5, batch_size=10, out=str(out), settings={"n_steps": 8},
-        metrics=["deletion", "insertion", "pointing_game", "mask_share", "masked_accuracy",
-                 "compression"],
-    )  # fmt: skip
+        n_images=10,
+        shard_size=5,
+        batch_size=10,
+        out=str(out),
+        settings={"n_steps": 8},
+        metrics=[
+            "deletion",
+            "insertion",
+            "pointing_game",
+            "mask_share",
+            "masked_accuracy",
+            "compression",
+        ],
+    )
     summary = run(cfg, progress=False)
     assert not summary.failed, summary.failed
     paths = F.write_figures(out)
@@ -58,10 +69,18 @@ def test_every_figure_file_is_written(tiny_run):
     out, store, paths = tiny_run
     names = {p.name for p in paths}
     tag = F._safe(_dataset(store))
-    stems = [f"saliency_grid_{tag}", "curves", "forest_deletion_auc", "forest_insertion_auc",
-             "forest_pointing_game", "forest_mask_share", "forest_masked_accuracy",
-             f"rate_accuracy_{tag}", f"nice_masks_over_lambda_{tag}",
-             "nice_lambda_tradeoff"]  # fmt: skip
+    stems = [
+        f"saliency_grid_{tag}",
+        "curves",
+        "forest_deletion_auc",
+        "forest_insertion_auc",
+        "forest_pointing_game",
+        "forest_mask_share",
+        "forest_masked_accuracy",
+        f"rate_accuracy_{tag}",
+        f"nice_masks_over_lambda_{tag}",
+        "nice_lambda_tradeoff",
+    ]
     for stem in stems:
         for fmt in ("png", "pdf"):
             assert f"{stem}.{fmt}" in names, stem
@@ -197,8 +216,9 @@ def test_forest_plot_sorted_best_first_with_baselines_marked(tiny_run):
         # top first
         shown = [lab for _, lab in sorted(zip(ticks, labels, strict=True), reverse=True)]
         part = board[board[metric].notna()]
-        expected = part.sort_values(metric, ascending=not higher_is_better()[metric],
-                                    kind="stable").method.tolist()  # fmt: skip
+        expected = part.sort_values(
+            metric, ascending=not higher_is_better()[metric], kind="stable"
+        ).method.tolist()
         # variants of one plugin by the parameters they differ in, long labels cut at 30
         assert shown == F._tick_labels(expected, width=30)
         assert "nice(lam=0.5)" in shown
@@ -219,7 +239,9 @@ def test_rate_accuracy_points_and_fronts(tiny_run):
     methods = set(points[points.kind == "method"].method)
     codecs = set(points[points.kind == "codec"].method)
     assert set(labelled) == methods | {f"{c} (quality sweep)" for c in codecs} | {
-        "reference image", "1 point below it (headline)"}
+        "reference image",
+        "1 point below it (headline)",
+    }
     assert "on_front" in points  # the track marks each method's front: the front is the line
     for m in methods:
         line, on = labelled[m], points[(points.method == m) & points.on_front]
@@ -329,8 +351,15 @@ def test_latex_leaderboard_has_the_leaderboards_rows_and_columns(tiny_run):
 
 
 def test_latex_escapes_names():
-    board = pd.DataFrame({"dataset": ["d_1"], "model": ["default"], "method": ["a&b_%<script>"],
-                          "kind": ["method"], "deletion_auc": [0.5]})  # fmt: skip
+    board = pd.DataFrame(
+        {
+            "dataset": ["d_1"],
+            "model": ["default"],
+            "method": ["a&b_%<script>"],
+            "kind": ["method"],
+            "deletion_auc": [0.5],
+        }
+    )
     tex = F.leaderboard_latex(board, {"deletion_auc": False})
     assert "a\\&b\\_\\%\\textless{}script\\textgreater{}" in tex and "d\\_1" in tex
 
@@ -346,8 +375,21 @@ def _png(image: np.ndarray, quality: int | None = None) -> np.ndarray:
 def _hand_store(tmp_path, coded: bool = True, n_methods: int = 3, n_images: int = 6, size=16):
     store = RunStore(tmp_path)
     rng = np.random.default_rng(0)
-    methods = ["random", "gradcam", "nice", "ig", "lime", "rise", "occlusion", "saliency",
-               "edges", "center", "rtsal", "nice-opt", "oracle"][:n_methods]  # fmt: skip
+    methods = [
+        "random",
+        "gradcam",
+        "nice",
+        "ig",
+        "lime",
+        "rise",
+        "occlusion",
+        "saliency",
+        "edges",
+        "center",
+        "rtsal",
+        "nice-opt",
+        "oracle",
+    ][:n_methods]
     for dataset in ("toy-a", "toy-b"):
         images = rng.integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
         samples = [(i, "image", images[i]) for i in range(min(n_images, 16))]
@@ -363,20 +405,34 @@ def _hand_store(tmp_path, coded: bool = True, n_methods: int = 3, n_images: int 
                     if i < 16:
                         arts.append((i, "map", rng.random((size, size)).astype(np.float16)))
                         if method == "nice":
-                            arts.append((i, "gate_mask", (rng.random((size, size)) > 0.5)
-                                         .astype(np.uint8)))  # fmt: skip
+                            arts.append(
+                                (i, "gate_mask", (rng.random((size, size)) > 0.5).astype(np.uint8))
+                            )
             if coded:
                 for i in range(min(n_images, 2)):
                     if kind == "codec":
                         arts += [(i, f"coded/q={q}", _png(images[i], q)) for q in (10, 50, 90)]
                     else:
-                        arts += [(i, "coded/keep=0.2", _png(images[i], 40)),
-                                 (i, "coded/keep=0.5", _png(images[i], 70))]
-            store.write(CellResult(key=f"{dataset}-{method}", dataset=dataset, method=method,
-                                   method_name=method, shard=0, kind=kind, n_images=n_images,
-                                   explain_ms_per_image=1.0,
-                                   image_rows=rows, artifacts=arts, samples=samples,
-                                   spec={"method": method}))  # fmt: skip
+                        arts += [
+                            (i, "coded/keep=0.2", _png(images[i], 40)),
+                            (i, "coded/keep=0.5", _png(images[i], 70)),
+                        ]
+            store.write(
+                CellResult(
+                    key=f"{dataset}-{method}",
+                    dataset=dataset,
+                    method=method,
+                    method_name=method,
+                    shard=0,
+                    kind=kind,
+                    n_images=n_images,
+                    explain_ms_per_image=1.0,
+                    image_rows=rows,
+                    artifacts=arts,
+                    samples=samples,
+                    spec={"method": method},
+                )
+            )
     return store
 
 
@@ -400,8 +456,10 @@ def test_mixed_resolution_examples_at_nearest_bytes(tmp_path):
     data = coded[(coded.method == "gradcam") & (coded.name == "coded/keep=0.2")].iloc[0]["array"]
     with Image.open(io.BytesIO(data.tobytes())) as im:
         np.testing.assert_array_equal(np.asarray(top.images[0].get_array()), np.asarray(im))
-    assert F.mixed_resolution_examples(store, "toy-a", point="keep=0.5").nicebench_panels[0][1] \
+    assert (
+        F.mixed_resolution_examples(store, "toy-a", point="keep=0.5").nicebench_panels[0][1]
         == "keep=0.5"
+    )
     paths = F.write_figures(tmp_path)
     names = {p.name for p in paths}
     assert {"mixed_resolution_toy-a.png", "mixed_resolution_toy-b.pdf"} <= names
@@ -419,10 +477,17 @@ def test_a_run_without_masks_compression_or_sweep_draws_what_it_has(tmp_path):
     store.close()
     paths = F.write_figures(tmp_path, formats=["png"])
     names = sorted(p.name for p in paths)
-    assert names == ["curves.png", "forest_deletion_auc.png", "leaderboard.tex",
-                     "rankings_toy-a.png", "rankings_toy-b.png",
-                     "saliency_grid_toy-a.png", "saliency_grid_toy-b.png",
-                     "validity_curves_toy-a.png", "validity_curves_toy-b.png"]  # fmt: skip
+    assert names == [
+        "curves.png",
+        "forest_deletion_auc.png",
+        "leaderboard.tex",
+        "rankings_toy-a.png",
+        "rankings_toy-b.png",
+        "saliency_grid_toy-a.png",
+        "saliency_grid_toy-b.png",
+        "validity_curves_toy-a.png",
+        "validity_curves_toy-b.png",
+    ]
     store = RunStore(tmp_path)
     fig = F.curves_figure(store)
     assert np.array(fig.axes).shape == (4,)  # deletion/insertion × two datasets
@@ -479,8 +544,11 @@ def test_the_run_keeps_coded_examples_that_the_rows_count(tiny_run):
         assert len(part), kind
         table = rows[rows.kind == kind]
         for r in part.itertuples():
-            match = table[(table.method == r.method) & (table.point == r.name[len("coded/"):])
-                          & (table.image == r.image_index)]  # fmt: skip
+            match = table[
+                (table.method == r.method)
+                & (table.point == r.name[len("coded/") :])
+                & (table.image == r.image_index)
+            ]
             if kind == "method" and "track_codec" in match:  # the reference codec's files
                 match = match[match.track_codec == match.bd_codec]
             assert len(match) == 1, (r.method, r.name)
@@ -502,11 +570,16 @@ def cascade_run(tiny_scenes, tmp_path_factory):
     """A tiny run with the full cascade: random (ignores the model) and two gradient methods."""
     out = tmp_path_factory.mktemp("cascaderun")
     cfg = RunConfig(
-        datasets=parse_specs(TINY), methods=parse_specs(["random", "saliency", "gradcam"]),
-        codecs=[], n_images=6, shard_size=6, batch_size=6, out=str(out),
+        datasets=parse_specs(TINY),
+        methods=parse_specs(["random", "saliency", "gradcam"]),
+        codecs=[],
+        n_images=6,
+        shard_size=6,
+        batch_size=6,
+        out=str(out),
         metrics=["cascade_spearman", "cascade_ssim"],
         settings={"cascade": "every", "sanity_images": 4},
-    )  # fmt: skip
+    )
     summary = run(cfg, progress=False)
     assert not summary.failed, summary.failed
     store = RunStore(out)
@@ -546,7 +619,11 @@ def test_cascade_ticks_follow_the_steps_setting():
     default = "1,3,all"  # the metric's declared default, as the run's catalogue gives it
     assert F._cascade_ticks('{"settings": {}}', 3, default) == ["1", "3", "all"]
     assert F._cascade_ticks('{"settings": {"cascade": "every"}}', 4, default) == [
-        "1", "2", "3", "all (4)"]  # fmt: skip
+        "1",
+        "2",
+        "3",
+        "all (4)",
+    ]
     assert F._cascade_ticks('{"settings": {"cascade": "2,all"}}', 2, default) == ["2", "all"]
     assert F._cascade_ticks("not json", 2, None) == ["1", "2"]  # unknown: step numbers
 

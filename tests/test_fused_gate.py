@@ -172,8 +172,9 @@ _KERNEL_SCRIPT = textwrap.dedent(
 def _interpreted(script: str) -> dict:
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     env.pop("NICEBENCH_GATE_IMPL", None)
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
     if proc.returncode != 0:
         raise AssertionError(proc.stderr[-4000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])

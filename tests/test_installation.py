@@ -21,13 +21,17 @@ def test_plugin_packages_come_from_the_same_installation():
         assert origins[name] in (core / folder, core.parent / folder), (name, origins[name], core)
 
 
-@pytest.mark.skipif("NICEBENCH_EXPECT_PREFIX" not in os.environ,
-                    reason="tox sets NICEBENCH_EXPECT_PREFIX to the environment it built")
+@pytest.mark.skipif(
+    "NICEBENCH_EXPECT_PREFIX" not in os.environ,
+    reason="tox sets NICEBENCH_EXPECT_PREFIX to the environment it built",
+)
 def test_imports_come_from_this_runs_environment():
     prefix = Path(os.environ["NICEBENCH_EXPECT_PREFIX"]).resolve()
     assert Path(sys.prefix).resolve() == prefix, "pytest runs in another Python than tox built"
     origins = check_installed_under(prefix)
-    assert not origins["nicebench"].is_relative_to(CHECKOUT / "nicebench"), origins  # not the source
+    assert not origins["nicebench"].is_relative_to(CHECKOUT / "nicebench"), (
+        origins
+    )  # not the source
 
 
 def test_guard_rejects_a_foreign_prefix(tmp_path):
@@ -40,15 +44,19 @@ def test_guard_names_the_fix_when_the_source_folder_shadows_the_package(tmp_path
     import shutil
     import subprocess
 
-    shutil.copytree(CHECKOUT / "nicebench", tmp_path / "nicebench",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        CHECKOUT / "nicebench", tmp_path / "nicebench", ignore=shutil.ignore_patterns("__pycache__")
+    )
     # An editable install maps nicebench.methods by full name whatever the parent; drop its finder
     # so the subprocess sees what a plain installation plus a shadowing source folder gives.
-    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path "
-            "if '__editable__' not in getattr(f, '__module__', '') + repr(f)]; "
-            "from nicebench._provenance import import_origins; import_origins()")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path "
+        "if '__editable__' not in getattr(f, '__module__', '') + repr(f)]; "
+        "from nicebench._provenance import import_origins; import_origins()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0
     assert "nicebench.methods cannot be imported" in proc.stderr
     assert "pip install -e ." in proc.stderr

@@ -48,8 +48,9 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     for name, path in modules.items():
         tree = ast.parse(path.read_text())
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        skipped = {id(n) for node in ast.walk(tree) if _is_type_checking(node)
-                   for n in ast.walk(node)}  # fmt: skip
+        skipped = {
+            id(n) for node in ast.walk(tree) if _is_type_checking(node) for n in ast.walk(node)
+        }
         edges: set[str] = set()
         for node in ast.walk(tree):
             if id(node) in skipped:
@@ -62,8 +63,10 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
                     parts = package.split(".")
                     parts = parts[: len(parts) - node.level + 1]
                     base = ".".join([*parts, base] if base else parts)
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
-                           for a in node.names]  # fmt: skip
+                targets = [
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                    for a in node.names
+                ]
             else:
                 continue
             for target in targets:
@@ -148,13 +151,19 @@ def test_a_planted_import_makes_the_checks_fail(tmp_path):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(path.read_text())
     registry = copy / "registry.py"
-    registry.write_text(registry.read_text().replace(
-        "from .metric_spec import MetricSpec", "from .metric_spec import MetricSpec\n"
-        "from .metrics import get_metric_spec  # planted", 1))  # fmt: skip
+    registry.write_text(
+        registry.read_text().replace(
+            "from .metric_spec import MetricSpec",
+            "from .metric_spec import MetricSpec\nfrom .metrics import get_metric_spec  # planted",
+            1,
+        )
+    )
     graph = import_graph(copy)
     assert any("nicebench.registry" in c and "nicebench.metrics" in c for c in cycles(graph))
-    assert any(b.startswith("nicebench.registry imports nicebench.metrics")
-               for b in forbidden_arrows(graph))  # fmt: skip
+    assert any(
+        b.startswith("nicebench.registry imports nicebench.metrics")
+        for b in forbidden_arrows(graph)
+    )
 
 
 BLOCK_TORCH = textwrap.dedent("""
@@ -178,9 +187,12 @@ def test_the_report_and_figures_are_drawn_without_torch(tiny_scenes, tmp_path):
     from nicebench.testing import tiny_run_config
 
     run = tmp_path / "run"
-    cfg = tiny_run_config(run, ["random", "gradcam", "oracle", "nice"], codecs=["jpeg"],
-                          metrics=["deletion", "insertion", "pointing_game", "sanity_spearman",
-                                   "compression"])  # fmt: skip
+    cfg = tiny_run_config(
+        run,
+        ["random", "gradcam", "oracle", "nice"],
+        codecs=["jpeg"],
+        metrics=["deletion", "insertion", "pointing_game", "sanity_spearman", "compression"],
+    )
     summary = run_config(cfg, progress=False)
     assert summary.ok == summary.total
     script = BLOCK_TORCH + textwrap.dedent(f"""
@@ -190,8 +202,14 @@ def test_the_report_and_figures_are_drawn_without_torch(tiny_scenes, tmp_path):
         sys.exit(code)
     """)
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     figures = sorted(p.name for p in (run / "figures").glob("*.png"))
     assert any(n.startswith("saliency_grid") for n in figures), figures
@@ -200,9 +218,16 @@ def test_the_report_and_figures_are_drawn_without_torch(tiny_scenes, tmp_path):
 
 
 #: The modules of the core a plugin may import from, each by its ``__all__``.
-PUBLIC_MODULES = ("nicebench", "nicebench.metrics", "nicebench.models", "nicebench.gates",
-                  "nicebench.batching", "nicebench.codec", "nicebench.compression",
-                  "nicebench.testing")  # fmt: skip
+PUBLIC_MODULES = (
+    "nicebench",
+    "nicebench.metrics",
+    "nicebench.models",
+    "nicebench.gates",
+    "nicebench.batching",
+    "nicebench.codec",
+    "nicebench.compression",
+    "nicebench.testing",
+)
 
 
 def plugin_imports(folder: Path) -> list[tuple[str, str, str]]:
@@ -221,7 +246,10 @@ def test_plugins_import_only_the_public_api_of_the_core(folder):
     import importlib
 
     where = Path(importlib.import_module(f"nicebench.{folder}").__file__).parent
-    bad = [f"{file}: from {module} import {name}" for file, module, name in plugin_imports(where)
-           if module not in PUBLIC_MODULES
-           or name not in getattr(importlib.import_module(module), "__all__", ())]  # fmt: skip
+    bad = [
+        f"{file}: from {module} import {name}"
+        for file, module, name in plugin_imports(where)
+        if module not in PUBLIC_MODULES
+        or name not in getattr(importlib.import_module(module), "__all__", ())
+    ]
     assert bad == []

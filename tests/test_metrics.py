@@ -161,8 +161,13 @@ def test_register_metric_takes_a_function_or_a_spec():
         assert (spec.column, spec.higher_is_better, spec.needs_masks) == ("zz_peak", True, False)
         assert spec.description == "peak of the map" and spec.applies(None)
 
-        nb.register_metric("zz_low", lambda c: c.saliency.mean((1, 2, 3)), column="zz_low_col",
-                           higher_is_better=False, needs_masks=True)  # fmt: skip
+        nb.register_metric(
+            "zz_low",
+            lambda c: c.saliency.mean((1, 2, 3)),
+            column="zz_low_col",
+            higher_is_better=False,
+            needs_masks=True,
+        )
         low = get_metric_spec("zz_low")
         assert (low.column, low.higher_is_better, low.needs_masks) == ("zz_low_col", False, True)
 

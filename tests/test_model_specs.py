@@ -29,7 +29,10 @@ def test_model_specs_parse():
     spec = parse_model_spec("torchvision:resnet50:weights=/m/r50.pth")
     assert spec.name == "torchvision:resnet50" and spec.kwargs == {"weights": "/m/r50.pth"}
     assert [str(s) for s in parse_specs("default,scenecnn:seed=1,torchvision:vgg11:weights=a")] == [
-        "default", "scenecnn:seed=1", "torchvision:vgg11:weights=a"]  # fmt: skip
+        "default",
+        "scenecnn:seed=1",
+        "torchvision:vgg11:weights=a",
+    ]
     ds = nb.load_dataset("scenes", size=32, n=2)
     with pytest.raises(ValueError, match="unknown parameter"):
         nb.load_model(ds, model="scenecnn:sede=1")
@@ -88,10 +91,16 @@ def test_registered_arch_with_weights_file(tmp_path):
 
 def test_run_with_two_models(tiny_scenes, tmp_path):
     cfg = RunConfig(
-        datasets=parse_specs(TINY), models=parse_specs("default,scenecnn:seed=1"),
-        methods=parse_specs("random,gradcam"), metrics=["deletion", "insertion"], n_images=8,
-        shard_size=8, batch_size=8, out=str(tmp_path / "run"), settings={"n_steps": 8},
-    )  # fmt: skip
+        datasets=parse_specs(TINY),
+        models=parse_specs("default,scenecnn:seed=1"),
+        methods=parse_specs("random,gradcam"),
+        metrics=["deletion", "insertion"],
+        n_images=8,
+        shard_size=8,
+        batch_size=8,
+        out=str(tmp_path / "run"),
+        settings={"n_steps": 8},
+    )
     cells = plan_cells(cfg)
     assert len(cells) == 4 and len({c.key for c in cells}) == 4
     summary = run(cfg, progress=False)
@@ -125,25 +134,37 @@ def test_imagenet_rise_config_end_to_end(tmp_path):
     cfg = load_config(CONFIGS / "imagenet-rise.toml")
     assert [str(s) for s in cfg.datasets] == ["imagefolder:root=/path/to/imagenet/val,size=224"]
     assert cfg.models[0].name == "torchvision:resnet50" and cfg.metrics == ["deletion", "insertion"]
-    assert cfg.settings == {"n_steps": 224, "substrate": "mean", "target": "pred",
-                            "insertion_start": "rise"}
+    assert cfg.settings == {
+        "n_steps": 224,
+        "substrate": "mean",
+        "target": "pred",
+        "insertion_start": "rise",
+    }
     assert [m.name for m in cfg.methods] == ["rise", "gradcam", "saliency", "random", "center"]
     _wnid_tree(tmp_path / "val")
     torch.manual_seed(0)
     weights = tmp_path / "resnet50.pth"
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), weights)
-    cfg.datasets = [PluginSpec.make("imagefolder", {**cfg.datasets[0].kwargs,
-                                                    "root": str(tmp_path / "val")})]  # fmt: skip
+    cfg.datasets = [
+        PluginSpec.make("imagefolder", {**cfg.datasets[0].kwargs, "root": str(tmp_path / "val")})
+    ]
     cfg.models = [PluginSpec.make("torchvision:resnet50", {"weights": str(weights)})]
-    cfg.methods = [PluginSpec.make("rise", {**cfg.methods[0].kwargs, "n_masks": 8,
-                                            "batch_size": 8}), *cfg.methods[1:]]  # fmt: skip
+    cfg.methods = [
+        PluginSpec.make("rise", {**cfg.methods[0].kwargs, "n_masks": 8, "batch_size": 8}),
+        *cfg.methods[1:],
+    ]
     cfg.n_images, cfg.out, cfg.settings["n_steps"] = 3, str(tmp_path / "run"), 8
     cfg.settings["audit_images"] = 0  # the audit's passes at 224 px on a CPU: tested elsewhere
     summary = run(cfg, progress=False)
     assert summary.exit_code == 0, summary.failed
     board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
-    assert list(board.method) == ["rise(batch_size=8,grid=7,n_masks=8,p=0.5)", "gradcam",
-                                  "saliency", "random", "center"]  # fmt: skip
+    assert list(board.method) == [
+        "rise(batch_size=8,grid=7,n_masks=8,p=0.5)",
+        "gradcam",
+        "saliency",
+        "random",
+        "center",
+    ]
     assert (board.model == f"torchvision:resnet50(weights={weights})").all()
     assert (board.n_images == 3).all()
     for col in ("deletion_auc", "insertion_auc"):
@@ -165,14 +186,24 @@ def test_store_written_before_models_were_an_axis(tmp_path):
         "explain_ms_per_image REAL, peak_mem_mb REAL, seconds REAL, finished_at TEXT, "
         "code_version TEXT, spec TEXT)"
     )
-    old.execute("INSERT INTO cells VALUES ('k0','scenes','random','random','explain',0,'ok','',"
-                "2,0.1,1,1,'t','c','{}')")  # fmt: skip
+    old.execute(
+        "INSERT INTO cells VALUES ('k0','scenes','random','random','explain',0,'ok','',"
+        "2,0.1,1,1,'t','c','{}')"
+    )
     old.commit()
     old.close()
     store = RunStore(tmp_path)
-    store.write(CellResult(key="k1", dataset="scenes", model="lenet5", method="random",
-                           method_name="random", shard=0,
-                           image_rows=[(0, 1, 1, "x", 0.5)]))  # fmt: skip
+    store.write(
+        CellResult(
+            key="k1",
+            dataset="scenes",
+            model="lenet5",
+            method="random",
+            method_name="random",
+            shard=0,
+            image_rows=[(0, 1, 1, "x", 0.5)],
+        )
+    )
     cells = store.cells().set_index("key")
     assert cells.model.to_dict() == {"k0": "default", "k1": "lenet5"}
     assert list(store.image_values().model) == ["lenet5"]
@@ -186,8 +217,12 @@ def test_model_registry_uses_its_entry_point_group():
 
 
 def test_unknown_model_names_fail_before_the_run(tmp_path):
-    cfg = RunConfig(datasets=parse_specs(TINY), models=parse_specs("scenecn"),
-                    methods=parse_specs("random"), out=str(tmp_path / "run"))  # fmt: skip
+    cfg = RunConfig(
+        datasets=parse_specs(TINY),
+        models=parse_specs("scenecn"),
+        methods=parse_specs("random"),
+        out=str(tmp_path / "run"),
+    )
     with pytest.raises(KeyError, match="Did you mean: scenecnn"):
         plan_cells(cfg)
     cfg.models = parse_specs("torchvision:resnet5000:weights=x.pth")
@@ -208,8 +243,17 @@ def test_cli_models_option(monkeypatch, tmp_path, capsys):
         return runner.RunSummary(tmp_path, 0, 0, 0)
 
     monkeypatch.setattr(runner, "run", fake_run)
-    argv = ["run", "--datasets", TINY, "--methods", "random", "--out", str(tmp_path), "-q",
-            "--no-report"]
+    argv = [
+        "run",
+        "--datasets",
+        TINY,
+        "--methods",
+        "random",
+        "--out",
+        str(tmp_path),
+        "-q",
+        "--no-report",
+    ]
     assert main([*argv, "--models", "default,torchvision:resnet50:weights=/m/r50.pth"]) == 0
     assert seen["models"] == ["default", "torchvision:resnet50:weights=/m/r50.pth"]
     assert main(argv) == 0 and seen["models"] == ["default"]

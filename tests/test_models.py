@@ -33,8 +33,15 @@ def test_cache_keys_are_unchanged(tmp_path, monkeypatch):
     learned methods are found again and the default leaderboard's numbers do not move."""
     from nicebench.models import cache_key, cache_path, stable_hash
 
-    ident = {"name": "scenes", "size": 64, "seed": 0, "version": 2, "arch": "scenecnn",
-             "recipe": {"epochs": 10}, "code": 3}  # fmt: skip
+    ident = {
+        "name": "scenes",
+        "size": 64,
+        "seed": 0,
+        "version": 2,
+        "arch": "scenecnn",
+        "recipe": {"epochs": 10},
+        "code": 3,
+    }
     assert stable_hash({"kind": "classifiers", **ident}) == "7b02c70c1e2c67df"
     assert cache_key("classifiers", ident) == "7b02c70c1e2c67df"
     monkeypatch.setenv("NICEBENCH_CACHE", str(tmp_path))
@@ -73,8 +80,9 @@ def test_register_arch_and_list_models():
         @register_arch("test-tinynet")
         def tinynet(num_classes: int, channels: int, size: int):
             conv = nn.Conv2d(channels, 4, 3, padding=1)
-            net = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                nn.Linear(4, num_classes))  # fmt: skip
+            net = nn.Sequential(
+                conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes)
+            )
             return net, conv
 
         assert "test-tinynet" in list_models("test-*")

@@ -38,8 +38,13 @@ def test_registered_and_flags() -> None:
     assert "nice" in nb.list_methods()
     assert cls.learns and cls.gate_mask and cls.deterministic and not cls.needs_gradients
     model = _setup()[0]
-    bads = ({"reference": "grey"}, {"generator": "big"}, {"target": "x"}, {"cell": 0},
-            {"rank_window": -0.1})  # fmt: skip
+    bads = (
+        {"reference": "grey"},
+        {"generator": "big"},
+        {"target": "x"},
+        {"cell": 0},
+        {"rank_window": -0.1},
+    )
     for bad in bads:
         with pytest.raises(MethodError, match=next(iter(bad))):
             cls(model, **bad)
@@ -134,9 +139,11 @@ def test_binary_mask_and_composite(reference: str) -> None:
         pooled = torch.nn.functional.avg_pool2d(images, 4)
         assert (ref - images).abs().mean() > 0
         torch.testing.assert_close(
-            torch.nn.functional.avg_pool2d(ref, 32), torch.nn.functional.avg_pool2d(pooled, 8),
-            atol=0.02, rtol=0,
-        )  # fmt: skip
+            torch.nn.functional.avg_pool2d(ref, 32),
+            torch.nn.functional.avg_pool2d(pooled, 8),
+            atol=0.02,
+            rtol=0,
+        )
     mixed = m.composite(images, keep)
     torch.testing.assert_close(mixed[keep.expand_as(images)], images[keep.expand_as(images)])
     share = mask_share(keep)

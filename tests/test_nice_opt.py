@@ -70,13 +70,18 @@ def test_batch_independence_and_determinism(trained):
     x, y = images[:5], preds[:5]
     m = _method(model, steps=15, samples=2)
     batch = m.explain(x, y)
-    singles = torch.cat([_method(model, steps=15, samples=2).explain(x[i : i + 1], y[i : i + 1])
-                         for i in range(5)])  # fmt: skip
+    singles = torch.cat(
+        [_method(model, steps=15, samples=2).explain(x[i : i + 1], y[i : i + 1]) for i in range(5)]
+    )
     assert (batch - singles).abs().max() < 1e-4
     # a different batch composition (reordered, duplicated) gives the same per-image maps
     order = torch.tensor([4, 0, 0, 2])
-    torch.testing.assert_close(_method(model, steps=15, samples=2).explain(x[order], y[order]), batch[order],
-                               atol=1e-4, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        _method(model, steps=15, samples=2).explain(x[order], y[order]),
+        batch[order],
+        atol=1e-4,
+        rtol=0,
+    )
     assert torch.equal(_method(model, steps=15, samples=2).explain(x, y), batch)
     assert not torch.equal(_method(model, steps=15, samples=2, seed=1).explain(x, y), batch)
 
@@ -108,8 +113,14 @@ def test_targets_change_the_mask(trained):
 
 def test_bad_parameters():
     model = build_arch("scenecnn", nb.load_dataset("scenes", size=32, n=1))
-    bads = ({"reference": "blur"}, {"target": "top"}, {"cell": 0}, {"steps": 0},
-            {"precision": "fp16"}, {"rank_window": 1.5})  # fmt: skip
+    bads = (
+        {"reference": "blur"},
+        {"target": "top"},
+        {"cell": 0},
+        {"steps": 0},
+        {"precision": "fp16"},
+        {"rank_window": 1.5},
+    )
     for bad in bads:
         with pytest.raises(nb.MethodError, match=next(iter(bad))):
             METHODS.get("nice-opt")(model, **bad)
@@ -153,7 +164,12 @@ _TRITON_OPT_SCRIPT = textwrap.dedent(
 def test_optimizer_through_the_kernel_under_interpreter():
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", _TRITON_OPT_SCRIPT], env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRITON_OPT_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["diff"] < 1e-4

@@ -34,8 +34,9 @@ class GradientGates(GateMaskMethod):
         with torch.enable_grad():
             score = self.model(x).gather(1, self.targets_for(images, targets)[:, None]).sum()
             (grad,) = torch.autograd.grad(score, x)
-        energy = F.avg_pool2d(grad.square().sum(1, keepdim=True),
-                              self.cell_size(*images.shape[-2:]), ceil_mode=True)
+        energy = F.avg_pool2d(
+            grad.square().sum(1, keepdim=True), self.cell_size(*images.shape[-2:]), ceil_mode=True
+        )
         cut = energy.flatten(1).quantile(1 - self.keep, dim=1)[:, None, None, None]
         return 4 * (energy - cut) / (energy.flatten(1).std(1)[:, None, None, None] + 1e-12)
 
@@ -83,11 +84,24 @@ def test_check_method_rejects_a_fit_that_moves_the_global_rng(tiny_scenes):
         uses_model = False
         cache_kind = "sloppy-test"
 
-        def __init__(self, model, *, n_train: int = 8, epochs: int = 1, batch_size: int = 8,
-                     lr: float = 1e-2, seed: int = 0):  # fmt: skip
+        def __init__(
+            self,
+            model,
+            *,
+            n_train: int = 8,
+            epochs: int = 1,
+            batch_size: int = 8,
+            lr: float = 1e-2,
+            seed: int = 0,
+        ):
             super().__init__(model)
-            self.n_train, self.epochs, self.batch_size, self.lr, self.seed = \
-                n_train, epochs, batch_size, lr, seed  # fmt: skip
+            self.n_train, self.epochs, self.batch_size, self.lr, self.seed = (
+                n_train,
+                epochs,
+                batch_size,
+                lr,
+                seed,
+            )
 
         def fit(self, dataset):
             torch.manual_seed(self.seed)  # what nice and rtsal did inside build()
@@ -119,10 +133,14 @@ def test_gate_method_runs_in_a_leaderboard(tmp_path):
     with registered(METHODS, "zz-gradient-gates", GradientGates):
         tiny = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
         cfg = RunConfig(
-            datasets=parse_specs(tiny), methods=parse_specs(["zz-gradient-gates:cell=4", "random"]),
-            n_images=8, batch_size=8, out=str(tmp_path), settings={"n_steps": 8},
+            datasets=parse_specs(tiny),
+            methods=parse_specs(["zz-gradient-gates:cell=4", "random"]),
+            n_images=8,
+            batch_size=8,
+            out=str(tmp_path),
+            settings={"n_steps": 8},
             metrics=["deletion", "pointing_game", "mask_share", "masked_accuracy"],
-        )  # fmt: skip
+        )
         summary = run(cfg, progress=False)
         assert summary.exit_code == 0, summary.failed
         import pandas as pd

@@ -48,13 +48,23 @@ def installed(tmp_path):
         _fake_dist(site, "nicebench-example-plugins", GOOD)
     _fake_dist(site, "nicebench-example-broken", BROKEN)
     path = os.pathsep.join([str(EXAMPLE / "src"), str(site)])
-    return {**os.environ, "PYTHONPATH": path, "NICEBENCH_CACHE": str(tmp_path / "cache"),
-            "OMP_NUM_THREADS": "1"}  # fmt: skip
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "NICEBENCH_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def _nicebench(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nicebench.cli", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "nicebench.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_example_package_is_listed_with_its_broken_sibling(installed, tmp_path):
@@ -74,9 +84,24 @@ def test_example_package_is_listed_with_its_broken_sibling(installed, tmp_path):
 
 def _example_leaderboard(nicebench, out: Path) -> pd.DataFrame:
     """A tiny run of the example's method, dataset and codec (the codec is the reference)."""
-    proc = nicebench(["run", "--datasets", "bars:n=8", "--methods", "grad-x-input,center",
-                      "--codecs", "jpeg2000,jpeg", "--metrics", "deletion,pointing_game,compression",
-                      "--n-images", "8", "--out", str(out), "-q"])  # fmt: skip
+    proc = nicebench(
+        [
+            "run",
+            "--datasets",
+            "bars:n=8",
+            "--methods",
+            "grad-x-input,center",
+            "--codecs",
+            "jpeg2000,jpeg",
+            "--metrics",
+            "deletion,pointing_game,compression",
+            "--n-images",
+            "8",
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     board = pd.read_csv(out / "leaderboard.csv").set_index("method")
     assert set(board.index) == {"grad-x-input", "center", "jpeg2000", "jpeg"}
@@ -87,8 +112,10 @@ def _example_leaderboard(nicebench, out: Path) -> pd.DataFrame:
     return board
 
 
-@pytest.mark.skipif("NICEBENCH_EXAMPLE_INSTALLED" not in os.environ,
-                    reason="tox pip-installs examples/plugin-package and sets this")
+@pytest.mark.skipif(
+    "NICEBENCH_EXAMPLE_INSTALLED" not in os.environ,
+    reason="tox pip-installs examples/plugin-package and sets this",
+)
 def test_the_pip_installed_example_package_is_listed_and_runs(tmp_path):
     env = {**os.environ, "NICEBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     proc = _nicebench(["list"], env, tmp_path)
@@ -104,8 +131,21 @@ def test_tiny_leaderboard_with_the_example_plugins(installed, tmp_path):
     out = tmp_path / "run"
     board = _example_leaderboard(lambda args: _nicebench(args, installed, tmp_path), out)
     assert board.loc["jpeg2000", "bd_codec"] == "jpeg2000"
-    proc = _nicebench(["run", "--datasets", "bars:n=8", "--methods", "broken-method",
-                       "--n-images", "8", "--out", str(tmp_path / "bad"), "-q"], installed,
-                      tmp_path)  # fmt: skip
+    proc = _nicebench(
+        [
+            "run",
+            "--datasets",
+            "bars:n=8",
+            "--methods",
+            "broken-method",
+            "--n-images",
+            "8",
+            "--out",
+            str(tmp_path / "bad"),
+            "-q",
+        ],
+        installed,
+        tmp_path,
+    )
     assert proc.returncode == 2
     assert "'broken-method' failed to load" in proc.stderr and "no_such_module" in proc.stderr

@@ -45,7 +45,7 @@ def no_work(monkeypatch):
         (["--codecs", "jpeg:qualities=10"], ["codec 'jpeg'", "a list of integers"]),
         (["--codecs", "jpeg:subsampling=none"], ["subsampling=None", "a string or an integer"]),
     ],
-)  # fmt: skip
+)
 def test_a_bad_value_on_the_command_line_stops_the_run_first(argv, says, no_work, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", *argv, "--out", str(out), "-q", "--no-report"]) == 2
@@ -58,10 +58,21 @@ def test_a_bad_value_on_the_command_line_stops_the_run_first(argv, says, no_work
 
 def test_the_command_exits_with_a_message_and_no_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "nicebench.cli", "run", "--methods", "rise:n_masks=abc",
-         "--out", str(tmp_path / "run"), "-q"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "nicebench.cli",
+            "run",
+            "--methods",
+            "rise:n_masks=abc",
+            "--out",
+            str(tmp_path / "run"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "error: --methods: method 'rise': parameter n_masks='abc' must be" in proc.stderr
@@ -69,13 +80,18 @@ def test_the_command_exits_with_a_message_and_no_traceback(tmp_path):
 
 def test_a_config_file_error_names_the_file_and_line(no_work, tmp_path):
     path = tmp_path / "sweep.toml"
-    path.write_text('datasets = ["scenes:size=32"]\nmethods = [\n  "gradcam",\n'
-                    '  "rise:n_masks=abc",\n]\n[[codecs]]\nname = "jpeg"\nqualities = [10, 50]\n')  # fmt: skip
+    path.write_text(
+        'datasets = ["scenes:size=32"]\nmethods = [\n  "gradcam",\n'
+        '  "rise:n_masks=abc",\n]\n[[codecs]]\nname = "jpeg"\nqualities = [10, 50]\n'
+    )
     with pytest.raises(ConfigError, match=rf"{path}, line 4: method 'rise': parameter n_masks="):
         plan_cells(load_config(path))
     path.write_text('datasets = ["scenes:size=32"]\n[[codecs]]\nname = "jpeg"\nquality = 50\n')
-    with pytest.raises(ConfigError, match=rf"{path}, line 3: codec 'jpeg' has no parameter "
-                                          "'quality'. Did you mean 'qualities'"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=rf"{path}, line 3: codec 'jpeg' has no parameter "
+        "'quality'. Did you mean 'qualities'",
+    ):
         plan_cells(load_config(path))
 
 
@@ -96,11 +112,13 @@ def test_good_values_of_each_kind_pass():
     cfg = RunConfig(
         datasets=parse_specs("scenes:size=32,n=8,split=val"),
         models=parse_specs(["default:seed=1,lr=0.01,flip=false", "torchvision:resnet18:weights=w"]),
-        methods=parse_specs("nice:lam=auto,codec=jpeg,nice:lam=5,rise:batch_size=none,"
-                            "extremal:areas=0.1+0.2,nice-opt:cell=8"),
-        codecs=parse_specs(["jpeg:subsampling=4:4:4"]) + [nb.config.PluginSpec.make(
-            "webp", {"qualities": [10, 50]})],
-    )  # fmt: skip
+        methods=parse_specs(
+            "nice:lam=auto,codec=jpeg,nice:lam=5,rise:batch_size=none,"
+            "extremal:areas=0.1+0.2,nice-opt:cell=8"
+        ),
+        codecs=parse_specs(["jpeg:subsampling=4:4:4"])
+        + [nb.config.PluginSpec.make("webp", {"qualities": [10, 50]})],
+    )
     check_run(cfg)
 
 

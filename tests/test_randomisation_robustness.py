@@ -45,13 +45,24 @@ def tiny():
 
 def _ctx(model, images, preds, method, **settings):
     maps = method.explain(images, preds)
-    return MetricContext(model=model, images=images, labels=preds, saliency=maps, preds=preds,
-                         method=method, settings={"seed": 0, **settings})  # fmt: skip
+    return MetricContext(
+        model=model,
+        images=images,
+        labels=preds,
+        saliency=maps,
+        preds=preds,
+        method=method,
+        settings={"seed": 0, **settings},
+    )
 
 
 def _scipy_abs_spearman(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    return np.array([spearmanr(x.abs().flatten().numpy(), y.abs().flatten().numpy())[0]
-                     for x, y in zip(a, b, strict=True)])  # fmt: skip
+    return np.array(
+        [
+            spearmanr(x.abs().flatten().numpy(), y.abs().flatten().numpy())[0]
+            for x, y in zip(a, b, strict=True)
+        ]
+    )
 
 
 # -- one randomised model per (classifier, top_k, seed) ------------------------------------------
@@ -72,8 +83,14 @@ def test_sanity_column_is_unchanged_by_the_shared_randomised_model(tiny):
     method = nb.create_method("saliency", model)
     ctx = _ctx(model, images, preds, method, sanity_images=4)
     got = get_metric_spec("sanity_spearman").fn(ctx)
-    before = sanity_spearman(method, model, images[:4], preds[:4], maps=ctx.saliency[:4],
-                             random_model=randomised_model(model, seed=0))  # fmt: skip
+    before = sanity_spearman(
+        method,
+        model,
+        images[:4],
+        preds[:4],
+        maps=ctx.saliency[:4],
+        random_model=randomised_model(model, seed=0),
+    )
     torch.testing.assert_close(got[:4], before, rtol=0, atol=0)
     assert got[4:].isnan().all()
 
@@ -84,8 +101,12 @@ def test_ssim_matches_scikit_image():
     a = torch.rand(3, 1, 20, 17, generator=gen)
     b = (a + 0.3 * torch.rand(3, 1, 20, 17, generator=gen)).clamp(0, 1)
     got = ssim(a, b)
-    ref = [structural_similarity(x[0].numpy().astype(np.float64), y[0].numpy().astype(np.float64),
-                                 data_range=1.0) for x, y in zip(a, b, strict=True)]  # fmt: skip
+    ref = [
+        structural_similarity(
+            x[0].numpy().astype(np.float64), y[0].numpy().astype(np.float64), data_range=1.0
+        )
+        for x, y in zip(a, b, strict=True)
+    ]
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ssim(a, a), torch.ones(3))
 
@@ -109,12 +130,16 @@ def test_cascade_curves_match_a_direct_computation(tiny):
     curves_rho, curves_ssim = [], []
     for k in (1, 2):
         rmaps = nb.create_method("saliency", randomised_model(model, k, seed=0)).explain(
-            images[:5], preds[:5])
+            images[:5], preds[:5]
+        )
         curves_rho.append(_scipy_abs_spearman(ctx.saliency[:5], rmaps))
-        unit = lambda m: (m.abs() / m.abs().flatten(1).amax(1)[:, None, None, None])  # noqa: E731
-        curves_ssim.append([structural_similarity(
-            x[0].double().numpy(), y[0].double().numpy(), data_range=1.0)
-            for x, y in zip(unit(ctx.saliency[:5]), unit(rmaps), strict=True)])  # fmt: skip
+        unit = lambda m: m.abs() / m.abs().flatten(1).amax(1)[:, None, None, None]  # noqa: E731
+        curves_ssim.append(
+            [
+                structural_similarity(x[0].double().numpy(), y[0].double().numpy(), data_range=1.0)
+                for x, y in zip(unit(ctx.saliency[:5]), unit(rmaps), strict=True)
+            ]
+        )
     curves_rho, curves_ssim = np.stack(curves_rho, 1), np.stack(curves_ssim, 1)
     np.testing.assert_allclose(rho[:5].numpy(), curves_rho.mean(1), atol=1e-5)
     np.testing.assert_allclose(sim[:5].numpy(), curves_ssim.mean(1), atol=1e-5)
@@ -123,8 +148,9 @@ def test_cascade_curves_match_a_direct_computation(tiny):
     for i, name, arr in ctx.kept:
         kept[name].append((i, arr))
     assert [i for i, _ in kept["curve/cascade_spearman"]] == list(range(5))
-    np.testing.assert_allclose(np.stack([a for _, a in kept["curve/cascade_spearman"]]),
-                               curves_rho, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.stack([a for _, a in kept["curve/cascade_spearman"]]), curves_rho, atol=1e-5
+    )
     # a model-independent map is identical at every step
     edges = nb.create_method("edges", model)
     ctx = _ctx(model, images, preds, edges, sanity_images=6, cascade="1,2")
@@ -153,8 +179,10 @@ def test_random_logit_matches_a_direct_computation(tiny):
     ref = _scipy_abs_spearman(ctx.saliency, method.explain(images, other))
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-5)
     center = nb.create_method("center", model)  # class-agnostic: the same map
-    torch.testing.assert_close(get_metric_spec("random_logit").fn(
-        _ctx(model, images, preds, center, sanity_images=6)), torch.ones(6))
+    torch.testing.assert_close(
+        get_metric_spec("random_logit").fn(_ctx(model, images, preds, center, sanity_images=6)),
+        torch.ones(6),
+    )
 
 
 # -- refitted learned methods ----------------------------------------------------------------------
@@ -197,8 +225,7 @@ def test_infidelity_matches_a_direct_evaluation_on_a_linear_model():
     x = torch.rand(b, c, h, w, generator=gen)
     targets = torch.tensor([0, 2, 3])
     maps = torch.randn(b, 1, h, w, generator=gen)
-    got = infidelity(model, x, maps, targets, perturbation="gaussian", std=std, n_samples=n,
-                     seed=7)
+    got = infidelity(model, x, maps, targets, perturbation="gaussian", std=std, n_samples=n, seed=7)
     # directly: captum draws the perturbations of the n copies of each image in one call
     noise = torch.randn(b * n, c, h, w, generator=torch.Generator().manual_seed(7)) * std
     noise = noise.reshape(b, n, c * h * w)
@@ -211,8 +238,9 @@ def test_infidelity_matches_a_direct_evaluation_on_a_linear_model():
     grad_map = weight[targets].reshape(b, c, h, w)[:, :1]
     model2 = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(h * w, 4, bias=False))
     model2[1].weight.data = weight[:, : h * w]
-    exact = infidelity(model2, x[:, :1], grad_map, targets, perturbation="gaussian", std=std,
-                       n_samples=n, seed=1)
+    exact = infidelity(
+        model2, x[:, :1], grad_map, targets, perturbation="gaussian", std=std, n_samples=n, seed=1
+    )
     assert exact.abs().max() < 1e-6 * ref.mean()  # float32 round-off of ~1e-2 squared errors
 
 
@@ -226,8 +254,9 @@ def test_square_removal_infidelity_matches_a_direct_evaluation_on_a_linear_model
     x = torch.rand(b, c, h, w, generator=gen)
     targets = torch.tensor([1, 3])
     maps = torch.rand(b, 1, h, w, generator=gen)
-    got = infidelity(model, x, maps, targets, perturbation="square", square=0.25, n_samples=n,
-                     seed=4)  # fmt: skip
+    got = infidelity(
+        model, x, maps, targets, perturbation="square", square=0.25, n_samples=n, seed=4
+    )
     g = torch.Generator().manual_seed(4)  # captum's one call on the b·n rows: tops, then lefts
     top = torch.randint(0, h - 2 + 1, (b * n, 1), generator=g).reshape(b, n)
     left = torch.randint(0, w - 2 + 1, (b * n, 1), generator=g).reshape(b, n)
@@ -258,14 +287,24 @@ def test_sensitivity_max_matches_a_direct_evaluation():
     torch.testing.assert_close(got, ratio.reshape(b, n).amax(1))
     # precomputed maps of the unperturbed images are used as they are
     torch.testing.assert_close(
-        sensitivity_max(explain, x, targets, maps=explain(x, targets), radius=r, n_samples=n,
-                        seed=3), got)  # fmt: skip
+        sensitivity_max(
+            explain, x, targets, maps=explain(x, targets), radius=r, n_samples=n, seed=3
+        ),
+        got,
+    )
 
 
 def test_infidelity_and_sensitivity_metrics_run_in_a_cell(tiny):
     model, _, images, preds = tiny
-    ctx = _ctx(model, images, preds, nb.create_method("saliency", model), sensitivity_images=4,
-               sensitivity_samples=3, infidelity_samples=4)  # fmt: skip
+    ctx = _ctx(
+        model,
+        images,
+        preds,
+        nb.create_method("saliency", model),
+        sensitivity_images=4,
+        sensitivity_samples=3,
+        infidelity_samples=4,
+    )
     inf = get_metric_spec("infidelity").fn(ctx)
     sens = get_metric_spec("sensitivity_max").fn(ctx)
     assert inf.shape == (6,) and torch.isfinite(inf).all() and (inf >= 0).all()
@@ -303,10 +342,17 @@ def test_entropy_of_the_normalised_map():
 def test_footnotes_name_the_settings():
     from nicebench.report.tables import _metric_footnotes
 
-    lines = _metric_footnotes({"seed": 5, "settings": {"infidelity_std": 0.2}},
-                              ["infidelity", "cascade_spearman", "deletion_auc"])  # fmt: skip
+    lines = _metric_footnotes(
+        {"seed": 5, "settings": {"infidelity_std": 0.2}},
+        ["infidelity", "cascade_spearman", "deletion_auc"],
+    )
     text = "\n".join(lines)
-    assert "square of side 0.25" in text and "seed 5" in text and "1,3,all" in text and "re-fitted" in text
+    assert (
+        "square of side 0.25" in text
+        and "seed 5" in text
+        and "1,3,all" in text
+        and "re-fitted" in text
+    )
     assert not any(line.startswith("sensitivity_max") for line in lines)
 
 
@@ -320,14 +366,33 @@ def test_a_run_with_the_new_metrics_stores_columns_curves_and_footnotes(
     from nicebench.store import RunStore
     from nicebench.testing import TINY_SCENES
 
-    new = ["cascade_spearman", "cascade_ssim", "random_logit", "infidelity", "sensitivity_max",
-           "sparseness", "entropy", "sanity_spearman"]  # fmt: skip
+    new = [
+        "cascade_spearman",
+        "cascade_ssim",
+        "random_logit",
+        "infidelity",
+        "sensitivity_max",
+        "sparseness",
+        "entropy",
+        "sanity_spearman",
+    ]
     spec = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
-    cfg = RunConfig(datasets=parse_specs(spec), methods=parse_specs(["gradcam", "center"]),
-                    n_images=6, shard_size=6, batch_size=6, out=str(tmp_path), metrics=new,
-                    settings={"sanity_images": 4, "sensitivity_images": 3,
-                              "sensitivity_samples": 2, "infidelity_samples": 4,
-                              "cascade": "1,all"})  # fmt: skip
+    cfg = RunConfig(
+        datasets=parse_specs(spec),
+        methods=parse_specs(["gradcam", "center"]),
+        n_images=6,
+        shard_size=6,
+        batch_size=6,
+        out=str(tmp_path),
+        metrics=new,
+        settings={
+            "sanity_images": 4,
+            "sensitivity_images": 3,
+            "sensitivity_samples": 2,
+            "infidelity_samples": 4,
+            "cascade": "1,all",
+        },
+    )
     monkeypatch.setenv("NICEBENCH_CACHE", str(session_cache))  # the fixture's trained classifier
     summary = run(cfg, progress=False)
     assert summary.ok == 2 and not summary.failed

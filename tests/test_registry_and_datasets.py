@@ -44,8 +44,11 @@ def _entry_points(monkeypatch, group: str, **values: str) -> None:
 
 
 def test_entry_points_are_loaded_and_failures_recorded(monkeypatch):
-    _entry_points(monkeypatch, "nicebench.test", **{"third-party": "json:dumps",
-                  "broken": "no_such_module_for_nicebench:thing"})  # fmt: skip
+    _entry_points(
+        monkeypatch,
+        "nicebench.test",
+        **{"third-party": "json:dumps", "broken": "no_such_module_for_nicebench:thing"},
+    )
     reg = Registry("thing", None, "nicebench.test")
     assert reg.names() == ["third-party"]
     assert reg.get("third-party") is json.dumps
@@ -73,8 +76,16 @@ def test_method_and_dataset_entry_points_must_be_plugin_classes(tmp_path, monkey
     (tmp_path / "zz_nicebench_ep_plugins.py").write_text(PLUGIN_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     group, mod = "nicebench.test-plugins", "zz_nicebench_ep_plugins"
-    _entry_points(monkeypatch, group, **{"not-a-class": f"{mod}:helper", "wrong-class":
-                  f"{mod}:NoDoc", "good": f"{mod}:Good", "random": f"{mod}:Good"})  # fmt: skip
+    _entry_points(
+        monkeypatch,
+        group,
+        **{
+            "not-a-class": f"{mod}:helper",
+            "wrong-class": f"{mod}:NoDoc",
+            "good": f"{mod}:Good",
+            "random": f"{mod}:Good",
+        },
+    )
     reg = Registry("method", None, group, METHODS.coerce)
     builtin = METHODS.get("random")
     reg.register("random", builtin)
@@ -226,7 +237,11 @@ def test_imagefolder_maps_wnid_folders_to_imagenet_classes(tmp_path):
     assert wnids[0] == "n01440764" and wnids[-1] == "n15075141"  # tench ... toilet tissue
     # goldfish (1), great white shark (2), tiger cat (282), zebra (340)
     assert [wnids.index(w) for w in ("n01443537", "n01484850", "n02123159", "n02391049")] == [
-        1, 2, 282, 340]  # fmt: skip
+        1,
+        2,
+        282,
+        340,
+    ]
     _write_tree(tmp_path / "val", ["n02391049", "n01443537", "n02123159"])
     ds = nb.load_dataset("imagefolder", root=str(tmp_path / "val"), size=32)
     assert ds.label_space == "imagenet" and ds.num_classes == 1000 and ds.classes == wnids
@@ -265,8 +280,12 @@ def test_check_dataset_names_the_broken_rule():
             x, y, m = super().__getitem__(index)
             return x.mul(0.5).add_(0.5 * torch.rand_like(x)), y, m
 
-    cases = [(Unbounded, "IndexError"), (NoMasks, r"\(image, label, mask\)"),
-             (Bright, r"values must lie in \[0, 1\]"), (Noisy, "deterministic")]  # fmt: skip
+    cases = [
+        (Unbounded, "IndexError"),
+        (NoMasks, r"\(image, label, mask\)"),
+        (Bright, r"values must lie in \[0, 1\]"),
+        (Noisy, "deterministic"),
+    ]
     for cls, rule in cases:
         with pytest.raises(ContractError, match=f"dataset {cls.__name__}: .*{rule}"):
             check_dataset(cls, {"size": 32, "n": 6})

@@ -100,9 +100,17 @@ def faulty(tmp_path_factory):
 
 
 def _cfg(out, methods, n=4, shard=4, **kw):
-    return RunConfig(datasets=parse_specs(TINY), methods=parse_specs(methods), n_images=n,
-                     shard_size=shard, batch_size=4, out=str(out),
-                     metrics=["deletion", "pointing_game"], settings={"n_steps": 8}, **kw)  # fmt: skip
+    return RunConfig(
+        datasets=parse_specs(TINY),
+        methods=parse_specs(methods),
+        n_images=n,
+        shard_size=shard,
+        batch_size=4,
+        out=str(out),
+        metrics=["deletion", "pointing_game"],
+        settings={"n_steps": 8},
+        **kw,
+    )
 
 
 # -- 1. per-cell time limit ----------------------------------------------------------------------
@@ -137,8 +145,9 @@ def test_cell_timeout_in_config_and_not_in_cell_keys(tmp_path):
     nested = parse_config(base + "[settings]\ncell_timeout = 45\nn_steps = 8\n")
     assert top.cell_timeout == 90.0 and nested.cell_timeout == 45.0
     assert nested.settings == {"n_steps": 8} and parse_config(base).cell_timeout == 3600.0
-    keyed = RunConfig(datasets=parse_specs(TINY), methods=parse_specs("center"),
-                      settings={"cell_timeout": 5})  # fmt: skip
+    keyed = RunConfig(
+        datasets=parse_specs(TINY), methods=parse_specs("center"), settings={"cell_timeout": 5}
+    )
     plain = RunConfig(datasets=parse_specs(TINY), methods=parse_specs("center"))
     assert [c.key for c in plan_cells(keyed)] == [c.key for c in plan_cells(plain)]
 
@@ -146,8 +155,21 @@ def test_cell_timeout_in_config_and_not_in_cell_keys(tmp_path):
 def test_cell_timeout_flag_on_the_command_line(tiny_scenes, faulty, tmp_path, capsys):
     from nicebench.cli import main
 
-    argv = ["run", "--datasets", TINY, "--methods", "zz-sleep,center", "--metrics", "deletion",
-            "--n-images", "4", "--out", str(tmp_path), "-q", "--no-report"]  # fmt: skip
+    argv = [
+        "run",
+        "--datasets",
+        TINY,
+        "--methods",
+        "zz-sleep,center",
+        "--metrics",
+        "deletion",
+        "--n-images",
+        "4",
+        "--out",
+        str(tmp_path),
+        "-q",
+        "--no-report",
+    ]
     t0 = time.perf_counter()
     assert main([*argv, "--cell-timeout", "1"]) == 1
     assert time.perf_counter() - t0 < 30
@@ -162,8 +184,9 @@ def test_cell_timeout_flag_on_the_command_line(tiny_scenes, faulty, tmp_path, ca
 def local_ray(faulty, session_cache):
     ray = pytest.importorskip("ray")
     env = {"NICEBENCH_CACHE": str(session_cache), "NICEBENCH_PLUGINS": str(faulty)}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": env})  # fmt: skip
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}
+    )
     yield ray
     ray.shutdown()
 
@@ -182,16 +205,16 @@ def test_ray_worker_killed_once_is_retried_and_bit_identical_to_local(
         a = pd.read_csv(tmp_path / "local" / name)
         b = pd.read_csv(tmp_path / "ray" / name)
         timing = [c for c in a.columns if c.startswith(("explain_ms", "peak_mem", "seconds"))]
-        pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing),
-                                      check_exact=True)  # fmt: skip
+        pd.testing.assert_frame_equal(
+            a.drop(columns=timing), b.drop(columns=timing), check_exact=True
+        )
 
 
 def test_ray_worker_that_keeps_dying_fails_its_cell_with_the_exit_reason(
     tiny_scenes, local_ray, tmp_path
 ):
     marker = tmp_path / "attempts"
-    summary = run(_cfg(tmp_path, f"zz-die:marker={marker},center", executor="ray"),
-                  progress=False)  # fmt: skip
+    summary = run(_cfg(tmp_path, f"zz-die:marker={marker},center", executor="ray"), progress=False)
     assert marker.read_text() == "xx"  # tried twice
     assert summary.ok == 1 and len(summary.failed) == 1
     error = summary.failed[0][2]
@@ -205,8 +228,9 @@ def test_ray_cells_time_out_in_the_worker_or_are_stopped_by_the_driver(
     tiny_scenes, local_ray, tmp_path
 ):
     t0 = time.perf_counter()
-    summary = run(_cfg(tmp_path, "zz-sleep,zz-deaf,center", executor="ray", cell_timeout=20),
-                  progress=False)  # fmt: skip
+    summary = run(
+        _cfg(tmp_path, "zz-sleep,zz-deaf,center", executor="ray", cell_timeout=20), progress=False
+    )
     assert time.perf_counter() - t0 < 120
     errors = {method: error for _, method, error in summary.failed}
     # a sleeping cell times out in its worker where the alarm reaches it, else the driver stops
@@ -218,25 +242,34 @@ def test_ray_cells_time_out_in_the_worker_or_are_stopped_by_the_driver(
 
 
 # -- 3. bad input: named with its fix, nothing written -------------------------------------------
-@pytest.mark.parametrize("body, line, says", [
-    ('n_images = "ten"', 3, "n_images must be a positive integer, not 'ten'"),
-    ("n_image = 5", 3, "unknown key 'n_image'; did you mean 'n_images'?"),
-    ("batch_size = 0", 3, "batch_size must be a positive integer"),
-    ('executor = "dask"', 3, 'executor must be "local" or "ray"'),
-    ("cell_timeout = true", 3, "cell_timeout must be a number of seconds"),
-    ("[settings]\nn_steps = 8\ncell_timeout = -1", 5, "cell_timeout must be a number of seconds"),
-    ("metrics = [1, 2]", 3, "metrics must be a list of metric names"),
-    ('[[models]]\nseed = 1', 3, "a [[models]] table needs a name"),
-    ("settings = 5", 3, "settings must be a table"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, line, says",
+    [
+        ('n_images = "ten"', 3, "n_images must be a positive integer, not 'ten'"),
+        ("n_image = 5", 3, "unknown key 'n_image'; did you mean 'n_images'?"),
+        ("batch_size = 0", 3, "batch_size must be a positive integer"),
+        ('executor = "dask"', 3, 'executor must be "local" or "ray"'),
+        ("cell_timeout = true", 3, "cell_timeout must be a number of seconds"),
+        (
+            "[settings]\nn_steps = 8\ncell_timeout = -1",
+            5,
+            "cell_timeout must be a number of seconds",
+        ),
+        ("metrics = [1, 2]", 3, "metrics must be a list of metric names"),
+        ("[[models]]\nseed = 1", 3, "a [[models]] table needs a name"),
+        ("settings = 5", 3, "settings must be a table"),
+    ],
+)
 def test_config_errors_name_line_and_key(tmp_path, body, line, says):
     from nicebench.cli import main
 
     path = tmp_path / "bad.toml"
     out = tmp_path / "out"
-    path.write_text(f'datasets = ["{TINY}"]\nmethods = ["center"]\n{body}\nout = "{out}"\n'
-                    if not body.startswith("[") else
-                    f'datasets = ["{TINY}"]\nmethods = ["center"]\nout = "{out}"\n{body}\n')  # fmt: skip
+    path.write_text(
+        f'datasets = ["{TINY}"]\nmethods = ["center"]\n{body}\nout = "{out}"\n'
+        if not body.startswith("[")
+        else f'datasets = ["{TINY}"]\nmethods = ["center"]\nout = "{out}"\n{body}\n'
+    )
     if body.startswith("["):
         line += 1
     with pytest.raises(ValueError) as err:
@@ -267,8 +300,10 @@ def test_imagefolder_names_a_bad_file_or_skips_and_counts_bad_files(tmp_path):
         nb.load_dataset("imagefolder", root=str(root), size=32)
     with pytest.warns(UserWarning, match="skipped 2 unreadable file"):
         ds = nb.load_dataset("imagefolder", root=str(root), size=32, skip_bad=True)
-    assert len(ds) == 6 and sorted(p.rsplit("/", 1)[1] for p, _ in ds.skipped) == ["9.jpg",
-                                                                                  "notes.png"]
+    assert len(ds) == 6 and sorted(p.rsplit("/", 1)[1] for p, _ in ds.skipped) == [
+        "9.jpg",
+        "notes.png",
+    ]
     assert ds.identity()["skipped"] == 2 and ds[5][0].shape == (3, 32, 32)
     # a truncated file passes the header check; loading it names the file
     (root / "cat" / "notes.png").unlink()
@@ -283,9 +318,11 @@ def test_weights_file_that_is_no_state_dict_stops_the_run_before_any_write(tmp_p
     from nicebench.cli import main
 
     bad = tmp_path / "model.pt"
-    for content, says in ((lambda p: torch.save([torch.zeros(2)], p), "holds a list, not a state dict"),
-                          (lambda p: p.write_bytes(b"garbage"), "is not a state dict that torch.load"),
-                          (lambda p: torch.save({}, p), "holds a dict, not a state dict")):  # fmt: skip
+    for content, says in (
+        (lambda p: torch.save([torch.zeros(2)], p), "holds a list, not a state dict"),
+        (lambda p: p.write_bytes(b"garbage"), "is not a state dict that torch.load"),
+        (lambda p: torch.save({}, p), "holds a dict, not a state dict"),
+    ):
         content(bad)
         out = tmp_path / "out"
         cfg = _cfg(out, "center")
@@ -293,8 +330,20 @@ def test_weights_file_that_is_no_state_dict_stops_the_run_before_any_write(tmp_p
         with pytest.raises(ValueError, match=f"model weights file {bad} {says}.*torch.save"):
             run(cfg, progress=False)
         assert not out.exists()
-    code = main(["run", "--datasets", TINY, "--methods", "center", "--models",
-                 f"scenecnn:weights={bad}", "--out", str(out), "-q"])  # fmt: skip
+    code = main(
+        [
+            "run",
+            "--datasets",
+            TINY,
+            "--methods",
+            "center",
+            "--models",
+            f"scenecnn:weights={bad}",
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
     assert code == 2 and not out.exists()
 
 
@@ -303,10 +352,29 @@ def test_unwritable_run_directory_is_named(tiny_scenes, tmp_path, capsys):
 
     (tmp_path / "file").write_text("a file where the run directory would go")
     out = tmp_path / "file" / "run"
-    with pytest.raises(StoreError, match=rf"run directory {out} is not usable: can't write .*--out"):
+    with pytest.raises(
+        StoreError, match=rf"run directory {out} is not usable: can't write .*--out"
+    ):
         run(_cfg(out, "center"), progress=False)
-    assert main(["run", "--datasets", TINY, "--methods", "center", "--metrics", "deletion",
-                 "--n-images", "2", "--out", str(out), "-q"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "run",
+                "--datasets",
+                TINY,
+                "--methods",
+                "center",
+                "--metrics",
+                "deletion",
+                "--n-images",
+                "2",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 2
+    )
     assert "is not usable" in capsys.readouterr().err
 
 
@@ -326,8 +394,11 @@ def test_full_disk_while_writing_the_store_loses_nothing(tiny_scenes, tmp_path, 
 
     monkeypatch.setattr(RunStore, "write", write_then_fill)
     out = tmp_path / "full"
-    with pytest.raises(StoreError, match=rf"no space left on the disk writing {out}/store.sqlite "
-                                         r"\(\d+ MiB free there\): free space"):  # fmt: skip
+    with pytest.raises(
+        StoreError,
+        match=rf"no space left on the disk writing {out}/store.sqlite "
+        r"\(\d+ MiB free there\): free space",
+    ):
         run(_cfg(out, methods), progress=False)
     monkeypatch.setattr(RunStore, "write", write)
     with sqlite3.connect(out / "store.sqlite") as conn:
@@ -353,8 +424,11 @@ def test_full_disk_while_writing_the_tables_keeps_the_old_ones(tiny_scenes, tmp_
         return to_csv(self, path, *args, **kw)
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", full)
-    with pytest.raises(StoreError, match=rf"no space left on the disk writing {tmp_path}/per_image"
-                                         r".csv .*previous tables are unchanged"):  # fmt: skip
+    with pytest.raises(
+        StoreError,
+        match=rf"no space left on the disk writing {tmp_path}/per_image"
+        r".csv .*previous tables are unchanged",
+    ):
         run(_cfg(tmp_path, "center,edges"), progress=False)
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.csv")} == before
     assert not list(tmp_path.glob(".tables-*"))
@@ -386,11 +460,17 @@ def test_verify_passes_on_a_fresh_run_and_finds_a_changed_value(verified_run):
     assert "integrity ok" in text and "4 of 4 cells match" in text and text.count("identical") == 4
     with sqlite3.connect(verified_run / "store.sqlite") as conn:  # one stored score changed
         key = conn.execute("SELECT key FROM cells WHERE method = 'gradcam' LIMIT 1").fetchone()[0]
-        conn.execute("UPDATE image_values SET value = value + 1e-12 WHERE cell_key = ? "
-                     "AND metric = 'deletion_auc' AND image_index = 1", (key,))  # fmt: skip
+        conn.execute(
+            "UPDATE image_values SET value = value + 1e-12 WHERE cell_key = ? "
+            "AND metric = 'deletion_auc' AND image_index = 1",
+            (key,),
+        )
     code, text = _verify_cli(verified_run, "--sample", "4")
-    assert code == 1 and f"DIFFERS   {TINY_LABEL} · gradcam · shard 0 [{key}]: deletion_auc of " \
-        "image 1" in text and text.strip().endswith("verify: FAILED"), text  # fmt: skip
+    assert (
+        code == 1
+        and f"DIFFERS   {TINY_LABEL} · gradcam · shard 0 [{key}]: deletion_auc of image 1" in text
+        and text.strip().endswith("verify: FAILED")
+    ), text
 
 
 def test_verify_reports_an_altered_spec_other_code_and_a_damaged_store(
@@ -415,7 +495,9 @@ def test_verify_reports_an_altered_spec_other_code_and_a_damaged_store(
 
     damaged = tmp_path / "damaged"
     damaged.mkdir()
-    (damaged / "store.sqlite").write_bytes(b"\0" * 100 + (verified_run / "store.sqlite").read_bytes()[100:])
+    (damaged / "store.sqlite").write_bytes(
+        b"\0" * 100 + (verified_run / "store.sqlite").read_bytes()[100:]
+    )
     code, text = _verify_cli(damaged)
     assert code == 1 and "DAMAGED" in text
 
@@ -458,8 +540,9 @@ def test_stored_arrays_never_unpickle():
         unpack(buf.getvalue())
 
 
-def test_verify_audits_the_latest_run_not_earlier_runs_in_the_directory(tiny_scenes, tmp_path,
-                                                                         monkeypatch):
+def test_verify_audits_the_latest_run_not_earlier_runs_in_the_directory(
+    tiny_scenes, tmp_path, monkeypatch
+):
     """A run directory keeps the cells of earlier runs (by other code, say) beside its latest
     run's: verify audits the latest run's cells (what the tables show) and names the rest as
     history, so a directory rerun after a code change passes; one whose latest run has a cell by
@@ -473,8 +556,11 @@ def test_verify_audits_the_latest_run_not_earlier_runs_in_the_directory(tiny_sce
     run(_cfg(out, "edges"), progress=False)  # the latest run, by the installed code
     code, text = _verify_cli(out, "--sample", "5")
     assert code == 0, text
-    assert "1 cells of earlier runs in this directory, not in its latest run, are not audited" \
-        in text and "computed by other code" not in text and text.count("identical") == 1  # fmt: skip
+    assert (
+        "1 cells of earlier runs in this directory, not in its latest run, are not audited" in text
+        and "computed by other code" not in text
+        and text.count("identical") == 1
+    )
     monkeypatch.setattr(runner, "code_version", lambda: "0123456789ab")
     run(_cfg(out, "center"), progress=False)  # the latest run is now the other code's
     monkeypatch.undo()

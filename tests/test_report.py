@@ -29,12 +29,35 @@ EVIL_SETTING = "</script><script>window.__pwned = 'config'</script>"
 
 
 # -- a synthetic store (no model, no torch): what the runner writes, made up ---------------------
-def _cell(key, dataset, method, *, n=6, size=16, seed=0, kind="method", masks=True,
-          gate=False, status="ok", error=""):  # fmt: skip
+def _cell(
+    key,
+    dataset,
+    method,
+    *,
+    n=6,
+    size=16,
+    seed=0,
+    kind="method",
+    masks=True,
+    gate=False,
+    status="ok",
+    error="",
+):
     rng = np.random.default_rng(seed)
-    res = CellResult(key=key, dataset=dataset, method=method, method_name=method, shard=0,
-                     kind=kind, status=status, error=error, n_images=n, seconds=0.5 + seed,
-                     explain_ms_per_image=1.0 + seed, peak_mem_mb=100.0)  # fmt: skip
+    res = CellResult(
+        key=key,
+        dataset=dataset,
+        method=method,
+        method_name=method,
+        shard=0,
+        kind=kind,
+        status=status,
+        error=error,
+        n_images=n,
+        seconds=0.5 + seed,
+        explain_ms_per_image=1.0 + seed,
+        peak_mem_mb=100.0,
+    )
     if status != "ok":
         return res
     for i in range(n):
@@ -58,15 +81,22 @@ def _cell(key, dataset, method, *, n=6, size=16, seed=0, kind="method", masks=Tr
 def _synthetic_run(run_dir: Path, hostile: bool = False) -> Path:
     store = RunStore(run_dir)
     settings = {"n_steps": 8, "note": EVIL_SETTING} if hostile else {"n_steps": 8}
-    store.record_run({"datasets": ["scenes:size=16"], "methods": ["a", "b"], "settings": settings},
-                     {"nicebench": "0.1.0", "torch": "x"})  # fmt: skip
-    cells = [_cell("s-a", "scenes", "a", seed=1), _cell("s-b", "scenes", "b", seed=2, gate=True),
-             _cell("s-j", "scenes", "jpeg", kind="codec"),
-             _cell("f-a", "fmnist", "a", seed=3, masks=False),
-             _cell("f-b", "fmnist", "b", status="failed", error="ValueError: boom")]  # fmt: skip
+    store.record_run(
+        {"datasets": ["scenes:size=16"], "methods": ["a", "b"], "settings": settings},
+        {"nicebench": "0.1.0", "torch": "x"},
+    )
+    cells = [
+        _cell("s-a", "scenes", "a", seed=1),
+        _cell("s-b", "scenes", "b", seed=2, gate=True),
+        _cell("s-j", "scenes", "jpeg", kind="codec"),
+        _cell("f-a", "fmnist", "a", seed=3, masks=False),
+        _cell("f-b", "fmnist", "b", status="failed", error="ValueError: boom"),
+    ]
     if hostile:
-        cells += [_cell("e-m", EVIL_DATASET, EVIL_METHOD, seed=4),
-                  _cell("e-f", "scenes", EVIL_METHOD, status="failed", error=EVIL_ERROR)]  # fmt: skip
+        cells += [
+            _cell("e-m", EVIL_DATASET, EVIL_METHOD, seed=4),
+            _cell("e-f", "scenes", EVIL_METHOD, status="failed", error=EVIL_ERROR),
+        ]
     for cell in cells:
         store.write(cell)
     store.close()
@@ -117,7 +147,9 @@ def test_report_written_self_contained_with_every_section(tmp_path):
     assert "<script src" not in text and 'rel="stylesheet"' not in text
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
     # the figure, embedded, with its file name as caption and a link to the file beside it
-    assert "rate_accuracy_scenes.png" in text and 'href="../figures/rate_accuracy_scenes.png"' in text
+    assert (
+        "rate_accuracy_scenes.png" in text and 'href="../figures/rate_accuracy_scenes.png"' in text
+    )
     assert 'width="900" height="338" alt="wide.png"' in text  # shrunk to screen resolution
     assert 'href="../figures/wide.pdf"' in text
     assert 'alt="broken.png"' not in text and "broken.png: not a readable PNG" in text
@@ -179,8 +211,11 @@ def _chromium() -> str:
     """Debian's Chromium and Playwright for Python, or a skip (a failure when
     NICEBENCH_REQUIRE_BROWSER is set)."""
     required = os.environ.get("NICEBENCH_REQUIRE_BROWSER", "") not in ("", "0")
-    exe = os.environ.get("NICEBENCH_CHROMIUM") or shutil.which("chromium") or shutil.which(
-        "chromium-browser")  # fmt: skip
+    exe = (
+        os.environ.get("NICEBENCH_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
     missing = []
     try:
         import playwright.sync_api  # noqa: F401
@@ -204,16 +239,20 @@ def tiny_report_run(tiny_scenes, tmp_path_factory):
     from nicebench.testing import tiny_run_config
 
     out = tmp_path_factory.mktemp("report-run")
-    cfg = tiny_run_config(out, ["random", "center", "gradcam", "oracle"], codecs=["jpeg"],
-                          metrics=["deletion", "insertion", "pointing_game", "mask_auroc",
-                                   "compression"])  # fmt: skip
+    cfg = tiny_run_config(
+        out,
+        ["random", "center", "gradcam", "oracle"],
+        codecs=["jpeg"],
+        metrics=["deletion", "insertion", "pointing_game", "mask_auroc", "compression"],
+    )
     summary = run(cfg, progress=False)
     assert summary.ok == summary.total
     store = RunStore(out)
     scenes = store.cells().dataset.iloc[0]
     latest = store.latest_run()  # a config value from a user: shown as text too
-    store.record_run({**latest["config"], "settings": {"n_steps": 8, "note": EVIL_SETTING}},
-                     latest["versions"])  # fmt: skip
+    store.record_run(
+        {**latest["config"], "settings": {"n_steps": 8, "note": EVIL_SETTING}}, latest["versions"]
+    )
     store.write(_cell("evil-ok", EVIL_DATASET, EVIL_METHOD, n=4, size=32, seed=5))
     store.write(_cell("evil-b", EVIL_DATASET, "center", n=4, size=32, seed=6))
     store.write(_cell("evil-failed", scenes, EVIL_METHOD, status="failed", error=EVIL_ERROR))
@@ -221,7 +260,9 @@ def tiny_report_run(tiny_scenes, tmp_path_factory):
     from nicebench.report.figures import write_figures
 
     write_figures(out, formats=("png",))  # every cell, the hostile ones too
-    assert list((out / "figures").glob("rate_accuracy_*.png")), "the run drew no rate-accuracy figure"
+    assert list((out / "figures").glob("rate_accuracy_*.png")), (
+        "the run drew no rate-accuracy figure"
+    )
     return out, write_report(out)
 
 
@@ -289,15 +330,29 @@ def test_report_in_headless_chromium(tiny_report_run):
     assert EVIL_DATASET in expected and len(expected) == 2
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        browser = p.chromium.launch(
+            executable_path=exe, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             problems: list[str] = []
-            page.on("console", lambda m: problems.append(f"{m.type}: {m.text}")
-                    if m.type in ("error", "warning") else None)  # fmt: skip
+            page.on(
+                "console",
+                lambda m: (
+                    problems.append(f"{m.type}: {m.text}")
+                    if m.type in ("error", "warning")
+                    else None
+                ),
+            )
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("request", lambda r: problems.append(f"request: {r.url}")
-                    if not r.url.startswith(("file:", "data:")) else None)  # fmt: skip
+            page.on(
+                "request",
+                lambda r: (
+                    problems.append(f"request: {r.url}")
+                    if not r.url.startswith(("file:", "data:"))
+                    else None
+                ),
+            )
             page.goto(path.as_uri(), wait_until="load")
 
             # every image loaded, none broken
@@ -328,7 +383,8 @@ def test_report_in_headless_chromium(tiny_report_run):
                 idx = scenes.locator("thead th").all_inner_texts()
                 col = next(i for i, h in enumerate(idx) if h.split()[0] == name)
                 return scenes.locator(f"tbody tr td:nth-child({col + 1})").evaluate_all(
-                    "tds => tds.map(td => td.getAttribute('data-v'))")  # fmt: skip
+                    "tds => tds.map(td => td.getAttribute('data-v'))"
+                )
 
             header = scenes.locator("thead th", has_text="deletion_auc").locator("button")
             header.click()
@@ -385,7 +441,9 @@ def test_leaderboard_is_computed_once_per_store_state(tmp_path, monkeypatch):
     again = leaderboard(store)
     assert len(calls) == 1 and (again.deletion_auc.dropna() >= 0).all()
     with store.conn:
-        store.conn.execute("UPDATE image_values SET value = value + 1 WHERE metric = 'deletion_auc'")
+        store.conn.execute(
+            "UPDATE image_values SET value = value + 1 WHERE metric = 'deletion_auc'"
+        )
     changed = leaderboard(store)
     assert len(calls) == 2
     row = (changed.dataset == "scenes") & (changed.method == "a")

@@ -19,9 +19,12 @@ def _model(channels: int = 3, classes: int = 5, seed: int = 0) -> nn.Module:
     """A small random classifier whose probabilities move with the input (sharpened logits)."""
     torch.manual_seed(seed)
     model = nn.Sequential(
-        nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4), nn.Flatten(),
+        nn.Conv2d(channels, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(4),
+        nn.Flatten(),
         nn.Linear(4 * 5 * 5, classes),
-    ).eval()  # fmt: skip
+    ).eval()
     with torch.no_grad():
         model[-1].weight.mul_(30.0)
     return model
@@ -89,7 +92,9 @@ def test_removal_masks_counts_and_orders():
     masks = removal_masks(ranks, (0.1, 0.5, 0.9))
     assert masks.shape == (1, 2, 3, 100)
     assert masks.sum(-1).tolist() == [[[10, 50, 90], [10, 50, 90]]]
-    assert bool((ranks[0][masks[0, 0, 0]] < 10).all()) and bool((ranks[0][masks[0, 1, 0]] >= 90).all())
+    assert bool((ranks[0][masks[0, 0, 0]] < 10).all()) and bool(
+        (ranks[0][masks[0, 1, 0]] >= 90).all()
+    )
 
 
 # -- against pytorch-grad-cam ---------------------------------------------------------------------
@@ -134,8 +139,14 @@ def test_road_scores_do_not_depend_on_the_batch():
     images, sal = _batch(3)
     targets = torch.tensor([0, 1, 2])
     whole = road_curves(model, images, sal, targets, seed=3, batch_size=18)
-    parts = torch.cat([road_curves(model, images[i : i + 1], sal[i : i + 1], targets[i : i + 1],
-                                   seed=3, start=i) for i in range(3)])  # fmt: skip
+    parts = torch.cat(
+        [
+            road_curves(
+                model, images[i : i + 1], sal[i : i + 1], targets[i : i + 1], seed=3, start=i
+            )
+            for i in range(3)
+        ]
+    )
     torch.testing.assert_close(whole, parts)
     quiet = road_curves(model, images, sal, targets, seed=3, noise=0.0)
     assert not torch.equal(whole, quiet)
@@ -155,8 +166,10 @@ def test_srg_morf_is_deletion_and_lerf_the_reverse_order():
     torch.testing.assert_close(curves[:, 1], rev)
     for fill in ("mean", "blur", "road"):
         kw = {"n_steps": 10} if fill != "road" else {"noise": 0.0}
-        torch.testing.assert_close(srg(model, images, -sal, targets, fill, **kw),
-                                   -srg(model, images, sal, targets, fill, **kw))  # fmt: skip
+        torch.testing.assert_close(
+            srg(model, images, -sal, targets, fill, **kw),
+            -srg(model, images, sal, targets, fill, **kw),
+        )
 
 
 def test_metric_specs_share_one_computation_per_fill():
@@ -164,23 +177,36 @@ def test_metric_specs_share_one_computation_per_fill():
     images, sal = _batch(2)
     with torch.no_grad():
         preds = model(images).argmax(1)
-    ctx = MetricContext(model=model, images=images, labels=preds, saliency=sal, preds=preds,
-                        settings={"n_steps": 5})  # fmt: skip
-    out = {n: get_metric_spec(n).fn(ctx) for n in
-           ("road_morf", "road_lerf", "srg_road", "srg_mean", "srg_blur", "deletion_blur")}
+    ctx = MetricContext(
+        model=model, images=images, labels=preds, saliency=sal, preds=preds, settings={"n_steps": 5}
+    )
+    out = {
+        n: get_metric_spec(n).fn(ctx)
+        for n in ("road_morf", "road_lerf", "srg_road", "srg_mean", "srg_blur", "deletion_blur")
+    }
     torch.testing.assert_close(out["srg_road"], out["road_lerf"] - out["road_morf"])
     assert sorted(ctx.cache) == ["morf_lerf/blur", "morf_lerf/mean", "road"]
     names = {name for _, name, _ in ctx.kept}
-    assert names == {"curve/road_morf", "curve/road_lerf", "curve/lerf_mean", "curve/lerf_blur",
-                     "curve/deletion_blur", "range/road_morf", "range/road_lerf",
-                     "range/srg_road", "range/srg_mean", "range/srg_blur",
-                     "range/deletion_blur_auc"}  # curves, and their ends for the audit
+    assert names == {
+        "curve/road_morf",
+        "curve/road_lerf",
+        "curve/lerf_mean",
+        "curve/lerf_blur",
+        "curve/deletion_blur",
+        "range/road_morf",
+        "range/road_lerf",
+        "range/srg_road",
+        "range/srg_mean",
+        "range/srg_blur",
+        "range/deletion_blur_auc",
+    }  # curves, and their ends for the audit
     dele = deletion(model, images, sal, n_steps=5, substrate="blur")
     torch.testing.assert_close(out["deletion_blur"], dele)
     assert all(torch.isfinite(v).all() for v in out.values())
     # after the deletion metric, srg_mean reuses its curve (only the LeRF order is recomputed)
-    ctx2 = MetricContext(model=model, images=images, labels=preds, saliency=sal, preds=preds,
-                         settings={"n_steps": 5})  # fmt: skip
+    ctx2 = MetricContext(
+        model=model, images=images, labels=preds, saliency=sal, preds=preds, settings={"n_steps": 5}
+    )
     get_metric_spec("deletion").fn(ctx2)
     assert "deletion/mean" in ctx2.cache
     torch.testing.assert_close(get_metric_spec("srg_mean").fn(ctx2), out["srg_mean"])
@@ -191,13 +217,17 @@ def test_metric_specs_share_one_computation_per_fill():
 
 # -- rank agreement between fills ----------------------------------------------------------------
 def _board():
-    return pd.DataFrame({
-        "dataset": ["d"] * 4, "model": ["m"] * 4, "kind": ["method"] * 4,
-        "method": ["a", "b", "c", "e"],
-        "deletion_auc": [0.1, 0.2, 0.3, 0.4],   # a best
-        "road_morf": [0.4, 0.3, 0.2, 0.1],      # e best: reversed
-        "srg_mean": [0.9, 0.8, 0.6, 0.7],       # a, b, e, c
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "dataset": ["d"] * 4,
+            "model": ["m"] * 4,
+            "kind": ["method"] * 4,
+            "method": ["a", "b", "c", "e"],
+            "deletion_auc": [0.1, 0.2, 0.3, 0.4],  # a best
+            "road_morf": [0.4, 0.3, 0.2, 0.1],  # e best: reversed
+            "srg_mean": [0.9, 0.8, 0.6, 0.7],  # a, b, e, c
+        }
+    )
 
 
 def test_fill_agreement_kendall_tau_by_hand(tmp_path):
@@ -224,16 +254,35 @@ def test_run_writes_fill_columns_settings_and_agreement(tiny_scenes, tmp_path):
 
     tiny = "scenes:" + ",".join(f"{k}={v}" for k, v in TINY_SCENES.items())
     cfg = RunConfig(
-        datasets=parse_specs(tiny), methods=parse_specs(["random", "center", "gradcam", "oracle"]),
-        n_images=8, shard_size=8, batch_size=64, out=str(tmp_path), settings={"n_steps": 8},
-        metrics=["deletion", "deletion_blur", "road_morf", "road_lerf", "srg_road", "srg_mean",
-                 "srg_blur"],
-    )  # fmt: skip
+        datasets=parse_specs(tiny),
+        methods=parse_specs(["random", "center", "gradcam", "oracle"]),
+        n_images=8,
+        shard_size=8,
+        batch_size=64,
+        out=str(tmp_path),
+        settings={"n_steps": 8},
+        metrics=[
+            "deletion",
+            "deletion_blur",
+            "road_morf",
+            "road_lerf",
+            "srg_road",
+            "srg_mean",
+            "srg_blur",
+        ],
+    )
     summary = run(cfg, progress=False)
     assert summary.ok == 4 and not summary.failed
     board = pd.read_csv(tmp_path / "leaderboard.csv")
-    cols = ["deletion_auc", "deletion_blur_auc", "road_morf", "road_lerf", "srg_road", "srg_mean",
-            "srg_blur"]  # fmt: skip
+    cols = [
+        "deletion_auc",
+        "deletion_blur_auc",
+        "road_morf",
+        "road_lerf",
+        "srg_road",
+        "srg_mean",
+        "srg_blur",
+    ]
     assert board[cols].notna().all().all()
     np.testing.assert_allclose(board.srg_road, board.road_lerf - board.road_morf, atol=1e-6)
     md = (tmp_path / "leaderboard.md").read_text()

@@ -59,10 +59,15 @@ def test_config_file(tmp_path):
 
 def _cfg(out, methods=("random", "center", "gradcam", "oracle"), n=16, shard=8):
     return RunConfig(
-        datasets=parse_specs(TINY), methods=parse_specs(list(methods)), n_images=n,
-        shard_size=shard, batch_size=8, out=str(out), settings={"n_steps": 8},
+        datasets=parse_specs(TINY),
+        methods=parse_specs(list(methods)),
+        n_images=n,
+        shard_size=shard,
+        batch_size=8,
+        out=str(out),
+        settings={"n_steps": 8},
         metrics=["deletion", "insertion", "pointing_game", "energy_pointing_game", "mask_auroc"],
-    )  # fmt: skip
+    )
 
 
 def test_tiny_run_tables_and_resume(tiny_scenes, tmp_path):
@@ -93,8 +98,15 @@ def test_a_run_scores_another_split_when_the_dataset_names_one(tiny_scenes, tmp_
     from nicebench.runner import _model
 
     spec = parse_specs(TINY + ",split=val")
-    cfg = RunConfig(datasets=spec, methods=parse_specs("center"), n_images=8, shard_size=8,
-                    batch_size=8, out=str(tmp_path), metrics=["mask_auroc"])  # fmt: skip
+    cfg = RunConfig(
+        datasets=spec,
+        methods=parse_specs("center"),
+        n_images=8,
+        shard_size=8,
+        batch_size=8,
+        out=str(tmp_path),
+        metrics=["mask_auroc"],
+    )
     assert run(cfg, progress=False).ok == 1
     per_image = pd.read_csv(tmp_path / "per_image.csv")
     val = load_dataset("scenes", split="val", **TINY_SCENES)
@@ -108,7 +120,8 @@ def test_a_run_scores_another_split_when_the_dataset_names_one(tiny_scenes, tmp_
     default = PluginSpec.make("default", {})
     on_test = parse_specs(TINY)[0]
     assert model_fingerprint(_model(spec[0], default, "cpu")) == model_fingerprint(
-        _model(on_test, default, "cpu"))  # fmt: skip
+        _model(on_test, default, "cpu")
+    )
     with pytest.raises(ValueError, match="split must be one of"):
         load_run_dataset("scenes", split="bogus", **TINY_SCENES)
 
@@ -140,9 +153,10 @@ def test_killed_run_resumes_without_recomputing(tiny_scenes, tmp_path):
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "nicebench.cli", "run", str(config), "-q"],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     db = out / "store.sqlite"
     deadline = time.time() + 240
     done_before: dict[str, str] = {}
@@ -192,8 +206,22 @@ def test_cli_list_and_errors(capsys, tmp_path):
 
 
 def test_cli_run_tiny(tiny_scenes, tmp_path, capsys):
-    code = main(["run", "--datasets", TINY, "--methods", "edges,center", "--n-images", "4",
-                 "--out", str(tmp_path), "--metrics", "deletion,pointing_game", "--no-report"])  # fmt: skip
+    code = main(
+        [
+            "run",
+            "--datasets",
+            TINY,
+            "--methods",
+            "edges,center",
+            "--n-images",
+            "4",
+            "--out",
+            str(tmp_path),
+            "--metrics",
+            "deletion,pointing_game",
+            "--no-report",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     board = pd.read_csv(tmp_path / "leaderboard.csv")
@@ -231,8 +259,24 @@ def test_run_directories_never_default_to_the_committed_results(tmp_path):
 
 
 def test_cli_codecs_the_first_is_the_reference(tiny_scenes, tmp_path, capsys):
-    code = main(["run", "--datasets", TINY, "--methods", "center", "--codecs", "webp,jpeg",
-                 "--metrics", "compression", "--n-images", "4", "--out", str(tmp_path), "-q"])  # fmt: skip
+    code = main(
+        [
+            "run",
+            "--datasets",
+            TINY,
+            "--methods",
+            "center",
+            "--codecs",
+            "webp,jpeg",
+            "--metrics",
+            "compression",
+            "--n-images",
+            "4",
+            "--out",
+            str(tmp_path),
+            "-q",
+        ]
+    )
     assert code == 0
     board = pd.read_csv(tmp_path / "leaderboard.csv").set_index("method")
     assert board.kind.to_dict() == {"center": "method", "webp": "codec", "jpeg": "codec"}
@@ -248,8 +292,13 @@ def test_default_config_lists_jpeg_and_webp_as_codecs():
     assert [str(c) for c in cfg.codecs] == ["jpeg", "webp"]
     assert not {"jpeg", "webp"} & {m.name for m in cfg.methods}
     assert "compression" in cfg.metrics
-    old = RunConfig(datasets=parse_specs(TINY), methods=parse_specs("center"), n_images=4,
-                    metrics=["compression"], settings={"codec": "webp"})  # fmt: skip
+    old = RunConfig(
+        datasets=parse_specs(TINY),
+        methods=parse_specs("center"),
+        n_images=4,
+        metrics=["compression"],
+        settings={"codec": "webp"},
+    )
     cells = plan_cells(old)
     assert [(c.method.name, c.kind) for c in cells] == [("center", "method"), ("webp", "codec")]
     assert all(str(c.reference) == "webp" for c in cells)
@@ -259,11 +308,18 @@ def test_default_config_lists_jpeg_and_webp_as_codecs():
 
 def _compression_cfg(out, shard):
     return RunConfig(
-        datasets=parse_specs(TINY), methods=parse_specs("center,random"),
-        codecs=[PluginSpec.make("jpeg", {"qualities": [10, 30, 50, 75, 90]}), PluginSpec.make("webp")],
+        datasets=parse_specs(TINY),
+        methods=parse_specs("center,random"),
+        codecs=[
+            PluginSpec.make("jpeg", {"qualities": [10, 30, 50, 75, 90]}),
+            PluginSpec.make("webp"),
+        ],
         n_images=12,
-        shard_size=shard, batch_size=6, out=str(out), metrics=["compression"],
-    )  # fmt: skip
+        shard_size=shard,
+        batch_size=6,
+        out=str(out),
+        metrics=["compression"],
+    )
 
 
 _TORCH_FREE_SUMMARY = """
@@ -311,9 +367,11 @@ def test_compression_metric_codec_cells_and_shards(tiny_scenes, tmp_path):
     ssim = [c for c in summaries[12] if c.startswith("ssim")]
     for shard in (6, 4):
         pd.testing.assert_frame_equal(
-            summaries[shard].drop(columns=ssim), summaries[12].drop(columns=ssim),
-            check_exact=False, rtol=1e-12,
-        )  # fmt: skip
+            summaries[shard].drop(columns=ssim),
+            summaries[12].drop(columns=ssim),
+            check_exact=False,
+            rtol=1e-12,
+        )
     comp = summaries[12].set_index(["method", "track_codec"])
     jpeg = "jpeg(qualities=(10, 30, 50, 75, 90))"
     assert (
@@ -344,7 +402,8 @@ def test_compression_metric_codec_cells_and_shards(tiny_scenes, tmp_path):
         "vs_uniform",
     } <= set(board.columns)
     assert board.loc["random", "sanity"] in ("ok", "FAILED") or np.isnan(
-        board.loc["random", "vs_uniform_hi"])  # fmt: skip
+        board.loc["random", "vs_uniform_hi"]
+    )
     points = pd.read_csv(tmp_path / "shard4" / "compression_points.csv")
     assert set(points[points.kind == "codec"].method) == {jpeg, "webp"}
     wanted = {"quality", "keep", "share", "factor", "on_front", "headline", "track_codec"}
@@ -357,8 +416,12 @@ def test_compression_metric_codec_cells_and_shards(tiny_scenes, tmp_path):
     md = (tmp_path / "shard4" / "leaderboard.md").read_text()
     assert "`random` must show no gain" in md
 
-    proc = subprocess.run([sys.executable, "-c", _TORCH_FREE_SUMMARY, str(tmp_path / "shard4")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _TORCH_FREE_SUMMARY, str(tmp_path / "shard4")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     free = pd.read_json(io.StringIO(proc.stdout), orient="split")
     # JSON has no inf (an upper bound where too few resamples qualify): it comes back as NaN
@@ -369,9 +432,13 @@ def test_compression_metric_codec_cells_and_shards(tiny_scenes, tmp_path):
 def test_gradcam_beats_random_on_scenes64(scenes64, tmp_path):
     """The issue's acceptance check on the real scenes-64 classifier (trained once, ~2 min)."""
     ds, model = scenes64
-    cfg = RunConfig(datasets=[PluginSpec.make("scenes", {"size": 64, "n": 200})],
-                    methods=parse_specs("gradcam,random"), n_images=100, shard_size=100,
-                    out=str(tmp_path))  # fmt: skip
+    cfg = RunConfig(
+        datasets=[PluginSpec.make("scenes", {"size": 64, "n": 200})],
+        methods=parse_specs("gradcam,random"),
+        n_images=100,
+        shard_size=100,
+        out=str(tmp_path),
+    )
     run(cfg, progress=False)
     board = pd.read_csv(tmp_path / "leaderboard.csv").set_index("method")
     g, r = board.loc["gradcam"], board.loc["random"]
@@ -383,16 +450,41 @@ def test_gradcam_beats_random_on_scenes64(scenes64, tmp_path):
 
 # The default leaderboard as it was defined in runner.py before it moved to default.toml.
 TODAYS_DEFAULT_METHODS = [
-    "random", "center", "edges", "oracle", "saliency", "ig", "occlusion", "gradcam", "lime",
-    "rise:n_masks=500", "rtsal", "nice", "nice-opt",
-    "smoothgrad", "gradshap", "deeplift", "gradcam++", "scorecam",  # issue 14's comparison methods
-]  # fmt: skip
+    "random",
+    "center",
+    "edges",
+    "oracle",
+    "saliency",
+    "ig",
+    "occlusion",
+    "gradcam",
+    "lime",
+    "rise:n_masks=500",
+    "rtsal",
+    "nice",
+    "nice-opt",
+    "smoothgrad",
+    "gradshap",
+    "deeplift",
+    "gradcam++",
+    "scorecam",  # issue 14's comparison methods
+]
 TODAYS_DEFAULT_CODECS = ["jpeg", "webp"]  # were methods; codecs are their own kind now
 TODAYS_DEFAULT_METRICS = [
-    "deletion", "insertion", "pointing_game", "energy_pointing_game", "mask_auroc", "mask_share",
-    "masked_accuracy", "saliency_metric", "sanity_spearman", "random_logit", "sparseness",
-    "entropy", "compression",
-]  # fmt: skip
+    "deletion",
+    "insertion",
+    "pointing_game",
+    "energy_pointing_game",
+    "mask_auroc",
+    "mask_share",
+    "masked_accuracy",
+    "saliency_metric",
+    "sanity_spearman",
+    "random_logit",
+    "sparseness",
+    "entropy",
+    "compression",
+]
 
 
 def test_default_config_is_the_packaged_toml_and_unchanged():
@@ -407,15 +499,19 @@ def test_default_config_is_the_packaged_toml_and_unchanged():
         optional = [PluginSpec.make("fashion-mnist")]
     except DatasetMissingError:
         optional = []
-    expected = RunConfig(datasets=[PluginSpec.make("scenes", {"size": 64}), *optional],
-                         methods=parse_specs(TODAYS_DEFAULT_METHODS),
-                         codecs=parse_specs(TODAYS_DEFAULT_CODECS),
-                         metrics=TODAYS_DEFAULT_METRICS, n_images=100,
-                         settings={"track_codecs": "reference"})  # fmt: skip
+    expected = RunConfig(
+        datasets=[PluginSpec.make("scenes", {"size": 64}), *optional],
+        methods=parse_specs(TODAYS_DEFAULT_METHODS),
+        codecs=parse_specs(TODAYS_DEFAULT_CODECS),
+        metrics=TODAYS_DEFAULT_METRICS,
+        n_images=100,
+        settings={"track_codecs": "reference"},
+    )
     assert default_config() == expected
     assert DEFAULT_METHODS == TODAYS_DEFAULT_METHODS and DEFAULT_METRICS == TODAYS_DEFAULT_METRICS
-    assert default_config(n_images=7, out="x") == RunConfig(**{**vars(expected), "n_images": 7,
-                                                               "out": "x"})  # fmt: skip
+    assert default_config(n_images=7, out="x") == RunConfig(
+        **{**vars(expected), "n_images": 7, "out": "x"}
+    )
     with pytest.raises(TypeError, match="n_imgs"):
         default_config(n_imgs=7)
     packaged = resources.files("nicebench").joinpath("configs", "default.toml")
@@ -432,14 +528,29 @@ def test_optional_datasets_are_added_when_their_files_exist(tiny_scenes, tmp_pat
             raise DatasetMissingError("zz-absent: not on this machine")
 
     path = tmp_path / "run.toml"
-    path.write_text('datasets = ["scenes:size=32"]\n'
-                    'optional_datasets = ["zz-absent", "scenes:size=64,n=4"]\n')  # fmt: skip
+    path.write_text(
+        'datasets = ["scenes:size=32"]\noptional_datasets = ["zz-absent", "scenes:size=64,n=4"]\n'
+    )
     with registered("dataset", "zz-absent", Absent):
         cfg = load_config(path)
         tiny = tmp_path / "tiny.toml"
         tiny.write_text(f'datasets = ["{TINY}"]\noptional_datasets = ["zz-absent"]\n')
-        code = main(["run", str(tiny), "--methods", "center", "--metrics", "deletion",
-                     "--n-images", "2", "--out", str(tmp_path / "run"), "-q", "--no-report"])  # fmt: skip
+        code = main(
+            [
+                "run",
+                str(tiny),
+                "--methods",
+                "center",
+                "--metrics",
+                "deletion",
+                "--n-images",
+                "2",
+                "--out",
+                str(tmp_path / "run"),
+                "-q",
+                "--no-report",
+            ]
+        )
     assert cfg.datasets == parse_specs(["scenes:size=32", "scenes:size=64,n=4"])
     assert cfg.skipped_datasets == [("zz-absent", "zz-absent: not on this machine")]
     assert code == 0
@@ -453,14 +564,20 @@ def test_report_reads_the_better_direction_from_the_metric_specs(tiny_scenes, tm
 
     # today's note for the default columns
     assert lower_is_better(LEADERBOARD_COLUMNS) == [
-        "bd_rate", "bpp", "compression_ratio", "deletion_auc", "explain_ms_per_image",
-        "saliency_metric", "sanity_spearman",
-    ]  # fmt: skip
+        "bd_rate",
+        "bpp",
+        "compression_ratio",
+        "deletion_auc",
+        "explain_ms_per_image",
+        "saliency_metric",
+        "sanity_spearman",
+    ]
     notes = {}
     for lower in (True, False):
         with restored("metric", "zz_spread"):
-            register_metric("zz_spread", lambda c: c.saliency.flatten(1).std(1),
-                            higher_is_better=not lower)  # fmt: skip
+            register_metric(
+                "zz_spread", lambda c: c.saliency.flatten(1).std(1), higher_is_better=not lower
+            )
             cfg = _cfg(tmp_path / str(lower), methods=("edges",), n=4, shard=4)
             cfg.metrics = ["deletion", "zz_spread"]
             assert run(cfg, progress=False).ok == 1
@@ -468,16 +585,27 @@ def test_report_reads_the_better_direction_from_the_metric_specs(tiny_scenes, tm
         assert per_image.zz_spread.notna().all() and len(per_image) == 4
         md = (tmp_path / str(lower) / "leaderboard.md").read_text()
         notes[lower] = next(line for line in md.splitlines() if line.startswith("Lower is better"))
-    assert notes[True] == ("Lower is better for bd_rate, bpp, combined_rank, compression_ratio, "
-                           "deletion_auc, explain_ms_per_image, saliency_metric, "
-                           "sanity_spearman, zz_spread; higher for the rest.")  # fmt: skip
+    assert notes[True] == (
+        "Lower is better for bd_rate, bpp, combined_rank, compression_ratio, "
+        "deletion_auc, explain_ms_per_image, saliency_metric, "
+        "sanity_spearman, zz_spread; higher for the rest."
+    )
     assert notes[False] == notes[True].replace(", zz_spread", "")
 
 
 def test_cli_run_ends_with_figures_and_report_of_the_latest_run(tiny_scenes, tmp_path, capsys):
     out = tmp_path / "run"
-    base = ["--datasets", TINY, "--metrics", "deletion,insertion", "--n-images", "4", "-q",
-            "--out", str(out)]  # fmt: skip
+    base = [
+        "--datasets",
+        TINY,
+        "--metrics",
+        "deletion,insertion",
+        "--n-images",
+        "4",
+        "-q",
+        "--out",
+        str(out),
+    ]
     assert main(["run", "--methods", "center,edges", *base]) == 0
     text = capsys.readouterr().out
     assert "figures: figures" in text and "report: report/index.html" in text

@@ -184,8 +184,9 @@ def test_sanity_check_runs_for_learned_methods_without_with_model():
     m = nb.create_method("nice", model, **nb.registry.get_method_class("nice").quick_params)
     m.fit(ds.train_split())
     images = torch.stack([ds[i][0] for i in range(4)])
-    rho = sanity_spearman(m, model, images, torch.zeros(4, dtype=torch.long),
-                          random_model=randomised_model(model))  # fmt: skip
+    rho = sanity_spearman(
+        m, model, images, torch.zeros(4, dtype=torch.long), random_model=randomised_model(model)
+    )
     # the amortized mask looks only at the image: identical maps on the randomised model (NaN
     # only for a constant map, whose ranks are all tied)
     defined = ~rho.isnan()

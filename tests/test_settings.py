@@ -67,17 +67,21 @@ def test_every_registered_metric_declares_what_it_reads():
         assert isinstance(spec, MetricSpec)
         for setting in spec.settings:
             assert by_name.setdefault(setting.name, setting) is setting, setting.name
-    check_settings({n: s.default for n, s in by_name.items() if s.default is not None},
-                   METRICS.names())  # fmt: skip
+    check_settings(
+        {n: s.default for n, s in by_name.items() if s.default is not None}, METRICS.names()
+    )
 
 
 def test_no_module_reads_a_setting_with_an_inline_default():
     """A default is written once, in its Setting: no ``settings.get("key", default)`` in the
     package or the built-in plugins."""
     pattern = re.compile(r"settings\.get\(\s*[\"'][a-z_]+[\"']\s*,\s*([\"'\d(\[-]|True|False)")
-    found = [f"{path.relative_to(PACKAGE)}:{i}" for path in sorted(PACKAGE.rglob("*.py"))
-             for i, line in enumerate(path.read_text().splitlines(), 1)
-             if pattern.search(line)]  # fmt: skip
+    found = [
+        f"{path.relative_to(PACKAGE)}:{i}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert found == []
 
 

@@ -15,8 +15,16 @@ from nicebench.store import CellResult, RunStore, StoreError
 
 def _cell(key: str, dataset: str, method: str, seed: int) -> CellResult:
     rng = np.random.default_rng(seed)
-    res = CellResult(key=key, dataset=dataset, method=method, method_name=method, shard=0,
-                     n_images=8, seconds=1.0, explain_ms_per_image=2.0)  # fmt: skip
+    res = CellResult(
+        key=key,
+        dataset=dataset,
+        method=method,
+        method_name=method,
+        shard=0,
+        n_images=8,
+        seconds=1.0,
+        explain_ms_per_image=2.0,
+    )
     for i in range(8):
         res.image_rows.append((i, i % 2, i % 2, "correct", 1.0))
         res.image_rows.append((i, i % 2, i % 2, "deletion_auc", float(rng.uniform(0, 0.5))))
@@ -39,10 +47,13 @@ def _two_runs(run_dir: Path) -> RunStore:
 
 
 def _snapshot(store: RunStore, keys: set[str]) -> dict[str, list]:
-    return {name: store.conn.execute(sql, sorted(keys)).fetchall() for name, sql in {
-        "image_values": "SELECT * FROM image_values WHERE cell_key IN (?, ?) ORDER BY 1, 2, 5",
-        "artifacts": "SELECT * FROM artifacts WHERE cell_key IN (?, ?) ORDER BY 1, 2, 3",
-    }.items()}  # fmt: skip
+    return {
+        name: store.conn.execute(sql, sorted(keys)).fetchall()
+        for name, sql in {
+            "image_values": "SELECT * FROM image_values WHERE cell_key IN (?, ?) ORDER BY 1, 2, 5",
+            "artifacts": "SELECT * FROM artifacts WHERE cell_key IN (?, ?) ORDER BY 1, 2, 3",
+        }.items()
+    }
 
 
 def test_compact_keeps_the_latest_run_only(tmp_path):

@@ -114,14 +114,34 @@ def _per_image(n: int = 30, seed: int = 0) -> pd.DataFrame:
     rows = []
     for method, s in shift.items():
         for i in range(n):
-            rows.append({"dataset": "toy", "model": "default", "method": method,
-                         "kind": "method", "image_index": i, "label": 0, "pred": 0,
-                         "accuracy_original": 1.0, "deletion_auc": base_del[i] + s,
-                         "insertion_auc": base_ins[i] - s,
-                         "pointing_game": 1.0 if method == "oracle" else float(i % 2)})  # fmt: skip
+            rows.append(
+                {
+                    "dataset": "toy",
+                    "model": "default",
+                    "method": method,
+                    "kind": "method",
+                    "image_index": i,
+                    "label": 0,
+                    "pred": 0,
+                    "accuracy_original": 1.0,
+                    "deletion_auc": base_del[i] + s,
+                    "insertion_auc": base_ins[i] - s,
+                    "pointing_game": 1.0 if method == "oracle" else float(i % 2),
+                }
+            )
     for i in range(n):
-        rows.append({"dataset": "toy", "model": "default", "method": "jpeg", "kind": "codec",
-                     "image_index": i, "label": 0, "pred": 0, "accuracy_original": 1.0})
+        rows.append(
+            {
+                "dataset": "toy",
+                "model": "default",
+                "method": "jpeg",
+                "kind": "codec",
+                "image_index": i,
+                "label": 0,
+                "pred": 0,
+                "accuracy_original": 1.0,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -134,7 +154,8 @@ def test_analyse_pairwise_agreement_and_combined_rank():
         assert pw.loc[(metric, "mid", "twin"), "p_above"] == 0.5
         assert not pw.loc[(metric, "mid", "twin"), "separable"]
         assert pw.loc[(metric, "best", "mid"), "mean_diff"] == pytest.approx(
-            -0.1 if metric == "deletion_auc" else 0.1)  # in the metric's own units
+            -0.1 if metric == "deletion_auc" else 0.1
+        )  # in the metric's own units
     assert set(trust.pairwise.method) == {"best", "mid", "twin", "worst", "oracle"}  # no codec
     assert pw.loc[("deletion_auc", "oracle", "mid"), "reads_ground_truth"]
     chain = T.order_chain(trust.pairwise[trust.pairwise.metric == "deletion_auc"])
@@ -150,12 +171,15 @@ def test_analyse_pairwise_agreement_and_combined_rank():
     comb = trust.combined.set_index("method")
     assert set(comb.index) == {"best", "mid", "twin", "worst"}
     assert (comb.n_metrics == 3).all()
-    assert comb.loc["best", ["combined_rank", "combined_rank_lo", "combined_rank_hi"]].tolist() \
-        == pytest.approx([(1 + 1 + 2.5) / 3] * 3)  # fmt: skip
+    assert comb.loc[
+        "best", ["combined_rank", "combined_rank_lo", "combined_rank_hi"]
+    ].tolist() == pytest.approx([(1 + 1 + 2.5) / 3] * 3)
     assert comb.loc["worst", "combined_rank"] == pytest.approx((4 + 4 + 2.5) / 3)
     assert comb.loc["mid", "combined_rank"] == comb.loc["twin", "combined_rank"]
-    assert ((comb.combined_rank_lo <= comb.combined_rank + 1e-12)
-            & (comb.combined_rank <= comb.combined_rank_hi + 1e-12)).all()  # fmt: skip
+    assert (
+        (comb.combined_rank_lo <= comb.combined_rank + 1e-12)
+        & (comb.combined_rank <= comb.combined_rank_hi + 1e-12)
+    ).all()
     assert ((comb.combined_rank_lo >= 1) & (comb.combined_rank_hi <= 4)).all()
 
 
@@ -187,18 +211,33 @@ def _store(run_dir, n: int = 24):
     store = RunStore(run_dir)
     # the toy scores have no validity audit (no random, no randomised-model pass): every metric
     # is `untested`, so the combined rank is forced to keep them (tested in test_validity.py)
-    store.record_run({"datasets": ["toy"], "methods": ["m"],
-                      "settings": {"rank_all_metrics": True}}, {"code": "x"})
+    store.record_run(
+        {"datasets": ["toy"], "methods": ["m"], "settings": {"rank_all_metrics": True}},
+        {"code": "x"},
+    )
     img = _per_image(n)
     for method, part in img.groupby("method", sort=False):
         kind = part.kind.iloc[0]
         rows = [(int(r.image_index), 0, 0, "correct", 1.0) for r in part.itertuples()]
         for col in ("deletion_auc", "insertion_auc", "pointing_game"):
-            rows += [(int(r.image_index), 0, 0, col, float(getattr(r, col)))
-                     for r in part.itertuples() if pd.notna(getattr(r, col))]  # fmt: skip
-        store.write(CellResult(key=f"toy-{method}", dataset="toy", method=method,
-                               method_name=method, shard=0, kind=kind, n_images=n,
-                               explain_ms_per_image=1.0, image_rows=rows))  # fmt: skip
+            rows += [
+                (int(r.image_index), 0, 0, col, float(getattr(r, col)))
+                for r in part.itertuples()
+                if pd.notna(getattr(r, col))
+            ]
+        store.write(
+            CellResult(
+                key=f"toy-{method}",
+                dataset="toy",
+                method=method,
+                method_name=method,
+                shard=0,
+                kind=kind,
+                n_images=n,
+                explain_ms_per_image=1.0,
+                image_rows=rows,
+            )
+        )
     return store
 
 
@@ -258,11 +297,18 @@ def test_figure_written_and_in_the_report(tmp_path):
 def test_tick_labels_keep_variants_apart():
     from nicebench.report.figures import _tick_labels
 
-    labels = ["nice(batch_size=32,epochs=1,lam=0.5,n_train=64)",
-              "nice(batch_size=32,epochs=1,lam=2,n_train=64)", "rise(n_masks=500)",
-              "someplugin(alpha=0.123456,beta=7)"]  # fmt: skip
-    assert _tick_labels(labels) == ["nice(lam=0.5)", "nice(lam=2)", "rise(n_masks=500)",
-                                    "someplugin(alpha=0.12…"]  # fmt: skip
+    labels = [
+        "nice(batch_size=32,epochs=1,lam=0.5,n_train=64)",
+        "nice(batch_size=32,epochs=1,lam=2,n_train=64)",
+        "rise(n_masks=500)",
+        "someplugin(alpha=0.123456,beta=7)",
+    ]
+    assert _tick_labels(labels) == [
+        "nice(lam=0.5)",
+        "nice(lam=2)",
+        "rise(n_masks=500)",
+        "someplugin(alpha=0.12…",
+    ]
 
 
 def test_descriptive_metrics_stay_out_of_the_combined_rank():

@@ -29,8 +29,9 @@ def test_rise_start_is_rises_blur_and_calibrated_start_sits_near_chance(tiny_sce
     rise = insertion_start(model, x, "rise", ds)
     assert torch.equal(rise.image(model, x), blurred(x))  # RISE's kernel 11 / σ 5 at 224, scaled
     sal = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(insertion(model, x, sal, start=rise.image(model, x)),
-                       insertion(model, x, sal))  # the literal RISE metric, as before
+    assert torch.equal(
+        insertion(model, x, sal, start=rise.image(model, x)), insertion(model, x, sal)
+    )  # the literal RISE metric, as before
     start = insertion_start(model, x, "calibrated", ds)
     assert start.source == "validation" and start.n_images > 0
     assert start.mean_p <= start.chance + CALIBRATION_MARGIN
@@ -47,8 +48,9 @@ def test_a_large_blur_in_two_passes_is_torchvisions():
 
     x = torch.rand(2, 3, 48, 40, generator=torch.Generator().manual_seed(3))
     k = DIRECT_KERNEL + 12  # over the threshold: the separable path
-    torch.testing.assert_close(blur(x, 11.0, k), gaussian_blur(x, [k, k], [11.0, 11.0]),
-                               atol=1e-5, rtol=1e-5)  # fmt: skip
+    torch.testing.assert_close(
+        blur(x, 11.0, k), gaussian_blur(x, [k, k], [11.0, 11.0]), atol=1e-5, rtol=1e-5
+    )
     assert torch.equal(blur(x, 5.0, 31), gaussian_blur(x, [31, 31], [5.0, 5.0]))
 
 
@@ -64,13 +66,19 @@ class _Blind(nn.Module):
 def test_a_classifier_blind_to_the_perturbation_makes_curves_saturated():
     x = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     sal = torch.rand(12, 1, 16, 16, generator=torch.Generator().manual_seed(2))
-    ctx = MetricContext(model=_Blind(), images=x, labels=torch.zeros(12, dtype=torch.long),
-                        saliency=sal, preds=torch.zeros(12, dtype=torch.long))  # fmt: skip
+    ctx = MetricContext(
+        model=_Blind(),
+        images=x,
+        labels=torch.zeros(12, dtype=torch.long),
+        saliency=sal,
+        preds=torch.zeros(12, dtype=torch.long),
+    )
     for name in ("deletion", "insertion"):
         get_metric_spec(name).fn(ctx)
-    ranges = pd.DataFrame([("toy", "default", n, a) for _, n, a in ctx.kept
-                           if n.startswith("range/")],
-                          columns=["dataset", "model", "name", "array"])  # fmt: skip
+    ranges = pd.DataFrame(
+        [("toy", "default", n, a) for _, n, a in ctx.kept if n.startswith("range/")],
+        columns=["dataset", "model", "name", "array"],
+    )
     img, audit_rows = _toy_run({"deletion_auc": False, "insertion_auc": True})
     table = V.audit(img, ranges, audit_rows, _classes(4, 4)).set_index("metric")
     for col in ("deletion_auc", "insertion_auc"):
@@ -87,14 +95,20 @@ def test_halves_tau_is_scipys_kendall_tau_and_its_interval_scipys_bootstrap():
     perm = np.random.default_rng(5).permutation(60)
     a, b = scores[:, np.sort(perm[:30])], scores[:, np.sort(perm[30:])]
     assert tau == pytest.approx(scipy.stats.kendalltau(a.mean(1), b.mean(1)).statistic)
+
     def tau_of(ia, ib):  # the images of each half, resampled by scipy
         ia, ib = ia.astype(int), ib.astype(int)
         return scipy.stats.kendalltau(a[:, ia].mean(1), b[:, ib].mean(1)).statistic
 
     ref = scipy.stats.bootstrap(
-        (np.arange(30), np.arange(30)), tau_of, vectorized=False, paired=False,
-        n_resamples=2000, method="percentile", random_state=np.random.default_rng(0),
-    ).confidence_interval  # fmt: skip
+        (np.arange(30), np.arange(30)),
+        tau_of,
+        vectorized=False,
+        paired=False,
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(0),
+    ).confidence_interval
     assert lo == pytest.approx(ref.low, abs=0.08) and hi == pytest.approx(ref.high, abs=0.08)
     assert lo <= tau <= hi
 
@@ -111,8 +125,16 @@ def test_paired_effect_counts_the_same_replicates_as_the_leaderboard():
 
 # -- verdicts on synthetic runs ----------------------------------------------------------------------
 _METHODS = ["random", "oracle", "m1", "m2", "m3", "m4", "m5", "m6"]
-_QUALITY = {"random": 0.0, "oracle": 1.0, "m1": 0.2, "m2": 0.35, "m3": 0.5, "m4": 0.65,
-            "m5": 0.8, "m6": 0.95}  # fmt: skip
+_QUALITY = {
+    "random": 0.0,
+    "oracle": 1.0,
+    "m1": 0.2,
+    "m2": 0.35,
+    "m3": 0.5,
+    "m4": 0.65,
+    "m5": 0.8,
+    "m6": 0.95,
+}
 
 
 def _toy_run(columns: dict[str, bool], n: int = 60, k: int = 16, noise: float = 0.05):
@@ -122,27 +144,59 @@ def _toy_run(columns: dict[str, bool], n: int = 60, k: int = 16, noise: float = 
     rows, audit_rows = [], []
     for m in _METHODS:
         for i in range(n):
-            row = {"dataset": "toy", "model": "default", "method": m, "kind": "method",
-                   "image_index": i, "label": 0, "pred": 0, "accuracy_original": 1.0}
+            row = {
+                "dataset": "toy",
+                "model": "default",
+                "method": m,
+                "kind": "method",
+                "image_index": i,
+                "label": 0,
+                "pred": 0,
+                "accuracy_original": 1.0,
+            }
             for col, higher in columns.items():
                 v = _QUALITY[m] + noise * rng.normal()
                 row[col] = v if higher else -v
                 if i < k:
                     rv = _QUALITY["random"] + noise * rng.normal()
-                    audit_rows.append({"dataset": "toy", "model": "default", "method": m,
-                                       "image_index": i, "column": col, "pass": "randomised",
-                                       "value": rv if higher else -rv})  # fmt: skip
+                    audit_rows.append(
+                        {
+                            "dataset": "toy",
+                            "model": "default",
+                            "method": m,
+                            "image_index": i,
+                            "column": col,
+                            "pass": "randomised",
+                            "value": rv if higher else -rv,
+                        }
+                    )
                     nv = row[col] + 0.01 * rng.normal()
-                    audit_rows.append({"dataset": "toy", "model": "default", "method": m,
-                                       "image_index": i, "column": col, "pass": "noise",
-                                       "value": nv})  # fmt: skip
+                    audit_rows.append(
+                        {
+                            "dataset": "toy",
+                            "model": "default",
+                            "method": m,
+                            "image_index": i,
+                            "column": col,
+                            "pass": "noise",
+                            "value": nv,
+                        }
+                    )
             rows.append(row)
     return pd.DataFrame(rows), pd.DataFrame(audit_rows)
 
 
 def _classes(model_classes: int, dataset_classes: int) -> pd.DataFrame:
-    return pd.DataFrame([{"dataset": "toy", "model": "default", "model_classes": model_classes,
-                          "dataset_classes": dataset_classes}])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "dataset": "toy",
+                "model": "default",
+                "model_classes": model_classes,
+                "dataset_classes": dataset_classes,
+            }
+        ]
+    )
 
 
 @pytest.fixture
@@ -169,8 +223,9 @@ def test_noise_and_constant_metrics_are_not_valid(toy_metrics):
         part["value"] = rng.normal(size=len(part)) if fill is None else fill
         extra.append(part)
     audit_rows = pd.concat([audit_rows, *extra], ignore_index=True)
-    table = V.audit(img, pd.DataFrame(columns=["dataset", "model", "name", "array"]), audit_rows,
-                    _classes(6, 6)).set_index("metric")  # fmt: skip
+    table = V.audit(
+        img, pd.DataFrame(columns=["dataset", "model", "name", "array"]), audit_rows, _classes(6, 6)
+    ).set_index("metric")
     assert table.loc["zz_good", "verdict"] == "valid", table.loc["zz_good", "reason"]
     assert table.loc["zz_good", "oracle_effect"] > 1 and table.loc["zz_good", "oracle_p"] == 1
     assert table.loc["zz_good", "best_method"] == "m6"  # the best contender, oracle left out
@@ -180,39 +235,81 @@ def test_noise_and_constant_metrics_are_not_valid(toy_metrics):
     assert table.loc["zz_constant", "verdict"] == "not_reactive"
     exclude = V.rank_exclusions(table.reset_index())
     assert exclude == {("toy", "default"): {"zz_noise", "zz_constant"}}
-    forced = V.audit(img, pd.DataFrame(columns=["dataset", "model", "name", "array"]),
-                     audit_rows, _classes(6, 6), {"rank_all_metrics": True})  # fmt: skip
+    forced = V.audit(
+        img,
+        pd.DataFrame(columns=["dataset", "model", "name", "array"]),
+        audit_rows,
+        _classes(6, 6),
+        {"rank_all_metrics": True},
+    )
     assert forced.set_index("metric").loc["zz_noise", "in_combined_rank"]
 
 
 def test_a_classifier_at_chance_makes_label_metrics_untested_and_warns():
     img, audit_rows = _toy_run({"deletion_auc": False, "masked_accuracy": True})
     img["accuracy_original"] = 0.0  # labels the model does not predict
-    comp = pd.DataFrame([{"dataset": "toy", "model": "default", "method": "random",
-                          "kind": "method", "track_codec": "jpeg", "reference_codec": "jpeg",
-                          "vs_uniform": 1.0, "vs_uniform_hi": 1.2}])  # fmt: skip
-    table = V.audit(img, pd.DataFrame(columns=["dataset", "model", "name", "array"]),
-                    audit_rows, _classes(1000, 2), compression=comp).set_index("metric")
+    comp = pd.DataFrame(
+        [
+            {
+                "dataset": "toy",
+                "model": "default",
+                "method": "random",
+                "kind": "method",
+                "track_codec": "jpeg",
+                "reference_codec": "jpeg",
+                "vs_uniform": 1.0,
+                "vs_uniform_hi": 1.2,
+            }
+        ]
+    )
+    table = V.audit(
+        img,
+        pd.DataFrame(columns=["dataset", "model", "name", "array"]),
+        audit_rows,
+        _classes(1000, 2),
+        compression=comp,
+    ).set_index("metric")
     assert table.loc["compression_ratio", "verdict"] == "untested"  # every point "qualifies"
     assert "at chance" in table.loc["compression_ratio", "reason"]
     img["accuracy_original"] = 1.0
-    fine = V.audit(img, pd.DataFrame(columns=["dataset", "model", "name", "array"]),
-                   audit_rows, _classes(6, 6), compression=comp).set_index("metric")
+    fine = V.audit(
+        img,
+        pd.DataFrame(columns=["dataset", "model", "name", "array"]),
+        audit_rows,
+        _classes(6, 6),
+        compression=comp,
+    ).set_index("metric")
     assert fine.loc["compression_ratio", "verdict"] == "valid"  # random: no gain over uniform
     comp["vs_uniform_hi"] = 0.9
-    failed = V.audit(img, pd.DataFrame(columns=["dataset", "model", "name", "array"]),
-                     audit_rows, _classes(6, 6), compression=comp).set_index("metric")
+    failed = V.audit(
+        img,
+        pd.DataFrame(columns=["dataset", "model", "name", "array"]),
+        audit_rows,
+        _classes(6, 6),
+        compression=comp,
+    ).set_index("metric")
     assert failed.loc["compression_ratio", "verdict"] == "not_reactive"
     img["accuracy_original"] = 0.0
     assert table.loc["masked_accuracy", "verdict"] == "untested"
     assert "at chance" in table.loc["masked_accuracy", "reason"]
     assert table.loc["deletion_auc", "verdict"] == "valid"  # scored on the model's own class
     assert V.at_chance(table.reset_index()) == {("toy", "default")}
-    text = V.classifier_warning({"dataset": "toy", "model": "default", "accuracy": 0.0,
-                                 "accuracy_chance": 0.5})  # fmt: skip
+    text = V.classifier_warning(
+        {"dataset": "toy", "model": "default", "accuracy": 0.0, "accuracy_chance": 0.5}
+    )
     assert "0.000" in text and "labels likely do not match" in text
-    board = pd.DataFrame([{"dataset": "toy", "model": "default", "method": m, "kind": "method",
-                           "deletion_auc": -_QUALITY[m]} for m in _METHODS])  # fmt: skip
+    board = pd.DataFrame(
+        [
+            {
+                "dataset": "toy",
+                "model": "default",
+                "method": m,
+                "kind": "method",
+                "deletion_auc": -_QUALITY[m],
+            }
+            for m in _METHODS
+        ]
+    )
     from nicebench.report.terminal import best_per_metric, terminal_summary
 
     assert best_per_metric(board, validity=table.reset_index()).empty  # no best on a blind run
@@ -236,14 +333,17 @@ def test_audit_in_a_tiny_run_marks_and_excludes_plugin_noise(tmp_path, tiny_scen
 
     with restored("metric", "zz_noise", "zz_constant"):
         nb.register_metric(MetricSpec("zz_noise", noise, "zz_noise", True))
-        nb.register_metric(MetricSpec("zz_constant", lambda c: torch.ones(len(c.images)),
-                                      "zz_constant", False))  # fmt: skip
-        cfg = RunConfig(datasets=parse_specs("scenes:size=32,n=64,train_n=1500,train_epochs=3"),
-                        methods=parse_specs("random,oracle,center,edges,saliency,gradcam,"
-                                            "occlusion"),
-                        metrics=["deletion", "insertion", "pointing_game", "zz_noise",
-                                 "zz_constant"],
-                        n_images=48, out=str(tmp_path / "run"), settings={"audit_images": 12})
+        nb.register_metric(
+            MetricSpec("zz_constant", lambda c: torch.ones(len(c.images)), "zz_constant", False)
+        )
+        cfg = RunConfig(
+            datasets=parse_specs("scenes:size=32,n=64,train_n=1500,train_epochs=3"),
+            methods=parse_specs("random,oracle,center,edges,saliency,gradcam,occlusion"),
+            metrics=["deletion", "insertion", "pointing_game", "zz_noise", "zz_constant"],
+            n_images=48,
+            out=str(tmp_path / "run"),
+            settings={"audit_images": 12},
+        )
         summary = run(cfg, progress=False)
     assert summary.exit_code == 0, summary.failed
     out = tmp_path / "run"

@@ -17,13 +17,32 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["MaskError", "CompressionResult", "compress", "bd_rate", "headline_ratio", "summarise",
-           "low_resolution", "mix", "snap_mask", "topk_mask"]
+__all__ = [
+    "MaskError",
+    "CompressionResult",
+    "compress",
+    "bd_rate",
+    "headline_ratio",
+    "summarise",
+    "low_resolution",
+    "mix",
+    "snap_mask",
+    "topk_mask",
+]
 
 # public name → the submodule that defines it
-_EXPORTS = {"MaskError": "mixed", "low_resolution": "mixed", "mix": "mixed", "snap_mask": "mixed",
-            "topk_mask": "mixed", "CompressionResult": "pipeline", "compress": "pipeline",
-            "bd_rate": "rate", "headline_ratio": "rate", "summarise": "summary"}  # fmt: skip
+_EXPORTS = {
+    "MaskError": "mixed",
+    "low_resolution": "mixed",
+    "mix": "mixed",
+    "snap_mask": "mixed",
+    "topk_mask": "mixed",
+    "CompressionResult": "pipeline",
+    "compress": "pipeline",
+    "bd_rate": "rate",
+    "headline_ratio": "rate",
+    "summarise": "summary",
+}
 
 if TYPE_CHECKING:
     from .mixed import MaskError, low_resolution, mix, snap_mask, topk_mask

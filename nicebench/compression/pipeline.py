@@ -81,16 +81,23 @@ class CompressionResult:
         """One row per image with every figure."""
         return pd.DataFrame(
             {
-                "bytes": self.nbytes, "ref_bytes": self.ref_nbytes,
-                "header_bytes": self.header, "ref_header_bytes": self.ref_header,
+                "bytes": self.nbytes,
+                "ref_bytes": self.ref_nbytes,
+                "header_bytes": self.header,
+                "ref_header_bytes": self.ref_header,
                 "payload_bytes": self.nbytes - self.header,
                 "ref_payload_bytes": self.ref_nbytes - self.ref_header,
-                "ratio": self.ratio, "payload_ratio": self.payload_ratio,
-                "bpp": self.bpp, "bpp_payload": self.bpp_payload, "area": self.area,
-                "psnr": self.psnr, "ssim": self.ssim,
-                "psnr_mask": self.psnr_mask, "ssim_mask": self.ssim_mask,
+                "ratio": self.ratio,
+                "payload_ratio": self.payload_ratio,
+                "bpp": self.bpp,
+                "bpp_payload": self.bpp_payload,
+                "area": self.area,
+                "psnr": self.psnr,
+                "ssim": self.ssim,
+                "psnr_mask": self.psnr_mask,
+                "ssim_mask": self.ssim_mask,
             }
-        )  # fmt: skip
+        )
 
 
 def _check_int(name: str, value: Any, lo: int) -> int:
@@ -167,14 +174,27 @@ def compress(
         return torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255).to(images.device)
 
     return CompressionResult(
-        nbytes=coded.nbytes, ref_nbytes=reference.nbytes,
-        header=coded.header, ref_header=reference.header,
-        decoded=back(coded.decoded), reference=back(reference.decoded),
-        mixed=back(mixed_u8), mask=mask,
-        psnr=q["psnr"], ssim=q["ssim"], psnr_mask=q["psnr_mask"], ssim_mask=q["ssim_mask"],
+        nbytes=coded.nbytes,
+        ref_nbytes=reference.nbytes,
+        header=coded.header,
+        ref_header=reference.header,
+        decoded=back(coded.decoded),
+        reference=back(reference.decoded),
+        mixed=back(mixed_u8),
+        mask=mask,
+        psnr=q["psnr"],
+        ssim=q["ssim"],
+        psnr_mask=q["psnr_mask"],
+        ssim_mask=q["ssim_mask"],
         streams=coded.streams,
-        settings={"codec": coder.name, "quality": quality, "subsampling": coder.subsampling,
-                  "factor": factor, "upsample": upsample, "dilate": dilate, "block": block,
-                  "keep": None if smap.dtype == torch.bool else float(keep)},
-    )  # fmt: skip
-
+        settings={
+            "codec": coder.name,
+            "quality": quality,
+            "subsampling": coder.subsampling,
+            "factor": factor,
+            "upsample": upsample,
+            "dilate": dilate,
+            "block": block,
+            "keep": None if smap.dtype == torch.bool else float(keep),
+        },
+    )

@@ -252,8 +252,9 @@ def ssim_batch(
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
     def box(a: np.ndarray) -> np.ndarray:  # the 2-D uniform filter of each image and channel
-        return uniform_filter1d(uniform_filter1d(a, win, axis=1, mode="reflect"), win, axis=2,
-                                mode="reflect")  # fmt: skip
+        return uniform_filter1d(
+            uniform_filter1d(a, win, axis=1, mode="reflect"), win, axis=2, mode="reflect"
+        )
 
     for s in range(0, b, chunk):
         x = original[s : s + chunk].astype(np.float64)

@@ -60,10 +60,16 @@ class PointMatrices:
         """The same for ``images`` (a subset of :attr:`images`)."""
         idx = np.searchsorted(self.images, images)
         return PointMatrices(
-            images, self.points, self.nbytes[:, idx], self.payload[:, idx],
-            self.correct[:, idx], self.ref_nbytes[idx], self.ref_payload[idx],
-            self.ref_correct[idx], self.orig_correct[idx],
-        )  # fmt: skip
+            images,
+            self.points,
+            self.nbytes[:, idx],
+            self.payload[:, idx],
+            self.correct[:, idx],
+            self.ref_nbytes[idx],
+            self.ref_payload[idx],
+            self.ref_correct[idx],
+            self.orig_correct[idx],
+        )
 
     @property
     def accuracy(self) -> np.ndarray:
@@ -94,8 +100,9 @@ def point_matrices(rows: pd.DataFrame | list[dict[str, Any]]) -> PointMatrices:
     for p in _PARAMS:
         if p not in rows:
             rows[p] = np.nan if p != "mask" else ""
-    wide = rows.pivot(index="point", columns="image",
-                      values=["bytes", "payload_bytes", "correct_compressed"])  # fmt: skip
+    wide = rows.pivot(
+        index="point", columns="image", values=["bytes", "payload_bytes", "correct_compressed"]
+    )
     complete = wide.notna().all(axis=0).groupby(level=1).all()
     images = np.sort(complete.index[complete.to_numpy()].to_numpy())
     if len(images) == 0:
@@ -106,9 +113,13 @@ def point_matrices(rows: pd.DataFrame | list[dict[str, Any]]) -> PointMatrices:
     def mat(name: str) -> np.ndarray:
         return wide[name].reindex(columns=images).to_numpy(dtype=float)
 
-    per_image = rows.groupby("image")[
-        ["ref_bytes", "ref_payload_bytes", "correct_reference", "correct_original"]
-    ].first().reindex(images)  # fmt: skip
+    per_image = (
+        rows.groupby("image")[
+            ["ref_bytes", "ref_payload_bytes", "correct_reference", "correct_original"]
+        ]
+        .first()
+        .reindex(images)
+    )
     g = rows[rows["image"].isin(images)].groupby("point", sort=False)
     agg = {p: (p, "first") for p in _PARAMS}
     for k in ("area", "psnr", "ssim", "psnr_mask", "ssim_mask", "psnr_object", "ssim_object"):
@@ -116,13 +127,16 @@ def point_matrices(rows: pd.DataFrame | list[dict[str, Any]]) -> PointMatrices:
             agg[k] = (k, "mean")  # pandas' mean skips NaN: SSIM of the shards that computed it
     points = g.agg(**agg).reindex(order).reset_index()
     return PointMatrices(
-        images=images, points=points, nbytes=mat("bytes"), payload=mat("payload_bytes"),
+        images=images,
+        points=points,
+        nbytes=mat("bytes"),
+        payload=mat("payload_bytes"),
         correct=mat("correct_compressed"),
         ref_nbytes=per_image["ref_bytes"].to_numpy(dtype=float),
         ref_payload=per_image["ref_payload_bytes"].to_numpy(dtype=float),
         ref_correct=per_image["correct_reference"].to_numpy(dtype=float),
         orig_correct=per_image["correct_original"].to_numpy(dtype=float),
-    )  # fmt: skip
+    )
 
 
 def _headline(m: PointMatrices, ref_acc: float, tolerance: float) -> int | None:
@@ -200,8 +214,9 @@ def analyse(
     """
     m = point_matrices(points)
     sw = point_matrices(sweep) if sweep is not None and len(pd.DataFrame(sweep)) else None
-    ref_acc = float(m.ref_correct.mean()) if reference_accuracy is None else float(
-        reference_accuracy)  # fmt: skip
+    ref_acc = (
+        float(m.ref_correct.mean()) if reference_accuracy is None else float(reference_accuracy)
+    )
     acc, ratio = m.accuracy, m.ratio
     front = front_indices(m.mean_bytes, acc)
     best = _headline(m, ref_acc, tolerance)
@@ -213,10 +228,15 @@ def analyse(
     lo, hi, share = _interval(_no_point_is_inf(draws))
     out: dict[str, Any] = {
         "compression_ratio": float(ratio[best]) if within else float("nan"),
-        "compression_ratio_lo": lo, "compression_ratio_hi": hi, "qualifying_share": share,
-        "bd_rate": float("nan"), "bd_codec": "",
-        "vs_uniform": float("nan"), "vs_uniform_lo": float("nan"), "vs_uniform_hi": float("nan"),
-    }  # fmt: skip
+        "compression_ratio_lo": lo,
+        "compression_ratio_hi": hi,
+        "qualifying_share": share,
+        "bd_rate": float("nan"),
+        "bd_codec": "",
+        "vs_uniform": float("nan"),
+        "vs_uniform_lo": float("nan"),
+        "vs_uniform_hi": float("nan"),
+    }
     if sw is not None:
         common = np.intersect1d(m.images, sw.images)
         out["bd_codec"] = _codec_name(sweep)
@@ -226,26 +246,36 @@ def analyse(
             ra = float(mc.ref_correct.mean()) if reference_accuracy is None else ref_acc
             vs = _paired(mc, sc, ra, tolerance, n_boot, seed)
             out["vs_uniform"], out["vs_uniform_lo"], out["vs_uniform_hi"] = (
-                vs["ratio"], vs["lo"], vs["hi"])  # fmt: skip
+                vs["ratio"],
+                vs["lo"],
+                vs["hi"],
+            )
     p = m.points.iloc[at]
     keep = p["keep"]
     share = float(keep) if pd.notna(keep) else float(p.get("area", np.nan))
     payload_ratio = m.payload[at].sum() / m.ref_payload.sum()
-    out.update({
-        "front_mask": str(p["mask"]), "front_share": share,
-        "front_quality": float(p["quality"]), "front_factor": float(p["factor"]),
-        "bpp": float(m.mean_bytes[at] * pixels_bpp),
-        "bpp_payload": float(m.payload[at].mean() * pixels_bpp),
-        "payload_ratio": float(payload_ratio),
-        "psnr": float(p.get("psnr", np.nan)), "ssim": float(p.get("ssim", np.nan)),
-        "accuracy_original": float(m.orig_correct.mean()),
-        "accuracy_reference": ref_acc,
-        "accuracy_compressed": float(acc[at]),
-        "operating_point": str(p["point"]),
-        "within_tolerance": within,
-        "n_images": len(m.images), "n_points": len(acc), "n_front": len(front),
-        "reference_bytes": float(m.ref_nbytes.mean()),
-    })  # fmt: skip
+    out.update(
+        {
+            "front_mask": str(p["mask"]),
+            "front_share": share,
+            "front_quality": float(p["quality"]),
+            "front_factor": float(p["factor"]),
+            "bpp": float(m.mean_bytes[at] * pixels_bpp),
+            "bpp_payload": float(m.payload[at].mean() * pixels_bpp),
+            "payload_ratio": float(payload_ratio),
+            "psnr": float(p.get("psnr", np.nan)),
+            "ssim": float(p.get("ssim", np.nan)),
+            "accuracy_original": float(m.orig_correct.mean()),
+            "accuracy_reference": ref_acc,
+            "accuracy_compressed": float(acc[at]),
+            "operating_point": str(p["point"]),
+            "within_tolerance": within,
+            "n_images": len(m.images),
+            "n_points": len(acc),
+            "n_front": len(front),
+            "reference_bytes": float(m.ref_nbytes.mean()),
+        }
+    )
     table = m.points.copy()
     area = table["area"] if "area" in table else pd.Series(np.nan, index=table.index)
     table["share"] = table["keep"].where(table["keep"].notna(), area)  # a gate's: its kept area
@@ -317,8 +347,13 @@ def _groups(rows: pd.DataFrame):
         keys = ["method", "kind", "track_codec"]
         for (method, kind, track), mrows in part.groupby(keys, sort=False):
             sweep = codec_rows[codec_rows["method"] == track]
-            head = {**dict(zip(axes, where, strict=True)), "method": method, "kind": kind,
-                    "track_codec": track, "bd_codec": str(mrows["bd_codec"].iloc[0])}  # fmt: skip
+            head = {
+                **dict(zip(axes, where, strict=True)),
+                "method": method,
+                "kind": kind,
+                "track_codec": track,
+                "bd_codec": str(mrows["bd_codec"].iloc[0]),
+            }
             yield head, mrows, sweep
 
 
@@ -370,8 +405,9 @@ def paired_ratio(
     return {**out, "n_images": len(common)}
 
 
-def _paired(a: PointMatrices, b: PointMatrices, ref_acc: float, tolerance: float, n_boot: int,
-            seed: int) -> dict[str, float]:  # fmt: skip
+def _paired(
+    a: PointMatrices, b: PointMatrices, ref_acc: float, tolerance: float, n_boot: int, seed: int
+) -> dict[str, float]:
     """``a``'s headline over ``b``'s (the same images): the ratio, its interval over the same
     resamples of both and the share of resamples in which ``a`` needs fewer bytes. A row that never
     qualifies needs unbounded bytes: ``inf`` when only ``a`` never does, 0 when only ``b`` never
@@ -382,8 +418,12 @@ def _paired(a: PointMatrices, b: PointMatrices, ref_acc: float, tolerance: float
     else:
         ratio = float(a.ratio[ha] / b.ratio[hb])
     w = bootstrap_weights(len(a.images), n_boot, seed)
-    da, db = (_no_point_is_inf(headline_draws(w, m.nbytes, m.correct, m.ref_nbytes, m.ref_correct,
-                                              tolerance)) for m in (a, b))  # fmt: skip
+    da, db = (
+        _no_point_is_inf(
+            headline_draws(w, m.nbytes, m.correct, m.ref_nbytes, m.ref_correct, tolerance)
+        )
+        for m in (a, b)
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         paired = da / db  # inf/inf: NaN, left out
     lo, hi, _ = _interval(paired)
@@ -392,20 +432,30 @@ def _paired(a: PointMatrices, b: PointMatrices, ref_acc: float, tolerance: float
     return {"ratio": ratio, "lo": lo, "hi": hi, "p_below": p_below}
 
 
-def versus_table(rows: pd.DataFrame, against: str, n_boot: int = N_BOOT, seed: int = 0
-                 ) -> pd.DataFrame:  # fmt: skip
+def versus_table(
+    rows: pd.DataFrame, against: str, n_boot: int = N_BOOT, seed: int = 0
+) -> pd.DataFrame:
     """:func:`paired_ratio` of every row of a run's ``compression`` table against the row labelled
     ``against`` (a method or a codec) coded with the same codec, per dataset (× model): columns
     ``dataset`` (``model``), ``track_codec``, ``method``, ``kind``, ``versus`` and the figures."""
     groups = list(_groups(rows))
     out = []
     for head, mrows, _ in groups:
-        base = [r for h, r, _ in groups if h["method"] == against
-                and all(h.get(k) == head.get(k) for k in ("dataset", "model", "track_codec"))]
+        base = [
+            r
+            for h, r, _ in groups
+            if h["method"] == against
+            and all(h.get(k) == head.get(k) for k in ("dataset", "model", "track_codec"))
+        ]
         if head["method"] == against or not base:
             continue
-        out.append({**{k: v for k, v in head.items() if k != "bd_codec"}, "versus": against,
-                    **paired_ratio(mrows, base[0], n_boot=n_boot, seed=seed)})  # fmt: skip
+        out.append(
+            {
+                **{k: v for k, v in head.items() if k != "bd_codec"},
+                "versus": against,
+                **paired_ratio(mrows, base[0], n_boot=n_boot, seed=seed),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -435,28 +485,40 @@ def random_sanity(summary: pd.DataFrame, name: str = "random") -> list[str]:
     rows = summary[(summary["method"] == name) & (summary["kind"] == "method")]
     for _, r in rows.iterrows():
         where = " · ".join(str(r[c]) for c in ("dataset", "model", "track_codec") if c in r)
-        uni = summary[(summary["kind"] == "codec") & (summary["method"] == r["track_codec"])
-                      & (summary["dataset"] == r["dataset"])]  # fmt: skip
+        uni = summary[
+            (summary["kind"] == "codec")
+            & (summary["method"] == r["track_codec"])
+            & (summary["dataset"] == r["dataset"])
+        ]
         if "model" in summary:
             uni = uni[uni["model"] == r["model"]]
         ratio, lo, hi = r["vs_uniform"], r["vs_uniform_lo"], r["vs_uniform_hi"]
         verdict = sanity_verdict(ratio, hi)
         if not verdict:
-            lines.append(f"{where}: random vs uniform quality not measurable (uniform quality has "
-                         "no qualifying point)")  # fmt: skip
+            lines.append(
+                f"{where}: random vs uniform quality not measurable (uniform quality has "
+                "no qualifying point)"
+            )
             continue
         inside = ""
         if len(uni) and np.isfinite(r["compression_ratio"]):
             u = uni.iloc[0]
-            within = u["compression_ratio_lo"] <= r["compression_ratio"] <= u[
-                "compression_ratio_hi"]  # fmt: skip
-            inside = (f"; random {r['compression_ratio']:.3f}× is "
-                      f"{'within' if within else 'outside'} uniform's interval "
-                      f"[{u['compression_ratio_lo']:.3f}, {u['compression_ratio_hi']:.3f}]")  # fmt: skip
+            within = (
+                u["compression_ratio_lo"] <= r["compression_ratio"] <= u["compression_ratio_hi"]
+            )
+            inside = (
+                f"; random {r['compression_ratio']:.3f}× is "
+                f"{'within' if within else 'outside'} uniform's interval "
+                f"[{u['compression_ratio_lo']:.3f}, {u['compression_ratio_hi']:.3f}]"
+            )
         elif not np.isfinite(r["compression_ratio"]):
             inside = "; random never reaches the reference accuracy within the tolerance"
-        text = ("ok (no gain beyond its interval)" if verdict == "ok"
-                else "FAILED: random gains over uniform quality")  # fmt: skip
-        lines.append(f"{where}: sanity {text}: random/uniform = {ratio:.3f} "
-                     f"[{lo:.3f}, {hi:.3f}]{inside}")  # fmt: skip
+        text = (
+            "ok (no gain beyond its interval)"
+            if verdict == "ok"
+            else "FAILED: random gains over uniform quality"
+        )
+        lines.append(
+            f"{where}: sanity {text}: random/uniform = {ratio:.3f} [{lo:.3f}, {hi:.3f}]{inside}"
+        )
     return lines

@@ -51,8 +51,9 @@ _book = RuleBook()
 
 @_book.rule("is-codec", "subclass nicebench.Codec")
 def _is_codec(case: CodecCase) -> None:
-    require(isinstance(case.cls, type) and issubclass(case.cls, Codec),
-            "must subclass nicebench.Codec")
+    require(
+        isinstance(case.cls, type) and issubclass(case.cls, Codec), "must subclass nicebench.Codec"
+    )
 
 
 @_book.rule("block-is-positive-int", "block (the codec's block size in pixels) is a positive int")
@@ -70,8 +71,10 @@ def _subsamplings_not_empty(case: CodecCase) -> None:
 @_book.rule("encode-gives-bytes", "encode(image, quality) returns non-empty bytes")
 def _encode_gives_bytes(case: CodecCase) -> None:
     for data in (d for streams in case.streams.values() for d in streams):
-        require(isinstance(data, bytes) and len(data) > 0,
-                f"encode must return non-empty bytes, got {type(data).__name__}")
+        require(
+            isinstance(data, bytes) and len(data) > 0,
+            f"encode must return non-empty bytes, got {type(data).__name__}",
+        )
 
 
 @_book.rule("decode-gives-uint8", "decode(data, channels) gives back the uint8 [H,W,C] image")
@@ -91,33 +94,46 @@ def _decode_gives_uint8(case: CodecCase) -> None:
 def _header_size_in_range(case: CodecCase) -> None:
     for data in (d for streams in case.streams.values() for d in streams):
         head = case.codec.header_size(data)
-        require(isinstance(head, (int, np.integer)) and 0 <= head < len(data),
-                f"header_size must be an int in [0, {len(data)}), got {head!r}")
+        require(
+            isinstance(head, (int, np.integer)) and 0 <= head < len(data),
+            f"header_size must be an int in [0, {len(data)}), got {head!r}",
+        )
 
 
 @_book.rule("quality-monotone", "a higher quality gives no fewer bytes")
 def _quality_monotone(case: CodecCase) -> None:
     for streams in case.streams.values():
         sizes = [len(d) for d in streams]
-        require(sizes == sorted(sizes),
-                f"a higher quality must not give fewer bytes (q10, q50, q90: {sizes})")
+        require(
+            sizes == sorted(sizes),
+            f"a higher quality must not give fewer bytes (q10, q50, q90: {sizes})",
+        )
 
 
-@_book.rule("roundtrip-agrees",
-            "roundtrip(batch, quality) gives the streams, sizes, headers and decoded images of "
-            "encode, header_size and decode")
+@_book.rule(
+    "roundtrip-agrees",
+    "roundtrip(batch, quality) gives the streams, sizes, headers and decoded images of "
+    "encode, header_size and decode",
+)
 def _roundtrip_agrees(case: CodecCase) -> None:
     codec = case.codec
     for channels, batch in case.batches.items():
         coded = codec.roundtrip(batch, 50)
         streams = [codec.encode(a, 50) for a in batch]
-        require(coded.streams == streams and coded.nbytes.tolist() == [len(s) for s in streams],
-                "roundtrip's streams and nbytes must be those of encode")
-        require(coded.header.tolist() == [codec.header_size(s) for s in streams],
-                "roundtrip's header must be header_size of its streams")
-        require(coded.decoded.shape == batch.shape and coded.decoded.dtype == np.uint8
-                and np.array_equal(coded.decoded[0], codec.decode(streams[0], channels)),
-                "roundtrip's decoded images must be decode of its streams")
+        require(
+            coded.streams == streams and coded.nbytes.tolist() == [len(s) for s in streams],
+            "roundtrip's streams and nbytes must be those of encode",
+        )
+        require(
+            coded.header.tolist() == [codec.header_size(s) for s in streams],
+            "roundtrip's header must be header_size of its streams",
+        )
+        require(
+            coded.decoded.shape == batch.shape
+            and coded.decoded.dtype == np.uint8
+            and np.array_equal(coded.decoded[0], codec.decode(streams[0], channels)),
+            "roundtrip's decoded images must be decode of its streams",
+        )
 
 
 def _raises_codec_error(what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
@@ -130,15 +146,19 @@ def _raises_codec_error(what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
     raise Broken(f"{what} must raise CodecError")
 
 
-@_book.rule("bad-quality-rejected",
-            "a quality outside [1, 100] or not an int raises CodecError, in the constructor "
-            "and in roundtrip")
+@_book.rule(
+    "bad-quality-rejected",
+    "a quality outside [1, 100] or not an int raises CodecError, in the constructor "
+    "and in roundtrip",
+)
 def _bad_quality_rejected(case: CodecCase) -> None:
     for bad in BAD_QUALITIES:
-        _raises_codec_error(f"quality {bad!r} in the constructor", case.cls,
-                            **{**case.params, "qualities": (bad,)})
-        _raises_codec_error(f"quality {bad!r} in roundtrip", case.codec.roundtrip,
-                            case.batches[1], bad)
+        _raises_codec_error(
+            f"quality {bad!r} in the constructor", case.cls, **{**case.params, "qualities": (bad,)}
+        )
+        _raises_codec_error(
+            f"quality {bad!r} in roundtrip", case.codec.roundtrip, case.batches[1], bad
+        )
 
 
 CODEC_RULES = tuple(_book.rules)

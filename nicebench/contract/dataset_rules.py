@@ -67,15 +67,19 @@ def _known_model_arch(case: DatasetCase) -> None:
 @_book.rule("class-names", "classes is a list of at least two names")
 def _class_names(case: DatasetCase) -> None:
     classes = case.ds.classes
-    require(len(classes) >= 2 and all(isinstance(c, str) for c in classes),
-            "classes must be a list of at least two names")
+    require(
+        len(classes) >= 2 and all(isinstance(c, str) for c in classes),
+        "classes must be a list of at least two names",
+    )
 
 
 @_book.rule("normalisation", "mean and std give one value per channel; std is positive")
 def _normalisation(case: DatasetCase) -> None:
     ds = case.ds
-    require(len(ds.mean) == ds.channels == len(ds.std),
-            f"mean and std need one value per channel ({ds.channels})")
+    require(
+        len(ds.mean) == ds.channels == len(ds.std),
+        f"mean and std need one value per channel ({ds.channels})",
+    )
     require(all(s > 0 for s in ds.std), "std must be positive")
 
 
@@ -88,38 +92,51 @@ def _test_split_not_empty(case: DatasetCase) -> None:
 def _item_is_tuple(case: DatasetCase) -> None:
     size = 2 + case.ds.has_masks
     for i, item in enumerate(case.items):
-        require(isinstance(item, tuple) and len(item) == size,
-                f"item {i} must be (image, label{', mask' if case.ds.has_masks else ''}), "
-                f"got {type(item).__name__} of {len(item)}")
+        require(
+            isinstance(item, tuple) and len(item) == size,
+            f"item {i} must be (image, label{', mask' if case.ds.has_masks else ''}), "
+            f"got {type(item).__name__} of {len(item)}",
+        )
 
 
 @_book.rule("image-format", "an image is a float32 [channels, size, size] tensor in [0, 1]")
 def _image_format(case: DatasetCase) -> None:
     ds = case.ds
     for i, (image, *_) in enumerate(case.items):
-        require(isinstance(image, torch.Tensor) and image.dtype == torch.float32,
-                f"item {i}: image must be a float32 tensor")
-        require(tuple(image.shape) == (ds.channels, ds.size, ds.size),
-                f"item {i}: image of shape {tuple(image.shape)}, expected "
-                f"[{ds.channels}, {ds.size}, {ds.size}]")
-        require(bool(torch.isfinite(image).all()) and image.min() >= 0 and image.max() <= 1,
-                f"item {i}: image values must lie in [0, 1]")
+        require(
+            isinstance(image, torch.Tensor) and image.dtype == torch.float32,
+            f"item {i}: image must be a float32 tensor",
+        )
+        require(
+            tuple(image.shape) == (ds.channels, ds.size, ds.size),
+            f"item {i}: image of shape {tuple(image.shape)}, expected "
+            f"[{ds.channels}, {ds.size}, {ds.size}]",
+        )
+        require(
+            bool(torch.isfinite(image).all()) and image.min() >= 0 and image.max() <= 1,
+            f"item {i}: image values must lie in [0, 1]",
+        )
 
 
 @_book.rule("label-in-range", "a label is an int in [0, num_classes)")
 def _label_in_range(case: DatasetCase) -> None:
     k = case.ds.num_classes
     for i, (_, label, *_) in enumerate(case.items):
-        require(isinstance(label, int) and 0 <= label < k,
-                f"item {i}: label {label!r} must be an int in [0, {k})")
+        require(
+            isinstance(label, int) and 0 <= label < k,
+            f"item {i}: label {label!r} must be an int in [0, {k})",
+        )
 
 
 @_book.rule("mask-format", "a mask is a 0/1 float32 [1, H, W] tensor", HAS_MASKS)
 def _mask_format(case: DatasetCase) -> None:
     for i, (image, _, mask) in enumerate(case.items):
-        require(isinstance(mask, torch.Tensor) and mask.dtype == torch.float32
-                and tuple(mask.shape) == (1, *image.shape[-2:]),
-                f"item {i}: mask must be a float32 [1, H, W] tensor")
+        require(
+            isinstance(mask, torch.Tensor)
+            and mask.dtype == torch.float32
+            and tuple(mask.shape) == (1, *image.shape[-2:]),
+            f"item {i}: mask must be a float32 [1, H, W] tensor",
+        )
         require(bool(((mask == 0) | (mask == 1)).all()), f"item {i}: mask must be 0/1")
 
 
@@ -127,9 +144,13 @@ def _mask_format(case: DatasetCase) -> None:
 def _items_deterministic(case: DatasetCase) -> None:
     for i, item in enumerate(case.items):
         again = case.ds[i]
-        require(all(torch.equal(torch.as_tensor(a), torch.as_tensor(b))
-                    for a, b in zip(item, again, strict=True)),
-                f"item {i} differs when read twice (items must be deterministic)")
+        require(
+            all(
+                torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+                for a, b in zip(item, again, strict=True)
+            ),
+            f"item {i} differs when read twice (items must be deterministic)",
+        )
 
 
 @_book.rule("index-error-past-end", "ds[len(ds)] raises IndexError")
@@ -151,29 +172,42 @@ def _identity_json(case: DatasetCase) -> None:
         raise Broken(f"identity() must be JSON-serialisable: {exc}") from exc
 
 
-@_book.rule("train-split",
-            "train_split() is a non-empty BenchDataset with the same classes and channels")
+@_book.rule(
+    "train-split", "train_split() is a non-empty BenchDataset with the same classes and channels"
+)
 def _train_split(case: DatasetCase) -> None:
     train, ds = case.train, case.ds
-    require(isinstance(train, BenchDataset) and len(train) > 0,
-            "train_split() must return a non-empty BenchDataset")
-    require(list(train.classes) == list(ds.classes) and train.channels == ds.channels,
-            "train_split() must have the same classes and channels")
+    require(
+        isinstance(train, BenchDataset) and len(train) > 0,
+        "train_split() must return a non-empty BenchDataset",
+    )
+    require(
+        list(train.classes) == list(ds.classes) and train.channels == ds.channels,
+        "train_split() must have the same classes and channels",
+    )
 
 
-@_book.rule("validation-split",
-            "validation_split() is None, or a non-empty BenchDataset with the same classes and "
-            "channels that is neither the test nor the training split")
+@_book.rule(
+    "validation-split",
+    "validation_split() is None, or a non-empty BenchDataset with the same classes and "
+    "channels that is neither the test nor the training split",
+)
 def _validation_split(case: DatasetCase) -> None:
     val, ds = case.val, case.ds
     if val is None:
         return
-    require(isinstance(val, BenchDataset) and len(val) > 0,
-            "validation_split() must return None or a non-empty BenchDataset")
-    require(list(val.classes) == list(ds.classes) and val.channels == ds.channels,
-            "validation_split() must have the same classes and channels")
-    require(val.identity() not in (ds.identity(), case.train.identity()),
-            "validation_split() must not be the test or the training split")
+    require(
+        isinstance(val, BenchDataset) and len(val) > 0,
+        "validation_split() must return None or a non-empty BenchDataset",
+    )
+    require(
+        list(val.classes) == list(ds.classes) and val.channels == ds.channels,
+        "validation_split() must have the same classes and channels",
+    )
+    require(
+        val.identity() not in (ds.identity(), case.train.identity()),
+        "validation_split() must not be the test or the training split",
+    )
 
 
 @_book.rule("items-collate", "the items collate into a [B, C, H, W] batch")

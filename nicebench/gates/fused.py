@@ -160,11 +160,38 @@ if HAS_TRITON:
 
     @triton.jit
     def _fwd_kernel(
-        la_ptr, seed_ptr, x_ptr, r_ptr, out_ptr, part_ptr,
-        offset, B, C, H, W, h, w, cell, beta, eps, l0_shift,
-        sxb, sxc, sxh, sxw, srb, src, srh, srw, sob, soc, soh, sow,
-        CELL_P: tl.constexpr, BLOCK_W: tl.constexpr,
-    ):  # fmt: skip
+        la_ptr,
+        seed_ptr,
+        x_ptr,
+        r_ptr,
+        out_ptr,
+        part_ptr,
+        offset,
+        B,
+        C,
+        H,
+        W,
+        h,
+        w,
+        cell,
+        beta,
+        eps,
+        l0_shift,
+        sxb,
+        sxc,
+        sxh,
+        sxw,
+        srb,
+        src,
+        srh,
+        srw,
+        sob,
+        soc,
+        soh,
+        sow,
+        CELL_P: tl.constexpr,
+        BLOCK_W: tl.constexpr,
+    ):
         # program: (sample·B + image, cell row, block of BLOCK_W pixel columns)
         pid = tl.program_id(0)
         ci = tl.program_id(1)
@@ -189,8 +216,9 @@ if HAS_TRITON:
         down = first & (ci + 1 < h)
         la_d = tl.load(la_ptr + b * h * w + cidx + w, mask=down, other=0.0)
         z_d, _ = _gate(la_d, seed, off, cidx + w, beta, eps)
-        tv = tl.sum(tl.where(right, tl.abs(z_r - z), 0.0) + tl.where(down, tl.abs(z_d - z), 0.0),
-                    axis=0)  # fmt: skip
+        tv = tl.sum(
+            tl.where(right, tl.abs(z_r - z), 0.0) + tl.where(down, tl.abs(z_d - z), 0.0), axis=0
+        )
         part = part_ptr + ((pid * h + ci) * tl.num_programs(2) + pj) * 2
         tl.store(part, l0)
         tl.store(part + 1, tv)
@@ -209,13 +237,56 @@ if HAS_TRITON:
 
     @triton.jit
     def _bwd_kernel(
-        la_ptr, seed_ptr, x_ptr, r_ptr, g_ptr, gl0_ptr, gtv_ptr, dla_ptr, dx_ptr, dr_ptr,
-        offset, samples, B, C, H, W, h, w, cell, beta, eps, l0_shift, l0_scale, tv_scale,
-        sxb, sxc, sxh, sxw, srb, src, srh, srw, sgs, sgb, sgc, sgh, sgw,
-        sdxb, sdxc, sdxh, sdxw, sdrb, sdrc, sdrh, sdrw,
-        CELL_P: tl.constexpr, BLOCK_C: tl.constexpr, NEED_DX: tl.constexpr,
+        la_ptr,
+        seed_ptr,
+        x_ptr,
+        r_ptr,
+        g_ptr,
+        gl0_ptr,
+        gtv_ptr,
+        dla_ptr,
+        dx_ptr,
+        dr_ptr,
+        offset,
+        samples,
+        B,
+        C,
+        H,
+        W,
+        h,
+        w,
+        cell,
+        beta,
+        eps,
+        l0_shift,
+        l0_scale,
+        tv_scale,
+        sxb,
+        sxc,
+        sxh,
+        sxw,
+        srb,
+        src,
+        srh,
+        srw,
+        sgs,
+        sgb,
+        sgc,
+        sgh,
+        sgw,
+        sdxb,
+        sdxc,
+        sdxh,
+        sdxw,
+        sdrb,
+        sdrc,
+        sdrh,
+        sdrw,
+        CELL_P: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+        NEED_DX: tl.constexpr,
         NEED_DR: tl.constexpr,
-    ):  # fmt: skip
+    ):
         # program: (image, cell row, block of BLOCK_C cells); tiles [CELL_P rows, BLOCK_C, CELL_P]
         b = tl.program_id(0).to(tl.int64)
         ci = tl.program_id(1)
@@ -228,8 +299,11 @@ if HAS_TRITON:
         d = tl.arange(0, CELL_P)
         rows = ci * cell + d
         cols = cj[None, :, None] * cell + d[None, None, :]
-        pmask = (((d < cell) & (rows < H))[:, None, None] & (cm[None, :, None] & (cols < W))
-                 & (d < cell)[None, None, :])  # fmt: skip
+        pmask = (
+            ((d < cell) & (rows < H))[:, None, None]
+            & (cm[None, :, None] & (cols < W))
+            & (d < cell)[None, None, :]
+        )
         r3 = rows[:, None, None]
         xo = x_ptr + b * sxb + r3 * sxh + cols * sxw
         ro = r_ptr + b * srb + r3 * srh + cols * srw
@@ -295,11 +369,29 @@ def _fwd_launch(la, seeds, x, r, offset, cell, samples, beta):
     nblk = -(-width // block_w)
     part = torch.empty((samples * b, h, nblk, 2), device=x.device, dtype=torch.float32)
     _fwd_kernel[(samples * b, h, nblk)](
-        la, seeds, x, r, out, part,
-        int(offset), b, c, height, width, h, w, cell, float(beta), hc.EPS, _LOG_L0_SHIFT,
-        *x.stride(), *r.stride(), *out.stride(),
-        CELL_P=_next_pow2(cell), BLOCK_W=block_w,
-    )  # fmt: skip
+        la,
+        seeds,
+        x,
+        r,
+        out,
+        part,
+        int(offset),
+        b,
+        c,
+        height,
+        width,
+        h,
+        w,
+        cell,
+        float(beta),
+        hc.EPS,
+        _LOG_L0_SHIFT,
+        *x.stride(),
+        *r.stride(),
+        *out.stride(),
+        CELL_P=_next_pow2(cell),
+        BLOCK_W=block_w,
+    )
     l0 = part[:b, ..., 0].sum((1, 2)) / (h * w)
     npairs = (h - 1) * w + h * (w - 1)
     tv = part[..., 1].view(samples, b, -1).sum(-1).mean(0) / max(npairs, 1)
@@ -338,14 +430,41 @@ class _FusedGate(torch.autograd.Function):
         block_c = max(1, min(_next_pow2(w), 256 // _next_pow2(cell)))
         g_out = g_out.float()
         _bwd_kernel[(b, h, -(-w // block_c))](
-            la, seeds, x, r, g_out, g_l0, g_tv, dla, dx, dr,
-            offset, samples, b, c, height, width, h, w, cell, beta, hc.EPS, _LOG_L0_SHIFT,
-            1.0 / (h * w), 1.0 / (samples * max(npairs, 1)),
-            *x.stride(), *r.stride(), b * g_out.stride(0), *g_out.stride(), *dx.stride(),
+            la,
+            seeds,
+            x,
+            r,
+            g_out,
+            g_l0,
+            g_tv,
+            dla,
+            dx,
+            dr,
+            offset,
+            samples,
+            b,
+            c,
+            height,
+            width,
+            h,
+            w,
+            cell,
+            beta,
+            hc.EPS,
+            _LOG_L0_SHIFT,
+            1.0 / (h * w),
+            1.0 / (samples * max(npairs, 1)),
+            *x.stride(),
+            *r.stride(),
+            b * g_out.stride(0),
+            *g_out.stride(),
+            *dx.stride(),
             *dr.stride(),
-            CELL_P=_next_pow2(cell), BLOCK_C=block_c, NEED_DX=bool(need_dx),
+            CELL_P=_next_pow2(cell),
+            BLOCK_C=block_c,
+            NEED_DX=bool(need_dx),
             NEED_DR=bool(need_dr),
-        )  # fmt: skip
+        )
         if need_dr:
             dr = _sum_to(dr, r_shape).to(r_dtype)
         return (dla, dx if need_dx else None, dr if need_dr else None) + (None,) * 5

@@ -101,8 +101,11 @@ def upsample_cells(z: torch.Tensor, cell: int, size: tuple[int, int] | None = No
         z = z.repeat_interleave(cell, dim=-2).repeat_interleave(cell, dim=-1)
     if size is not None:
         if z.shape[-2] < size[0] or z.shape[-1] < size[1]:
-            z = F.pad(z, (0, max(size[1] - z.shape[-1], 0), 0, max(size[0] - z.shape[-2], 0)),
-                      mode="replicate")  # fmt: skip
+            z = F.pad(
+                z,
+                (0, max(size[1] - z.shape[-1], 0), 0, max(size[0] - z.shape[-2], 0)),
+                mode="replicate",
+            )
         z = z[..., : size[0], : size[1]]
     return z
 

@@ -99,10 +99,16 @@ class GateMaskMethod(Method):
         images = images.to(self.device, torch.float32)
         la = self.gate_logits(images, targets)
         grid = self.grid_size(*images.shape[-2:])
-        if la.dim() != 4 or la.shape[0] != len(images) or la.shape[1] != 1 or \
-                tuple(la.shape[-2:]) != grid:  # fmt: skip
-            raise MethodError(f"{self.name}: gate_logits gave {tuple(la.shape)}, expected "
-                              f"[{len(images)},1,{grid[0]},{grid[1]}]")  # fmt: skip
+        if (
+            la.dim() != 4
+            or la.shape[0] != len(images)
+            or la.shape[1] != 1
+            or tuple(la.shape[-2:]) != grid
+        ):
+            raise MethodError(
+                f"{self.name}: gate_logits gave {tuple(la.shape)}, expected "
+                f"[{len(images)},1,{grid[0]},{grid[1]}]"
+            )
         return la.detach()
 
     def attribute(self, images: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:

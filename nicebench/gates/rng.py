@@ -57,8 +57,9 @@ def uniform(
     """
     tensors = [a for a in (seed, offset, index) if isinstance(a, torch.Tensor)]
     device = tensors[0].device if tensors else torch.device("cpu")
-    seed, offset, index = (torch.as_tensor(a, dtype=torch.int64, device=device)
-                           for a in (seed, offset, index))  # fmt: skip
+    seed, offset, index = (
+        torch.as_tensor(a, dtype=torch.int64, device=device) for a in (seed, offset, index)
+    )
     k = _key(seed, offset, index) >> 9
     return (k.to(torch.float32) + 0.5) * _INV_2_23
 

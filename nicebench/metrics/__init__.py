@@ -55,16 +55,20 @@ def get_metric_spec(name: str) -> MetricSpec:
 
 
 def _faith_kwargs(ctx: MetricContext) -> dict[str, Any]:
-    return {"n_steps": S.N_STEPS.get(ctx.settings), "target": ctx.targets,
-            "seed": S.SEED.get(ctx.settings)}
+    return {
+        "n_steps": S.N_STEPS.get(ctx.settings),
+        "target": ctx.targets,
+        "seed": S.SEED.get(ctx.settings),
+    }
 
 
 def _deletion(c: MetricContext) -> torch.Tensor:
     """Deletion AUC per image; every image's curve kept as ``curve/deletion`` (and cached as
     ``deletion/<fill>`` for the symmetric relevance gain of the same fill)."""
     substrate = S.SUBSTRATE.get(c.settings)
-    scores, curves = deletion(c.model, c.images, c.saliency, return_curves=True,
-                              substrate=substrate, **_faith_kwargs(c))
+    scores, curves = deletion(
+        c.model, c.images, c.saliency, return_curves=True, substrate=substrate, **_faith_kwargs(c)
+    )
     c.keep("curve/deletion", curves)
     c.keep_range("deletion_auc", curves[:, -1], curves[:, 0])
     if isinstance(substrate, str):
@@ -78,8 +82,14 @@ def _insertion(c: MetricContext) -> torch.Tensor:
     ``insertion_start``); every image's curve kept as ``curve/insertion``."""
     start = insertion_start(c.model, c.images, S.INSERTION_START.get(c.settings), c.dataset)
     c.record("insertion_start", [start.as_row()])
-    scores, curves = insertion(c.model, c.images, c.saliency, return_curves=True,
-                               start=start.image(c.model, c.images), **_faith_kwargs(c))
+    scores, curves = insertion(
+        c.model,
+        c.images,
+        c.saliency,
+        return_curves=True,
+        start=start.image(c.model, c.images),
+        **_faith_kwargs(c),
+    )
     c.keep("curve/insertion", curves)
     c.keep_range("insertion_auc", curves[:, 0], curves[:, -1])
     return scores
@@ -88,60 +98,110 @@ def _insertion(c: MetricContext) -> torch.Tensor:
 def _masked_accuracy(c: MetricContext) -> torch.Tensor:
     """Accuracy on the gate-mask composite; the range kept is an empty mask's and a full one's."""
     full, empty = torch.ones_like(c.gate_mask()), torch.zeros_like(c.gate_mask())
-    ends = masked_correct(c.model, torch.cat([c.images, c.images]), torch.cat([empty, full]),
-                          c.method.composite, torch.cat([c.labels, c.labels]))  # fmt: skip
-    c.keep_range("masked_accuracy", ends[: len(c.images)], ends[len(c.images):])
+    ends = masked_correct(
+        c.model,
+        torch.cat([c.images, c.images]),
+        torch.cat([empty, full]),
+        c.method.composite,
+        torch.cat([c.labels, c.labels]),
+    )
+    c.keep_range("masked_accuracy", ends[: len(c.images)], ends[len(c.images) :])
     return masked_correct(c.model, c.images, c.gate_mask(), c.method.composite, c.labels)
 
 
-register_metric(MetricSpec(
-    "deletion", _deletion, "deletion_auc", higher_is_better=False, curve=True,
-    settings=(*S.FAITHFULNESS, S.SUBSTRATE), citation="Petsiuk et al., RISE, BMVC 2018",
-    description="RISE deletion AUC: image → substrate in saliency order",
-))  # fmt: skip
-register_metric(MetricSpec(
-    "insertion", _insertion, "insertion_auc", higher_is_better=True, curve=True,
-    settings=(*S.FAITHFULNESS, S.INSERTION_START), citation="Petsiuk et al., RISE, BMVC 2018",
-    description="RISE insertion AUC: blurred image → image in saliency order (the blur "
-                "calibrated so that the start sits near chance, setting insertion_start)",
-))  # fmt: skip
-register_metric(MetricSpec(
-    "pointing_game", lambda c: pointing_game(c.saliency, c.masks), "pointing_game",
-    higher_is_better=True, needs_masks=True,
-    description="arg-max of the map inside the object mask dilated by 15 px at 224",
-))  # fmt: skip
-register_metric(MetricSpec(
-    "energy_pointing_game", lambda c: energy_pointing_game(c.saliency, c.masks),
-    "energy_pointing_game", higher_is_better=True, needs_masks=True,
-    description="share of positive saliency mass inside the object mask",
-))  # fmt: skip
-register_metric(MetricSpec(
-    "mask_auroc", lambda c: mask_auroc(c.saliency, c.masks), "mask_auroc",
-    higher_is_better=True, needs_masks=True,
-    description="ROC AUC of the map as a detector of object pixels",
-))  # fmt: skip
+register_metric(
+    MetricSpec(
+        "deletion",
+        _deletion,
+        "deletion_auc",
+        higher_is_better=False,
+        curve=True,
+        settings=(*S.FAITHFULNESS, S.SUBSTRATE),
+        citation="Petsiuk et al., RISE, BMVC 2018",
+        description="RISE deletion AUC: image → substrate in saliency order",
+    )
+)
+register_metric(
+    MetricSpec(
+        "insertion",
+        _insertion,
+        "insertion_auc",
+        higher_is_better=True,
+        curve=True,
+        settings=(*S.FAITHFULNESS, S.INSERTION_START),
+        citation="Petsiuk et al., RISE, BMVC 2018",
+        description="RISE insertion AUC: blurred image → image in saliency order (the blur "
+        "calibrated so that the start sits near chance, setting insertion_start)",
+    )
+)
+register_metric(
+    MetricSpec(
+        "pointing_game",
+        lambda c: pointing_game(c.saliency, c.masks),
+        "pointing_game",
+        higher_is_better=True,
+        needs_masks=True,
+        description="arg-max of the map inside the object mask dilated by 15 px at 224",
+    )
+)
+register_metric(
+    MetricSpec(
+        "energy_pointing_game",
+        lambda c: energy_pointing_game(c.saliency, c.masks),
+        "energy_pointing_game",
+        higher_is_better=True,
+        needs_masks=True,
+        description="share of positive saliency mass inside the object mask",
+    )
+)
+register_metric(
+    MetricSpec(
+        "mask_auroc",
+        lambda c: mask_auroc(c.saliency, c.masks),
+        "mask_auroc",
+        higher_is_better=True,
+        needs_masks=True,
+        description="ROC AUC of the map as a detector of object pixels",
+    )
+)
 
 
-register_metric(MetricSpec(
-    "mask_share", lambda c: mask_share(c.gate_mask()), "mask_share", higher_is_better=False,
-    in_combined_rank=False,
-    applies=lambda m: m.gate_mask, description="share of pixels the method's binary gate mask keeps",
-))  # fmt: skip
-register_metric(MetricSpec(
-    "masked_accuracy", _masked_accuracy, "masked_accuracy", higher_is_better=True, curve=True,
-    uses_labels=True,
-    applies=lambda m: m.masked_input,
-    description="classifier accuracy on the image composited through the binary gate mask",
-))  # fmt: skip
+register_metric(
+    MetricSpec(
+        "mask_share",
+        lambda c: mask_share(c.gate_mask()),
+        "mask_share",
+        higher_is_better=False,
+        in_combined_rank=False,
+        applies=lambda m: m.gate_mask,
+        description="share of pixels the method's binary gate mask keeps",
+    )
+)
+register_metric(
+    MetricSpec(
+        "masked_accuracy",
+        _masked_accuracy,
+        "masked_accuracy",
+        higher_is_better=True,
+        curve=True,
+        uses_labels=True,
+        applies=lambda m: m.masked_input,
+        description="classifier accuracy on the image composited through the binary gate mask",
+    )
+)
 
 
-register_metric(MetricSpec(
-    "saliency_metric",
-    lambda c: saliency_metric(c.model, c.images, c.saliency, target=c.targets),
-    "saliency_metric", higher_is_better=False, settings=(S.TARGET,),
-    citation="Dabkowski & Gal, NeurIPS 2017",
-    description="Dabkowski & Gal: log(max(area, 0.05)) - log p(class | tightest box crop)",
-))  # fmt: skip
+register_metric(
+    MetricSpec(
+        "saliency_metric",
+        lambda c: saliency_metric(c.model, c.images, c.saliency, target=c.targets),
+        "saliency_metric",
+        higher_is_better=False,
+        settings=(S.TARGET,),
+        citation="Dabkowski & Gal, NeurIPS 2017",
+        description="Dabkowski & Gal: log(max(area, 0.05)) - log p(class | tightest box crop)",
+    )
+)
 
 
 def _sanity(c: MetricContext) -> torch.Tensor:
@@ -155,16 +215,26 @@ def _sanity(c: MetricContext) -> torch.Tensor:
     return out
 
 
-register_metric(MetricSpec(
-    "sanity_spearman", _sanity, "sanity_spearman", higher_is_better=False, explains_again=True,
-    rewards_ground_truth=False, settings=S.SANITY, citation="Adebayo et al., NeurIPS 2018",
-    footnote=lambda s: (f"top 3 layers randomised, seed {S.SEED.get(s)}; first "
-                        f"{S.SANITY_IMAGES.get(s)} images of a cell; learned methods "
-                        f"re-fitted on the randomised model with at most "
-                        f"{S.REFIT_EPOCHS.get(s)} epoch(s) over {S.REFIT_IMAGES.get(s)} "
-                        "images"),
-    description="Adebayo et al.: rank correlation of maps on the trained vs top-randomised model",
-))  # fmt: skip
+register_metric(
+    MetricSpec(
+        "sanity_spearman",
+        _sanity,
+        "sanity_spearman",
+        higher_is_better=False,
+        explains_again=True,
+        rewards_ground_truth=False,
+        settings=S.SANITY,
+        citation="Adebayo et al., NeurIPS 2018",
+        footnote=lambda s: (
+            f"top 3 layers randomised, seed {S.SEED.get(s)}; first "
+            f"{S.SANITY_IMAGES.get(s)} images of a cell; learned methods "
+            f"re-fitted on the randomised model with at most "
+            f"{S.REFIT_EPOCHS.get(s)} epoch(s) over {S.REFIT_IMAGES.get(s)} "
+            "images"
+        ),
+        description="Adebayo et al.: rank correlation of maps on the trained vs top-randomised model",
+    )
+)
 
 
 from . import complexity, randomisation, robustness  # noqa: E402,F401  (register their metrics)

@@ -48,11 +48,15 @@ NOISE_STD = 0.02
 def noisy(images: torch.Tensor, start: int, seed: int = 0, std: float = NOISE_STD) -> torch.Tensor:
     """``images`` (global indices ``start, start + 1, …``) with Gaussian noise of ``std``, drawn
     per image from a generator seeded with (``seed``, index), clamped to [0, 1]."""
-    noise = torch.stack([
-        torch.randn(images.shape[1:], generator=torch.Generator().manual_seed(
-            int(seed) * 1_000_003 + start + j))
-        for j in range(len(images))
-    ]).to(images.device, images.dtype)  # fmt: skip
+    noise = torch.stack(
+        [
+            torch.randn(
+                images.shape[1:],
+                generator=torch.Generator().manual_seed(int(seed) * 1_000_003 + start + j),
+            )
+            for j in range(len(images))
+        ]
+    ).to(images.device, images.dtype)
     return (images + std * noise).clamp(0, 1)
 
 
@@ -63,8 +67,9 @@ def _scores(ctx: MetricContext, specs: list[MetricSpec], name: str) -> list[dict
         if values is None:
             continue
         for j, v in enumerate(values.detach().float().cpu().tolist()):
-            rows.append({"image_index": ctx.start + j, "column": spec.column, "pass": name,
-                         "value": v})  # fmt: skip
+            rows.append(
+                {"image_index": ctx.start + j, "column": spec.column, "pass": name, "value": v}
+            )
     return rows
 
 
@@ -75,9 +80,17 @@ def audit_rows(ctx: MetricContext, specs: list[MetricSpec]) -> list[dict]:
     specs = [s for s in specs if s.kind == "per_image"]
     if ctx.method is None or k <= 0 or not specs:
         return []
-    part = replace(ctx, images=ctx.images[:k], labels=ctx.labels[:k], preds=ctx.preds[:k],
-                   masks=None if ctx.masks is None else ctx.masks[:k], sample_images=0,
-                   kept=[], records={}, cache={})  # fmt: skip
+    part = replace(
+        ctx,
+        images=ctx.images[:k],
+        labels=ctx.labels[:k],
+        preds=ctx.preds[:k],
+        masks=None if ctx.masks is None else ctx.masks[:k],
+        sample_images=0,
+        kept=[],
+        records={},
+        cache={},
+    )
     from . import refit_for
 
     own = [s for s in specs if not s.explains_again]  # see the module's text
@@ -89,6 +102,7 @@ def audit_rows(ctx: MetricContext, specs: list[MetricSpec]) -> list[dict]:
     rows = _scores(replace(part, saliency=rmaps, method=method), own, "randomised")
     images = noisy(part.images, ctx.start, S.SEED.get(ctx.settings))
     maps = ctx.method.explain(images, part.targets, **part.explain_kwargs(k))
-    rows += _scores(replace(part, images=images, saliency=maps, kept=[], records={}, cache={}),
-                    own, "noise")  # fmt: skip
+    rows += _scores(
+        replace(part, images=images, saliency=maps, kept=[], records={}, cache={}), own, "noise"
+    )
     return rows

@@ -42,13 +42,23 @@ def entropy(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, h, torch.full_like(h, float("nan"))).float()
 
 
-register_metric(MetricSpec(
-    "sparseness", lambda c: sparseness(c.saliency), "sparseness", higher_is_better=True,
-    in_combined_rank=False,
-    description="Chalasani et al.: Gini index of |map| (higher = sparser)",
-))  # fmt: skip
-register_metric(MetricSpec(
-    "entropy", lambda c: entropy(c.saliency), "entropy", higher_is_better=False,
-    in_combined_rank=False,
-    description="Bhatt et al.: entropy (nats) of |map| normalised to sum 1 (lower = simpler)",
-))  # fmt: skip
+register_metric(
+    MetricSpec(
+        "sparseness",
+        lambda c: sparseness(c.saliency),
+        "sparseness",
+        higher_is_better=True,
+        in_combined_rank=False,
+        description="Chalasani et al.: Gini index of |map| (higher = sparser)",
+    )
+)
+register_metric(
+    MetricSpec(
+        "entropy",
+        lambda c: entropy(c.saliency),
+        "entropy",
+        higher_is_better=False,
+        in_combined_rank=False,
+        description="Bhatt et al.: entropy (nats) of |map| normalised to sum 1 (lower = simpler)",
+    )
+)

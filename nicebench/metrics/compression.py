@@ -33,8 +33,17 @@ from .context import MetricContext
 __all__ = ["COMPRESSION_METRIC", "TRACK_SETTINGS", "compression_table", "track_settings"]
 
 #: The settings the compression track reads (:mod:`nicebench.metrics.settings`).
-TRACK_SETTINGS = (S.QUALITY, S.KEEPS, S.QUALITIES, S.FACTORS, S.FACTOR, S.DILATE, S.TRACK_CODECS,
-                  S.SSIM, S.CODED_EXAMPLES)  # fmt: skip
+TRACK_SETTINGS = (
+    S.QUALITY,
+    S.KEEPS,
+    S.QUALITIES,
+    S.FACTORS,
+    S.FACTOR,
+    S.DILATE,
+    S.TRACK_CODECS,
+    S.SSIM,
+    S.CODED_EXAMPLES,
+)
 
 
 def track_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -59,9 +68,18 @@ def compression_table(ctx: MetricContext) -> list[dict[str, Any]]:
     t = track_settings(ctx.settings)
     coded: dict[str, list[bytes]] = {}
     if ctx.kind == "codec":
-        rows = quality_sweep_rows(ctx.model, ctx.images, ctx.labels, ctx.codec, qualities=None,
-                                  reference_quality=t["quality"], first_image=ctx.start,
-                                  gt_masks=ctx.masks, ssim=t["ssim"], coded_out=coded)  # fmt: skip
+        rows = quality_sweep_rows(
+            ctx.model,
+            ctx.images,
+            ctx.labels,
+            ctx.codec,
+            qualities=None,
+            reference_quality=t["quality"],
+            first_image=ctx.start,
+            gt_masks=ctx.masks,
+            ssim=t["ssim"],
+            coded_out=coded,
+        )
         for row in rows:
             row["bd_codec"] = ctx.bd_codec
         _keep_examples(ctx, coded)
@@ -73,11 +91,22 @@ def compression_table(ctx: MetricContext) -> list[dict[str, Any]]:
     rows = []
     for label, codec in codecs:
         part = compression_rows(
-            ctx.model, ctx.images, ctx.labels, ctx.saliency, gt_masks=ctx.masks, codec=codec,
-            quality=t["quality"], keeps=t["keeps"], qualities=t["qualities"],
-            factors=t["factors"], dilate=t["dilate"], binary_mask=gate, first_image=ctx.start,
-            ssim=t["ssim"], coded_out=None if rows else coded,  # the reference codec's files
-        )  # fmt: skip
+            ctx.model,
+            ctx.images,
+            ctx.labels,
+            ctx.saliency,
+            gt_masks=ctx.masks,
+            codec=codec,
+            quality=t["quality"],
+            keeps=t["keeps"],
+            qualities=t["qualities"],
+            factors=t["factors"],
+            dilate=t["dilate"],
+            binary_mask=gate,
+            first_image=ctx.start,
+            ssim=t["ssim"],
+            coded_out=None if rows else coded,  # the reference codec's files
+        )
         for row in part:
             row["track_codec"], row["bd_codec"] = label, ctx.bd_codec
         rows += part
@@ -95,9 +124,16 @@ def _keep_examples(ctx: MetricContext, coded: dict[str, list[bytes]]) -> None:
         ctx.keep(f"coded/{point}", files, rows=rows, dtype="uint8")
 
 
-COMPRESSION_METRIC = register_metric(MetricSpec(
-    "compression", compression_table, "compression_ratio", higher_is_better=False,
-    kind="table", summary=summarise_table, settings=TRACK_SETTINGS,
-    description="SPEC §6: the rate–accuracy front of mixed-resolution images against each "
-                "codec's own quality curve",
-))  # fmt: skip
+COMPRESSION_METRIC = register_metric(
+    MetricSpec(
+        "compression",
+        compression_table,
+        "compression_ratio",
+        higher_is_better=False,
+        kind="table",
+        summary=summarise_table,
+        settings=TRACK_SETTINGS,
+        description="SPEC §6: the rate–accuracy front of mixed-resolution images against each "
+        "codec's own quality curve",
+    )
+)

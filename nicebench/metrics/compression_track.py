@@ -33,9 +33,13 @@ from ..compression.summary import summarise
 from ..models import forward_model, predict
 
 __all__ = [
-    "compression_rows", "quality_sweep_rows", "summarise", "DEFAULT_KEEPS",
-    "TRACK_QUALITIES", "SSIM_MODES",
-]  # fmt: skip
+    "compression_rows",
+    "quality_sweep_rows",
+    "summarise",
+    "DEFAULT_KEEPS",
+    "TRACK_QUALITIES",
+    "SSIM_MODES",
+]
 
 DEFAULT_KEEPS = (0.05, 0.1, 0.2, 0.3, 0.5)
 #: The quality sweep of a method's operating points (the codec's own curve uses :data:`SWEEP`).
@@ -65,12 +69,17 @@ def _base(
     first_image: int,
 ) -> dict[str, np.ndarray]:
     return {
-        "image": first_image + np.arange(len(y)), "label": y,
-        "ref_bytes": ref.nbytes, "ref_header_bytes": ref.header,
-        "ref_payload_bytes": ref.nbytes - ref.header, "ref_bpp": 8.0 * ref.nbytes / pixels,
-        "pred_original": pred_orig, "pred_reference": pred_ref,
-        "correct_original": pred_orig == y, "correct_reference": pred_ref == y,
-    }  # fmt: skip
+        "image": first_image + np.arange(len(y)),
+        "label": y,
+        "ref_bytes": ref.nbytes,
+        "ref_header_bytes": ref.header,
+        "ref_payload_bytes": ref.nbytes - ref.header,
+        "ref_bpp": 8.0 * ref.nbytes / pixels,
+        "pred_original": pred_orig,
+        "pred_reference": pred_ref,
+        "correct_original": pred_orig == y,
+        "correct_reference": pred_ref == y,
+    }
 
 
 def _outcome(pred: np.ndarray, base: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -148,20 +157,24 @@ class _Points:
         if not self.parts:
             return []
         frames = [
-            pd.DataFrame({**self.base, **{k: (v if np.ndim(v) else [v] * self.n)
-                                          for k, v in part.items()}})
+            pd.DataFrame(
+                {**self.base, **{k: (v if np.ndim(v) else [v] * self.n) for k, v in part.items()}}
+            )
             for part in self.parts
-        ]  # fmt: skip
+        ]
         return pd.concat(frames, ignore_index=True).to_dict("records")
 
 
 def _rate_cols(c: Coded, ref: Coded, pixels: int) -> dict[str, Any]:
     return {
-        "bytes": c.nbytes, "header_bytes": c.header, "payload_bytes": c.nbytes - c.header,
+        "bytes": c.nbytes,
+        "header_bytes": c.header,
+        "payload_bytes": c.nbytes - c.header,
         "ratio": c.nbytes / ref.nbytes,
         "payload_ratio": (c.nbytes - c.header) / (ref.nbytes - ref.header),
-        "bpp": 8.0 * c.nbytes / pixels, "bpp_payload": 8.0 * (c.nbytes - c.header) / pixels,
-    }  # fmt: skip
+        "bpp": 8.0 * c.nbytes / pixels,
+        "bpp_payload": 8.0 * (c.nbytes - c.header) / pixels,
+    }
 
 
 def compression_rows(
@@ -222,8 +235,14 @@ def compression_rows(
     pixels = h * w
     y = _labels(labels, n)
     ref = coder.roundtrip(arr, quality)
-    base = _base(y, _predict(model, arr, batch_size), _predict(model, ref.decoded, batch_size),
-                 ref, pixels, first_image)  # fmt: skip
+    base = _base(
+        y,
+        _predict(model, arr, batch_size),
+        _predict(model, ref.decoded, batch_size),
+        ref,
+        pixels,
+        first_image,
+    )
     gt = None if gt_masks is None else (gt_masks.reshape(n, h, w) > 0.5).cpu().numpy()
     x = torch.from_numpy(arr).to(images.device).permute(0, 3, 1, 2).float().div_(255)
     choices: list[tuple[str, float, torch.Tensor]] = []
@@ -250,12 +269,21 @@ def compression_rows(
             preds = _predict(model, np.concatenate([c.decoded for c in coded]), batch_size)
             for j, (q, c) in enumerate(zip(qs, coded, strict=True)):
                 cols: dict[str, Any] = {
-                    "point": f"{name} q={q} x{f}", "mask": name, "keep": keep, "area": area,
-                    "codec": coder.name, "quality": q, "subsampling": coder.subsampling,
-                    "factor": f, "upsample": upsample, "dilate": dilate, "block": block,
+                    "point": f"{name} q={q} x{f}",
+                    "mask": name,
+                    "keep": keep,
+                    "area": area,
+                    "codec": coder.name,
+                    "quality": q,
+                    "subsampling": coder.subsampling,
+                    "factor": f,
+                    "upsample": upsample,
+                    "dilate": dilate,
+                    "block": block,
                     **_rate_cols(c, ref, pixels),
-                    "psnr": psnr_batch(arr, c.decoded), "psnr_mask": psnr_batch(arr, c.decoded, m_np),
-                }  # fmt: skip
+                    "psnr": psnr_batch(arr, c.decoded),
+                    "psnr_mask": psnr_batch(arr, c.decoded, m_np),
+                }
                 if gt is not None:
                     cols["psnr_object"] = psnr_batch(arr, c.decoded, gt)
                 cols.update(_outcome(preds[j * n : (j + 1) * n], base))
@@ -301,8 +329,9 @@ def quality_sweep_rows(
         ref = coder.roundtrip(arr, reference_quality)
     gt = None if gt_masks is None else (gt_masks.reshape(n, h, w) > 0.5).cpu().numpy()
     order = sorted(coded)
-    preds_all = _predict(model, np.concatenate([arr, *(coded[q].decoded for q in order)]),
-                         batch_size)  # fmt: skip
+    preds_all = _predict(
+        model, np.concatenate([arr, *(coded[q].decoded for q in order)]), batch_size
+    )
     pred_q = {q: preds_all[(i + 1) * n : (i + 2) * n] for i, q in enumerate(order)}
     pred_ref = pred_q.get(reference_quality)
     if pred_ref is None:
@@ -313,11 +342,21 @@ def quality_sweep_rows(
         c = coded[q]
         psnr = psnr_batch(arr, c.decoded)
         cols: dict[str, Any] = {
-            "point": f"q={q}", "mask": "uniform", "keep": 1.0, "area": 1.0, "codec": coder.name,
-            "quality": q, "subsampling": coder.subsampling, "factor": 1, "upsample": "none",
-            "dilate": 0, "block": 0, **_rate_cols(c, ref, pixels),
-            "psnr": psnr, "psnr_mask": psnr,
-        }  # fmt: skip
+            "point": f"q={q}",
+            "mask": "uniform",
+            "keep": 1.0,
+            "area": 1.0,
+            "codec": coder.name,
+            "quality": q,
+            "subsampling": coder.subsampling,
+            "factor": 1,
+            "upsample": "none",
+            "dilate": 0,
+            "block": 0,
+            **_rate_cols(c, ref, pixels),
+            "psnr": psnr,
+            "psnr_mask": psnr,
+        }
         if gt is not None:
             cols["psnr_object"] = psnr_batch(arr, c.decoded, gt)
         cols.update(_outcome(pred_q[q], base))

@@ -57,8 +57,13 @@ class MetricContext:
         """The rows of the batch that belong to the figure sample."""
         return list(range(max(0, min(len(self.images), self.sample_images - self.start))))
 
-    def keep(self, name: str, values: torch.Tensor | np.ndarray, rows: list[int] | None = None,
-             dtype: str = "float32") -> None:
+    def keep(
+        self,
+        name: str,
+        values: torch.Tensor | np.ndarray,
+        rows: list[int] | None = None,
+        dtype: str = "float32",
+    ) -> None:
         """Keep ``values[j]`` (one array per image of the batch, or per row of ``rows``) under
         ``name`` for image ``start + j``; stored with the cell, read back by
         :meth:`nicebench.store.RunStore.artifacts`."""
@@ -68,8 +73,9 @@ class MetricContext:
         for j in rows:
             self.kept.append((self.start + j, name, np.asarray(values[j]).astype(dtype)))
 
-    def keep_sample(self, name: str, values: torch.Tensor | np.ndarray,
-                    dtype: str = "float32") -> None:
+    def keep_sample(
+        self, name: str, values: torch.Tensor | np.ndarray, dtype: str = "float32"
+    ) -> None:
         """:meth:`keep` for the figure sample's rows only (``values`` covers the whole batch)."""
         self.keep(name, values, self.sample_rows, dtype)
 
@@ -94,8 +100,9 @@ class MetricContext:
         hit = self.cache.get("randomised_maps")
         if hit is None or len(hit) < k:
             rand = cached_randomised_model(self.model, seed=S.SEED.get(self.settings))
-            hit = refit_for(self, rand).explain(self.images[:k], self.targets[:k],
-                                                **self.explain_kwargs(k))  # fmt: skip
+            hit = refit_for(self, rand).explain(
+                self.images[:k], self.targets[:k], **self.explain_kwargs(k)
+            )
             self.cache["randomised_maps"] = hit
         return hit[:k]
 
@@ -129,5 +136,9 @@ def refit_for(c: MetricContext, model: nn.Module) -> Any:
     """The cell's method on the randomised classifier ``model``, re-fitted where it learns with
     ``settings["refit_epochs"]`` (default 1) epochs over ``settings["refit_images"]`` (default
     2000) images: :func:`nicebench.metrics.sanity.refit_method`."""
-    return refit_method(c.method, model, epochs=S.REFIT_EPOCHS.get(c.settings),
-                        n_train=S.REFIT_IMAGES.get(c.settings))
+    return refit_method(
+        c.method,
+        model,
+        epochs=S.REFIT_EPOCHS.get(c.settings),
+        n_train=S.REFIT_IMAGES.get(c.settings),
+    )

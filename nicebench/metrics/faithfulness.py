@@ -34,7 +34,6 @@ __all__ = [
 ]
 
 
-
 def pixel_ranks(saliency: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Rank of each pixel (0 = most salient), ``[B, H·W]``; ties broken by a seeded permutation."""
     b = saliency.shape[0]
@@ -165,8 +164,9 @@ def _curves(
         probs[:, known[0]] = known[1]
         steps = steps[steps != known[0]]
     bs = batch_size or auto_batch_size(start[0].numel(), start.device)
-    buf = torch.empty(bs, c, h, w, device=start.device, dtype=start.dtype,
-                      memory_format=_memory_format(model))  # fmt: skip
+    buf = torch.empty(
+        bs, c, h, w, device=start.device, dtype=start.dtype, memory_format=_memory_format(model)
+    )
     flat_ranks = ranks.view(b, 1, h * w)
     for im, st in _chunks(b, len(steps), bs):
         k, s = im.stop - im.start, st.stop - st.start
@@ -179,8 +179,20 @@ def _curves(
     return probs
 
 
-def _run(model, images, saliency, start, finish, n_steps, target, labels, seed, batch_size,
-         return_curves, original_step):  # fmt: skip
+def _run(
+    model,
+    images,
+    saliency,
+    start,
+    finish,
+    n_steps,
+    target,
+    labels,
+    seed,
+    batch_size,
+    return_curves,
+    original_step,
+):
     if saliency.shape[0] != images.shape[0] or saliency.shape[-2:] != images.shape[-2:]:
         raise ValueError(
             f"saliency of shape {tuple(saliency.shape)} does not match images "
@@ -215,8 +227,20 @@ def deletion(
 ):
     """Per-image deletion AUC ``[B]`` (lower is better); with ``return_curves`` also ``[B,n+1]``."""
     fill = substrate_image(model, images, substrate)
-    return _run(model, images, saliency, images, fill, n_steps, target, labels, seed, batch_size,
-                return_curves, original_step=0)  # fmt: skip
+    return _run(
+        model,
+        images,
+        saliency,
+        images,
+        fill,
+        n_steps,
+        target,
+        labels,
+        seed,
+        batch_size,
+        return_curves,
+        original_step=0,
+    )
 
 
 def insertion(
@@ -237,5 +261,17 @@ def insertion(
         origin = blurred(images, blur_sigma)
     else:
         origin = substrate_image(model, images, start)
-    return _run(model, images, saliency, origin, images, n_steps, target, labels, seed,
-                batch_size, return_curves, original_step=-1)  # fmt: skip
+    return _run(
+        model,
+        images,
+        saliency,
+        origin,
+        images,
+        n_steps,
+        target,
+        labels,
+        seed,
+        batch_size,
+        return_curves,
+        original_step=-1,
+    )

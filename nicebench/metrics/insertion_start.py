@@ -105,8 +105,11 @@ class InsertionStart:
         out = blur(images, self.sigma, self.kernel) if self.sigma > 0 else images
         if self.fill > 0:
             mean = getattr(model, "mean", None)
-            mean = (torch.zeros_like(images) if mean is None
-                    else mean.to(images.device, images.dtype).expand_as(images))  # fmt: skip
+            mean = (
+                torch.zeros_like(images)
+                if mean is None
+                else mean.to(images.device, images.dtype).expand_as(images)
+            )
             out = torch.lerp(out, mean, self.fill)
         return out
 
@@ -122,8 +125,12 @@ def _mean_p(model: nn.Module, start: torch.Tensor, targets: torch.Tensor) -> flo
 
 
 @torch.inference_mode()
-def calibrate(model: nn.Module, images: torch.Tensor, margin: float = CALIBRATION_MARGIN,
-              source: str = "calibration") -> InsertionStart:
+def calibrate(
+    model: nn.Module,
+    images: torch.Tensor,
+    margin: float = CALIBRATION_MARGIN,
+    source: str = "calibration",
+) -> InsertionStart:
     """The weakest start (blur ladder, then blends towards the mean colour) whose mean p(class
     predicted on the original) over ``images`` is at most chance + ``margin``; the mean colour
     itself when none is."""
@@ -135,8 +142,9 @@ def calibrate(model: nn.Module, images: torch.Tensor, margin: float = CALIBRATIO
     last = None
     for step in BLUR_STEPS:
         sigma = base * step
-        start = InsertionStart("calibrated", sigma, _kernel(sigma, size), 0.0, 0.0, chance,
-                               len(images), source)  # fmt: skip
+        start = InsertionStart(
+            "calibrated", sigma, _kernel(sigma, size), 0.0, 0.0, chance, len(images), source
+        )
         p = _mean_p(model, start.image(model, images), targets)
         last = InsertionStart(**{**start.as_row(), "mean_p": p})
         if p <= chance + margin:
@@ -166,18 +174,28 @@ def _calibration_images(dataset, fallback: torch.Tensor) -> tuple[torch.Tensor, 
     return torch.stack([split[i][0] for i in range(n)]), source
 
 
-def insertion_start(model: nn.Module, images: torch.Tensor, mode: str = "calibrated",
-                    dataset=None) -> InsertionStart:
+def insertion_start(
+    model: nn.Module, images: torch.Tensor, mode: str = "calibrated", dataset=None
+) -> InsertionStart:
     """The :class:`InsertionStart` of ``mode`` (:data:`START_MODES`) for ``model`` on
     ``dataset`` (``images``: the scored batch, for its size and when there is no dataset)."""
     if mode not in START_MODES:
-        raise ValueError(f"setting insertion_start must be one of {', '.join(START_MODES)}; "
-                         f"got {mode!r}")  # fmt: skip
+        raise ValueError(
+            f"setting insertion_start must be one of {', '.join(START_MODES)}; got {mode!r}"
+        )
     size = min(images.shape[-2:])
     if mode == "rise":
         sigma = rise_sigma(size)
-        return InsertionStart("rise", sigma, max(3, int(round(11 * size / 224)) | 1), 0.0,
-                              float("nan"), float("nan"), 0, "")  # fmt: skip
+        return InsertionStart(
+            "rise",
+            sigma,
+            max(3, int(round(11 * size / 224)) | 1),
+            0.0,
+            float("nan"),
+            float("nan"),
+            0,
+            "",
+        )
     ident = json.dumps(dataset.identity(), sort_keys=True, default=str) if dataset else ""
     key = (mode, ident, size)
     per_model = _CHOSEN.setdefault(model, {})
@@ -186,8 +204,9 @@ def insertion_start(model: nn.Module, images: torch.Tensor, mode: str = "calibra
         calib = calib.to(images.device, images.dtype)
         if mode == "mean":
             logits = map_in_chunks(forward_model(model), calib, None)
-            start = InsertionStart("mean", 0.0, 0, 1.0, 0.0, 1.0 / logits.shape[1], len(calib),
-                                   source)  # fmt: skip
+            start = InsertionStart(
+                "mean", 0.0, 0, 1.0, 0.0, 1.0 / logits.shape[1], len(calib), source
+            )
             p = _mean_p(model, start.image(model, calib), logits.argmax(1))
             per_model[key] = InsertionStart(**{**start.as_row(), "mean_p": p})
         else:

@@ -88,8 +88,14 @@ def cascade_steps(model: nn.Module, spec: str | int = DEFAULT_CASCADE) -> list[i
 
 
 def cascade_similarity(
-    make: Any, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor,
-    steps: list[int], seed: int = 0, explain_kwargs: dict[str, Any] | None = None,
+    make: Any,
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    maps: torch.Tensor,
+    steps: list[int],
+    seed: int = 0,
+    explain_kwargs: dict[str, Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image and step, the Spearman correlation of ``|map|`` and the SSIM of the unit-scaled
     ``|map|`` between ``maps`` (on ``model``) and the maps of ``make(randomised)`` where
@@ -120,10 +126,16 @@ def _cascade(c: MetricContext) -> tuple[torch.Tensor, torch.Tensor]:
         sim = rho.clone()
         if k:
             kw = c.explain_kwargs(k)
-            r, s = cascade_similarity(lambda m: refit_for(c, m), c.model, c.images[:k],
-                                      c.targets[:k], c.saliency[:k], steps,
-                                      seed=S.SEED.get(c.settings),
-                                      explain_kwargs=kw)  # fmt: skip
+            r, s = cascade_similarity(
+                lambda m: refit_for(c, m),
+                c.model,
+                c.images[:k],
+                c.targets[:k],
+                c.saliency[:k],
+                steps,
+                seed=S.SEED.get(c.settings),
+                explain_kwargs=kw,
+            )
             rho[:k], sim[:k] = r.cpu(), s.cpu()
             c.keep("curve/cascade_spearman", rho, list(range(k)))
             c.keep("curve/cascade_ssim", sim, list(range(k)))
@@ -157,40 +169,69 @@ def _random_logit(c: MetricContext) -> torch.Tensor:
     if k == 0:
         return out
     kw = c.explain_kwargs(k)
-    other = random_other_class(c.targets[:k], _num_classes(c.model, c.images), c.start,
-                               S.SEED.get(c.settings))  # fmt: skip
+    other = random_other_class(
+        c.targets[:k], _num_classes(c.model, c.images), c.start, S.SEED.get(c.settings)
+    )
     maps = c.method.explain(c.images[:k], other.to(c.targets.device), **kw)
     out[:k] = spearman(c.saliency[:k].abs().float(), maps.abs().to(c.saliency.device)).cpu()
     return out
 
 
 def _footnote(settings: dict[str, Any]) -> str:
-    return (f"cascade steps (top layers randomised): {S.CASCADE.get(settings)}, "
-            f"seed {S.SEED.get(settings)}; first {S.SANITY_IMAGES.get(settings)} images "
-            f"of a cell; learned methods re-fitted on each randomised model with at most "
-            f"{S.REFIT_EPOCHS.get(settings)} epoch(s) over "
-            f"{S.REFIT_IMAGES.get(settings)} images")
+    return (
+        f"cascade steps (top layers randomised): {S.CASCADE.get(settings)}, "
+        f"seed {S.SEED.get(settings)}; first {S.SANITY_IMAGES.get(settings)} images "
+        f"of a cell; learned methods re-fitted on each randomised model with at most "
+        f"{S.REFIT_EPOCHS.get(settings)} epoch(s) over "
+        f"{S.REFIT_IMAGES.get(settings)} images"
+    )
 
 
-register_metric(MetricSpec(
-    "cascade_spearman", lambda c: _cascade(c)[0].nanmean(1), "cascade_spearman",
-    higher_is_better=False, explains_again=True, rewards_ground_truth=False, footnote=_footnote,
-    settings=(*S.SANITY, S.CASCADE), citation="Adebayo et al., NeurIPS 2018",
-    description="Adebayo et al. cascading randomisation: Spearman of |map| (trained vs top layers "
-                "randomised), mean over the cascade's steps",
-))  # fmt: skip
-register_metric(MetricSpec(
-    "cascade_ssim", lambda c: _cascade(c)[1].nanmean(1), "cascade_ssim",
-    higher_is_better=False, explains_again=True, rewards_ground_truth=False, footnote=_footnote,
-    settings=(*S.SANITY, S.CASCADE), citation="Adebayo et al., NeurIPS 2018",
-    description="Adebayo et al. cascading randomisation: SSIM of |map| (trained vs top layers "
-                "randomised), mean over the cascade's steps",
-))  # fmt: skip
-register_metric(MetricSpec(
-    "random_logit", _random_logit, "random_logit", higher_is_better=False, explains_again=True, rewards_ground_truth=False,
-    settings=(S.SEED, S.TARGET, S.SANITY_IMAGES), citation="Sixt et al., ICML 2020",
-    footnote=lambda s: (f"random other class per image from seed {S.SEED.get(s)}; first "
-                        f"{S.SANITY_IMAGES.get(s)} images of a cell"),
-    description="random-logit test: Spearman of |map| for the explained class vs a random other "
-                "class",
-))  # fmt: skip
+register_metric(
+    MetricSpec(
+        "cascade_spearman",
+        lambda c: _cascade(c)[0].nanmean(1),
+        "cascade_spearman",
+        higher_is_better=False,
+        explains_again=True,
+        rewards_ground_truth=False,
+        footnote=_footnote,
+        settings=(*S.SANITY, S.CASCADE),
+        citation="Adebayo et al., NeurIPS 2018",
+        description="Adebayo et al. cascading randomisation: Spearman of |map| (trained vs top layers "
+        "randomised), mean over the cascade's steps",
+    )
+)
+register_metric(
+    MetricSpec(
+        "cascade_ssim",
+        lambda c: _cascade(c)[1].nanmean(1),
+        "cascade_ssim",
+        higher_is_better=False,
+        explains_again=True,
+        rewards_ground_truth=False,
+        footnote=_footnote,
+        settings=(*S.SANITY, S.CASCADE),
+        citation="Adebayo et al., NeurIPS 2018",
+        description="Adebayo et al. cascading randomisation: SSIM of |map| (trained vs top layers "
+        "randomised), mean over the cascade's steps",
+    )
+)
+register_metric(
+    MetricSpec(
+        "random_logit",
+        _random_logit,
+        "random_logit",
+        higher_is_better=False,
+        explains_again=True,
+        rewards_ground_truth=False,
+        settings=(S.SEED, S.TARGET, S.SANITY_IMAGES),
+        citation="Sixt et al., ICML 2020",
+        footnote=lambda s: (
+            f"random other class per image from seed {S.SEED.get(s)}; first "
+            f"{S.SANITY_IMAGES.get(s)} images of a cell"
+        ),
+        description="random-logit test: Spearman of |map| for the explained class vs a random other "
+        "class",
+    )
+)

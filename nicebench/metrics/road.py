@@ -34,18 +34,30 @@ from . import settings as S
 from .faithfulness import pixel_ranks
 
 __all__ = [
-    "ROAD_PERCENTAGES", "ROAD_NOISE", "ROAD_SETTINGS", "NEIGHBOUR_WEIGHTS", "neighbour_weights",
-    "linear_impute", "removal_masks", "road_curves", "road",
-]  # fmt: skip
+    "ROAD_PERCENTAGES",
+    "ROAD_NOISE",
+    "ROAD_SETTINGS",
+    "NEIGHBOUR_WEIGHTS",
+    "neighbour_weights",
+    "linear_impute",
+    "removal_masks",
+    "road_curves",
+    "road",
+]
 
 ROAD_PERCENTAGES: tuple[float, ...] = S.ROAD_PERCENTAGES.default
 ROAD_NOISE: float = S.ROAD_NOISE.default
 # (dy, dx) → weight: the paper's imputer
 NEIGHBOUR_WEIGHTS: dict[tuple[int, int], float] = {
-    (-1, 0): 1 / 6, (1, 0): 1 / 6, (0, -1): 1 / 6, (0, 1): 1 / 6,
-    (-1, -1): 1 / 12, (-1, 1): 1 / 12, (1, -1): 1 / 12, (1, 1): 1 / 12,
-}  # fmt: skip
-
+    (-1, 0): 1 / 6,
+    (1, 0): 1 / 6,
+    (0, -1): 1 / 6,
+    (0, 1): 1 / 6,
+    (-1, -1): 1 / 12,
+    (-1, 1): 1 / 12,
+    (1, -1): 1 / 12,
+    (1, 1): 1 / 12,
+}
 
 
 @functools.lru_cache(maxsize=8)
@@ -68,7 +80,10 @@ def neighbour_weights(h: int, w: int) -> tuple[sp.csr_matrix, np.ndarray]:
 
 
 def linear_impute(
-    image: np.ndarray, removed: np.ndarray, noise: float = 0.0, rng: np.random.Generator | None = None
+    image: np.ndarray,
+    removed: np.ndarray,
+    noise: float = 0.0,
+    rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """``image`` ``[C, H, W]`` with the pixels where ``removed`` ``[H, W]`` is true replaced by
     the solution of ``d_i x_i − Σ_{j removed} w_ij x_j = Σ_{j kept} w_ij v_j`` (each removed value
@@ -87,8 +102,12 @@ def linear_impute(
     rhs = (weights @ kept)[gone]  # Σ_{j kept} w_ij v_j
     a = sp.diags(total[gone]) - weights[gone][:, gone]
     # A is symmetric and diagonally dominant: a symmetric fill-reducing order, no pivoting
-    lu = splu(a.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-              options={"SymmetricMode": True})  # fmt: skip
+    lu = splu(
+        a.tocsc(),
+        permc_spec="MMD_AT_PLUS_A",
+        diag_pivot_thresh=0.0,
+        options={"SymmetricMode": True},
+    )
     values = lu.solve(rhs)
     if noise:
         values = values + noise * (rng or np.random.default_rng()).standard_normal(values.shape)
@@ -123,8 +142,10 @@ def road_curves(
     ``start``: the global index of ``images[0]`` (image ``start + j``'s noise is drawn from a
     generator seeded with ``(seed, start + j)``)."""
     if saliency.shape[0] != images.shape[0] or saliency.shape[-2:] != images.shape[-2:]:
-        raise ValueError(f"saliency of shape {tuple(saliency.shape)} does not match images "
-                         f"{tuple(images.shape)}; expected [B,1,H,W]")  # fmt: skip
+        raise ValueError(
+            f"saliency of shape {tuple(saliency.shape)} does not match images "
+            f"{tuple(images.shape)}; expected [B,1,H,W]"
+        )
     b, c, h, w = images.shape
     n_p = len(percentages)
     per_image = 2 * n_p

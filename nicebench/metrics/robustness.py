@@ -38,8 +38,13 @@ from . import settings as S
 from .context import MetricContext
 from .faithfulness import substrate_image
 
-__all__ = ["infidelity", "sensitivity_max", "gaussian_perturbation", "square_removal",
-           "linf_perturbation"]  # fmt: skip
+__all__ = [
+    "infidelity",
+    "sensitivity_max",
+    "gaussian_perturbation",
+    "square_removal",
+    "linf_perturbation",
+]
 
 
 def gaussian_perturbation(std: float, gen: torch.Generator) -> Callable:
@@ -94,9 +99,17 @@ def _as_input_shape(maps: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 
 
 def infidelity(
-    model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
-    perturbation: str = "square", square: float = 0.25, std: float = 0.1, n_samples: int = 16,
-    seed: int = 0, max_examples_per_batch: int = 1024,
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    perturbation: str = "square",
+    square: float = 0.25,
+    std: float = 0.1,
+    n_samples: int = 16,
+    seed: int = 0,
+    max_examples_per_batch: int = 1024,
 ) -> torch.Tensor:
     """captum's normalised infidelity ``[B]`` of ``maps`` (``[B,1,H,W]``) for ``model``'s logits
     of ``targets`` under ``"square"`` removal (side ``square`` × the image side, filled with the
@@ -109,22 +122,34 @@ def infidelity(
     elif perturbation == "gaussian":
         perturb = gaussian_perturbation(std, gen)
     else:
-        raise ValueError(f"infidelity perturbation must be 'square' or 'gaussian', got "
-                         f"{perturbation!r}")  # fmt: skip
+        raise ValueError(
+            f"infidelity perturbation must be 'square' or 'gaussian', got {perturbation!r}"
+        )
     with torch.no_grad():
         out = captum_infidelity(
-            model, perturb, images, _as_input_shape(maps, images),
-            target=targets, n_perturb_samples=n_samples,
+            model,
+            perturb,
+            images,
+            _as_input_shape(maps, images),
+            target=targets,
+            n_perturb_samples=n_samples,
             max_examples_per_batch=_chunk(max_examples_per_batch, len(images), n_samples),
             normalize=True,
-        )  # fmt: skip
+        )
     return out.float()
 
 
 def sensitivity_max(
-    explain: Callable[..., torch.Tensor], images: torch.Tensor, targets: torch.Tensor, *,
-    maps: torch.Tensor | None = None, radius: float = 0.02, n_samples: int = 10, seed: int = 0,
-    max_examples_per_batch: int = 1024, explain_kwargs: dict[str, torch.Tensor] | None = None,
+    explain: Callable[..., torch.Tensor],
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    maps: torch.Tensor | None = None,
+    radius: float = 0.02,
+    n_samples: int = 10,
+    seed: int = 0,
+    max_examples_per_batch: int = 1024,
+    explain_kwargs: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """captum's max-sensitivity ``[B]`` of ``explain(images, targets, **explain_kwargs)`` under
     uniform L∞ perturbations of radius ``radius``; ``explain_kwargs`` (per-image tensors such as
@@ -137,16 +162,21 @@ def sensitivity_max(
             return (explanation(x[0], target),)
         if maps is not None and x is images:
             return maps.to(images.device)
-        kw = {name: v.repeat_interleave(len(x) // b, 0)
-              for name, v in (explain_kwargs or {}).items()}  # fmt: skip
+        kw = {
+            name: v.repeat_interleave(len(x) // b, 0) for name, v in (explain_kwargs or {}).items()
+        }
         return explain(x, target, **kw)
 
     gen = torch.Generator().manual_seed(int(seed))
     out = captum_sensitivity_max(
-        explanation, images, perturb_func=linf_perturbation(gen), perturb_radius=radius,
+        explanation,
+        images,
+        perturb_func=linf_perturbation(gen),
+        perturb_radius=radius,
         n_perturb_samples=n_samples,
-        max_examples_per_batch=_chunk(max_examples_per_batch, b, n_samples), target=targets,
-    )  # fmt: skip
+        max_examples_per_batch=_chunk(max_examples_per_batch, b, n_samples),
+        target=targets,
+    )
     return out.float()
 
 
@@ -156,12 +186,18 @@ def _seed(c: MetricContext) -> int:
 
 def _infidelity(c: MetricContext) -> torch.Tensor:
     s = c.settings
-    return infidelity(c.model, c.images, c.saliency, c.targets,
-                      perturbation=S.INFIDELITY_PERTURBATION.get(s),
-                      square=S.INFIDELITY_SQUARE.get(s),
-                      std=S.INFIDELITY_STD.get(s),
-                      n_samples=S.INFIDELITY_SAMPLES.get(s), seed=_seed(c),
-                      max_examples_per_batch=S.MAX_EXAMPLES_PER_BATCH.get(s))
+    return infidelity(
+        c.model,
+        c.images,
+        c.saliency,
+        c.targets,
+        perturbation=S.INFIDELITY_PERTURBATION.get(s),
+        square=S.INFIDELITY_SQUARE.get(s),
+        std=S.INFIDELITY_STD.get(s),
+        n_samples=S.INFIDELITY_SAMPLES.get(s),
+        seed=_seed(c),
+        max_examples_per_batch=S.MAX_EXAMPLES_PER_BATCH.get(s),
+    )
 
 
 def _sensitivity(c: MetricContext) -> torch.Tensor:
@@ -170,44 +206,80 @@ def _sensitivity(c: MetricContext) -> torch.Tensor:
     out = torch.full((len(c.images),), float("nan"))
     if k:
         out[:k] = sensitivity_max(
-            c.method.explain, c.images[:k], c.targets[:k], maps=c.saliency[:k],
+            c.method.explain,
+            c.images[:k],
+            c.targets[:k],
+            maps=c.saliency[:k],
             radius=S.SENSITIVITY_RADIUS.get(s),
-            n_samples=S.SENSITIVITY_SAMPLES.get(s), seed=_seed(c),
+            n_samples=S.SENSITIVITY_SAMPLES.get(s),
+            seed=_seed(c),
             max_examples_per_batch=S.MAX_EXAMPLES_PER_BATCH.get(s),
             explain_kwargs=c.explain_kwargs(k),
-        ).cpu()  # fmt: skip
+        ).cpu()
     return out
 
 
 def _footnote_infidelity(s: dict[str, Any]) -> str:
     kind = S.INFIDELITY_PERTURBATION.get(s)
-    what = (f"a random square of side {S.INFIDELITY_SQUARE.get(s)} × the image filled "
-            "with the mean colour, I its indicator" if kind == "square" else
-            f"Gaussian noise σ={S.INFIDELITY_STD.get(s)} on [0, 1] pixels")
-    return (f"captum infidelity (normalize=True) of the explained class's logit, perturbation: "
-            f"{what}; {S.INFIDELITY_SAMPLES.get(s)} per image, seed {S.SEED.get(s)}")
+    what = (
+        f"a random square of side {S.INFIDELITY_SQUARE.get(s)} × the image filled "
+        "with the mean colour, I its indicator"
+        if kind == "square"
+        else f"Gaussian noise σ={S.INFIDELITY_STD.get(s)} on [0, 1] pixels"
+    )
+    return (
+        f"captum infidelity (normalize=True) of the explained class's logit, perturbation: "
+        f"{what}; {S.INFIDELITY_SAMPLES.get(s)} per image, seed {S.SEED.get(s)}"
+    )
 
 
 def _footnote_sensitivity(s: dict[str, Any]) -> str:
-    return (f"captum sensitivity_max (Frobenius), uniform L∞ perturbations of radius "
-            f"{S.SENSITIVITY_RADIUS.get(s)}, {S.SENSITIVITY_SAMPLES.get(s)} per image, "
-            f"first {S.SENSITIVITY_IMAGES.get(s)} images of a cell, seed {S.SEED.get(s)}")
+    return (
+        f"captum sensitivity_max (Frobenius), uniform L∞ perturbations of radius "
+        f"{S.SENSITIVITY_RADIUS.get(s)}, {S.SENSITIVITY_SAMPLES.get(s)} per image, "
+        f"first {S.SENSITIVITY_IMAGES.get(s)} images of a cell, seed {S.SEED.get(s)}"
+    )
 
 
-register_metric(MetricSpec(
-    "infidelity", _infidelity, "infidelity", higher_is_better=False,
-    footnote=_footnote_infidelity, citation="Yeh et al., NeurIPS 2019",
-    settings=(S.SEED, S.TARGET, S.INFIDELITY_PERTURBATION, S.INFIDELITY_SQUARE, S.INFIDELITY_STD,
-              S.INFIDELITY_SAMPLES, S.MAX_EXAMPLES_PER_BATCH),
-    description="Yeh et al. infidelity (captum, normalised): squared error of map·perturbation "
-                "against the logit change",
-))  # fmt: skip
-register_metric(MetricSpec(
-    "sensitivity_max", _sensitivity, "sensitivity_max", higher_is_better=False,
-    explains_again=True,
-    footnote=_footnote_sensitivity, citation="Yeh et al., NeurIPS 2019",
-    settings=(S.SEED, S.TARGET, S.SENSITIVITY_IMAGES, S.SENSITIVITY_RADIUS, S.SENSITIVITY_SAMPLES,
-              S.MAX_EXAMPLES_PER_BATCH),
-    description="Yeh et al. max-sensitivity (captum): largest relative change of the map under "
-                "small input perturbations",
-))  # fmt: skip
+register_metric(
+    MetricSpec(
+        "infidelity",
+        _infidelity,
+        "infidelity",
+        higher_is_better=False,
+        footnote=_footnote_infidelity,
+        citation="Yeh et al., NeurIPS 2019",
+        settings=(
+            S.SEED,
+            S.TARGET,
+            S.INFIDELITY_PERTURBATION,
+            S.INFIDELITY_SQUARE,
+            S.INFIDELITY_STD,
+            S.INFIDELITY_SAMPLES,
+            S.MAX_EXAMPLES_PER_BATCH,
+        ),
+        description="Yeh et al. infidelity (captum, normalised): squared error of map·perturbation "
+        "against the logit change",
+    )
+)
+register_metric(
+    MetricSpec(
+        "sensitivity_max",
+        _sensitivity,
+        "sensitivity_max",
+        higher_is_better=False,
+        explains_again=True,
+        footnote=_footnote_sensitivity,
+        citation="Yeh et al., NeurIPS 2019",
+        settings=(
+            S.SEED,
+            S.TARGET,
+            S.SENSITIVITY_IMAGES,
+            S.SENSITIVITY_RADIUS,
+            S.SENSITIVITY_SAMPLES,
+            S.MAX_EXAMPLES_PER_BATCH,
+        ),
+        description="Yeh et al. max-sensitivity (captum): largest relative change of the map under "
+        "small input perturbations",
+    )
+)

@@ -61,8 +61,9 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, index: torch.Tensor) 
     """Crops of ``images[index[k]]`` to ``boxes[k]`` (pixel edges), resized bilinearly to H×W."""
     h, w = images.shape[-2:]
     rois = torch.cat([index[:, None].to(boxes), boxes], 1)
-    return roi_align(images, rois, output_size=(h, w), spatial_scale=1.0, sampling_ratio=1,
-                     aligned=True)  # fmt: skip
+    return roi_align(
+        images, rois, output_size=(h, w), spatial_scale=1.0, sampling_ratio=1, aligned=True
+    )
 
 
 @torch.no_grad()

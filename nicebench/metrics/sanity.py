@@ -124,8 +124,9 @@ def rankdata(x: torch.Tensor) -> torch.Tensor:
     sums = torch.zeros(b * n, dtype=torch.float64, device=x.device)
     counts = torch.zeros(b * n, dtype=torch.float64, device=x.device)
     sums.index_add_(0, flat_group.reshape(-1), pos.reshape(-1))
-    counts.index_add_(0, flat_group.reshape(-1), torch.ones(b * n, dtype=torch.float64,
-                                                            device=x.device))  # fmt: skip
+    counts.index_add_(
+        0, flat_group.reshape(-1), torch.ones(b * n, dtype=torch.float64, device=x.device)
+    )
     avg = (sums / counts.clamp_min(1))[flat_group]
     ranks = torch.empty_like(avg)
     ranks.scatter_(1, order, avg)

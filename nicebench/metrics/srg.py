@@ -30,7 +30,6 @@ from .road import road_curves
 __all__ = ["SRG_SETTINGS", "morf_lerf_curves", "srg"]
 
 
-
 @torch.no_grad()
 def morf_lerf_curves(
     model: nn.Module,
@@ -48,8 +47,10 @@ def morf_lerf_curves(
     (``"morf"``: the deletion curve) or least salient first (``"lerf"``); every order in one
     batched pass."""
     if saliency.shape[0] != images.shape[0] or saliency.shape[-2:] != images.shape[-2:]:
-        raise ValueError(f"saliency of shape {tuple(saliency.shape)} does not match images "
-                         f"{tuple(images.shape)}; expected [B,1,H,W]")  # fmt: skip
+        raise ValueError(
+            f"saliency of shape {tuple(saliency.shape)} does not match images "
+            f"{tuple(images.shape)}; expected [B,1,H,W]"
+        )
     b = images.shape[0]
     n_steps = int(n_steps or images.shape[-2])
     ranks = pixel_ranks(saliency.to(images.device), seed)
@@ -57,14 +58,25 @@ def morf_lerf_curves(
     k = len(orders)
     both = torch.cat([ranks if o == "morf" else lerf for o in orders])
     finish = substrate_image(model, images, fill)
-    curves = _curves(model, images.repeat(k, 1, 1, 1), finish.repeat(k, 1, 1, 1), both,
-                     targets.repeat(k), n_steps, batch_size)  # fmt: skip
+    curves = _curves(
+        model,
+        images.repeat(k, 1, 1, 1),
+        finish.repeat(k, 1, 1, 1),
+        both,
+        targets.repeat(k),
+        n_steps,
+        batch_size,
+    )
     return curves.view(k, b, -1).transpose(0, 1)
 
 
 def srg(
-    model: nn.Module, images: torch.Tensor, saliency: torch.Tensor, targets: torch.Tensor,
-    fill="mean", **kwargs,
+    model: nn.Module,
+    images: torch.Tensor,
+    saliency: torch.Tensor,
+    targets: torch.Tensor,
+    fill="mean",
+    **kwargs,
 ) -> torch.Tensor:
     """Per-image SRG ``[B]`` with ``fill``: ``"road"`` (keyword arguments:
     :func:`~nicebench.metrics.road.road_curves`) or a deletion fill (:func:`morf_lerf_curves`)."""
@@ -81,10 +93,16 @@ def _road(c: MetricContext) -> torch.Tensor:
     ``curve/road_lerf``)."""
     if "road" not in c.cache:
         s = c.settings
-        curves = road_curves(c.model, c.images, c.saliency, c.targets,
-                             percentages=tuple(S.ROAD_PERCENTAGES.get(s)),
-                             noise=S.ROAD_NOISE.get(s), seed=S.SEED.get(s),
-                             start=c.start)  # fmt: skip
+        curves = road_curves(
+            c.model,
+            c.images,
+            c.saliency,
+            c.targets,
+            percentages=tuple(S.ROAD_PERCENTAGES.get(s)),
+            noise=S.ROAD_NOISE.get(s),
+            seed=S.SEED.get(s),
+            start=c.start,
+        )
         c.keep("curve/road_morf", curves[:, 0])
         c.keep("curve/road_lerf", curves[:, 1])
         for column in ("road_morf", "road_lerf", "srg_road"):  # most removed, least removed
@@ -103,8 +121,9 @@ def _fill(c: MetricContext, fill: str) -> torch.Tensor:
         if morf is None:
             curves = morf_lerf_curves(c.model, c.images, c.saliency, c.targets, fill, **kw)
         else:
-            lerf = morf_lerf_curves(c.model, c.images, c.saliency, c.targets, fill,
-                                    orders=("lerf",), **kw)  # fmt: skip
+            lerf = morf_lerf_curves(
+                c.model, c.images, c.saliency, c.targets, fill, orders=("lerf",), **kw
+            )
             curves = torch.stack([morf, lerf[:, 0]], 1)
         c.keep(f"curve/lerf_{fill}", curves[:, 1])
         if fill != "mean":  # the mean fill's MoRF curve is the deletion curve
@@ -124,31 +143,69 @@ def _srg_fill(fill: str):
 
 
 _ROAD = (*S.FAITHFULNESS, S.ROAD_NOISE, S.ROAD_PERCENTAGES)
-ROAD_MORF = register_metric(MetricSpec(
-    "road_morf", lambda c: _road(c)[:, 0].mean(1), "road_morf", higher_is_better=False, curve=True, settings=_ROAD,
-    description="ROAD MoRF: mean probability with 10..90% most salient pixels imputed",
-))  # fmt: skip
-ROAD_LERF = register_metric(MetricSpec(
-    "road_lerf", lambda c: _road(c)[:, 1].mean(1), "road_lerf", higher_is_better=True, curve=True, settings=_ROAD,
-    description="ROAD LeRF: mean probability with 10..90% least salient pixels imputed",
-))  # fmt: skip
-SRG_ROAD = register_metric(MetricSpec(
-    "srg_road", lambda c: _road(c)[:, 1].mean(1) - _road(c)[:, 0].mean(1), "srg_road",
-    higher_is_better=True, curve=True, settings=_ROAD,
-    description="symmetric relevance gain, ROAD fill: road_lerf − road_morf",
-))  # fmt: skip
-SRG_MEAN = register_metric(MetricSpec(
-    "srg_mean", _srg_fill("mean"), "srg_mean", higher_is_better=True, curve=True,
-    settings=S.FAITHFULNESS,
-    description="symmetric relevance gain, mean fill: LeRF AUC − MoRF (deletion) AUC",
-))  # fmt: skip
-SRG_BLUR = register_metric(MetricSpec(
-    "srg_blur", _srg_fill("blur"), "srg_blur", higher_is_better=True, curve=True,
-    settings=S.FAITHFULNESS,
-    description="symmetric relevance gain, blur fill: LeRF AUC − MoRF AUC",
-))  # fmt: skip
-DELETION_BLUR = register_metric(MetricSpec(
-    "deletion_blur", lambda c: auc(_fill(c, "blur")[:, 0]), "deletion_blur_auc",
-    higher_is_better=False, curve=True, settings=S.FAITHFULNESS,
-    description="deletion AUC with the blur fill (MoRF, blur)",
-))  # fmt: skip
+ROAD_MORF = register_metric(
+    MetricSpec(
+        "road_morf",
+        lambda c: _road(c)[:, 0].mean(1),
+        "road_morf",
+        higher_is_better=False,
+        curve=True,
+        settings=_ROAD,
+        description="ROAD MoRF: mean probability with 10..90% most salient pixels imputed",
+    )
+)
+ROAD_LERF = register_metric(
+    MetricSpec(
+        "road_lerf",
+        lambda c: _road(c)[:, 1].mean(1),
+        "road_lerf",
+        higher_is_better=True,
+        curve=True,
+        settings=_ROAD,
+        description="ROAD LeRF: mean probability with 10..90% least salient pixels imputed",
+    )
+)
+SRG_ROAD = register_metric(
+    MetricSpec(
+        "srg_road",
+        lambda c: _road(c)[:, 1].mean(1) - _road(c)[:, 0].mean(1),
+        "srg_road",
+        higher_is_better=True,
+        curve=True,
+        settings=_ROAD,
+        description="symmetric relevance gain, ROAD fill: road_lerf − road_morf",
+    )
+)
+SRG_MEAN = register_metric(
+    MetricSpec(
+        "srg_mean",
+        _srg_fill("mean"),
+        "srg_mean",
+        higher_is_better=True,
+        curve=True,
+        settings=S.FAITHFULNESS,
+        description="symmetric relevance gain, mean fill: LeRF AUC − MoRF (deletion) AUC",
+    )
+)
+SRG_BLUR = register_metric(
+    MetricSpec(
+        "srg_blur",
+        _srg_fill("blur"),
+        "srg_blur",
+        higher_is_better=True,
+        curve=True,
+        settings=S.FAITHFULNESS,
+        description="symmetric relevance gain, blur fill: LeRF AUC − MoRF AUC",
+    )
+)
+DELETION_BLUR = register_metric(
+    MetricSpec(
+        "deletion_blur",
+        lambda c: auc(_fill(c, "blur")[:, 0]),
+        "deletion_blur_auc",
+        higher_is_better=False,
+        curve=True,
+        settings=S.FAITHFULNESS,
+        description="deletion AUC with the blur fill (MoRF, blur)",
+    )
+)

@@ -93,14 +93,21 @@ def lenet5(num_classes: int, channels: int, size: int) -> tuple[nn.Module, nn.Mo
     """The NICE code's LeNet-5: conv 5×5×20, pool, conv 5×5×50, pool, fc 800→500→classes."""
     relu2 = nn.ReLU()
     features = nn.Sequential(
-        nn.Conv2d(channels, 20, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(20, 50, 5), relu2, nn.MaxPool2d(2),
-    )  # fmt: skip
+        nn.Conv2d(channels, 20, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5),
+        relu2,
+        nn.MaxPool2d(2),
+    )
     side = ((size - 4) // 2 - 4) // 2
     net = nn.Sequential(
-        features, nn.Flatten(), nn.Linear(50 * side * side, 500), nn.ReLU(),
+        features,
+        nn.Flatten(),
+        nn.Linear(50 * side * side, 500),
+        nn.ReLU(),
         nn.Linear(500, num_classes),
-    )  # fmt: skip
+    )
     return net, relu2
 
 

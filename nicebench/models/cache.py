@@ -136,21 +136,29 @@ def _load_entry(path: Path, module: nn.Module) -> bool:
     digest = _sha256(data)
     problem = ""
     if meta.get("sha256") and meta["sha256"] != digest:
-        problem = f"SHA-256 {digest[:12]}… does not match {meta['sha256'][:12]}… in {meta_path.name}"
+        problem = (
+            f"SHA-256 {digest[:12]}… does not match {meta['sha256'][:12]}… in {meta_path.name}"
+        )
     else:
         try:
-            module.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu",
-                                              weights_only=True))  # fmt: skip
+            module.load_state_dict(
+                torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            )
         except Exception as exc:  # truncated, not a state dict, wrong shapes
             problem = f"it does not load ({type(exc).__name__}: {str(exc)[:200]})"
     if problem:
         os.replace(path, path.with_name(path.name + ".corrupt"))
-        warnings.warn(f"corrupt cache entry {path}: {problem}; moved aside to "
-                      f"{path.name}.corrupt and retraining", CorruptCacheWarning, stacklevel=3)
+        warnings.warn(
+            f"corrupt cache entry {path}: {problem}; moved aside to "
+            f"{path.name}.corrupt and retraining",
+            CorruptCacheWarning,
+            stacklevel=3,
+        )
         return False
     if meta and not meta.get("sha256"):
-        atomic_write(meta_path, json.dumps({**meta, "sha256": digest}, indent=2,
-                                           default=str).encode())  # fmt: skip
+        atomic_write(
+            meta_path, json.dumps({**meta, "sha256": digest}, indent=2, default=str).encode()
+        )
     return True
 
 
@@ -192,8 +200,9 @@ def cached_module(
             }
             # the metadata first: weights in place mark a complete entry (a writer killed
             # between the two leaves metadata without weights, which is retrained)
-            atomic_write(path.with_suffix(".json"),
-                         json.dumps(meta, indent=2, default=str).encode())  # fmt: skip
+            atomic_write(
+                path.with_suffix(".json"), json.dumps(meta, indent=2, default=str).encode()
+            )
             atomic_write(path, data)
     module.eval()
     return module

@@ -20,8 +20,10 @@ _WRAPPERS = ("state_dict", "model_state_dict", "model")  # common checkpoint lay
 
 
 def _is_state_dict(obj: object) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     )
 
 
@@ -65,8 +67,10 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: str | 
     try:
         missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
-        raise ValueError(f"model weights file {path} does not fit {type(module).__name__}: "
-                         f"{str(exc).splitlines()[-1].strip()}") from None  # fmt: skip
+        raise ValueError(
+            f"model weights file {path} does not fit {type(module).__name__}: "
+            f"{str(exc).splitlines()[-1].strip()}"
+        ) from None
     if missing or unexpected:
         raise ValueError(
             f"model weights file {path} does not fit {type(module).__name__}: "
@@ -88,9 +92,11 @@ def default_cam_layer(net: nn.Module) -> nn.Module:
 
 
 def torchvision_classifier(
-    name: str, weights: str | Path | None = None, num_classes: int | None = None,
+    name: str,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
     cam_layer: str | None = None,
-) -> Classifier:  # fmt: skip
+) -> Classifier:
     """torchvision's architecture ``name`` with the state dict in ``weights`` (never downloaded),
     normalising with the ImageNet mean/std inside. ``num_classes`` defaults to the output size of
     the file's last 2-D weight; ``cam_layer`` is a dotted submodule name (default:

@@ -11,9 +11,7 @@ from torch import nn
 
 __all__ = ["forward_model"]
 
-_TWINS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]] = (
-    weakref.WeakKeyDictionary()
-)
+_TWINS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]] = weakref.WeakKeyDictionary()
 
 
 def _state(model: nn.Module) -> tuple:
@@ -29,8 +27,9 @@ def forward_model(model: nn.Module) -> nn.Module:
     float rounding (≤ 2e-6 on the scenes CNN's logits), and it runs about a fifth faster on a CPU.
     Made once per state of the model's weights (an in-place change makes a new one). The model
     itself when it is training, has no BatchNorm, or cannot be traced."""
-    if model.training or not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                 for m in model.modules()):  # fmt: skip
+    if model.training or not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
         return model
     state = _state(model)
     hit = _TWINS.get(model)

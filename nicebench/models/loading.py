@@ -122,15 +122,19 @@ def load_model(
         params = spec.kwargs
         unknown = sorted(set(params) - set(_TORCHVISION_KEYS))
         if unknown:
-            raise ValueError(f"model {spec}: unknown parameter(s) {unknown}; known: "
-                             f"{', '.join(_TORCHVISION_KEYS)}")  # fmt: skip
+            raise ValueError(
+                f"model {spec}: unknown parameter(s) {unknown}; known: "
+                f"{', '.join(_TORCHVISION_KEYS)}"
+            )
         name = spec.name[len(TORCHVISION) :]
         return _freeze(torchvision_classifier(name, **params), device)
     arch, seed, weights, _ = _arch_params(spec, ds)
     if weights is not None:
         if is_pretrained(arch):
-            raise ValueError(f"model {spec}: {arch!r} is pretrained; load a state dict with "
-                             f"torchvision:{arch}:weights={weights}")  # fmt: skip
+            raise ValueError(
+                f"model {spec}: {arch!r} is pretrained; load a state dict with "
+                f"torchvision:{arch}:weights={weights}"
+            )
         net = build_arch(arch, ds, seed=seed)
         load_weights(net, weights)
         return _freeze(net, device)

@@ -44,9 +44,12 @@ def materialise(dataset: BenchDataset, workers: int = 2) -> tuple[torch.Tensor, 
     """All images (uint8 ``[N,C,H,W]``) and labels of a dataset, generated with worker processes."""
     # its own generator: the loader's base seed must not draw from the global RNG
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=256, num_workers=workers if len(dataset) > 2000 else 0,
-        collate_fn=_collate_uint8, generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+        dataset,
+        batch_size=256,
+        num_workers=workers if len(dataset) > 2000 else 0,
+        collate_fn=_collate_uint8,
+        generator=torch.Generator().manual_seed(0),
+    )
     xs, ys = [], []
     for x, y in tqdm(loader, desc=f"materialise {dataset.registered_name}", leave=False):
         xs.append(x)

@@ -15,9 +15,13 @@ __all__ = ["FILL_COLUMNS", "fill_agreement", "fill_ranks", "write_fill_agreement
 
 # leaderboard column → whether higher is better
 FILL_COLUMNS: dict[str, bool] = {
-    "deletion_auc": False, "deletion_blur_auc": False, "road_morf": False,
-    "srg_mean": True, "srg_blur": True, "srg_road": True,
-}  # fmt: skip
+    "deletion_auc": False,
+    "deletion_blur_auc": False,
+    "road_morf": False,
+    "srg_mean": True,
+    "srg_blur": True,
+    "srg_road": True,
+}
 _GROUP = ["dataset", "model"]
 
 
@@ -51,11 +55,21 @@ def fill_agreement(board: pd.DataFrame, columns: dict[str, bool] | None = None) 
             both = group[[a, b]].dropna()
             va = both[a].to_numpy(float) * (1 if columns[a] else -1)
             vb = both[b].to_numpy(float) * (1 if columns[b] else -1)
-            tau, p = (kendalltau(va, vb) if len(both) >= 2 else (np.nan, np.nan))
-            rows.append({"dataset": dataset, "model": model, "metric_a": a, "metric_b": b,
-                         "tau": float(tau), "p_value": float(p), "n_methods": len(both)})
-    return pd.DataFrame(rows, columns=[*_GROUP, "metric_a", "metric_b", "tau", "p_value",
-                                       "n_methods"])  # fmt: skip
+            tau, p = kendalltau(va, vb) if len(both) >= 2 else (np.nan, np.nan)
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "metric_a": a,
+                    "metric_b": b,
+                    "tau": float(tau),
+                    "p_value": float(p),
+                    "n_methods": len(both),
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=[*_GROUP, "metric_a", "metric_b", "tau", "p_value", "n_methods"]
+    )
 
 
 def _matrix_md(part: pd.DataFrame, cols: list[str]) -> list[str]:
@@ -81,10 +95,14 @@ def write_fill_agreement(board: pd.DataFrame, out: str | Path) -> pd.DataFrame |
     agree.to_csv(out / "fill_agreement.csv", index=False)
     ranks = fill_ranks(board)
     cols = [c for c in FILL_COLUMNS if c in ranks]
-    lines = ["# Rank agreement between fills", "",
-             "Kendall τ-b between the method rankings (methods ranked by each column's mean; "
-             "lower is better for deletion_auc, deletion_blur_auc and road_morf, higher for the "
-             "SRGs). Ranks: 1 = best.", ""]  # fmt: skip
+    lines = [
+        "# Rank agreement between fills",
+        "",
+        "Kendall τ-b between the method rankings (methods ranked by each column's mean; "
+        "lower is better for deletion_auc, deletion_blur_auc and road_morf, higher for the "
+        "SRGs). Ranks: 1 = best.",
+        "",
+    ]
     for (dataset, model), part in agree.groupby(_GROUP, sort=False):
         lines += [f"## {dataset} / {model}", "", *_matrix_md(part, cols), ""]
         r = ranks[(ranks.dataset == dataset) & (ranks.model == model)]
@@ -92,8 +110,9 @@ def write_fill_agreement(board: pd.DataFrame, out: str | Path) -> pd.DataFrame |
         for row in r.itertuples():
             values = [getattr(row, c) for c in cols]
             spread = np.nanmax(values) - np.nanmin(values)
-            lines.append(f"| {row.method} | " + " | ".join(f"{v:g}" for v in values)
-                         + f" | {spread:g} |")  # fmt: skip
+            lines.append(
+                f"| {row.method} | " + " | ".join(f"{v:g}" for v in values) + f" | {spread:g} |"
+            )
         lines.append("")
     (out / "fill_agreement.md").write_text("\n".join(lines))
     return agree

@@ -22,11 +22,20 @@ __all__ = ["COLUMN_HIGHER_IS_BETTER", "Catalogue", "catalogue"]
 
 #: Which way is better for the report's columns that are not metrics of a map.
 COLUMN_HIGHER_IS_BETTER = {
-    "explain_ms_per_image": False, "compression_ratio": False, "bd_rate": False, "bpp": False,
-    "payload_ratio": False, "bpp_payload": False, "accuracy_original": True,
-    "accuracy_compressed": True, "accuracy_reference": True, "psnr": True, "ssim": True,
-    "vs_uniform": False, "combined_rank": False,
-}  # fmt: skip
+    "explain_ms_per_image": False,
+    "compression_ratio": False,
+    "bd_rate": False,
+    "bpp": False,
+    "payload_ratio": False,
+    "bpp_payload": False,
+    "accuracy_original": True,
+    "accuracy_compressed": True,
+    "accuracy_reference": True,
+    "psnr": True,
+    "ssim": True,
+    "vs_uniform": False,
+    "combined_rank": False,
+}
 
 
 @dataclass(frozen=True)
@@ -44,9 +53,11 @@ class Catalogue:
         stored = run.get("catalogue")
         if not stored:
             return None
-        return cls(tuple(stored.get("metrics", ())),
-                   frozenset(stored.get("ground_truth_methods", ())),
-                   dict(stored.get("classes", {})))  # fmt: skip
+        return cls(
+            tuple(stored.get("metrics", ())),
+            frozenset(stored.get("ground_truth_methods", ())),
+            dict(stored.get("classes", {})),
+        )
 
     @classmethod
     def from_registry(cls, settings: dict[str, Any] | None = None) -> Catalogue:
@@ -58,15 +69,20 @@ class Catalogue:
         specs = [METRICS.get(n) for n in METRICS.names()]
         gt = {n for n in METHODS.names() if getattr(METHODS.get(n), "needs_masks", False)}
         rows = catalogue([s for s in specs if isinstance(s, MetricSpec)], settings or {})
-        classes = {n: list(c) for n in DATASETS.names()
-                   if isinstance(c := getattr(DATASETS.get(n), "classes", None), (list, tuple))}
+        classes = {
+            n: list(c)
+            for n in DATASETS.names()
+            if isinstance(c := getattr(DATASETS.get(n), "classes", None), (list, tuple))
+        }
         return cls(tuple(rows), frozenset(gt), classes)
 
     def as_json(self) -> dict[str, Any]:
         """What the run store keeps."""
-        return {"metrics": list(self.metrics),
-                "ground_truth_methods": sorted(self.ground_truth_methods),
-                "classes": self.classes}  # fmt: skip
+        return {
+            "metrics": list(self.metrics),
+            "ground_truth_methods": sorted(self.ground_truth_methods),
+            "classes": self.classes,
+        }
 
     def per_image(self) -> dict[str, dict[str, Any]]:
         """Leaderboard column → its per-image metric's row."""
@@ -79,8 +95,9 @@ class Catalogue:
 
     def metric_directions(self) -> dict[str, bool]:
         """Per-image metric column → higher is better (the report's own columns left out)."""
-        return {c: d for c, d in self.higher_is_better().items()
-                if c not in COLUMN_HIGHER_IS_BETTER}  # fmt: skip
+        return {
+            c: d for c, d in self.higher_is_better().items() if c not in COLUMN_HIGHER_IS_BETTER
+        }
 
     def lower_is_better(self, columns) -> list[str]:
         """The sorted columns among ``columns`` for which lower is better."""
@@ -98,8 +115,11 @@ class Catalogue:
     def notes(self, columns) -> list[str]:
         """The leaderboard's note of each metric with a column in ``columns``, one line each."""
         present = set(columns)
-        return [f"{m['column']}: {m['note']}." for m in sorted(self.metrics, key=lambda m: m["name"])
-                if m.get("note") and m["column"] in present]
+        return [
+            f"{m['column']}: {m['note']}."
+            for m in sorted(self.metrics, key=lambda m: m["name"])
+            if m.get("note") and m["column"] in present
+        ]
 
     def class_names(self, dataset_label: str) -> list[str] | None:
         """The class names of the dataset a leaderboard label (``scenes(size=64)``) names, where
@@ -127,6 +147,12 @@ def catalogue(store: RunStore) -> Catalogue:
     found = Catalogue.from_run(run) if run else None
     if found is not None:
         return found
-    settings = {"seed": run.get("config", {}).get("seed", 0),
-                **(run.get("config", {}).get("settings") or {})} if run else {}  # fmt: skip
+    settings = (
+        {
+            "seed": run.get("config", {}).get("seed", 0),
+            **(run.get("config", {}).get("settings") or {}),
+        }
+        if run
+        else {}
+    )
     return Catalogue.from_registry(settings)

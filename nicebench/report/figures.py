@@ -63,33 +63,70 @@ from .trust import SEPARABLE, analyse  # noqa: E402
 from .validity import not_valid, rank_exclusions, validity  # noqa: E402
 
 __all__ = [
-    "write_figures", "saliency_grid", "curves_figure", "forest_figure", "forest_metrics",
-    "rate_accuracy_figure", "rate_accuracy_figures", "lambda_sweeps", "lambda_mask_grid",
-    "lambda_tradeoff", "mixed_resolution_examples", "leaderboard_latex", "latex_columns",
-    "run_palette", "wrap_label", "masked_view", "METRIC_LABELS", "rankings_figure",
+    "write_figures",
+    "saliency_grid",
+    "curves_figure",
+    "forest_figure",
+    "forest_metrics",
+    "rate_accuracy_figure",
+    "rate_accuracy_figures",
+    "lambda_sweeps",
+    "lambda_mask_grid",
+    "lambda_tradeoff",
+    "mixed_resolution_examples",
+    "leaderboard_latex",
+    "latex_columns",
+    "run_palette",
+    "wrap_label",
+    "masked_view",
+    "METRIC_LABELS",
+    "rankings_figure",
     "cascade_figure",
-]  # fmt: skip
+]
 
 # How a leaderboard column is named on an axis or in a table header.
 METRIC_LABELS = {
-    "deletion_auc": "Deletion AUC", "insertion_auc": "Insertion AUC",
-    "pointing_game": "Pointing game", "energy_pointing_game": "Energy pointing game",
-    "mask_auroc": "Mask AUROC", "saliency_metric": "Saliency metric",
-    "sanity_spearman": "Sanity (Spearman)", "mask_share": "Mask share",
-    "masked_accuracy": "Masked accuracy", "explain_ms_per_image": "ms / image",
-    "compression_ratio": "Compression ratio", "bd_rate": "BD-rate", "bpp": "bpp",
-    "accuracy_compressed": "Accuracy (coded)", "accuracy_original": "Accuracy",
-    "payload_ratio": "Payload ratio", "combined_rank": "Combined rank",
-    "deletion_blur_auc": "Deletion AUC (blur fill)", "road_morf": "ROAD MoRF",
-    "road_lerf": "ROAD LeRF", "srg_mean": "SRG (mean fill)", "srg_blur": "SRG (blur fill)",
-    "srg_road": "SRG (ROAD fill)", "cascade_spearman": "Cascade (Spearman)",
-    "cascade_ssim": "Cascade (SSIM)", "random_logit": "Random logit",
-    "infidelity": "Infidelity", "sensitivity_max": "Sensitivity-max",
-    "sparseness": "Sparseness", "entropy": "Entropy",
-}  # fmt: skip
+    "deletion_auc": "Deletion AUC",
+    "insertion_auc": "Insertion AUC",
+    "pointing_game": "Pointing game",
+    "energy_pointing_game": "Energy pointing game",
+    "mask_auroc": "Mask AUROC",
+    "saliency_metric": "Saliency metric",
+    "sanity_spearman": "Sanity (Spearman)",
+    "mask_share": "Mask share",
+    "masked_accuracy": "Masked accuracy",
+    "explain_ms_per_image": "ms / image",
+    "compression_ratio": "Compression ratio",
+    "bd_rate": "BD-rate",
+    "bpp": "bpp",
+    "accuracy_compressed": "Accuracy (coded)",
+    "accuracy_original": "Accuracy",
+    "payload_ratio": "Payload ratio",
+    "combined_rank": "Combined rank",
+    "deletion_blur_auc": "Deletion AUC (blur fill)",
+    "road_morf": "ROAD MoRF",
+    "road_lerf": "ROAD LeRF",
+    "srg_mean": "SRG (mean fill)",
+    "srg_blur": "SRG (blur fill)",
+    "srg_road": "SRG (ROAD fill)",
+    "cascade_spearman": "Cascade (Spearman)",
+    "cascade_ssim": "Cascade (SSIM)",
+    "random_logit": "Random logit",
+    "infidelity": "Infidelity",
+    "sensitivity_max": "Sensitivity-max",
+    "sparseness": "Sparseness",
+    "entropy": "Entropy",
+}
 # Leaderboard columns that describe the run rather than rank its rows
-_NOT_SCORES = {"n_images", "accuracy_original", "accuracy_reference", "operating_point",
-               "within_tolerance", "bd_codec", "payload_ratio"}  # fmt: skip
+_NOT_SCORES = {
+    "n_images",
+    "accuracy_original",
+    "accuracy_reference",
+    "operating_point",
+    "within_tolerance",
+    "bd_codec",
+    "payload_ratio",
+}
 _ROW = ["dataset", "model", "method", "kind"]
 _GT_OUTLINE = "#FFFFFF"  # ground truth: a white line
 _GATE_OUTLINE = style.OKABE_ITO["sky blue"]  # gate mask: a dashed sky-blue line
@@ -173,13 +210,21 @@ def _grey(image: np.ndarray) -> np.ndarray:
 def _outline(ax, mask: np.ndarray, color: str, linestyle: str = "-", lw: float = 0.7) -> None:
     if mask is None or not np.any(mask) or np.all(mask):
         return
-    ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=lw,
-               linestyles=[linestyle])  # fmt: skip
+    ax.contour(
+        mask.astype(float), levels=[0.5], colors=[color], linewidths=lw, linestyles=[linestyle]
+    )
 
 
-def _image_grid(nrows: int, ncols: int, width: float = DOUBLE_COLUMN, max_cell: float = 0.9,
-                top: float = 0.3, bottom: float = 0.0, left: float = 0.35,
-                gap: float = 0.03) -> tuple[Figure, np.ndarray]:
+def _image_grid(
+    nrows: int,
+    ncols: int,
+    width: float = DOUBLE_COLUMN,
+    max_cell: float = 0.9,
+    top: float = 0.3,
+    bottom: float = 0.0,
+    left: float = 0.35,
+    gap: float = 0.03,
+) -> tuple[Figure, np.ndarray]:
     """A grid of square image panels of at most ``max_cell`` inches within ``width`` (panels
     ``gap`` of a cell apart), with ``top``/``bottom``/``left`` inches of margin for titles, a
     legend and row labels: the figure is exactly as tall as it needs to be."""
@@ -187,13 +232,20 @@ def _image_grid(nrows: int, ncols: int, width: float = DOUBLE_COLUMN, max_cell: 
     w = left + cell * (ncols + gap * (ncols - 1)) + 0.02
     h = top + bottom + cell * (nrows + gap * (nrows - 1))
     fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), squeeze=False)
-    fig.subplots_adjust(left=left / w, right=1 - 0.02 / w, bottom=bottom / h, top=1 - top / h,
-                        wspace=gap, hspace=gap)  # fmt: skip
+    fig.subplots_adjust(
+        left=left / w,
+        right=1 - 0.02 / w,
+        bottom=bottom / h,
+        top=1 - top / h,
+        wspace=gap,
+        hspace=gap,
+    )
     return fig, axes
 
 
-def _bootstrap_band(curves: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                    level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _bootstrap_band(
+    curves: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean curve over images and the percentile bootstrap band (images resampled with
     replacement, ``n_boot`` times; multinomial weights, one matrix product)."""
     n = len(curves)
@@ -218,8 +270,13 @@ def _stretched(sal: np.ndarray) -> np.ndarray:
     return (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
 
 
-def saliency_grid(store: RunStore, dataset: str, model: str = "default",
-                  keys: set[str] | None = None, n_images: int = 8) -> Figure | None:
+def saliency_grid(
+    store: RunStore,
+    dataset: str,
+    model: str = "default",
+    keys: set[str] | None = None,
+    n_images: int = 8,
+) -> Figure | None:
     """Sample images (rows, by image index) × methods (columns, in run order), the first column the
     image itself. Each map (its positive part, stretched from its minimum to its maximum: see
     :func:`_stretched`) is drawn with ``inferno`` over the image in grey; the ground-truth object outline (white) where the
@@ -232,8 +289,10 @@ def saliency_grid(store: RunStore, dataset: str, model: str = "default",
     samples = store.samples(dataset)
     images = _by_index(samples, "image")
     gt = _by_index(samples, "mask")
-    labels = {int(r.image_index): int(np.asarray(r["array"]).ravel()[0])
-              for _, r in samples[samples.name == "label"].iterrows()}  # fmt: skip
+    labels = {
+        int(r.image_index): int(np.asarray(r["array"]).ravel()[0])
+        for _, r in samples[samples.name == "label"].iterrows()
+    }
     index = sorted(set(maps.image_index) & set(images))[:n_images]
     if not index:
         return None
@@ -257,8 +316,14 @@ def saliency_grid(store: RunStore, dataset: str, model: str = "default",
             ax = axes[r, 0]
             _show_image(ax, image)
             _blank(ax)
-            ax.set_ylabel(f"#{i}" + (f"\nclass {labels[i]}" if i in labels else ""), fontsize=6,
-                          rotation=0, ha="right", va="center", linespacing=1.1)  # fmt: skip
+            ax.set_ylabel(
+                f"#{i}" + (f"\nclass {labels[i]}" if i in labels else ""),
+                fontsize=6,
+                rotation=0,
+                ha="right",
+                va="center",
+                linespacing=1.1,
+            )
             for c, method in enumerate(methods, start=1):
                 ax = axes[r, c]
                 _blank(ax)
@@ -273,24 +338,46 @@ def saliency_grid(store: RunStore, dataset: str, model: str = "default",
         axes[0, 0].set_title("image", fontsize=6, pad=2)
         for c, title in enumerate(titles, start=1):
             if tilted:
-                axes[0, c].text(0.3, 1.04, title, transform=axes[0, c].transAxes, fontsize=6,
-                                rotation=40, ha="left", va="bottom", linespacing=1.0,
-                                rotation_mode="anchor")  # fmt: skip
+                axes[0, c].text(
+                    0.3,
+                    1.04,
+                    title,
+                    transform=axes[0, c].transAxes,
+                    fontsize=6,
+                    rotation=40,
+                    ha="left",
+                    va="bottom",
+                    linespacing=1.0,
+                    rotation_mode="anchor",
+                )
             else:
                 axes[0, c].set_title(title, fontsize=6, pad=2, linespacing=1.0)
-        fig.suptitle(f"Saliency maps, {_where(dataset, model)} (each stretched min to max)",
-                     y=1.0, va="top")  # fmt: skip
+        fig.suptitle(
+            f"Saliency maps, {_where(dataset, model)} (each stretched min to max)", y=1.0, va="top"
+        )
         handles = []
         if gt:
             stroke = patheffects.withStroke(linewidth=2.2, foreground="0.2")
-            handles.append(Line2D([], [], color="white", lw=1.0, label="ground-truth object",
-                                  path_effects=[stroke]))  # fmt: skip
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="white",
+                    lw=1.0,
+                    label="ground-truth object",
+                    path_effects=[stroke],
+                )
+            )
         if has_gate:
-            handles.append(Line2D([], [], color=_GATE_OUTLINE, ls="--", lw=1.0,
-                                  label="gate mask (gate methods)"))  # fmt: skip
+            handles.append(
+                Line2D(
+                    [], [], color=_GATE_OUTLINE, ls="--", lw=1.0, label="gate mask (gate methods)"
+                )
+            )
         if handles:
-            fig.legend(handles=handles, loc="lower center", ncol=len(handles),
-                       bbox_to_anchor=(0.5, 0.0))  # fmt: skip
+            fig.legend(
+                handles=handles, loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, 0.0)
+            )
     fig.nicebench_index = index  # the image indices of the rows, for tests and captions
     return fig
 
@@ -300,15 +387,25 @@ def _legend_below(fig: Figure, handles: dict[str, Line2D], max_cols: int) -> Non
     out above it."""
     ncol = max(1, min(len(handles), max_cols))
     rows = math.ceil(len(handles) / ncol)
-    fig.legend(handles=list(handles.values()), labels=list(handles), loc="lower center",
-               ncol=ncol, bbox_to_anchor=(0.5, 0.0), handlelength=2.2)  # fmt: skip
+    fig.legend(
+        handles=list(handles.values()),
+        labels=list(handles),
+        loc="lower center",
+        ncol=ncol,
+        bbox_to_anchor=(0.5, 0.0),
+        handlelength=2.2,
+    )
     fig.tight_layout(rect=(0, (0.05 + 0.16 * rows) / fig.get_figheight(), 1, 1))
 
 
 # -- 2. deletion / insertion curves ----------------------------------------------------------------
-def curves_figure(store: RunStore, keys: set[str] | None = None,
-                  which: Sequence[str] = ("deletion", "insertion"),
-                  palette: Palette | None = None, n_boot: int = 1000) -> Figure | None:
+def curves_figure(
+    store: RunStore,
+    keys: set[str] | None = None,
+    which: Sequence[str] = ("deletion", "insertion"),
+    palette: Palette | None = None,
+    n_boot: int = 1000,
+) -> Figure | None:
     """Rows: deletion, insertion; columns: one panel per dataset (and classifier). Each method's
     mean curve over the run's images (softmax probability of the target class against the share of
     pixels deleted / inserted, most salient first) with its 95% percentile bootstrap band over
@@ -325,22 +422,32 @@ def curves_figure(store: RunStore, keys: set[str] | None = None,
     ncols, nrows = len(groups), len(which)
     width = DOUBLE_COLUMN if ncols > 1 else SINGLE_COLUMN
     with style.context():
-        fig, axes = plt.subplots(nrows, ncols, figsize=(width, 1.9 * nrows + 0.6), squeeze=False,
-                                 sharex=True, sharey="row")  # fmt: skip
+        fig, axes = plt.subplots(
+            nrows,
+            ncols,
+            figsize=(width, 1.9 * nrows + 0.6),
+            squeeze=False,
+            sharex=True,
+            sharey="row",
+        )
         handles: dict[str, Line2D] = {}
         band_alpha = 0.12 if curves.method.nunique() <= 6 else 0.06  # many bands: fainter
         for r, name in enumerate(which):
             for c, (dataset, model) in enumerate(groups):
                 ax = axes[r, c]
-                part = curves[(curves.name == f"curve/{name}") & (curves.dataset == dataset)
-                              & (curves.model == model)]  # fmt: skip
+                part = curves[
+                    (curves.name == f"curve/{name}")
+                    & (curves.dataset == dataset)
+                    & (curves.model == model)
+                ]
                 for method, g in part.groupby("method", sort=False):
                     data = np.stack(g.sort_values("image_index")["array"].to_list()).astype(float)
                     mean, lo, hi = _bootstrap_band(data, n_boot=n_boot)
                     x = np.linspace(0, 1, data.shape[1])
                     st = palette.line(method)
-                    (line,) = ax.plot(x, mean, color=st["color"], ls=st["linestyle"], lw=1.0,
-                                      label=method)  # fmt: skip
+                    (line,) = ax.plot(
+                        x, mean, color=st["color"], ls=st["linestyle"], lw=1.0, label=method
+                    )
                     ax.fill_between(x, lo, hi, color=st["color"], alpha=band_alpha, lw=0)
                     handles.setdefault(method, line)
                 ax.set_xlim(0, 1)
@@ -351,8 +458,11 @@ def curves_figure(store: RunStore, keys: set[str] | None = None,
                     ax.set_title(_where(dataset, model))
                 if r == nrows - 1:
                     done = {"deletion": "deleted", "insertion": "inserted"}[name]
-                    ax.set_xlabel(f"share of pixels {done}" if nrows == 1
-                                  else "share of pixels deleted / inserted")  # fmt: skip
+                    ax.set_xlabel(
+                        f"share of pixels {done}"
+                        if nrows == 1
+                        else "share of pixels deleted / inserted"
+                    )
                 if c == 0:
                     ax.set_ylabel(f"{name.capitalize()}\np(target class)")
         _legend_below(fig, handles, 7 if ncols > 1 else 3)
@@ -360,9 +470,14 @@ def curves_figure(store: RunStore, keys: set[str] | None = None,
 
 
 # -- 2a. validity: does the curve have range? -----------------------------------------------------
-def validity_curves_figure(store: RunStore, dataset: str, model: str = "default",
-                           keys: set[str] | None = None, board: pd.DataFrame | None = None,
-                           n_boot: int = 1000) -> Figure | None:
+def validity_curves_figure(
+    store: RunStore,
+    dataset: str,
+    model: str = "default",
+    keys: set[str] | None = None,
+    board: pd.DataFrame | None = None,
+    n_boot: int = 1000,
+) -> Figure | None:
     """One panel per curve metric the run kept curves of (deletion, insertion, …) on one
     dataset: the mean curve of ``oracle`` (where the dataset has it), the best method on the
     metric (a contender: methods that read the ground truth left out) and ``random``, with 95%
@@ -370,8 +485,9 @@ def validity_curves_figure(store: RunStore, dataset: str, model: str = "default"
     ends) near chance, and separates the three; a saturated one draws three lines on top of each
     other near the top. The panel's title carries the metric's verdict from the validity audit."""
     curves = store.artifacts("curve/%", keys)
-    curves = curves[(curves.kind == "method") & (curves.dataset == dataset)
-                    & (curves.model == model)]  # fmt: skip
+    curves = curves[
+        (curves.kind == "method") & (curves.dataset == dataset) & (curves.model == model)
+    ]
     names = [n for n in ("deletion", "insertion") if (curves.name == f"curve/{n}").any()]
     if not names:
         return None
@@ -383,21 +499,25 @@ def validity_curves_figure(store: RunStore, dataset: str, model: str = "default"
     directions = cat.higher_is_better()
     colours = {"oracle": style.OKABE_ITO["bluish green"], "random": "0.45"}
     with style.context():
-        fig, axes = plt.subplots(1, len(names), figsize=(SINGLE_COLUMN * min(2, len(names)),
-                                                         2.3), squeeze=False)  # fmt: skip
+        fig, axes = plt.subplots(
+            1, len(names), figsize=(SINGLE_COLUMN * min(2, len(names)), 2.3), squeeze=False
+        )
         for ax, name in zip(axes[0], names, strict=True):
             column = f"{name}_auc"
-            contenders = rows[~rows.method.map(cat.reads_ground_truth).astype(bool)
-                              & (rows.method != "random")]  # fmt: skip
+            contenders = rows[
+                ~rows.method.map(cat.reads_ground_truth).astype(bool) & (rows.method != "random")
+            ]
             scores = pd.to_numeric(contenders.get(column), errors="coerce").dropna()
             best = None
             if len(scores):
                 at = scores.idxmax() if directions.get(column, True) else scores.idxmin()
                 best = contenders.method[at]
             part = curves[curves.name == f"curve/{name}"]
-            for method, colour in (("oracle", colours["oracle"]),
-                                   (best, style.OKABE_ITO["vermillion"]),
-                                   ("random", colours["random"])):  # fmt: skip
+            for method, colour in (
+                ("oracle", colours["oracle"]),
+                (best, style.OKABE_ITO["vermillion"]),
+                ("random", colours["random"]),
+            ):
                 g = part[part.method == method] if method else part.iloc[:0]
                 if g.empty:
                     continue
@@ -405,8 +525,14 @@ def validity_curves_figure(store: RunStore, dataset: str, model: str = "default"
                 mean, lo, hi = _bootstrap_band(data, n_boot=n_boot)
                 x = np.linspace(0, 1, data.shape[1])
                 label = f"{method} (best)" if method == best else method
-                ax.plot(x, mean, color=colour, lw=1.2, label=label,
-                        ls="--" if method == "random" else "-")  # fmt: skip
+                ax.plot(
+                    x,
+                    mean,
+                    color=colour,
+                    lw=1.2,
+                    label=label,
+                    ls="--" if method == "random" else "-",
+                )
                 ax.fill_between(x, lo, hi, color=colour, alpha=0.15, lw=0)
             verdict = table[table.metric == column]
             if len(verdict):
@@ -414,8 +540,10 @@ def validity_curves_figure(store: RunStore, dataset: str, model: str = "default"
                 if pd.notna(chance):
                     ax.axhline(chance, color="0.3", ls=":", lw=0.8, label="chance")
                 v = str(verdict.verdict.iloc[0])
-                ax.set_title(f"{name.capitalize()}: {v}", color="0.1" if v == "valid" else
-                             style.OKABE_ITO["vermillion"])  # fmt: skip
+                ax.set_title(
+                    f"{name.capitalize()}: {v}",
+                    color="0.1" if v == "valid" else style.OKABE_ITO["vermillion"],
+                )
             else:
                 ax.set_title(name.capitalize())
             ax.set_xlim(0, 1)
@@ -452,8 +580,12 @@ def _cascade_ticks(spec_json: str, n_steps: int, default: str | None) -> list[st
     return labels if len(labels) == n_steps else [str(k) for k in range(1, n_steps + 1)]
 
 
-def cascade_figure(store: RunStore, keys: set[str] | None = None,
-                   palette: Palette | None = None, n_boot: int = 1000) -> Figure | None:
+def cascade_figure(
+    store: RunStore,
+    keys: set[str] | None = None,
+    palette: Palette | None = None,
+    n_boot: int = 1000,
+) -> Figure | None:
     """Cascading model randomisation (Adebayo et al. 2018), the similarity curve per layer: rows
     Spearman and SSIM of ``|map|`` between the trained and the randomised model, columns one
     panel per dataset (and classifier); x the number of top layers randomised (logits first),
@@ -469,15 +601,22 @@ def cascade_figure(store: RunStore, keys: set[str] | None = None,
     palette = palette or run_palette(store, keys)
     specs = store.cells(keys).set_index("key")["spec"]
     with style.context():
-        fig, axes = plt.subplots(len(which), len(groups), squeeze=False, sharey=True,
-                                 figsize=(DOUBLE_COLUMN if len(groups) > 1 else SINGLE_COLUMN,
-                                          1.9 * len(which) + 0.9))  # fmt: skip
+        fig, axes = plt.subplots(
+            len(which),
+            len(groups),
+            squeeze=False,
+            sharey=True,
+            figsize=(DOUBLE_COLUMN if len(groups) > 1 else SINGLE_COLUMN, 1.9 * len(which) + 0.9),
+        )
         handles: dict[str, Line2D] = {}
         for r, (name, label) in enumerate(which):
             for c, (dataset, model) in enumerate(groups):
                 ax = axes[r, c]
-                part = curves[(curves.name == f"curve/{name}") & (curves.dataset == dataset)
-                              & (curves.model == model)]  # fmt: skip
+                part = curves[
+                    (curves.name == f"curve/{name}")
+                    & (curves.dataset == dataset)
+                    & (curves.model == model)
+                ]
                 ticks: list[str] = []
                 for method, g in part.groupby("method", sort=False):
                     data = np.stack(g.sort_values("image_index")["array"].to_list()).astype(float)
@@ -490,13 +629,22 @@ def cascade_figure(store: RunStore, keys: set[str] | None = None,
                     mean, lo, hi = _bootstrap_band(data, n_boot=n_boot)
                     x = np.arange(1, data.shape[1] + 1)
                     st = palette.line(method)
-                    (line,) = ax.plot(x, mean, color=st["color"], ls=st["linestyle"], lw=1.0,
-                                      marker="o", ms=2.5, label=method)  # fmt: skip
+                    (line,) = ax.plot(
+                        x,
+                        mean,
+                        color=st["color"],
+                        ls=st["linestyle"],
+                        lw=1.0,
+                        marker="o",
+                        ms=2.5,
+                        label=method,
+                    )
                     ax.fill_between(x, lo, hi, color=st["color"], alpha=0.08, lw=0)
                     handles.setdefault(method, line)
                     if not ticks:
-                        ticks = _cascade_ticks(specs.get(g["cell_key"].iloc[0], ""),
-                                               data.shape[1], default)  # fmt: skip
+                        ticks = _cascade_ticks(
+                            specs.get(g["cell_key"].iloc[0], ""), data.shape[1], default
+                        )
                 if ticks:
                     ax.set_xticks(np.arange(1, len(ticks) + 1), ticks)
                 ax.axhline(0, color="0.6", lw=0.6)
@@ -521,9 +669,13 @@ def forest_metrics(board: pd.DataFrame) -> list[str]:
     return [c for c in cols if pd.to_numeric(board[c], errors="coerce").notna().any()]
 
 
-def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = None,
-                  directions: dict[str, bool] | None = None,
-                  marks: dict[tuple[str, str], dict[str, str]] | None = None) -> Figure | None:
+def forest_figure(
+    board: pd.DataFrame,
+    metric: str,
+    palette: Palette | None = None,
+    directions: dict[str, bool] | None = None,
+    marks: dict[tuple[str, str], dict[str, str]] | None = None,
+) -> Figure | None:
     """One panel per dataset: each row's mean of ``metric`` with its 95% interval (where the
     leaderboard has one), best at the top (``directions``: column → higher is better, default
     :func:`nicebench.report.tables.higher_is_better`). Baselines (``random``, ``center``,
@@ -538,14 +690,16 @@ def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = No
     data = board[pd.to_numeric(board[metric], errors="coerce").notna()]
     if data.empty:
         return None
-    palette = palette or Palette(data.loc[data.kind != "codec", "method"],
-                                 data.loc[data.kind == "codec", "method"])  # fmt: skip
+    palette = palette or Palette(
+        data.loc[data.kind != "codec", "method"], data.loc[data.kind == "codec", "method"]
+    )
     groups = _groups(data)
     nmax = max(len(data[(data.dataset == d) & (data.model == m)]) for d, m in groups)
     width = DOUBLE_COLUMN if len(groups) > 1 else SINGLE_COLUMN
     with style.context():
-        fig, axes = plt.subplots(1, len(groups), figsize=(width, 0.8 + 0.17 * max(nmax, 3)),
-                                 squeeze=False)  # fmt: skip
+        fig, axes = plt.subplots(
+            1, len(groups), figsize=(width, 0.8 + 0.17 * max(nmax, 3)), squeeze=False
+        )
         for c, (dataset, model) in enumerate(groups):
             ax = axes[0, c]
             part = data[(data.dataset == dataset) & (data.model == model)].copy()
@@ -559,8 +713,15 @@ def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = No
                 lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
                 if lo is not None and hi is not None and pd.notna(lo) and pd.notna(hi):
                     ax.plot([lo, hi], [yi, yi], color=colour, lw=1.2, solid_capstyle="butt")
-                ax.plot([row._v], [yi], "s" if base else "o", ms=4, color=colour,
-                        mfc="white" if base else colour, mew=1.0)  # fmt: skip
+                ax.plot(
+                    [row._v],
+                    [yi],
+                    "s" if base else "o",
+                    ms=4,
+                    color=colour,
+                    mfc="white" if base else colour,
+                    mew=1.0,
+                )
             ax.set_yticks(y, _tick_labels([str(m) for m in part.method], width=30))
             for tick, (_, row) in zip(ax.get_yticklabels(), part.iterrows(), strict=True):
                 if style.is_baseline(row.method, row.kind):
@@ -570,8 +731,10 @@ def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = No
             ax.grid(True, axis="x")
             bad = (marks or {}).get((dataset, model), {}).get(metric)
             if bad:
-                ax.set_title(f"{_where(dataset, model)}\n† not valid here: {bad.split(':')[0]}",
-                             color=style.OKABE_ITO["vermillion"])  # fmt: skip
+                ax.set_title(
+                    f"{_where(dataset, model)}\n† not valid here: {bad.split(':')[0]}",
+                    color=style.OKABE_ITO["vermillion"],
+                )
             else:
                 ax.set_title(_where(dataset, model))
             arrow = "↑" if higher else "↓"
@@ -581,19 +744,43 @@ def forest_figure(board: pd.DataFrame, metric: str, palette: Palette | None = No
         bases = [style.is_baseline(m, k) for m, k in zip(data.method, data.kind, strict=True)]
         handles = []
         if not all(bases):
-            handles.append(Line2D([], [], marker="o", color="0.2", lw=lw, ms=4,
-                                  label="method (95% CI)" if has_ci else "method"))  # fmt: skip
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    marker="o",
+                    color="0.2",
+                    lw=lw,
+                    ms=4,
+                    label="method (95% CI)" if has_ci else "method",
+                )
+            )
         if any(bases):
-            handles.append(Line2D([], [], marker="s", color="0.5", mfc="white", lw=lw, ms=4,
-                                  label="baseline / codec"))  # fmt: skip
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    marker="s",
+                    color="0.5",
+                    mfc="white",
+                    lw=lw,
+                    ms=4,
+                    label="baseline / codec",
+                )
+            )
         fig.legend(handles=handles, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0))
         fig.tight_layout(rect=(0, 0.22 / fig.get_figheight(), 1, 1))
     return fig
 
 
 # -- 4. rate–accuracy ------------------------------------------------------------------------------
-def rate_accuracy_figure(points: pd.DataFrame, dataset: str, model: str = "default",
-                         palette: Palette | None = None, zoom: float = 5.0) -> Figure | None:
+def rate_accuracy_figure(
+    points: pd.DataFrame,
+    dataset: str,
+    model: str = "default",
+    palette: Palette | None = None,
+    zoom: float = 5.0,
+) -> Figure | None:
     """Bytes relative to the reference image (x) against the classifier's accuracy on the decoded
     images (y). Codecs (``kind == "codec"``) in grey, one line style each; methods in their
     colours. With an ``on_front`` column, each method's and codec's Pareto front is a line and its
@@ -605,8 +792,9 @@ def rate_accuracy_figure(points: pd.DataFrame, dataset: str, model: str = "defau
     part = points[(points.dataset == dataset) & (points.model == model)] if len(points) else points
     if part.empty:
         return None
-    palette = palette or Palette(part.loc[part.kind != "codec", "method"],
-                                 part.loc[part.kind == "codec", "method"])  # fmt: skip
+    palette = palette or Palette(
+        part.loc[part.kind != "codec", "method"], part.loc[part.kind == "codec", "method"]
+    )
     front = "on_front" in part.columns
     ref = float(part.accuracy_reference.mean()) if "accuracy_reference" in part else None
     zoomed = ref is not None and zoom > 0 and np.isfinite(ref)
@@ -614,11 +802,15 @@ def rate_accuracy_figure(points: pd.DataFrame, dataset: str, model: str = "defau
         n_entries = part.groupby(["method", "kind"]).ngroups + 1 + int(ref is not None)
         ncol = 4 if zoomed else 3
         legend_rows = math.ceil(n_entries / ncol)
-        fig, axes = plt.subplots(1, 2 if zoomed else 1, squeeze=False,
-                                 figsize=(DOUBLE_COLUMN if zoomed else SINGLE_COLUMN,
-                                          2.6 + 0.15 * legend_rows))  # fmt: skip
-        order = sorted(part.groupby(["method", "kind"], sort=False).groups,
-                       key=lambda mk: mk[1] == "codec")  # methods, then codecs
+        fig, axes = plt.subplots(
+            1,
+            2 if zoomed else 1,
+            squeeze=False,
+            figsize=(DOUBLE_COLUMN if zoomed else SINGLE_COLUMN, 2.6 + 0.15 * legend_rows),
+        )
+        order = sorted(
+            part.groupby(["method", "kind"], sort=False).groups, key=lambda mk: mk[1] == "codec"
+        )  # methods, then codecs
         for i, ax in enumerate(axes[0]):
             label = (lambda text: text) if i == 0 else (lambda text: f"_{text}")
             for method, kind in order:
@@ -628,20 +820,53 @@ def rate_accuracy_figure(points: pd.DataFrame, dataset: str, model: str = "defau
                 name = label(f"{method} (quality sweep)" if kind == "codec" else method)
                 if front:
                     on = pts[pts.on_front.astype(bool)]
-                    ax.plot(pts.ratio, 100 * pts.accuracy, st["marker"], color=st["color"],
-                            alpha=0.3, ms=3, lw=0)  # fmt: skip
-                    ax.plot(on.ratio, 100 * on.accuracy, color=st["color"], ls=st["linestyle"],
-                            marker=st["marker"], ms=3.5, lw=1.0, label=name)  # fmt: skip
+                    ax.plot(
+                        pts.ratio,
+                        100 * pts.accuracy,
+                        st["marker"],
+                        color=st["color"],
+                        alpha=0.3,
+                        ms=3,
+                        lw=0,
+                    )
+                    ax.plot(
+                        on.ratio,
+                        100 * on.accuracy,
+                        color=st["color"],
+                        ls=st["linestyle"],
+                        marker=st["marker"],
+                        ms=3.5,
+                        lw=1.0,
+                        label=name,
+                    )
                 elif kind == "codec":
-                    ax.plot(pts.ratio, 100 * pts.accuracy, color=st["color"], ls=st["linestyle"],
-                            lw=1.0, label=name)  # fmt: skip
+                    ax.plot(
+                        pts.ratio,
+                        100 * pts.accuracy,
+                        color=st["color"],
+                        ls=st["linestyle"],
+                        lw=1.0,
+                        label=name,
+                    )
                 else:
-                    ax.plot(pts.ratio, 100 * pts.accuracy, st["marker"], color=st["color"],
-                            ms=3.5, lw=0, label=name)  # fmt: skip
+                    ax.plot(
+                        pts.ratio,
+                        100 * pts.accuracy,
+                        st["marker"],
+                        color=st["color"],
+                        ms=3.5,
+                        lw=0,
+                        label=name,
+                    )
             if ref is not None:
                 ax.axhline(100 * ref, color="0.5", ls=":", lw=0.8, label=label("reference image"))
-                ax.axhline(100 * ref - 1, color="0.5", ls="--", lw=0.7,
-                           label=label("1 point below it (headline)"))  # fmt: skip
+                ax.axhline(
+                    100 * ref - 1,
+                    color="0.5",
+                    ls="--",
+                    lw=0.7,
+                    label=label("1 point below it (headline)"),
+                )
             ax.set_xlabel("bytes / bytes of the reference image")
             ax.grid(True)
         ax = axes[0, 0]
@@ -656,20 +881,28 @@ def rate_accuracy_figure(points: pd.DataFrame, dataset: str, model: str = "defau
             ax.set_ylim(100 * ref - zoom, top + 0.3)
             ax.set_xlim(0, min(max(right * 1.03, 0.1), 1.05))  # past the reference's bytes: no gain
             ax.set_title(f"within {zoom:g} points of the reference")
-        fig.legend(loc="lower center", ncol=ncol, bbox_to_anchor=(0.5, 0.0), columnspacing=1.0,
-                   handlelength=1.8)  # fmt: skip
+        fig.legend(
+            loc="lower center",
+            ncol=ncol,
+            bbox_to_anchor=(0.5, 0.0),
+            columnspacing=1.0,
+            handlelength=1.8,
+        )
         fig.tight_layout(rect=(0, (0.05 + 0.15 * legend_rows) / fig.get_figheight(), 1, 1))
     return fig
 
 
-def rate_accuracy_figures(points: pd.DataFrame, out: str | Path,
-                          formats: Sequence[str] = ("png",)) -> list[Path]:
+def rate_accuracy_figures(
+    points: pd.DataFrame, out: str | Path, formats: Sequence[str] = ("png",)
+) -> list[Path]:
     """:func:`rate_accuracy_figure` for every dataset of ``points``, written into ``out``."""
     paths: list[Path] = []
     palette = None
     if len(points):
-        palette = Palette(points.loc[points.kind != "codec", "method"],
-                          points.loc[points.kind == "codec", "method"])
+        palette = Palette(
+            points.loc[points.kind != "codec", "method"],
+            points.loc[points.kind == "codec", "method"],
+        )
     for dataset, model in _groups(points):
         fig = rate_accuracy_figure(points, dataset, model, palette)
         paths += _save(fig, Path(out), f"rate_accuracy_{_safe(_where(dataset, model))}", formats)
@@ -698,8 +931,16 @@ def lambda_sweeps(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame
             continue
         other = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
         sweep = f"{spec.name}({other})" if other else spec.name
-        rows.append({"dataset": c.dataset, "model": c.model, "method": c.method,
-                     "method_name": c.method_name, "lam": lam, "sweep": sweep})  # fmt: skip
+        rows.append(
+            {
+                "dataset": c.dataset,
+                "model": c.model,
+                "method": c.method,
+                "method_name": c.method_name,
+                "lam": lam,
+                "sweep": sweep,
+            }
+        )
     df = pd.DataFrame(rows, columns=["dataset", "model", "method", "method_name", "lam", "sweep"])
     if df.empty:
         return df
@@ -718,9 +959,14 @@ def masked_view(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where((np.asarray(mask) > 0)[..., None], rgb, closed)
 
 
-def lambda_mask_grid(store: RunStore, dataset: str, model: str = "default",
-                     keys: set[str] | None = None, n_images: int = 6,
-                     sweeps: pd.DataFrame | None = None) -> Figure | None:
+def lambda_mask_grid(
+    store: RunStore,
+    dataset: str,
+    model: str = "default",
+    keys: set[str] | None = None,
+    n_images: int = 6,
+    sweeps: pd.DataFrame | None = None,
+) -> Figure | None:
     """The authors' figure: sample images (rows) × λ (columns, increasing), the first column the
     image, then the image where the binary gate mask kept at each λ is open and a dark blue tint of
     it where closed (:func:`masked_view`: a zero reference would hide a mask on the black
@@ -732,8 +978,9 @@ def lambda_mask_grid(store: RunStore, dataset: str, model: str = "default",
         return None
     sw = sw[sw.sweep == sw.sweep.iloc[0]].drop_duplicates("lam")
     gates = store.artifacts("gate_mask", keys)
-    gates = gates[(gates.dataset == dataset) & (gates.model == model)
-                  & gates.method.isin(sw.method)]  # fmt: skip
+    gates = gates[
+        (gates.dataset == dataset) & (gates.model == model) & gates.method.isin(sw.method)
+    ]
     if gates.empty:
         return None
     samples = store.samples(dataset)
@@ -760,20 +1007,34 @@ def lambda_mask_grid(store: RunStore, dataset: str, model: str = "default",
         axes[0, 0].set_title("image", fontsize=7)
         for c, (_, s) in enumerate(sw.iterrows(), start=1):
             axes[0, c].set_title(f"λ = {s.lam:g}", fontsize=7)
-        fig.suptitle(f"Gate masks over λ, {_where(dataset, model)}\n{sw.sweep.iloc[0]}", y=1.0,
-                     va="top", fontsize=7, linespacing=1.2)
+        fig.suptitle(
+            f"Gate masks over λ, {_where(dataset, model)}\n{sw.sweep.iloc[0]}",
+            y=1.0,
+            va="top",
+            fontsize=7,
+            linespacing=1.2,
+        )
         closed = masked_view(np.full((1, 1, 3), 160, np.uint8), np.zeros((1, 1)))[0, 0] / 255
-        fig.legend(handles=[Patch(facecolor=tuple(closed), edgecolor="none",
-                                  label="gates closed (image tinted)")],
-                   loc="lower center", bbox_to_anchor=(0.5, 0.0))  # fmt: skip
+        fig.legend(
+            handles=[
+                Patch(
+                    facecolor=tuple(closed), edgecolor="none", label="gates closed (image tinted)"
+                )
+            ],
+            loc="lower center",
+            bbox_to_anchor=(0.5, 0.0),
+        )
     fig.nicebench_lams = sw.lam.tolist()
     fig.nicebench_index = index
     return fig
 
 
-def lambda_tradeoff(store: RunStore, keys: set[str] | None = None,
-                    board: pd.DataFrame | None = None,
-                    sweeps: pd.DataFrame | None = None) -> Figure | None:
+def lambda_tradeoff(
+    store: RunStore,
+    keys: set[str] | None = None,
+    board: pd.DataFrame | None = None,
+    sweeps: pd.DataFrame | None = None,
+) -> Figure | None:
     """Per dataset (rows): the share of pixels kept (x, mean ``mask_share``) against the masked
     accuracy and the deletion AUC (columns), one point per λ with its 95% intervals, joined in λ
     order and labelled with λ; every sweep of the run. ``None`` without a λ sweep."""
@@ -792,24 +1053,45 @@ def lambda_tradeoff(store: RunStore, keys: set[str] | None = None,
     sweep_names = list(dict.fromkeys(data.sweep))
     palette = Palette(sweep_names)
     with style.context():
-        fig, axes = plt.subplots(len(groups), len(ycols),
-                                 figsize=(DOUBLE_COLUMN if len(ycols) > 1 else SINGLE_COLUMN,
-                                          2.1 * len(groups) + 0.3), squeeze=False)  # fmt: skip
+        fig, axes = plt.subplots(
+            len(groups),
+            len(ycols),
+            figsize=(DOUBLE_COLUMN if len(ycols) > 1 else SINGLE_COLUMN, 2.1 * len(groups) + 0.3),
+            squeeze=False,
+        )
         for r, (dataset, model) in enumerate(groups):
             for c, col in enumerate(ycols):
                 ax = axes[r, c]
                 for name, g in data[(data.dataset == dataset) & (data.model == model)].groupby(
-                        "sweep", sort=False):  # fmt: skip
+                    "sweep", sort=False
+                ):
                     g = g.sort_values("lam")
                     st = palette.line(name)
                     x, y = g.mask_share.to_numpy(float), g[col].to_numpy(float)
                     xerr = _err(g, "mask_share")
                     yerr = _err(g, col)
-                    ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=st["color"], marker="o", ms=3.5,
-                                lw=1.0, elinewidth=0.6, capsize=1.5, label=name)  # fmt: skip
+                    ax.errorbar(
+                        x,
+                        y,
+                        xerr=xerr,
+                        yerr=yerr,
+                        color=st["color"],
+                        marker="o",
+                        ms=3.5,
+                        lw=1.0,
+                        elinewidth=0.6,
+                        capsize=1.5,
+                        label=name,
+                    )
                     for xi, yi, lam in zip(x, y, g.lam, strict=True):
-                        ax.annotate(f"λ={lam:g}", (xi, yi), textcoords="offset points",
-                                    xytext=(3, 3), fontsize=5.5, color="0.25")  # fmt: skip
+                        ax.annotate(
+                            f"λ={lam:g}",
+                            (xi, yi),
+                            textcoords="offset points",
+                            xytext=(3, 3),
+                            fontsize=5.5,
+                            color="0.25",
+                        )
                 ax.set_xlabel("share of pixels kept (mask share)")
                 ax.set_ylabel(METRIC_LABELS.get(col, col))
                 ax.set_title(_where(dataset, model))
@@ -850,11 +1132,17 @@ def _point_order(point: str) -> tuple[int, float]:
     return (1, abs(float(m.group(1)) - 0.2)) if m else (2, 0.0)
 
 
-def mixed_resolution_examples(store: RunStore, dataset: str, model: str = "default",
-                              keys: set[str] | None = None, image_index: int | None = None,
-                              point: str | None = None, codec: str | None = None,
-                              max_cols: int = 7,
-                              headline: dict[str, str] | None = None) -> Figure | None:
+def mixed_resolution_examples(
+    store: RunStore,
+    dataset: str,
+    model: str = "default",
+    keys: set[str] | None = None,
+    image_index: int | None = None,
+    point: str | None = None,
+    codec: str | None = None,
+    max_cols: int = 7,
+    headline: dict[str, str] | None = None,
+) -> Figure | None:
     """One sample image coded by each method's mask (top row of a block: the mixed-resolution
     file the run kept as ``coded/<point>``) and, below it, the same image coded whole by ``codec``
     (default: the run's reference codec) at the quality whose file is nearest in bytes. Each panel
@@ -898,8 +1186,17 @@ def mixed_resolution_examples(store: RunStore, dataset: str, model: str = "defau
         data = pts.loc[chosen, "array"]
         nbytes = len(data)
         near = sizes.iloc[int(np.argmin(np.abs(sizes["size_bytes"].to_numpy() - nbytes)))]
-        panels.append((method, chosen, _decode(data), nbytes, near["point"], _decode(near["array"]),
-                       int(near["size_bytes"])))  # fmt: skip
+        panels.append(
+            (
+                method,
+                chosen,
+                _decode(data),
+                nbytes,
+                near["point"],
+                _decode(near["array"]),
+                int(near["size_bytes"]),
+            )
+        )
     ncols = min(max_cols, len(panels) + (1 if len(original) else 0))
     entries: list[tuple[str, object]] = []
     if len(original):
@@ -914,13 +1211,26 @@ def mixed_resolution_examples(store: RunStore, dataset: str, model: str = "defau
     height = top + bottom + nrows * cell + (nrows - 1) * gap
     with style.context():
         fig, axes = plt.subplots(nrows, ncols, figsize=(DOUBLE_COLUMN, height), squeeze=False)
-        fig.subplots_adjust(left=left / DOUBLE_COLUMN, right=0.999, top=1 - top / height,
-                            bottom=bottom / height, wspace=0.04, hspace=gap / cell)  # fmt: skip
+        fig.subplots_adjust(
+            left=left / DOUBLE_COLUMN,
+            right=0.999,
+            top=1 - top / height,
+            bottom=bottom / height,
+            wspace=0.04,
+            hspace=gap / cell,
+        )
         for b in range(blocks):
             for row, text in ((2 * b, "mixed resolution"), (2 * b + 1, f"{codec}, uniform")):
                 pos = axes[row, 0].get_position()
-                fig.text(0.3 / DOUBLE_COLUMN, (pos.y0 + pos.y1) / 2, text, rotation=90,
-                         ha="right", va="center", fontsize=6)  # fmt: skip
+                fig.text(
+                    0.3 / DOUBLE_COLUMN,
+                    (pos.y0 + pos.y1) / 2,
+                    text,
+                    rotation=90,
+                    ha="right",
+                    va="center",
+                    fontsize=6,
+                )
         for ax in axes.ravel():
             _blank(ax)
             ax.set_visible(False)
@@ -935,23 +1245,45 @@ def mixed_resolution_examples(store: RunStore, dataset: str, model: str = "defau
             bottom.set_visible(True)
             for ax, im in ((top, img), (bottom, cimg)):
                 if im is None:
-                    ax.text(0.5, 0.5, "can't decode", ha="center", va="center", fontsize=6,
-                            transform=ax.transAxes)  # fmt: skip
+                    ax.text(
+                        0.5,
+                        0.5,
+                        "can't decode",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        transform=ax.transAxes,
+                    )
                 else:
                     _show_image(ax, im if im.ndim == 3 else im[..., None])
             top.set_title(f"{wrap_label(method)}\n{chosen}", fontsize=6, linespacing=1.0)
             top.set_xlabel(f"{nbytes} B", fontsize=6, labelpad=1)
             bottom.set_xlabel(f"{codec} {cpoint}: {cbytes} B", fontsize=6, labelpad=1)
-        fig.suptitle(f"Coded by each method's mask vs {codec} at about equal bytes, "
-                     f"{_where(dataset, model)} image #{image_index}", y=1.0, va="top")  # fmt: skip
+        fig.suptitle(
+            f"Coded by each method's mask vs {codec} at about equal bytes, "
+            f"{_where(dataset, model)} image #{image_index}",
+            y=1.0,
+            va="top",
+        )
     fig.nicebench_panels = [(p[0], p[1], p[3], p[4], p[6]) for p in panels]
     return fig
 
 
 # -- 7. LaTeX leaderboard --------------------------------------------------------------------------
-_TEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-               "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-               "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}"}  # fmt: skip
+_TEX_ESCAPE = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
 
 
 def _tex(text: str) -> str:
@@ -965,10 +1297,22 @@ def _num(v: float) -> str:
 
 
 # The LaTeX table's column order: explanation scores, the gate methods' own, cost, compression
-_TEX_ORDER = ["deletion_auc", "insertion_auc", "pointing_game", "energy_pointing_game",
-              "mask_auroc", "saliency_metric", "sanity_spearman", "mask_share", "masked_accuracy",
-              "explain_ms_per_image", "compression_ratio", "bd_rate", "bpp",
-              "accuracy_compressed"]  # fmt: skip
+_TEX_ORDER = [
+    "deletion_auc",
+    "insertion_auc",
+    "pointing_game",
+    "energy_pointing_game",
+    "mask_auroc",
+    "saliency_metric",
+    "sanity_spearman",
+    "mask_share",
+    "masked_accuracy",
+    "explain_ms_per_image",
+    "compression_ratio",
+    "bd_rate",
+    "bpp",
+    "accuracy_compressed",
+]
 # What a codec row is scored on (it explains nothing)
 _CODEC_COLUMNS = {"compression_ratio", "bd_rate", "bpp", "accuracy_compressed"}
 
@@ -976,9 +1320,14 @@ _CODEC_COLUMNS = {"compression_ratio", "bd_rate", "bpp", "accuracy_compressed"}
 def latex_columns(board: pd.DataFrame) -> list[str]:
     """The score columns of the LaTeX leaderboard: those the board has values in (known columns
     in :data:`_TEX_ORDER`, then any other in the board's order)."""
-    cols = [c for c in board.columns
-            if c not in (*_ROW, "status", *_NOT_SCORES) and not c.endswith(("_lo", "_hi"))
-            and pd.api.types.is_numeric_dtype(board[c]) and board[c].notna().any()]  # fmt: skip
+    cols = [
+        c
+        for c in board.columns
+        if c not in (*_ROW, "status", *_NOT_SCORES)
+        and not c.endswith(("_lo", "_hi"))
+        and pd.api.types.is_numeric_dtype(board[c])
+        and board[c].notna().any()
+    ]
     rank = {c: i for i, c in enumerate(_TEX_ORDER)}
     return sorted(cols, key=lambda c: rank.get(c, len(rank)))
 
@@ -992,13 +1341,16 @@ def _tex_value(row: pd.Series, col: str) -> float | None:
     return None if pd.isna(v) else float(v)
 
 
-_CAPTION = ("Leaderboard: mean over images with its 95% bootstrap interval in brackets; the best "
-            "value per column and dataset in bold (the oracle, which reads the ground truth, is "
-            "not ranked). Codec rows are scored on compression only.")
+_CAPTION = (
+    "Leaderboard: mean over images with its 95% bootstrap interval in brackets; the best "
+    "value per column and dataset in bold (the oracle, which reads the ground truth, is "
+    "not ranked). Codec rows are scored on compression only."
+)
 
 
-def leaderboard_latex(board: pd.DataFrame, directions: dict[str, bool] | None = None,
-                      caption: str | None = None) -> str:
+def leaderboard_latex(
+    board: pd.DataFrame, directions: dict[str, bool] | None = None, caption: str | None = None
+) -> str:
     """The leaderboard as a booktabs ``table*``: one block of rows per dataset (and classifier),
     one column per score the board has values in (arrow: which way is better), each cell the mean
     with its 95% bootstrap interval in brackets where there is one; the best value of each column
@@ -1008,19 +1360,22 @@ def leaderboard_latex(board: pd.DataFrame, directions: dict[str, bool] | None = 
         directions = Catalogue.from_registry().higher_is_better()
     cols = latex_columns(board)
     arrow = {True: "$\\uparrow$", False: "$\\downarrow$"}
-    head = ["Method"] + [f"{_tex(METRIC_LABELS.get(c, c))} {arrow[directions.get(c, True)]}"
-                         for c in cols]
+    head = ["Method"] + [
+        f"{_tex(METRIC_LABELS.get(c, c))} {arrow[directions.get(c, True)]}" for c in cols
+    ]
     lines = [
         "% nicebench leaderboard: mean [95% bootstrap interval]; best per column and dataset in bold",
         "% needs \\usepackage{booktabs} and \\usepackage{graphicx}",
-        "\\begin{table*}[t]", "\\centering", "\\small",
+        "\\begin{table*}[t]",
+        "\\centering",
+        "\\small",
         f"\\caption{{{_tex(caption or _CAPTION)}}}",
         "\\label{tab:leaderboard}",
         "\\resizebox{\\textwidth}{!}{%",
         f"\\begin{{tabular}}{{l{'r' * len(cols)}}}",
         "\\toprule",
         " & ".join(head) + " \\\\",
-    ]  # fmt: skip
+    ]
     for dataset, model in _groups(board):
         part = board[(board.dataset == dataset) & (board.model == model)]
         ranked = part[part.method.map(style.base_name) != "oracle"]
@@ -1030,8 +1385,7 @@ def leaderboard_latex(board: pd.DataFrame, directions: dict[str, bool] | None = 
             if vals:
                 best[c] = _num(max(vals) if directions.get(c, True) else min(vals))
         group = _tex(_where(dataset, model))
-        lines += ["\\midrule",
-                  f"\\multicolumn{{{len(cols) + 1}}}{{l}}{{\\textit{{{group}}}}} \\\\"]
+        lines += ["\\midrule", f"\\multicolumn{{{len(cols) + 1}}}{{l}}{{\\textit{{{group}}}}} \\\\"]
         for _, row in part.iterrows():
             name = _tex(row.method) + (" (codec)" if row.kind == "codec" else "")
             cells = [name]
@@ -1054,17 +1408,24 @@ def leaderboard_latex(board: pd.DataFrame, directions: dict[str, bool] | None = 
 
 # -- 8. trust in rankings --------------------------------------------------------------------------
 HEADLINE_METRICS = ("deletion_auc", "insertion_auc")  # the pairwise panel's metric, first present
-_SHORT_METRIC = {"deletion_auc": "Deletion", "insertion_auc": "Insertion",
-                 "pointing_game": "Pointing", "energy_pointing_game": "Energy pointing",
-                 "saliency_metric": "Saliency metric", "sanity_spearman": "Sanity",
-                 "deletion_blur_auc": "Deletion (blur)", "cascade_spearman": "Cascade ρ",
-                 "cascade_ssim": "Cascade SSIM"}  # fmt: skip
+_SHORT_METRIC = {
+    "deletion_auc": "Deletion",
+    "insertion_auc": "Insertion",
+    "pointing_game": "Pointing",
+    "energy_pointing_game": "Energy pointing",
+    "saliency_metric": "Saliency metric",
+    "sanity_spearman": "Sanity",
+    "deletion_blur_auc": "Deletion (blur)",
+    "cascade_spearman": "Cascade ρ",
+    "cascade_ssim": "Cascade SSIM",
+}
 
 
 def _tick_labels(labels: Sequence[str], width: int = 22) -> list[str]:
     """Method labels short enough for a tick: variants of one plugin keep only the parameters
     they differ in (``nice(epochs=1,lam=0.5)``, ``nice(epochs=1,lam=2)`` → ``nice(lam=0.5)``,
     ``nice(lam=2)``), then anything longer than ``width`` characters is cut with ``…``."""
+
     def params(label: str) -> tuple[str, list[str]]:
         name, _, rest = label.partition("(")
         return name, [p for p in rest.rstrip(")").split(",") if p]
@@ -1089,10 +1450,14 @@ def _italic_baselines(labels, names: Sequence[str]) -> None:
             tick.set_fontstyle("italic")
 
 
-def rankings_figure(trust, dataset: str, model: str = "default",
-                    headline: Sequence[str] = HEADLINE_METRICS,
-                    palette: Palette | None = None,
-                    marks: dict[str, str] | None = None) -> Figure | None:
+def rankings_figure(
+    trust,
+    dataset: str,
+    model: str = "default",
+    headline: Sequence[str] = HEADLINE_METRICS,
+    palette: Palette | None = None,
+    marks: dict[str, str] | None = None,
+) -> Figure | None:
     """How far one dataset's ranking can be trusted (``trust``:
     :func:`nicebench.report.trust.analyse`): (a) P(row ranks above column) on the first of
     ``headline`` the run has (else its first metric), methods best first, the cells whose pair is
@@ -1108,8 +1473,10 @@ def rankings_figure(trust, dataset: str, model: str = "default",
     if pw.empty:
         return None
     metrics = list(dict.fromkeys(pw.metric))
-    metric = next((m for m in headline if m in metrics and m not in marks),
-                  next((m for m in headline if m in metrics), metrics[0]))
+    metric = next(
+        (m for m in headline if m in metrics and m not in marks),
+        next((m for m in headline if m in metrics), metrics[0]),
+    )
     part = pw[pw.metric == metric]
     order = list(part.drop_duplicates("method").sort_values("rank", kind="stable").method)
     p = part.set_index(["method", "other"])["p_above"]
@@ -1118,11 +1485,13 @@ def rankings_figure(trust, dataset: str, model: str = "default",
     tau = tau[(tau.dataset == dataset) & (tau.model == model) & tau.tau.notna()]
     tmetrics = [m for m in metrics if m in set(tau.metric)]
     tcell = tau.set_index(["metric", "other"])["tau"]
-    tmat = np.array([[np.nan if a == b else tcell.get((a, b), np.nan) for b in tmetrics]
-                     for a in tmetrics])  # fmt: skip
+    tmat = np.array(
+        [[np.nan if a == b else tcell.get((a, b), np.nan) for b in tmetrics] for a in tmetrics]
+    )
     comb = trust.combined
     comb = comb[(comb.dataset == dataset) & (comb.model == model)].sort_values(
-        "combined_rank", kind="stable")
+        "combined_rank", kind="stable"
+    )
     cmap = plt.get_cmap("RdBu").with_extremes(bad="0.92")
     n = len(order)
     with style.context():
@@ -1139,11 +1508,19 @@ def rankings_figure(trust, dataset: str, model: str = "default",
                 if np.isnan(v):
                     continue
                 text = f"{v:.2f}".replace("0.", ".").replace("1.00", "1").replace(".00", "0")
-                ax.text(j, i, text, ha="center", va="center", fontsize=small,
-                        color="white" if abs(v - 0.5) > 0.35 else "0.1")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=small,
+                    color="white" if abs(v - 0.5) > 0.35 else "0.1",
+                )
                 if 1 - SEPARABLE < v < SEPARABLE:
-                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=0.9,
-                                               ec="black"))  # fmt: skip
+                    ax.add_patch(
+                        plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=0.9, ec="black")
+                    )
         ax.set_xticks(range(n), _tick_labels(order), rotation=90)
         ax.set_yticks(range(n), _tick_labels(order))
         _italic_baselines(ax.get_xticklabels(), order)
@@ -1153,50 +1530,93 @@ def rankings_figure(trust, dataset: str, model: str = "default",
             spine.set_visible(False)
         higher = bool(part.higher_is_better.iloc[0])
         label = METRIC_LABELS.get(metric, metric) + (" †" if metric in marks else "")
-        ax.set_title(f"(a) P(row ranks above column), {label} ({'↑' if higher else '↓'} "
-                     "better)\nboxed: not separable at 95%", loc="left")  # fmt: skip
+        ax.set_title(
+            f"(a) P(row ranks above column), {label} ({'↑' if higher else '↓'} "
+            "better)\nboxed: not separable at 95%",
+            loc="left",
+        )
         bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, ticks=[0, 0.5, 1])
         bar.outline.set_visible(False)
         bar.ax.tick_params(labelsize=6, length=0)
         ax2 = fig.add_subplot(grid[0, 1])
         if len(tmetrics) >= 2:
-            names = [_SHORT_METRIC.get(m, METRIC_LABELS.get(m, m)) + (" †" if m in marks else "")
-                     for m in tmetrics]  # fmt: skip
+            names = [
+                _SHORT_METRIC.get(m, METRIC_LABELS.get(m, m)) + (" †" if m in marks else "")
+                for m in tmetrics
+            ]
             im2 = ax2.imshow(tmat, cmap=cmap, vmin=-1, vmax=1)
             for i in range(len(tmetrics)):
                 for j in range(len(tmetrics)):
                     if np.isfinite(tmat[i, j]):
-                        ax2.text(j, i, f"{tmat[i, j]:.2f}", ha="center", va="center",
-                                 fontsize=small, color="white" if abs(tmat[i, j]) > 0.7
-                                 else "0.1")  # fmt: skip
-            ax2.set_xticks(range(len(names)), names, rotation=35 if len(names) <= 8 else 60,
-                           ha="right", rotation_mode="anchor")  # fmt: skip
+                        ax2.text(
+                            j,
+                            i,
+                            f"{tmat[i, j]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=small,
+                            color="white" if abs(tmat[i, j]) > 0.7 else "0.1",
+                        )
+            ax2.set_xticks(
+                range(len(names)),
+                names,
+                rotation=35 if len(names) <= 8 else 60,
+                ha="right",
+                rotation_mode="anchor",
+            )
             ax2.set_yticks(range(len(names)), names)
             ax2.tick_params(length=0)
             for spine in ax2.spines.values():
                 spine.set_visible(False)
-            bar2 = fig.colorbar(im2, ax=ax2, fraction=0.05, pad=0.02, ticks=[-1, 0, 1],
-                                shrink=0.85)  # fmt: skip
+            bar2 = fig.colorbar(im2, ax=ax2, fraction=0.05, pad=0.02, ticks=[-1, 0, 1], shrink=0.85)
             bar2.outline.set_visible(False)
             bar2.ax.tick_params(labelsize=6, length=0)
         else:
             _blank(ax2)
-            ax2.text(0.5, 0.5, "fewer than two metrics\nshared by 3 methods", ha="center",
-                     va="center", transform=ax2.transAxes, color="0.4")  # fmt: skip
-        ax2.set_title("(b) Kendall τ between the metrics"
-                      + ("\n†: not valid here (validity.md)"
-                         if any(m in marks for m in [metric, *tmetrics]) else ""), loc="left")
+            ax2.text(
+                0.5,
+                0.5,
+                "fewer than two metrics\nshared by 3 methods",
+                ha="center",
+                va="center",
+                transform=ax2.transAxes,
+                color="0.4",
+            )
+        ax2.set_title(
+            "(b) Kendall τ between the metrics"
+            + (
+                "\n†: not valid here (validity.md)"
+                if any(m in marks for m in [metric, *tmetrics])
+                else ""
+            ),
+            loc="left",
+        )
         ax3 = fig.add_subplot(grid[1, :])
         if len(comb):
             y = np.arange(len(comb))[::-1]
             for yi, row in zip(y, comb.itertuples(), strict=True):
                 base = style.is_baseline(row.method, row.kind)
-                colour = "0.5" if base else (palette.color(row.method) if palette
-                                             else style.OKABE_ITO["blue"])  # fmt: skip
-                ax3.plot([row.combined_rank_lo, row.combined_rank_hi], [yi, yi], color=colour,
-                         lw=1.2, solid_capstyle="butt")  # fmt: skip
-                ax3.plot([row.combined_rank], [yi], "s" if base else "o", ms=4, color=colour,
-                         mfc="white" if base else colour, mew=1.0)  # fmt: skip
+                colour = (
+                    "0.5"
+                    if base
+                    else (palette.color(row.method) if palette else style.OKABE_ITO["blue"])
+                )
+                ax3.plot(
+                    [row.combined_rank_lo, row.combined_rank_hi],
+                    [yi, yi],
+                    color=colour,
+                    lw=1.2,
+                    solid_capstyle="butt",
+                )
+                ax3.plot(
+                    [row.combined_rank],
+                    [yi],
+                    "s" if base else "o",
+                    ms=4,
+                    color=colour,
+                    mfc="white" if base else colour,
+                    mew=1.0,
+                )
             ax3.set_yticks(y, _tick_labels(list(comb.method)))
             _italic_baselines(ax3.get_yticklabels(), list(comb.method))
             ax3.set_ylim(-0.7, len(comb) - 0.3)
@@ -1204,8 +1624,10 @@ def rankings_figure(trust, dataset: str, model: str = "default",
             ax3.grid(True, axis="x")
             refs = sorted(set(pw.loc[pw.reads_ground_truth.astype(bool), "method"]))
             k = int(comb.n_metrics.iloc[0])
-            ax3.set_xlabel(f"mean rank over {k} metric{'s' if k > 1 else ''} (↓ better)"
-                           + (f"; {', '.join(refs)} not ranked" if refs else ""))  # fmt: skip
+            ax3.set_xlabel(
+                f"mean rank over {k} metric{'s' if k > 1 else ''} (↓ better)"
+                + (f"; {', '.join(refs)} not ranked" if refs else "")
+            )
         else:
             _blank(ax3)
         ax3.set_title("(c) Combined rank, 95% interval", loc="left")
@@ -1253,44 +1675,92 @@ def _figure_jobs(store: RunStore, keys: set[str] | None) -> tuple[list[FigureJob
     jobs: list[FigureJob] = []
     groups = _groups(board)
     for dataset, model in groups:
-        jobs.append((f"saliency_grid_{_safe(_where(dataset, model))}", saliency_grid,
-                     (_STORE, dataset, model, keys), {}))  # fmt: skip
+        jobs.append(
+            (
+                f"saliency_grid_{_safe(_where(dataset, model))}",
+                saliency_grid,
+                (_STORE, dataset, model, keys),
+                {},
+            )
+        )
     jobs.append(("curves", curves_figure, (_STORE, keys), {"palette": palette}))
     jobs.append(("cascade", cascade_figure, (_STORE, keys), {"palette": palette}))
     valid = validity(store, keys)
     marks = not_valid(valid)
     for metric in forest_metrics(board):
-        jobs.append((f"forest_{_safe(metric)}", forest_figure,
-                     (board, metric, palette, directions), {"marks": marks}))  # fmt: skip
+        jobs.append(
+            (
+                f"forest_{_safe(metric)}",
+                forest_figure,
+                (board, metric, palette, directions),
+                {"marks": marks},
+            )
+        )
     for dataset, model in _groups(valid):
-        jobs.append((f"validity_curves_{_safe(_where(dataset, model))}", validity_curves_figure,
-                     (_STORE, dataset, model, keys), {"board": board}))  # fmt: skip
+        jobs.append(
+            (
+                f"validity_curves_{_safe(_where(dataset, model))}",
+                validity_curves_figure,
+                (_STORE, dataset, model, keys),
+                {"board": board},
+            )
+        )
     points = compression_points(store, keys)
     for dataset, model in _groups(points):
-        jobs.append((f"rate_accuracy_{_safe(_where(dataset, model))}", rate_accuracy_figure,
-                     (points, dataset, model, palette), {}))  # fmt: skip
+        jobs.append(
+            (
+                f"rate_accuracy_{_safe(_where(dataset, model))}",
+                rate_accuracy_figure,
+                (points, dataset, model, palette),
+                {},
+            )
+        )
     sweeps = lambda_sweeps(store, keys)
     for dataset, model in _groups(sweeps):
-        jobs.append((f"nice_masks_over_lambda_{_safe(_where(dataset, model))}", lambda_mask_grid,
-                     (_STORE, dataset, model, keys), {"sweeps": sweeps}))  # fmt: skip
+        jobs.append(
+            (
+                f"nice_masks_over_lambda_{_safe(_where(dataset, model))}",
+                lambda_mask_grid,
+                (_STORE, dataset, model, keys),
+                {"sweeps": sweeps},
+            )
+        )
     jobs.append(("nice_lambda_tradeoff", lambda_tradeoff, (_STORE, keys, board, sweeps), {}))
     for dataset, model in groups:
         rows = board[(board.dataset == dataset) & (board.model == model)]
-        heads = ({m: str(p) for m, p in zip(rows.method, rows.operating_point, strict=True)
-                  if isinstance(p, str)} if "operating_point" in rows else {})  # fmt: skip
-        jobs.append((f"mixed_resolution_{_safe(_where(dataset, model))}",
-                     mixed_resolution_examples, (_STORE, dataset, model, keys),
-                     {"headline": heads}))  # fmt: skip
+        heads = (
+            {
+                m: str(p)
+                for m, p in zip(rows.method, rows.operating_point, strict=True)
+                if isinstance(p, str)
+            }
+            if "operating_point" in rows
+            else {}
+        )
+        jobs.append(
+            (
+                f"mixed_resolution_{_safe(_where(dataset, model))}",
+                mixed_resolution_examples,
+                (_STORE, dataset, model, keys),
+                {"headline": heads},
+            )
+        )
     trust = analyse(per_image(store, keys), exclude=rank_exclusions(valid), catalogue=cat)
     for dataset, model in _groups(trust.pairwise):
-        jobs.append((f"rankings_{_safe(_where(dataset, model))}", rankings_figure,
-                     (trust, dataset, model),
-                     {"palette": palette, "marks": marks.get((dataset, model), {})}))  # fmt: skip
+        jobs.append(
+            (
+                f"rankings_{_safe(_where(dataset, model))}",
+                rankings_figure,
+                (trust, dataset, model),
+                {"palette": palette, "marks": marks.get((dataset, model), {})},
+            )
+        )
     return jobs, board
 
 
-def _draw(run_dir: Path, formats: Sequence[str], job: FigureJob,
-          store: RunStore | None = None) -> list[Path]:
+def _draw(
+    run_dir: Path, formats: Sequence[str], job: FigureJob, store: RunStore | None = None
+) -> list[Path]:
     """Draw one job's figure and save it in each of ``formats`` (opening the run's store when the
     job reads it and none is given)."""
     stem, fn, args, kwargs = job
@@ -1315,8 +1785,12 @@ def figure_workers(n_jobs: int) -> int:
     return max(1, min(cpus or 1, 4, n_jobs))
 
 
-def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
-                  keys: set[str] | None = None, workers: int | None = None) -> list[Path]:
+def write_figures(
+    run_dir: str | Path,
+    formats: Sequence[str] = ("png", "pdf"),
+    keys: set[str] | None = None,
+    workers: int | None = None,
+) -> list[Path]:
     """Draw every figure the run can feed into ``run_dir/figures/`` in each of ``formats``
     (``png`` at 300 dpi, ``pdf`` vector) and write ``figures/leaderboard.tex``; ``keys``: only
     these cells (a config's, as :func:`nicebench.runner.run` passes). Returns the files written.
@@ -1325,8 +1799,10 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
     either way."""
     run_dir = Path(run_dir)
     if not (run_dir / "store.sqlite").exists():
-        raise FileNotFoundError(f"{run_dir} holds no run (no store.sqlite): run `nicebench run` "
-                                "first, or name the run directory it wrote")  # fmt: skip
+        raise FileNotFoundError(
+            f"{run_dir} holds no run (no store.sqlite): run `nicebench run` "
+            "first, or name the run directory it wrote"
+        )
     out = run_dir / "figures"
     formats = [f.lower().lstrip(".") for f in formats]
     store: RunStore | None = RunStore(run_dir)
@@ -1352,8 +1828,9 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
     return paths
 
 
-def _draw_in_processes(run_dir: Path, formats: Sequence[str], jobs: list[FigureJob],
-                       workers: int) -> list[Path]:
+def _draw_in_processes(
+    run_dir: Path, formats: Sequence[str], jobs: list[FigureJob], workers: int
+) -> list[Path]:
     """The jobs on a pool of ``workers`` forked processes, costliest first; the paths in the
     jobs' order. (Forked: a fresh interpreter would re-run a caller's unguarded script. The
     children only draw with matplotlib and read the store through their own connections.)"""
@@ -1371,8 +1848,14 @@ def _draw_in_processes(run_dir: Path, formats: Sequence[str], jobs: list[FigureJ
 
 def _job_cost(job: FigureJob) -> int:
     """A rough order of drawing cost (image grids and multi-panel figures first)."""
-    heavy = (saliency_grid, mixed_resolution_examples, lambda_mask_grid, rankings_figure,
-             curves_figure, rate_accuracy_figure)  # fmt: skip
+    heavy = (
+        saliency_grid,
+        mixed_resolution_examples,
+        lambda_mask_grid,
+        rankings_figure,
+        curves_figure,
+        rate_accuracy_figure,
+    )
     return 1 if job[1] in heavy else 0
 
 

@@ -79,14 +79,16 @@ _COLUMN_HELP = {
     "operating_point": "the headline operating point",
     "within_tolerance": "whether the headline point is within the accuracy tolerance",
     "status": "ok, or how many of the row's cells failed",
-}  # fmt: skip
+}
 
 
 # -- small helpers --------------------------------------------------------------------------------
 
+
 def _class_name(index: int, names: list[str] | None) -> str:
     """``3 (star)`` where the class names are known, else ``3``."""
     return f"{index} ({names[index]})" if names and 0 <= index < len(names) else str(index)
+
 
 def _e(value: Any) -> str:
     """Text for HTML (element content and quoted attribute values alike)."""
@@ -169,22 +171,27 @@ def _header(col: str, directions: dict[str, bool], help_: dict[str, str], numeri
         attr = f' data-better="{"higher" if better else "lower"}"'
     title = "; ".join(t for t in (help_.get(col, ""), note, "click to sort") if t)
     kind = "num" if numeric else "text"
-    return (f'<th data-type="{kind}"{attr} title="{_e(title)}"><button type="button">'
-            f"{_e(col).replace('_', '_<wbr>')}{mark}</button></th>")  # fmt: skip
+    return (
+        f'<th data-type="{kind}"{attr} title="{_e(title)}"><button type="button">'
+        f"{_e(col).replace('_', '_<wbr>')}{mark}</button></th>"
+    )
 
 
 # -- sections -------------------------------------------------------------------------------------
-def _leaderboard_section(board: pd.DataFrame, several_models: bool,
-                         validity: pd.DataFrame | None, cat: Catalogue) -> str:
+def _leaderboard_section(
+    board: pd.DataFrame, several_models: bool, validity: pd.DataFrame | None, cat: Catalogue
+) -> str:
     directions, help_ = cat.higher_is_better(), _descriptions(cat)
     bad = not_valid(validity) if validity is not None else {}
     blind = at_chance(validity) if validity is not None else set()
-    parts = ['<section id="leaderboard"><h2>Leaderboard</h2>',
-             '<p class="note">Mean over images, with its 95% bootstrap interval below it. '
-             "↑ higher is better, ↓ lower is better; <b>bold</b>: the best method per column. "
-             "†: the metric is not valid on this dataset (hover for why; "
-             '<a href="#validity">the validity audit</a>): no best is named in it. '
-             "Click a column header to sort (best first, click again to flip).</p>"]  # fmt: skip
+    parts = [
+        '<section id="leaderboard"><h2>Leaderboard</h2>',
+        '<p class="note">Mean over images, with its 95% bootstrap interval below it. '
+        "↑ higher is better, ↓ lower is better; <b>bold</b>: the best method per column. "
+        "†: the metric is not valid on this dataset (hover for why; "
+        '<a href="#validity">the validity audit</a>): no best is named in it. '
+        "Click a column header to sort (best first, click again to flip).</p>",
+    ]
     if board.empty:
         parts.append("<p>No cells in this run yet.</p></section>")
         return "".join(parts)
@@ -206,8 +213,10 @@ def _leaderboard_section(board: pd.DataFrame, several_models: bool,
                 if values.nunique() > 1:  # a column where every method ties marks no one
                     best[c] = values.max() if directions[c] else values.min()
         title = _group_title(dataset, model, several_models)
-        parts.append(f'<h3>{_e(title)}</h3><div class="scroll"><table class="board sortable" '
-                     f'data-dataset="{_e(dataset)}" data-model="{_e(model)}"><thead><tr>')  # fmt: skip
+        parts.append(
+            f'<h3>{_e(title)}</h3><div class="scroll"><table class="board sortable" '
+            f'data-dataset="{_e(dataset)}" data-model="{_e(model)}"><thead><tr>'
+        )
         parts += [_header(c, directions, help_, numeric[c]) for c in cols]
         parts.append("</tr></thead><tbody>")
         for _, row in group.iterrows():
@@ -284,41 +293,65 @@ def _figure_html(path: Path) -> str:
     if path.with_suffix(".pdf").exists():
         pdf = "../figures/" + urllib.parse.quote(path.with_suffix(".pdf").name)
         links.append(f'<a href="{_e(pdf)}">PDF</a>')
-    return (f'<figure><img src="{_webp_uri(screen, lossless=False)}" width="{screen.width}" '
-            f'height="{screen.height}" alt="{_e(path.name)}"><figcaption>{_e(path.name)} '
-            f'<span class="links">({", ".join(links)})</span></figcaption></figure>')  # fmt: skip
+    return (
+        f'<figure><img src="{_webp_uri(screen, lossless=False)}" width="{screen.width}" '
+        f'height="{screen.height}" alt="{_e(path.name)}"><figcaption>{_e(path.name)} '
+        f'<span class="links">({", ".join(links)})</span></figcaption></figure>'
+    )
 
 
 def _validity_section(run_dir: Path, table: pd.DataFrame, several_models: bool) -> str:
-    """"Can these metrics be trusted here?": the validity audit's verdicts per dataset with the
+    """ "Can these metrics be trusted here?": the validity audit's verdicts per dataset with the
     numbers behind them, and each dataset's curves of oracle, the best method and random."""
-    parts = ['<section id="validity"><h2>Can these metrics be trusted here?</h2>',
-             '<p class="note">Every metric is audited on every dataset of the run '
-             "(<code>validity.csv</code>, <code>validity.md</code>): <i>range</i> (a curve's "
-             "blank end near chance, the original image well above it), <i>reactivity</i> (a "
-             "good map scores better than a bad one: oracle − random, and the best method on the "
-             "trained − the randomised classifier, in units of the metric's spread over methods, "
-             "with paired-bootstrap P) and <i>stability</i> (Kendall τ of the methods' order on "
-             "two disjoint halves of the images, and under small input noise). A metric that is "
-             "not valid is marked † in the leaderboard and left out of the combined rank there. "
-             f"Thresholds: {_e(THRESHOLDS_NOTE)}.</p>"]  # fmt: skip
+    parts = [
+        '<section id="validity"><h2>Can these metrics be trusted here?</h2>',
+        '<p class="note">Every metric is audited on every dataset of the run '
+        "(<code>validity.csv</code>, <code>validity.md</code>): <i>range</i> (a curve's "
+        "blank end near chance, the original image well above it), <i>reactivity</i> (a "
+        "good map scores better than a bad one: oracle − random, and the best method on the "
+        "trained − the randomised classifier, in units of the metric's spread over methods, "
+        "with paired-bootstrap P) and <i>stability</i> (Kendall τ of the methods' order on "
+        "two disjoint halves of the images, and under small input noise). A metric that is "
+        "not valid is marked † in the leaderboard and left out of the combined rank there. "
+        f"Thresholds: {_e(THRESHOLDS_NOTE)}.</p>",
+    ]
     if table.empty:
         parts.append("<p>No per-image scores in this run.</p></section>")
         return "".join(parts)
-    header = ["metric", "verdict", "range: blank → original (chance)", "oracle − random "
-              "(spreads, P)", "best method: trained − randomised (spreads, P)", "τ halves [95%]",
-              "τ noise", "in combined rank", "why"]  # fmt: skip
+    header = [
+        "metric",
+        "verdict",
+        "range: blank → original (chance)",
+        "oracle − random (spreads, P)",
+        "best method: trained − randomised (spreads, P)",
+        "τ halves [95%]",
+        "τ noise",
+        "in combined rank",
+        "why",
+    ]
     figures = run_dir / "figures"
     for (dataset, model), part in table.groupby(["dataset", "model"], sort=False):
         rows = []
         for r in part.itertuples():
-            verdict = (f'<span class="failed">{_e(r.verdict)}</span>' if r.verdict != "valid"
-                       else "valid")  # fmt: skip
+            verdict = (
+                f'<span class="failed">{_e(r.verdict)}</span>' if r.verdict != "valid" else "valid"
+            )
             rng, orc, rnd, tau = (_e(cell) for cell in table_cells(r))
             why = "" if r.verdict == "valid" else _e(r.reason)
             tau_noise = "–" if _isnan(r.tau_noise) else f"{float(r.tau_noise):.2f}"
-            rows.append([_e(r.metric), verdict, rng, orc, rnd, tau, tau_noise,
-                         "yes" if r.in_combined_rank else "no", why])  # fmt: skip
+            rows.append(
+                [
+                    _e(r.metric),
+                    verdict,
+                    rng,
+                    orc,
+                    rnd,
+                    tau,
+                    tau_noise,
+                    "yes" if r.in_combined_rank else "no",
+                    why,
+                ]
+            )
         title = _group_title(dataset, model, several_models)
         parts.append(f"<h3>{_e(title)}</h3>" + _table(header, rows, "plain validity"))
         where = dataset if model == "default" else f"{dataset} · {model}"  # as figures.py names
@@ -334,8 +367,9 @@ def _warnings(table: pd.DataFrame) -> str:
     """The classifiers at chance, at the top of the report."""
     if table.empty:
         return ""
-    return "".join(f'<div class="warning">{_e(classifier_warning(c))}</div>'
-                   for c in classifier_rows(table))  # fmt: skip
+    return "".join(
+        f'<div class="warning">{_e(classifier_warning(c))}</div>' for c in classifier_rows(table)
+    )
 
 
 def _colormap(name: str):
@@ -363,8 +397,10 @@ def _colorbar(name: str) -> str:
 
 def _tile(uri: str, caption: str, px: tuple[int, int], title: str = "") -> str:
     tip = f' title="{_e(title)}"' if title else ""
-    return (f'<figure class="tile"{tip}><img src="{uri}" width="{px[1]}" height="{px[0]}" '
-            f'alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>')  # fmt: skip
+    return (
+        f'<figure class="tile"{tip}><img src="{uri}" width="{px[1]}" height="{px[0]}" '
+        f'alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
+    )
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
@@ -374,8 +410,14 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
 
 
-def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
-                     keys: set[str] | None, several_models: bool, cat: Catalogue) -> str:
+def _browser_section(
+    store: RunStore,
+    board: pd.DataFrame,
+    images: pd.DataFrame,
+    keys: set[str] | None,
+    several_models: bool,
+    cat: Catalogue,
+) -> str:
     directions, help_ = cat.higher_is_better(), _descriptions(cat)
     parts = ['<section id="images"><h2>Per-image browser</h2>']
     maps = store.artifacts("map", keys)
@@ -390,35 +432,55 @@ def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
         own = samples[samples.dataset == dataset]
         if own.empty:
             continue
-        arrays = {(int(i), n): a for i, n, a in zip(own.image_index, own.name, own.array,
-                                                        strict=True)}  # fmt: skip
+        arrays = {
+            (int(i), n): a for i, n, a in zip(own.image_index, own.name, own.array, strict=True)
+        }
         indices = sorted({i for i, n in arrays if n == "image"})
         methods = sorted(dict.fromkeys(group.method), key=lambda m: order.get(m, len(order)))
-        signed = {m: bool(min(float(np.min(a)) for a in group[group.method == m].array) < -0.01)
-                  for m in methods}  # fmt: skip
+        signed = {
+            m: bool(min(float(np.min(a)) for a in group[group.method == m].array) < -0.01)
+            for m in methods
+        }
         used.update(_DIVERGING if s else _SEQUENTIAL for s in signed.values())
-        by_key = {(m, int(i)): a for m, i, a in zip(group.method, group.image_index, group.array,
-                                                    strict=True)}  # fmt: skip
+        by_key = {
+            (m, int(i)): a
+            for m, i, a in zip(group.method, group.image_index, group.array, strict=True)
+        }
         gsel = gates[(gates.dataset == dataset) & (gates.model == model)] if len(gates) else gates
-        gate_by = {(m, int(i)): a for m, i, a in zip(gsel.method, gsel.image_index, gsel.array,
-                                                     strict=True)} if len(gsel) else {}  # fmt: skip
-        scores = images[(images.dataset == dataset) & (images.model == model)] if len(images) \
-            else images  # fmt: skip
+        gate_by = (
+            {
+                (m, int(i)): a
+                for m, i, a in zip(gsel.method, gsel.image_index, gsel.array, strict=True)
+            }
+            if len(gsel)
+            else {}
+        )
+        scores = (
+            images[(images.dataset == dataset) & (images.model == model)] if len(images) else images
+        )
         labels_pred = scores  # every row (codecs too) names the image's prediction
         if len(scores):
             scores = scores[scores.kind == "method"]
         # The image's scores in the leaderboard's column order; whether the classifier got the
         # image right is in the picker, the same for every method.
         rank = {c: i for i, c in enumerate(board.columns)}
-        score_cols = sorted((c for c in scores.columns
-                             if c not in (*_ROW, "image_index", "label", "pred", "accuracy_original")
-                             and scores[c].notna().any()), key=lambda c: rank.get(c, len(rank)))  # fmt: skip
+        score_cols = sorted(
+            (
+                c
+                for c in scores.columns
+                if c not in (*_ROW, "image_index", "label", "pred", "accuracy_original")
+                and scores[c].notna().any()
+            ),
+            key=lambda c: rank.get(c, len(rank)),
+        )
         first = indices[0] if indices else 0
         height, width = _as_rgb(arrays[(first, "image")]).shape[:2] if indices else (32, 32)
         drawn, px = _tile_shape(height, width)
         title = _group_title(dataset, model, several_models)
-        parts.append(f'<div class="browser" data-dataset="{_e(dataset)}" data-model="{_e(model)}">'
-                     f"<h3>{_e(title)}</h3>")  # fmt: skip
+        parts.append(
+            f'<div class="browser" data-dataset="{_e(dataset)}" data-model="{_e(model)}">'
+            f"<h3>{_e(title)}</h3>"
+        )
         names = cat.class_names(dataset)
         options = []
         for i in indices:
@@ -431,31 +493,52 @@ def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
                 text += f" · label {_class_name(label, names)}"
             if pred is not None:
                 text += f" · predicted {_class_name(pred, names)}" + (
-                    "" if label is None or pred == label else " (wrong)")  # fmt: skip
+                    "" if label is None or pred == label else " (wrong)"
+                )
             options.append(f'<option value="{i}">{_e(text)}</option>')
-        parts.append(f'<div class="controls"><button type="button" class="prev" '
-                     f'aria-label="previous image">◀</button><select aria-label="sample image '
-                     f'of {_e(title)}">{"".join(options)}</select><button type="button" '
-                     f'class="next" aria-label="next image">▶</button></div>')  # fmt: skip
+        parts.append(
+            f'<div class="controls"><button type="button" class="prev" '
+            f'aria-label="previous image">◀</button><select aria-label="sample image '
+            f'of {_e(title)}">{"".join(options)}</select><button type="button" '
+            f'class="next" aria-label="next image">▶</button></div>'
+        )
         for n, i in enumerate(indices):
             hidden = "" if n == 0 else " hidden"
             image = _as_rgb(arrays[(i, "image")])
             tiles = [_tile(_image_uri(image, drawn), f"image {i}", px)]
             if (i, "mask") in arrays:
-                tiles.append(_tile(_image_uri((np.asarray(arrays[(i, "mask")]) > 0).astype(np.uint8) * 255, drawn),
-                                   "ground truth", px))  # fmt: skip
+                tiles.append(
+                    _tile(
+                        _image_uri(
+                            (np.asarray(arrays[(i, "mask")]) > 0).astype(np.uint8) * 255, drawn
+                        ),
+                        "ground truth",
+                        px,
+                    )
+                )
             for m in methods:
                 if (m, i) in by_key:
-                    note = ("signed map, blue < 0 < red" if signed[m]
-                            else "map, 0 (dark) to its largest value (yellow)")  # fmt: skip
+                    note = (
+                        "signed map, blue < 0 < red"
+                        if signed[m]
+                        else "map, 0 (dark) to its largest value (yellow)"
+                    )
                     tiles.append(_tile(_render_map(by_key[(m, i)], signed[m], drawn), m, px, note))
                 if (m, i) in gate_by:
                     keep = np.asarray(gate_by[(m, i)]) > 0
                     shown = np.where(keep[:, :, None], image, (image * 0.2).astype(np.uint8))
-                    tiles.append(_tile(_image_uri(shown, drawn), f"{m} · gate", px,
-                                       f"pixels the gate keeps ({keep.mean():.0%})"))  # fmt: skip
-            parts.append(f'<div class="sample" data-image="{i}"{hidden}>'
-                         f'<div class="tiles">{"".join(tiles)}</div>')  # fmt: skip
+                    tiles.append(
+                        _tile(
+                            _image_uri(shown, drawn),
+                            f"{m} · gate",
+                            px,
+                            f"pixels the gate keeps ({keep.mean():.0%})",
+                        )
+                    )
+            parts.append(
+                f'<div class="sample" data-image="{i}"{hidden}>'
+                f'<div class="tiles">{"".join(tiles)}</div>'
+            )
             rows = scores[scores.image_index == i]
             if len(rows) and score_cols:
                 rows = rows.assign(_o=rows.method.map(lambda m: order.get(m, len(order))))
@@ -465,7 +548,9 @@ def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
                 parts += [_header(c, directions, help_, True) for c in score_cols]
                 parts.append("</tr></thead><tbody>")
                 for _, r in rows.iterrows():
-                    parts.append(f'<tr><td class="name" data-v="{_e(r.method)}">{_e(r.method)}</td>')
+                    parts.append(
+                        f'<tr><td class="name" data-v="{_e(r.method)}">{_e(r.method)}</td>'
+                    )
                     for c in score_cols:
                         v = r[c]
                         dv = "" if _isnan(v) else repr(float(v))
@@ -476,14 +561,21 @@ def _browser_section(store: RunStore, board: pd.DataFrame, images: pd.DataFrame,
         parts.append("</div>")
     legend = []
     if _SEQUENTIAL in used:
-        legend.append(f'<span><img src="{_colorbar(_SEQUENTIAL)}" width="128" height="10" '
-                      'alt="sequential colour scale"> maps ≥ 0: 0 → the map\'s largest value</span>')  # fmt: skip
+        legend.append(
+            f'<span><img src="{_colorbar(_SEQUENTIAL)}" width="128" height="10" '
+            'alt="sequential colour scale"> maps ≥ 0: 0 → the map\'s largest value</span>'
+        )
     if _DIVERGING in used:
-        legend.append(f'<span><img src="{_colorbar(_DIVERGING)}" width="128" height="10" '
-                      'alt="diverging colour scale"> signed maps: −max → 0 → +max</span>')  # fmt: skip
-    parts.insert(1, '<p class="note">Pick a sample image; each method\'s map is divided by its '
-                    "largest magnitude. Gate methods also show the pixels their binary mask keeps."
-                    f'</p><p class="legend">{" ".join(legend)}</p>')  # fmt: skip
+        legend.append(
+            f'<span><img src="{_colorbar(_DIVERGING)}" width="128" height="10" '
+            'alt="diverging colour scale"> signed maps: −max → 0 → +max</span>'
+        )
+    parts.insert(
+        1,
+        '<p class="note">Pick a sample image; each method\'s map is divided by its '
+        "largest magnitude. Gate methods also show the pixels their binary mask keeps."
+        f'</p><p class="legend">{" ".join(legend)}</p>',
+    )
     parts.append("</section>")
     return "".join(parts)
 
@@ -512,17 +604,37 @@ def _accuracy_section(images: pd.DataFrame, board: pd.DataFrame, several_models:
             sel = board[(board.dataset == dataset) & (board.model == model)].accuracy_reference
             if sel.notna().any():
                 ref = _num(sel.dropna().iloc[0])
-        rows.append([_e(_group_title(dataset, model, several_models)), str(len(per)),
-                     _num(per.mean()) if len(per) else "", ref])  # fmt: skip
+        rows.append(
+            [
+                _e(_group_title(dataset, model, several_models)),
+                str(len(per)),
+                _num(per.mean()) if len(per) else "",
+                ref,
+            ]
+        )
     parts.append('<p class="note">Share of this run\'s images the classifier gets right.</p>')
-    parts.append(_table(["dataset", "images", "accuracy on the originals",
-                         "accuracy on the reference codec's images"], rows, "plain numbers"))  # fmt: skip
+    parts.append(
+        _table(
+            [
+                "dataset",
+                "images",
+                "accuracy on the originals",
+                "accuracy on the reference codec's images",
+            ],
+            rows,
+            "plain numbers",
+        )
+    )
     parts.append("</section>")
     return "".join(parts)
 
 
-def _rankings_section(images: pd.DataFrame, several_models: bool,
-                      exclude: dict[tuple[str, str], set[str]] | None, cat: Catalogue) -> str:
+def _rankings_section(
+    images: pd.DataFrame,
+    several_models: bool,
+    exclude: dict[tuple[str, str], set[str]] | None,
+    cat: Catalogue,
+) -> str:
     """How far the rankings can be trusted (:mod:`nicebench.report.trust`): per dataset, each
     metric's order with the separable steps marked, and Kendall τ between the metrics."""
     parts = ['<section id="rankings"><h2>Trust in rankings</h2>']
@@ -538,14 +650,14 @@ def _rankings_section(images: pd.DataFrame, several_models: bool,
         "ground truth. τ: Kendall's τ-b between two metrics' orders of the ranked methods, with "
         "its 95% bootstrap interval. Every pair: <code>rank_probability.md</code> / "
         "<code>.csv</code>; the <code>rankings_*</code> figures draw both, with the combined "
-        "rank.</p>")  # fmt: skip
+        "rank.</p>"
+    )
     for (dataset, model), group in trust.pairwise.groupby(["dataset", "model"], sort=False):
         parts.append(f"<h3>{_e(_group_title(dataset, model, several_models))}</h3>")
         rows = []
         for metric, part in group.groupby("metric", sort=False):
             arrow = "↑" if bool(part.higher_is_better.iloc[0]) else "↓"
-            rows.append([_e(metric), arrow, str(int(part.n_images.max())),
-                         _e(order_chain(part))])  # fmt: skip
+            rows.append([_e(metric), arrow, str(int(part.n_images.max())), _e(order_chain(part))])
         parts.append(_table(["metric", "better", "images", "order"], rows))
         tau = trust.agreement
         tau = tau[(tau.dataset == dataset) & (tau.model == model) & tau.tau.notna()]
@@ -560,59 +672,96 @@ def _rankings_section(images: pd.DataFrame, several_models: bool,
                         cells.append("")
                         continue
                     r = cell.loc[(a, b)]
-                    cells.append(f'{_num(r.tau)}<span class="ci">{_num(r.tau_lo)} – '
-                                 f"{_num(r.tau_hi)}</span>")  # fmt: skip
+                    cells.append(
+                        f'{_num(r.tau)}<span class="ci">{_num(r.tau_lo)} – {_num(r.tau_hi)}</span>'
+                    )
                 trows.append(cells)
-            parts.append(f'<p class="note">Kendall τ between the metrics\' rankings (metrics '
-                         f"that at least {MIN_TAU_METHODS} ranked methods share).</p>")  # fmt: skip
+            parts.append(
+                f'<p class="note">Kendall τ between the metrics\' rankings (metrics '
+                f"that at least {MIN_TAU_METHODS} ranked methods share).</p>"
+            )
             parts.append(_table(["τ", *(_e(m) for m in metrics)], trows, "plain numbers"))
     parts.append("</section>")
     return "".join(parts)
 
 
 def _timings_section(cells: pd.DataFrame, several_models: bool) -> str:
-    directions = {"cells": None, "images": None, "seconds": False, "explain_ms_per_image": False,
-                  "peak_mem_mb": False}  # fmt: skip
-    help_ = {"seconds": "wall time of the row's cells, summed",
-             "explain_ms_per_image": "explain() time per image, weighted by images",
-             "peak_mem_mb": "largest peak memory of the row's cells (MB)"}  # fmt: skip
+    directions = {
+        "cells": None,
+        "images": None,
+        "seconds": False,
+        "explain_ms_per_image": False,
+        "peak_mem_mb": False,
+    }
+    help_ = {
+        "seconds": "wall time of the row's cells, summed",
+        "explain_ms_per_image": "explain() time per image, weighted by images",
+        "peak_mem_mb": "largest peak memory of the row's cells (MB)",
+    }
     parts = ['<section id="timings"><h2>Timings</h2>']
     if cells.empty:
         parts.append("<p>No cells.</p></section>")
         return "".join(parts)
     total = float(cells.seconds.fillna(0).sum())
-    parts.append(f'<p class="note">{len(cells)} cells took {total:.1f} s in all (the sum over '
-                 "cells; a parallel executor's wall time is shorter). Click a header to sort.</p>")
-    cols = ["dataset", "method", "kind", "cells", "images", "seconds", "explain_ms_per_image",
-            "peak_mem_mb"]  # fmt: skip
+    parts.append(
+        f'<p class="note">{len(cells)} cells took {total:.1f} s in all (the sum over '
+        "cells; a parallel executor's wall time is shorter). Click a header to sort.</p>"
+    )
+    cols = [
+        "dataset",
+        "method",
+        "kind",
+        "cells",
+        "images",
+        "seconds",
+        "explain_ms_per_image",
+        "peak_mem_mb",
+    ]
     num = {"cells", "images", "seconds", "explain_ms_per_image", "peak_mem_mb"}
     parts.append('<div class="scroll"><table class="timings sortable"><thead><tr>')
-    parts += [_header(c, {k: v for k, v in directions.items() if v is not None}, help_, c in num)
-              for c in cols]  # fmt: skip
+    parts += [
+        _header(c, {k: v for k, v in directions.items() if v is not None}, help_, c in num)
+        for c in cols
+    ]
     parts.append("</tr></thead><tbody>")
     for (dataset, model, method, kind), g in cells.groupby(_ROW, sort=False):
         ok = g[g.status == "ok"]
         w = ok.n_images.to_numpy(dtype=float)
-        ms = float(np.average(ok.explain_ms_per_image, weights=w)) if len(ok) and w.sum() > 0 \
-            else float("nan")  # fmt: skip
-        values = {"dataset": _group_title(dataset, model, several_models), "method": method,
-                  "kind": kind, "cells": len(g), "images": int(g.n_images.fillna(0).sum()),
-                  "seconds": float(g.seconds.fillna(0).sum()), "explain_ms_per_image": ms,
-                  "peak_mem_mb": float(g.peak_mem_mb.max()) if "peak_mem_mb" in g else math.nan}  # fmt: skip
+        ms = (
+            float(np.average(ok.explain_ms_per_image, weights=w))
+            if len(ok) and w.sum() > 0
+            else float("nan")
+        )
+        values = {
+            "dataset": _group_title(dataset, model, several_models),
+            "method": method,
+            "kind": kind,
+            "cells": len(g),
+            "images": int(g.n_images.fillna(0).sum()),
+            "seconds": float(g.seconds.fillna(0).sum()),
+            "explain_ms_per_image": ms,
+            "peak_mem_mb": float(g.peak_mem_mb.max()) if "peak_mem_mb" in g else math.nan,
+        }
         parts.append("<tr>")
         for c in cols:
             v = values[c]
             if c in num:
                 dv = "" if _isnan(v) else repr(float(v))
-                text = (str(v) if c in ("cells", "images")
-                        else f"{v:.1f}" if c in ("seconds", "peak_mem_mb") and not _isnan(v)
-                        else _num(v))  # fmt: skip
+                text = (
+                    str(v)
+                    if c in ("cells", "images")
+                    else f"{v:.1f}"
+                    if c in ("seconds", "peak_mem_mb") and not _isnan(v)
+                    else _num(v)
+                )
                 parts.append(f'<td class="num" data-v="{dv}">{text}</td>')
             else:
                 parts.append(f'<td data-v="{_e(v)}">{_e(v)}</td>')
         parts.append("</tr>")
-    parts.append(f'</tbody><tfoot><tr><td colspan="5">total</td><td class="num">{total:.1f}</td>'
-                 "<td></td><td></td></tr></tfoot></table></div></section>")  # fmt: skip
+    parts.append(
+        f'</tbody><tfoot><tr><td colspan="5">total</td><td class="num">{total:.1f}</td>'
+        "<td></td><td></td></tr></tfoot></table></div></section>"
+    )
     return "".join(parts)
 
 
@@ -622,11 +771,21 @@ def _failed_section(cells: pd.DataFrame, several_models: bool) -> str:
     if failed.empty:
         parts.append("<p>None: every cell finished.</p></section>")
         return "".join(parts)
-    rows = [[_e(_group_title(r.dataset, r.model, several_models)), _e(r.method), _e(r.kind),
-             _e(r.shard), f"<pre>{_e(r.error or r.status)}</pre>"]
-            for r in failed.itertuples()]  # fmt: skip
-    parts.append('<div class="scroll">' + _table(["dataset", "method", "kind", "shard", "error"],
-                                                 rows, "plain failed-cells") + "</div></section>")
+    rows = [
+        [
+            _e(_group_title(r.dataset, r.model, several_models)),
+            _e(r.method),
+            _e(r.kind),
+            _e(r.shard),
+            f"<pre>{_e(r.error or r.status)}</pre>",
+        ]
+        for r in failed.itertuples()
+    ]
+    parts.append(
+        '<div class="scroll">'
+        + _table(["dataset", "method", "kind", "shard", "error"], rows, "plain failed-cells")
+        + "</div></section>"
+    )
     return "".join(parts)
 
 
@@ -651,15 +810,20 @@ def _settings_section(run: dict[str, Any]) -> str:
     rows += [[_e(f"settings.{k}"), _value_html(v)] for k, v in settings.items()]
     if not settings:
         rows.append(["settings", "<i>none: the metrics' defaults below</i>"])
-    parts.append(f'<h3>Run configuration</h3><p class="note">Started {_e(run.get("started_at", ""))}.'
-                 "</p>" + _table(["setting", "value"], rows))  # fmt: skip
+    parts.append(
+        f'<h3>Run configuration</h3><p class="note">Started {_e(run.get("started_at", ""))}.'
+        "</p>" + _table(["setting", "value"], rows)
+    )
     defaults = [[_e(k), _e(v)] for k, v in DEFAULT_SETTINGS.items()]
     if defaults:
-        parts.append("<h3>Deletion and insertion defaults</h3>"
-                     + _table(["setting", "default"], defaults))  # fmt: skip
+        parts.append(
+            "<h3>Deletion and insertion defaults</h3>" + _table(["setting", "default"], defaults)
+        )
     versions = run.get("versions") or {}
-    parts.append("<h3>Versions</h3>"
-                 + _table(["component", "version"], [[_e(k), _e(v)] for k, v in versions.items()]))
+    parts.append(
+        "<h3>Versions</h3>"
+        + _table(["component", "version"], [[_e(k), _e(v)] for k, v in versions.items()])
+    )
     parts.append("</section>")
     return "".join(parts)
 
@@ -780,8 +944,10 @@ def render_report(run_dir: str | Path, keys: set[str] | None = None) -> str:
     """The report page of the run in ``run_dir`` as a string (see :func:`write_report`)."""
     run_dir = Path(run_dir)
     if not (run_dir / "store.sqlite").exists():
-        raise FileNotFoundError(f"{run_dir} holds no run store (store.sqlite): run "
-                                f"`nicebench run --out {run_dir}` first")  # fmt: skip
+        raise FileNotFoundError(
+            f"{run_dir} holds no run store (store.sqlite): run "
+            f"`nicebench run --out {run_dir}` first"
+        )
     store = RunStore(run_dir)
     try:
         cells = store.cells(keys)
@@ -809,22 +975,34 @@ def render_report(run_dir: str | Path, keys: set[str] | None = None) -> str:
     n_failed = int((cells.status != "ok").sum()) if len(cells) else 0
     datasets = list(dict.fromkeys(cells.dataset)) if len(cells) else []
     n_methods = len(set(cells.method)) if len(cells) else 0
-    meta = (f"{_e(run_dir.resolve().name)} · started {_e(run.get('started_at', '?'))} · code "
-            f"{_e(versions.get('code', '?'))} · {len(datasets)} datasets"
-            + (f" ({_e(', '.join(datasets))})" if datasets else "")
-            + f" · {n_methods} methods and codecs · {len(cells)} cells"
-            + (f' · <span class="failed">{n_failed} failed</span>' if n_failed else ""))  # fmt: skip
-    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("leaderboard", "Leaderboard"), ("validity", "Validity"),
-        ("rankings", "Trust in rankings"), ("figures", "Figures"),
-        ("images", "Per-image browser"),
-        ("accuracy", "Classifier accuracy"), ("timings", "Timings"), ("failed", "Failed cells"),
-        ("settings", "Settings and versions")))  # fmt: skip
-    csp = (f"default-src 'none'; img-src data:; style-src {_sha256(_CSS)}; "
-           f"script-src {_sha256(_JS)}; base-uri 'none'; form-action 'none'")  # fmt: skip
+    meta = (
+        f"{_e(run_dir.resolve().name)} · started {_e(run.get('started_at', '?'))} · code "
+        f"{_e(versions.get('code', '?'))} · {len(datasets)} datasets"
+        + (f" ({_e(', '.join(datasets))})" if datasets else "")
+        + f" · {n_methods} methods and codecs · {len(cells)} cells"
+        + (f' · <span class="failed">{n_failed} failed</span>' if n_failed else "")
+    )
+    nav = "".join(
+        f'<a href="#{a}">{t}</a>'
+        for a, t in (
+            ("leaderboard", "Leaderboard"),
+            ("validity", "Validity"),
+            ("rankings", "Trust in rankings"),
+            ("figures", "Figures"),
+            ("images", "Per-image browser"),
+            ("accuracy", "Classifier accuracy"),
+            ("timings", "Timings"),
+            ("failed", "Failed cells"),
+            ("settings", "Settings and versions"),
+        )
+    )
+    csp = (
+        f"default-src 'none'; img-src data:; style-src {_sha256(_CSS)}; "
+        f"script-src {_sha256(_JS)}; base-uri 'none'; form-action 'none'"
+    )
     written = time.strftime("%Y-%m-%d %H:%M:%S")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>nicebench report · {_e(run_dir.resolve().name)}</title>"

@@ -30,10 +30,13 @@ def _store_state(store: RunStore) -> tuple:
     place changes the sum)."""
     conn = store.conn
     cells = hash(tuple(conn.execute("SELECT key, status, finished_at FROM cells ORDER BY key")))
-    sums = tuple(conn.execute(
-        "SELECT (SELECT count(*) FROM image_values), (SELECT total(value) FROM image_values), "
-        "(SELECT count(*) FROM cell_values), (SELECT total(value) FROM cell_values), "
-        "(SELECT count(*) FROM tables), (SELECT total(length(data)) FROM tables)").fetchone())
+    sums = tuple(
+        conn.execute(
+            "SELECT (SELECT count(*) FROM image_values), (SELECT total(value) FROM image_values), "
+            "(SELECT count(*) FROM cell_values), (SELECT total(value) FROM cell_values), "
+            "(SELECT count(*) FROM tables), (SELECT total(length(data)) FROM tables)"
+        ).fetchone()
+    )
     return str(store.path.resolve()), cells, sums
 
 
@@ -56,9 +59,11 @@ def _per_image(store: RunStore, keys: set[str] | None) -> pd.DataFrame:
     if long.empty:
         return pd.DataFrame(columns=[*ROW, "image_index", "label", "pred"])
     wide = long.pivot_table(
-        index=[*ROW, "image_index", "label", "pred"], columns="metric",
-        values="value", aggfunc="first",
-    ).reset_index()  # fmt: skip
+        index=[*ROW, "image_index", "label", "pred"],
+        columns="metric",
+        values="value",
+        aggfunc="first",
+    ).reset_index()
     wide.columns.name = None
     return wide.rename(columns=_RENAME)
 
@@ -67,8 +72,12 @@ def compression_summary(store: RunStore, keys: set[str] | None = None) -> pd.Dat
     """Per dataset × model × method or codec × codec that coded it (``track_codec``): the
     compression track's headline figures (SPEC §6), each measured against the quality sweep of its
     own codec on the same images, with bootstrap intervals. Torch-free."""
-    return memo("compression_summary", store, keys,
-                 lambda: summarise_table(store.tables("compression", keys)))
+    return memo(
+        "compression_summary",
+        store,
+        keys,
+        lambda: summarise_table(store.tables("compression", keys)),
+    )
 
 
 def compression_points(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
@@ -80,5 +89,3 @@ def compression_points(store: RunStore, keys: set[str] | None = None) -> pd.Data
     (the point is on the row's front: the lowest bytes reaching its accuracy) and ``headline``
     (the front's point of the headline ratio)."""
     return points_table(store.tables("compression", keys))
-
-

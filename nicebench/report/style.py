@@ -19,9 +19,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 __all__ = [
-    "SINGLE_COLUMN", "DOUBLE_COLUMN", "DPI", "OKABE_ITO", "BASELINES", "GATE_METHODS", "RC",
-    "Palette", "context", "is_baseline",
-]  # fmt: skip
+    "SINGLE_COLUMN",
+    "DOUBLE_COLUMN",
+    "DPI",
+    "OKABE_ITO",
+    "BASELINES",
+    "GATE_METHODS",
+    "RC",
+    "Palette",
+    "context",
+    "is_baseline",
+]
 
 SINGLE_COLUMN = 3.5  # inches: one column of a two-column paper (IEEE, ACM, NeurIPS)
 DOUBLE_COLUMN = 7.16  # inches: the full text width
@@ -30,11 +38,27 @@ DPI = 300  # raster output
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision
 # deficiencies. Black is kept for the oracle, greys for the other baselines and the codecs.
 OKABE_ITO = {
-    "blue": "#0072B2", "vermillion": "#D55E00", "bluish green": "#009E73", "orange": "#E69F00",
-    "reddish purple": "#CC79A7", "sky blue": "#56B4E9", "yellow": "#F0E442", "black": "#000000",
-}  # fmt: skip
-_COLOURS = [OKABE_ITO[k] for k in ("blue", "vermillion", "bluish green", "orange",
-                                   "reddish purple", "sky blue", "yellow")]  # fmt: skip
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "bluish green": "#009E73",
+    "orange": "#E69F00",
+    "reddish purple": "#CC79A7",
+    "sky blue": "#56B4E9",
+    "yellow": "#F0E442",
+    "black": "#000000",
+}
+_COLOURS = [
+    OKABE_ITO[k]
+    for k in (
+        "blue",
+        "vermillion",
+        "bluish green",
+        "orange",
+        "reddish purple",
+        "sky blue",
+        "yellow",
+    )
+]
 _LINESTYLES = ["-", "--", "-.", (0, (1, 1))]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 # The built-in methods in a fixed order: each keeps its slot (colour, then line style) whatever
@@ -47,8 +71,9 @@ BASELINES = {
     "center": {"color": "#7f7f7f", "linestyle": "--", "marker": "+"},
     "edges": {"color": "#7f7f7f", "linestyle": "-.", "marker": "1"},
 }
-_CODEC_STYLES = [{"color": "#404040", "linestyle": ls, "marker": "."}
-                 for ls in ("-", "--", "-.", ":")]  # fmt: skip
+_CODEC_STYLES = [
+    {"color": "#404040", "linestyle": ls, "marker": "."} for ls in ("-", "--", "-.", ":")
+]
 GATE_METHODS = ("nice", "nice-opt")  # methods with a binary mask of per-pixel gates
 
 RC = {

@@ -26,26 +26,71 @@ from .columns import Catalogue, catalogue
 from .scores import ROW, compression_points, compression_summary, memo, per_image
 
 __all__ = [
-    "LEADERBOARD_COLUMNS", "leaderboard", "per_image", "write_tables", "to_markdown",
-    "compression_summary", "compression_points", "higher_is_better", "lower_is_better",
-]  # fmt: skip
+    "LEADERBOARD_COLUMNS",
+    "leaderboard",
+    "per_image",
+    "write_tables",
+    "to_markdown",
+    "compression_summary",
+    "compression_points",
+    "higher_is_better",
+    "lower_is_better",
+]
 
 LEADERBOARD_COLUMNS = [
-    "dataset", "model", "method", "kind", "n_images", "deletion_auc", "insertion_auc", "pointing_game",
-    "mask_auroc", "saliency_metric", "sanity_spearman", "explain_ms_per_image",
-    "compression_ratio", "bd_rate", "bd_codec", "bpp", "accuracy_original", "accuracy_compressed",
+    "dataset",
+    "model",
+    "method",
+    "kind",
+    "n_images",
+    "deletion_auc",
+    "insertion_auc",
+    "pointing_game",
+    "mask_auroc",
+    "saliency_metric",
+    "sanity_spearman",
+    "explain_ms_per_image",
+    "compression_ratio",
+    "bd_rate",
+    "bd_codec",
+    "bpp",
+    "accuracy_original",
+    "accuracy_compressed",
     "status",
-]  # fmt: skip
+]
 _ROW = ROW
 # the reference codec's figures, under these names in the leaderboard
-_COMPRESSION_COLUMNS = ["compression_ratio", "bd_rate", "bd_codec", "bpp", "accuracy_compressed",
-                        "payload_ratio", "accuracy_reference", "operating_point",
-                        "within_tolerance", "compression_ratio_lo", "compression_ratio_hi",
-                        "vs_uniform", "vs_uniform_lo", "vs_uniform_hi", "front_mask",
-                        "front_share", "front_quality", "front_factor"]  # fmt: skip
+_COMPRESSION_COLUMNS = [
+    "compression_ratio",
+    "bd_rate",
+    "bd_codec",
+    "bpp",
+    "accuracy_compressed",
+    "payload_ratio",
+    "accuracy_reference",
+    "operating_point",
+    "within_tolerance",
+    "compression_ratio_lo",
+    "compression_ratio_hi",
+    "vs_uniform",
+    "vs_uniform_lo",
+    "vs_uniform_hi",
+    "front_mask",
+    "front_share",
+    "front_quality",
+    "front_factor",
+]
 # every other codec's, with the codec's label as a suffix (compression_ratio_webp, ...)
-_OTHER_CODEC_COLUMNS = ["compression_ratio", "compression_ratio_lo", "compression_ratio_hi",
-                        "bd_rate", "payload_ratio", "vs_uniform"]  # fmt: skip
+_OTHER_CODEC_COLUMNS = [
+    "compression_ratio",
+    "compression_ratio_lo",
+    "compression_ratio_hi",
+    "bd_rate",
+    "payload_ratio",
+    "vs_uniform",
+]
+
+
 def higher_is_better(store: RunStore | None = None) -> dict[str, bool]:
     """Column → whether higher is better: the run's metrics (its stored catalogue,
     :mod:`nicebench.report.columns`), then the report's own columns."""
@@ -111,11 +156,16 @@ def _leaderboard(store: RunStore, keys: set[str] | None, seed: int) -> pd.DataFr
     img = per_image(store, keys)
     scalars = store.cell_values(keys)
     rows = []
-    order = list(dict.fromkeys(zip(cells.dataset, cells.model, cells.method, cells.kind,
-                                   strict=True)))  # fmt: skip
+    order = list(
+        dict.fromkeys(zip(cells.dataset, cells.model, cells.method, cells.kind, strict=True))
+    )
     for dataset, model, method, kind in order:
-        row: dict[str, object] = {"dataset": dataset, "model": model, "method": method,
-                                  "kind": kind}  # fmt: skip
+        row: dict[str, object] = {
+            "dataset": dataset,
+            "model": model,
+            "method": method,
+            "kind": kind,
+        }
         group = cells[_is_row(cells, row)]
         ok = group[group.status == "ok"]
         sel = img[_is_row(img, row)] if len(img) else img
@@ -152,8 +202,11 @@ def _leaderboard(store: RunStore, keys: set[str] | None, seed: int) -> pd.DataFr
     from .validity import rank_exclusions, validity
 
     exclude = rank_exclusions(validity(store, keys))  # metrics not valid on a dataset
-    df = df.merge(combined_ranks(img, seed=seed, exclude=exclude, catalogue=catalogue(store)),
-                  on=_ROW, how="left")  # fmt: skip
+    df = df.merge(
+        combined_ranks(img, seed=seed, exclude=exclude, catalogue=catalogue(store)),
+        on=_ROW,
+        how="left",
+    )
     for col in LEADERBOARD_COLUMNS:
         if col not in df:
             df[col] = np.nan
@@ -167,8 +220,12 @@ def _leaderboard(store: RunStore, keys: set[str] | None, seed: int) -> pd.DataFr
 def _is_row(df: pd.DataFrame, row: dict[str, object]) -> pd.Series:
     """The rows of ``df`` that belong to leaderboard row ``row`` (same dataset, model, method
     or codec)."""
-    return (df.dataset == row["dataset"]) & (df.model == row["model"]) & (
-        df.method == row["method"]) & (df.kind == row["kind"])
+    return (
+        (df.dataset == row["dataset"])
+        & (df.model == row["model"])
+        & (df.method == row["method"])
+        & (df.kind == row["kind"])
+    )
 
 
 def _fmt(value: float, lo: float | None, hi: float | None) -> str:
@@ -183,8 +240,9 @@ def _fmt(value: float, lo: float | None, hi: float | None) -> str:
 MARK = "†"  # a score of a metric that is not valid on its dataset (validity.md)
 
 
-def to_markdown(board: pd.DataFrame, marks: dict[tuple[str, str], dict[str, str]] | None = None
-                ) -> str:
+def to_markdown(
+    board: pd.DataFrame, marks: dict[tuple[str, str], dict[str, str]] | None = None
+) -> str:
     """The leaderboard as a Markdown table (mean ± half the 95% interval), empty columns dropped;
     ``marks``: (dataset, model) → the metric columns not valid there, whose values get
     :data:`MARK` (:func:`nicebench.report.validity.not_valid`)."""
@@ -224,40 +282,57 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
     img.to_csv(out / "per_image.csv", index=False)
     valid = write_validity(store, keys, out)  # validity.csv, validity.md
     cat = catalogue(store)
-    trust = write_trust_tables(img, out, exclude=rank_exclusions(valid),
-                               catalogue=cat)  # rank_probability.*, ...  # fmt: skip
+    trust = write_trust_tables(
+        img, out, exclude=rank_exclusions(valid), catalogue=cat
+    )  # rank_probability.*, ...
     points = compression_points(store, keys)
     sanity: list[str] = []
     if len(points):  # drawn by nicebench.report.figures.write_figures
         sanity = random_sanity(compression_summary(store, keys))
         points.to_csv(out / "compression_points.csv", index=False)
     run = store.latest_run()
-    notes = ["", *validity_notes(store, keys, valid),
-             "Scores: mean over images ± half the 95% bootstrap interval (1000 resamples).",
-             "Lower is better for " + ", ".join(cat.lower_is_better(board.columns))
-             + "; higher for the rest.",
-             "Deletion/insertion settings: "
-             + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SETTINGS.items())
-             + (f"; overrides: {run['config'].get('settings')}" if run.get("config", {}).get(
-                 "settings") else "") + ".", combined_rank_note(trust),
-             "How far each ranking can be trusted: `rank_probability.md` (P(method ranks "
-             "above method) per metric) and `metric_agreement.md` (Kendall τ between the "
-             "metrics' rankings)."]  # fmt: skip
+    notes = [
+        "",
+        *validity_notes(store, keys, valid),
+        "Scores: mean over images ± half the 95% bootstrap interval (1000 resamples).",
+        "Lower is better for "
+        + ", ".join(cat.lower_is_better(board.columns))
+        + "; higher for the rest.",
+        "Deletion/insertion settings: "
+        + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SETTINGS.items())
+        + (
+            f"; overrides: {run['config'].get('settings')}"
+            if run.get("config", {}).get("settings")
+            else ""
+        )
+        + ".",
+        combined_rank_note(trust),
+        "How far each ranking can be trusted: `rank_probability.md` (P(method ranks "
+        "above method) per metric) and `metric_agreement.md` (Kendall τ between the "
+        "metrics' rankings).",
+    ]
     notes += _road_srg_notes(board)
     notes += cat.notes(board.columns)
     if sanity:
-        notes.append("Compression track: ratios are the front's smallest bytes / bytes of the "
-                     "codec at q75 on the originals with accuracy within 1 point of it (95% "
-                     "bootstrap interval over images); `random` must show no gain over uniform "
-                     "quality (the codec's own curve) beyond its interval:")  # fmt: skip
+        notes.append(
+            "Compression track: ratios are the front's smallest bytes / bytes of the "
+            "codec at q75 on the originals with accuracy within 1 point of it (95% "
+            "bootstrap interval over images); `random` must show no gain over uniform "
+            "quality (the codec's own curve) beyond its interval:"
+        )
         notes += [f"- {line}" for line in sanity]
     if run:
         v = run["versions"]
-        notes.append(f"Code {v.get('code')}, torch {v.get('torch')}, captum {v.get('captum')}, "
-                     f"{v.get('threads')} threads on {v.get('machine')}.")  # fmt: skip
-    (out / "leaderboard.md").write_text("# nicebench leaderboard\n\n"
-                                        + to_markdown(board, not_valid(valid))
-                                        + "\n".join(notes) + "\n")  # fmt: skip
+        notes.append(
+            f"Code {v.get('code')}, torch {v.get('torch')}, captum {v.get('captum')}, "
+            f"{v.get('threads')} threads on {v.get('machine')}."
+        )
+    (out / "leaderboard.md").write_text(
+        "# nicebench leaderboard\n\n"
+        + to_markdown(board, not_valid(valid))
+        + "\n".join(notes)
+        + "\n"
+    )
     write_fill_agreement(board, out)
     return board
 
@@ -266,10 +341,16 @@ def _road_srg_notes(board: pd.DataFrame) -> list[str]:
     """The footnote lines naming the ROAD and SRG settings, when the board has their columns."""
     notes = []
     if any(c in board and board[c].notna().any() for c in ("road_morf", "road_lerf", "srg_road")):
-        notes.append("ROAD settings: " + "; ".join(f"{k}: {v}" for k, v in ROAD_SETTINGS.items())
-                     + ".")  # fmt: skip
-    if any(c in board and board[c].notna().any() for c in ("srg_mean", "srg_blur", "srg_road",
-                                                            "deletion_blur_auc")):  # fmt: skip
-        notes.append("SRG settings: " + "; ".join(f"{k}: {v}" for k, v in SRG_SETTINGS.items())
-                     + "; rank agreement between fills: fill_agreement.md.")  # fmt: skip
+        notes.append(
+            "ROAD settings: " + "; ".join(f"{k}: {v}" for k, v in ROAD_SETTINGS.items()) + "."
+        )
+    if any(
+        c in board and board[c].notna().any()
+        for c in ("srg_mean", "srg_blur", "srg_road", "deletion_blur_auc")
+    ):
+        notes.append(
+            "SRG settings: "
+            + "; ".join(f"{k}: {v}" for k, v in SRG_SETTINGS.items())
+            + "; rank agreement between fills: fill_agreement.md."
+        )
     return notes

@@ -17,16 +17,30 @@ from .validity import at_chance, classifier_rows, classifier_warning, not_valid
 __all__ = ["KEY_COLUMNS", "terminal_summary", "best_per_metric"]
 
 # The columns a terminal shows (the leaderboard files hold every column with its interval).
-KEY_COLUMNS = ["deletion_auc", "insertion_auc", "pointing_game", "mask_auroc",
-               "compression_ratio", "explain_ms_per_image"]  # fmt: skip
-_SHORT = {"deletion_auc": "deletion", "insertion_auc": "insertion", "pointing_game": "pointing",
-          "compression_ratio": "bytes_ratio", "explain_ms_per_image": "ms/image"}  # fmt: skip
+KEY_COLUMNS = [
+    "deletion_auc",
+    "insertion_auc",
+    "pointing_game",
+    "mask_auroc",
+    "compression_ratio",
+    "explain_ms_per_image",
+]
+_SHORT = {
+    "deletion_auc": "deletion",
+    "insertion_auc": "insertion",
+    "pointing_game": "pointing",
+    "compression_ratio": "bytes_ratio",
+    "explain_ms_per_image": "ms/image",
+}
 _WIDTH = 12
 
 
-def best_per_metric(board: pd.DataFrame, columns: list[str] | None = None,
-                    validity: pd.DataFrame | None = None,
-                    catalogue: Catalogue | None = None) -> pd.DataFrame:
+def best_per_metric(
+    board: pd.DataFrame,
+    columns: list[str] | None = None,
+    validity: pd.DataFrame | None = None,
+    catalogue: Catalogue | None = None,
+) -> pd.DataFrame:
     """Per dataset (and model) and score column: the best explanation method (methods that read
     the ground truth left out) with its value; better directions from the metric specs. With the
     run's ``validity`` table, a metric not valid on a dataset names no best there, nor does any
@@ -50,8 +64,15 @@ def best_per_metric(board: pd.DataFrame, columns: list[str] | None = None,
             if values.empty or col not in directions or col in bad.get((dataset, model), {}):
                 continue
             best = values.idxmax() if directions[col] else values.idxmin()
-            rows.append({"dataset": dataset, "model": model, "metric": col,
-                         "method": part.method[best], "value": float(values[best])})  # fmt: skip
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "metric": col,
+                    "method": part.method[best],
+                    "value": float(values[best]),
+                }
+            )
     return pd.DataFrame(rows, columns=["dataset", "model", "metric", "method", "value"])
 
 
@@ -74,9 +95,13 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def terminal_summary(board: pd.DataFrame, out: str | Path, files: list[Path] | None = None,
-                     validity: pd.DataFrame | None = None,
-                     catalogue: Catalogue | None = None) -> str:
+def terminal_summary(
+    board: pd.DataFrame,
+    out: str | Path,
+    files: list[Path] | None = None,
+    validity: pd.DataFrame | None = None,
+    catalogue: Catalogue | None = None,
+) -> str:
     """A summary that fits a terminal: per dataset the key columns that have values, the best
     method per metric, and the files written. With the run's ``validity`` table
     (:mod:`nicebench.report.validity`): a warning first for each classifier at chance, the
@@ -84,30 +109,39 @@ def terminal_summary(board: pd.DataFrame, out: str | Path, files: list[Path] | N
     (by default read from the store in ``out``)."""
     catalogue = catalogue or _stored_catalogue(Path(out))
     bad = not_valid(validity) if validity is not None else {}
-    low = [_SHORT.get(c, c)
-           for c in catalogue.lower_is_better([c for c in KEY_COLUMNS if c in board])]
+    low = [
+        _SHORT.get(c, c) for c in catalogue.lower_is_better([c for c in KEY_COLUMNS if c in board])
+    ]
     lines = []
     if validity is not None and len(validity):
         for check in classifier_rows(validity):
             lines += [*textwrap.wrap(classifier_warning(check), 96), ""]
-    lines += [f"means over images (intervals in leaderboard.md); lower is better for "
-              f"{', '.join(low)}"]
+    lines += [
+        f"means over images (intervals in leaderboard.md); lower is better for {', '.join(low)}"
+    ]
     if bad:
         lines.append(f"{MARK}: not valid on this dataset (validity.md)")
     for (dataset, model), part in board.groupby(["dataset", "model"], sort=False):
         cols = [c for c in KEY_COLUMNS if c in part and part[c].notna().any()]
         title = dataset if model == "default" else f"{dataset} · {model}"
         width = max(8, *(len(m) for m in part.method)) + 1
-        lines += ["", title, "  " + "method".ljust(width)
-                  + "".join(_SHORT.get(c, c)[: _WIDTH - 1].rjust(_WIDTH) for c in cols)]
+        lines += [
+            "",
+            title,
+            "  "
+            + "method".ljust(width)
+            + "".join(_SHORT.get(c, c)[: _WIDTH - 1].rjust(_WIDTH) for c in cols),
+        ]
         marked = bad.get((dataset, model), {})
         for _, r in part.iterrows():
             cells = [_cell(r[c]) + (MARK if c in marked and _cell(r[c]) else "") for c in cols]
-            lines.append("  " + str(r.method).ljust(width)
-                         + "".join(cell.rjust(_WIDTH) for cell in cells))  # fmt: skip
+            lines.append(
+                "  " + str(r.method).ljust(width) + "".join(cell.rjust(_WIDTH) for cell in cells)
+            )
         if marked:
-            text = (f"{MARK} not valid here (left out of combined_rank; validity.md): "
-                    + "; ".join(f"{c} {why.split(':')[0]}" for c, why in marked.items()))
+            text = f"{MARK} not valid here (left out of combined_rank; validity.md): " + "; ".join(
+                f"{c} {why.split(':')[0]}" for c, why in marked.items()
+            )
             lines += textwrap.wrap(text, 96, initial_indent="  ", subsequent_indent="    ")
     best = best_per_metric(board, validity=validity, catalogue=catalogue)
     methods = board[board.kind == "method"]
@@ -121,10 +155,12 @@ def terminal_summary(board: pd.DataFrame, out: str | Path, files: list[Path] | N
             if part.empty:
                 lines.append("    none named: no key metric is valid here (validity.md)")
     out = Path(out)
-    lines += ["", f"run directory: {out}",
-              "  tables: leaderboard.md, leaderboard.csv, per_image.csv, validity.md"]  # fmt: skip
+    lines += [
+        "",
+        f"run directory: {out}",
+        "  tables: leaderboard.md, leaderboard.csv, per_image.csv, validity.md",
+    ]
     for path in files or []:
         where = path.relative_to(out) if path.is_relative_to(out) else path
         lines.append(f"  {'report' if path.suffix == '.html' else 'figures'}: {where}")
     return "\n".join(lines) + "\n"
-

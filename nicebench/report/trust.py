@@ -41,10 +41,23 @@ import pandas as pd
 from .columns import Catalogue
 
 __all__ = [
-    "N_BOOT", "SEPARABLE", "COMBINED_RANK_NOTE", "Trust", "GroupScores", "bootstrap_counts",
-    "resampled_means", "rank_probability", "kendall_tau", "average_ranks", "metric_directions",
-    "score_groups", "analyse", "combined_ranks", "order_chain", "write_trust_tables",
-]  # fmt: skip
+    "N_BOOT",
+    "SEPARABLE",
+    "COMBINED_RANK_NOTE",
+    "Trust",
+    "GroupScores",
+    "bootstrap_counts",
+    "resampled_means",
+    "rank_probability",
+    "kendall_tau",
+    "average_ranks",
+    "metric_directions",
+    "score_groups",
+    "analyse",
+    "combined_ranks",
+    "order_chain",
+    "write_trust_tables",
+]
 
 N_BOOT = 1000  # replicates, as the leaderboard's intervals
 # A pair is separable when the 95% paired-bootstrap interval of its difference excludes 0:
@@ -174,12 +187,14 @@ class GroupScores:
         if not contenders.any():
             return []
         counted = np.ones(len(self.metrics), bool) if self.counted is None else self.counted
-        return [k for k in range(len(self.metrics))
-                if counted[k] and self.has()[k, contenders].all()]  # fmt: skip
+        return [
+            k for k in range(len(self.metrics)) if counted[k] and self.has()[k, contenders].all()
+        ]
 
 
-def score_groups(img: pd.DataFrame, directions: dict[str, bool] | None = None,
-                 catalogue: Catalogue | None = None) -> list[GroupScores]:
+def score_groups(
+    img: pd.DataFrame, directions: dict[str, bool] | None = None, catalogue: Catalogue | None = None
+) -> list[GroupScores]:
     """The per-image table (:func:`~nicebench.report.tables.per_image`) as one
     :class:`GroupScores` per (dataset, model): its ``method`` rows that have a score, every
     metric column with a known direction that some method has (directions, the combined rank's
@@ -196,20 +211,30 @@ def score_groups(img: pd.DataFrame, directions: dict[str, bool] | None = None,
         cols = [c for c in metrics if part[c].notna().any()]
         if not cols:
             continue
-        methods = [m for m in dict.fromkeys(part["method"]) if
-                   part.loc[part["method"] == m, cols].notna().to_numpy().any()]  # fmt: skip
+        methods = [
+            m
+            for m in dict.fromkeys(part["method"])
+            if part.loc[part["method"] == m, cols].notna().to_numpy().any()
+        ]
         images = np.sort(part["image_index"].unique())
         cube = np.full((len(cols), len(methods), len(images)), np.nan)
         for j, method in enumerate(methods):
             sel = part[part["method"] == method].drop_duplicates("image_index")
             pos = np.searchsorted(images, sel["image_index"].to_numpy())
             cube[:, j, pos] = sel[cols].to_numpy(dtype=float).T
-        groups.append(GroupScores(
-            str(dataset), str(model), methods,
-            np.array([catalogue.reads_ground_truth(m) for m in methods], dtype=bool), cols,
-            np.array([directions[c] for c in cols], dtype=bool), images, cube,
-            np.array([c not in left_out for c in cols], dtype=bool),
-        ))  # fmt: skip
+        groups.append(
+            GroupScores(
+                str(dataset),
+                str(model),
+                methods,
+                np.array([catalogue.reads_ground_truth(m) for m in methods], dtype=bool),
+                cols,
+                np.array([directions[c] for c in cols], dtype=bool),
+                images,
+                cube,
+                np.array([c not in left_out for c in cols], dtype=bool),
+            )
+        )
     return groups
 
 
@@ -234,15 +259,34 @@ class Trust:
 
     def combined_metrics(self) -> dict[tuple[str, str], list[str]]:
         """(dataset, model) → the metrics its combined rank averages."""
-        return {(g.dataset, g.model): [g.metrics[k] for k in g.ranked_metrics()]
-                for g in self.groups}  # fmt: skip
+        return {
+            (g.dataset, g.model): [g.metrics[k] for k in g.ranked_metrics()] for g in self.groups
+        }
 
 
-_PAIR_COLUMNS = ["dataset", "model", "metric", "higher_is_better", "method", "other", "p_above",
-                 "mean_diff", "n_images", "separable", "reads_ground_truth", "rank"]  # fmt: skip
+_PAIR_COLUMNS = [
+    "dataset",
+    "model",
+    "metric",
+    "higher_is_better",
+    "method",
+    "other",
+    "p_above",
+    "mean_diff",
+    "n_images",
+    "separable",
+    "reads_ground_truth",
+    "rank",
+]
 _TAU_COLUMNS = ["dataset", "model", "metric", "other", "tau", "tau_lo", "tau_hi", "n_methods"]
-_RANK_COLUMNS = [*_ROW, "combined_rank", "combined_rank_lo", "combined_rank_hi", "n_metrics",
-                 "metrics"]  # fmt: skip
+_RANK_COLUMNS = [
+    *_ROW,
+    "combined_rank",
+    "combined_rank_lo",
+    "combined_rank_hi",
+    "n_metrics",
+    "metrics",
+]
 MIN_TAU_METHODS = 3  # fewer methods in common: no τ (two items always agree or disagree fully)
 
 
@@ -273,19 +317,34 @@ def _pairs(g: GroupScores, k: int, counts: np.ndarray, full: np.ndarray) -> pd.D
         diff = np.where(both, raw[:, None, :] - raw[None, :, :], 0.0).sum(-1) / common
     a, b = np.nonzero(~np.eye(len(idx), dtype=bool))
     methods, place = np.asarray(g.methods, dtype=object)[idx], average_ranks(full[k, idx])
-    return pd.DataFrame({
-        "dataset": g.dataset, "model": g.model, "metric": g.metrics[k],
-        "higher_is_better": bool(g.higher[k]), "method": methods[a], "other": methods[b],
-        "p_above": p[a, b], "mean_diff": diff[a, b], "n_images": common[a, b].astype(int),
-        "separable": (p[a, b] >= SEPARABLE) | (p[a, b] <= 1 - SEPARABLE),
-        "reads_ground_truth": g.reference[idx][a], "rank": place[a],
-    }, columns=_PAIR_COLUMNS)  # fmt: skip
+    return pd.DataFrame(
+        {
+            "dataset": g.dataset,
+            "model": g.model,
+            "metric": g.metrics[k],
+            "higher_is_better": bool(g.higher[k]),
+            "method": methods[a],
+            "other": methods[b],
+            "p_above": p[a, b],
+            "mean_diff": diff[a, b],
+            "n_images": common[a, b].astype(int),
+            "separable": (p[a, b] >= SEPARABLE) | (p[a, b] <= 1 - SEPARABLE),
+            "reads_ground_truth": g.reference[idx][a],
+            "rank": place[a],
+        },
+        columns=_PAIR_COLUMNS,
+    )
 
 
-def analyse(img: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0,
-            directions: dict[str, bool] | None = None, only_combined: bool = False,
-            exclude: dict[tuple[str, str], set[str]] | None = None,
-            catalogue: Catalogue | None = None) -> Trust:
+def analyse(
+    img: pd.DataFrame,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    directions: dict[str, bool] | None = None,
+    only_combined: bool = False,
+    exclude: dict[tuple[str, str], set[str]] | None = None,
+    catalogue: Catalogue | None = None,
+) -> Trust:
     """Rank probabilities, metric agreement and combined ranks of a per-image table
     (``only_combined``: the combined ranks alone, as the leaderboard needs). ``exclude``:
     (dataset, model) → metric columns left out of that group's combined rank (those the
@@ -315,8 +374,19 @@ def analyse(img: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0,
             lo, hi = _percentiles(per_boot)
             names = ",".join(g.metrics[k] for k in used)
             for c, j in enumerate(contenders):
-                ranks.append((g.dataset, g.model, g.methods[j], "method", float(point[c]),
-                              float(lo[c]), float(hi[c]), len(used), names))  # fmt: skip
+                ranks.append(
+                    (
+                        g.dataset,
+                        g.model,
+                        g.methods[j],
+                        "method",
+                        float(point[c]),
+                        float(lo[c]),
+                        float(hi[c]),
+                        len(used),
+                        names,
+                    )
+                )
         if only_combined:
             continue
         pairs += [_pairs(g, k, counts, full) for k in range(len(g.metrics))]
@@ -329,22 +399,34 @@ def analyse(img: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0,
                     tau = lo = hi = np.nan
                 else:
                     tau = float(kendall_tau(full[k, contenders], full[m, contenders]))
-                    lo, hi = _percentiles(kendall_tau(boot[:, k, contenders],
-                                                      boot[:, m, contenders]))  # fmt: skip
+                    lo, hi = _percentiles(
+                        kendall_tau(boot[:, k, contenders], boot[:, m, contenders])
+                    )
                 taus.append((g.dataset, g.model, metric, other, tau, float(lo), float(hi), n))
     pairwise = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(columns=_PAIR_COLUMNS)
-    return Trust(groups, pairwise, pd.DataFrame(taus, columns=_TAU_COLUMNS),
-                 pd.DataFrame(ranks, columns=_RANK_COLUMNS), n_boot, seed)  # fmt: skip
+    return Trust(
+        groups,
+        pairwise,
+        pd.DataFrame(taus, columns=_TAU_COLUMNS),
+        pd.DataFrame(ranks, columns=_RANK_COLUMNS),
+        n_boot,
+        seed,
+    )
 
 
-def combined_ranks(img: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0,
-                   exclude: dict[tuple[str, str], set[str]] | None = None,
-                   catalogue: Catalogue | None = None) -> pd.DataFrame:
+def combined_ranks(
+    img: pd.DataFrame,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    exclude: dict[tuple[str, str], set[str]] | None = None,
+    catalogue: Catalogue | None = None,
+) -> pd.DataFrame:
     """The leaderboard's ``combined_rank`` columns, one row per ranked (dataset, model, method,
     kind): ``combined_rank``, ``combined_rank_lo``, ``combined_rank_hi`` (``exclude``: as
     :func:`analyse`)."""
-    ranks = analyse(img, n_boot, seed, only_combined=True, exclude=exclude,
-                    catalogue=catalogue).combined
+    ranks = analyse(
+        img, n_boot, seed, only_combined=True, exclude=exclude, catalogue=catalogue
+    ).combined
     return ranks[[*_ROW, "combined_rank", "combined_rank_lo", "combined_rank_hi"]]
 
 
@@ -379,15 +461,19 @@ def _arrow(higher: bool) -> str:
 
 
 def _pairwise_markdown(trust: Trust) -> str:
-    lines = ["# How far the rankings can be trusted: P(row ranks above column)", "",
-             f"Paired bootstrap over images: {trust.n_boot} replicates (seed {trust.seed}), each "
-             "resampling the image indices once, the same images for every method; a cell is "
-             "the share of replicates in which the row's mean over the resampled images both "
-             "methods scored is better than the column's (in the metric's own direction; a tie "
-             "counts half). Rows and columns: best first on the full-sample mean. Order line: "
-             f"`>` separable (P ≥ {SEPARABLE}: the 95% interval of the paired difference "
-             "excludes 0), `≈` not. [brackets]: reads the ground truth (a reference). Every "
-             "pair with its mean difference: `rank_probability.csv`.", ""]  # fmt: skip
+    lines = [
+        "# How far the rankings can be trusted: P(row ranks above column)",
+        "",
+        f"Paired bootstrap over images: {trust.n_boot} replicates (seed {trust.seed}), each "
+        "resampling the image indices once, the same images for every method; a cell is "
+        "the share of replicates in which the row's mean over the resampled images both "
+        "methods scored is better than the column's (in the metric's own direction; a tie "
+        "counts half). Rows and columns: best first on the full-sample mean. Order line: "
+        f"`>` separable (P ≥ {SEPARABLE}: the 95% interval of the paired difference "
+        "excludes 0), `≈` not. [brackets]: reads the ground truth (a reference). Every "
+        "pair with its mean difference: `rank_probability.csv`.",
+        "",
+    ]
     if trust.pairwise.empty:
         return "\n".join([*lines, "No per-image scores in this run.", ""])
     for (dataset, model), group in trust.pairwise.groupby(["dataset", "model"], sort=False):
@@ -395,8 +481,12 @@ def _pairwise_markdown(trust: Trust) -> str:
         for metric, part in group.groupby("metric", sort=False):
             order = list(part.drop_duplicates("method").sort_values("rank", kind="stable").method)
             n = int(part["n_images"].max())
-            lines += [f"### {metric} ({_arrow(bool(part.higher_is_better.iloc[0]))} better, "
-                      f"{n} images)", "", order_chain(part), ""]  # fmt: skip
+            lines += [
+                f"### {metric} ({_arrow(bool(part.higher_is_better.iloc[0]))} better, {n} images)",
+                "",
+                order_chain(part),
+                "",
+            ]
             p = part.set_index(["method", "other"])["p_above"]
             lines.append("| P(row above column) | " + " | ".join(order) + " |")
             lines.append("|---|" + "---|" * len(order))
@@ -408,12 +498,16 @@ def _pairwise_markdown(trust: Trust) -> str:
 
 
 def _agreement_markdown(trust: Trust) -> str:
-    lines = ["# Do the metrics agree? Kendall τ between the rankings they give", "",
-             "Kendall's τ-b between the methods' orders on two metrics (each in its own better "
-             "direction: τ = 1 the same order, −1 reversed, 0 unrelated), over the methods that "
-             f"have both, references (oracle) left out; fewer than {MIN_TAU_METHODS}: blank. "
-             f"In brackets: the 95% interval over {trust.n_boot} paired bootstrap replicates of "
-             "the images (the same as the rank probabilities').", ""]  # fmt: skip
+    lines = [
+        "# Do the metrics agree? Kendall τ between the rankings they give",
+        "",
+        "Kendall's τ-b between the methods' orders on two metrics (each in its own better "
+        "direction: τ = 1 the same order, −1 reversed, 0 unrelated), over the methods that "
+        f"have both, references (oracle) left out; fewer than {MIN_TAU_METHODS}: blank. "
+        f"In brackets: the 95% interval over {trust.n_boot} paired bootstrap replicates of "
+        "the images (the same as the rank probabilities').",
+        "",
+    ]
     if trust.agreement.empty:
         return "\n".join([*lines, "No per-image scores in this run.", ""])
     for (dataset, model), group in trust.agreement.groupby(["dataset", "model"], sort=False):
@@ -432,27 +526,37 @@ def _agreement_markdown(trust: Trust) -> str:
                     cells.append("1")
                     continue
                 r = cell.loc[(a, b)]
-                cells.append("" if math.isnan(r.tau) else
-                             f"{r.tau:.2f} [{r.tau_lo:.2f}, {r.tau_hi:.2f}]")  # fmt: skip
+                cells.append(
+                    "" if math.isnan(r.tau) else f"{r.tau:.2f} [{r.tau_lo:.2f}, {r.tau_hi:.2f}]"
+                )
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
         left = [m for m in every if m not in metrics]
         if left:
-            lines += ["", f"Left out (fewer than {MIN_TAU_METHODS} ranked methods share them "
-                          f"with another metric): {', '.join(left)}."]  # fmt: skip
+            lines += [
+                "",
+                f"Left out (fewer than {MIN_TAU_METHODS} ranked methods share them "
+                f"with another metric): {', '.join(left)}.",
+            ]
         lines.append("")
     return "\n".join(lines)
 
 
 def combined_rank_note(trust: Trust) -> str:
     """The leaderboard's footnote on ``combined_rank``, with the metrics of each dataset."""
-    used = "; ".join(f"{_where(d, m)}: {', '.join(cols) or 'none'}"
-                     for (d, m), cols in trust.combined_metrics().items())  # fmt: skip
+    used = "; ".join(
+        f"{_where(d, m)}: {', '.join(cols) or 'none'}"
+        for (d, m), cols in trust.combined_metrics().items()
+    )
     return f"{COMBINED_RANK_NOTE} {used}."
 
 
-def write_trust_tables(img: pd.DataFrame, out: str | Path, seed: int = 0,
-                       exclude: dict[tuple[str, str], set[str]] | None = None,
-                       catalogue: Catalogue | None = None) -> Trust:
+def write_trust_tables(
+    img: pd.DataFrame,
+    out: str | Path,
+    seed: int = 0,
+    exclude: dict[tuple[str, str], set[str]] | None = None,
+    catalogue: Catalogue | None = None,
+) -> Trust:
     """Write ``rank_probability.csv``/``.md`` and ``metric_agreement.csv``/``.md`` into ``out``
     from the per-image table ``img``; returns the analysis (``exclude``: as :func:`analyse`)."""
     out = Path(out)

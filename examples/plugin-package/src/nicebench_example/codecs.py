@@ -33,8 +33,14 @@ class Jpeg2000(Codec):
     def encode(self, arr: np.ndarray, quality: int) -> bytes:
         image = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
         buf = io.BytesIO()
-        image.save(buf, format="JPEG2000", no_jp2=True, irreversible=True,
-                   quality_mode="dB", quality_layers=[self.target_psnr(quality)])  # fmt: skip
+        image.save(
+            buf,
+            format="JPEG2000",
+            no_jp2=True,
+            irreversible=True,
+            quality_mode="dB",
+            quality_layers=[self.target_psnr(quality)],
+        )
         return buf.getvalue()
 
     def decode(self, data: bytes, channels: int) -> np.ndarray:

@@ -59,8 +59,14 @@ class Bars(BenchDataset):
         return torch.from_numpy(image)[None], label, torch.from_numpy(mask)[None].float()
 
     def identity(self) -> dict[str, Any]:
-        return {"name": "bars", "size": self.size, "seed": self.seed, "split": self.split,
-                "n": self.n, "version": 1}  # fmt: skip
+        return {
+            "name": "bars",
+            "size": self.size,
+            "seed": self.seed,
+            "split": self.split,
+            "n": self.n,
+            "version": 1,
+        }
 
     def train_split(self) -> Bars:
         return Bars("train", size=self.size, n=self.model_recipe["n_train"], seed=self.seed)
