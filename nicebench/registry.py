@@ -270,6 +270,7 @@ def register_metric(
     needs_masks: bool = False,
     description: str = "",
     applies: Callable[[Any], bool] | None = None,
+    settings: tuple[Any, ...] = (),
     overwrite: bool = False,
 ) -> Any:
     """Register a metric: a per-image function ``fn(ctx) -> Tensor[B]`` or a full ``MetricSpec``.
@@ -278,7 +279,9 @@ def register_metric(
     ``register_metric("name", fn, higher_is_better=...)`` or the decorator
     ``@register_metric("name", higher_is_better=...)`` wraps a plain function ``fn(ctx)``
     (``ctx``: :class:`nicebench.metrics.MetricContext`) in a spec; ``higher_is_better`` is required
-    for it, ``column`` defaults to the name. The decorator returns the function unchanged.
+    for it, ``column`` defaults to the name, ``settings`` are the
+    :class:`~nicebench.metric_spec.Setting` s it reads from the run's ``[settings]``. The
+    decorator returns the function unchanged.
     """
     options = {
         "column": column,
@@ -286,6 +289,7 @@ def register_metric(
         "applies": applies,
         "needs_masks": needs_masks or None,
         "description": description or None,
+        "settings": tuple(settings) or None,
     }
     given = sorted(k for k, v in options.items() if v is not None)
     if isinstance(name, MetricSpec):
@@ -327,6 +331,7 @@ def register_metric(
             needs_masks,
             applies or _always,
             description,
+            settings=tuple(settings),
         )
         METRICS.register(name, spec, overwrite=overwrite)
         return target

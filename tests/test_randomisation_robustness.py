@@ -340,12 +340,14 @@ def test_entropy_of_the_normalised_map():
 
 
 def test_footnotes_name_the_settings():
-    from nicebench.report.tables import _metric_footnotes
+    from nicebench.metric_spec import catalogue
+    from nicebench.metrics import get_metric_spec
+    from nicebench.registry import METRICS
+    from nicebench.report.columns import Catalogue
 
-    lines = _metric_footnotes(
-        {"seed": 5, "settings": {"infidelity_std": 0.2}},
-        ["infidelity", "cascade_spearman", "deletion_auc"],
-    )
+    specs = [get_metric_spec(n) for n in METRICS.names()]
+    rows = catalogue(specs, {"seed": 5, "infidelity_std": 0.2})  # as the runner stores them
+    lines = Catalogue(tuple(rows)).notes(["infidelity", "cascade_spearman", "deletion_auc"])
     text = "\n".join(lines)
     assert (
         "square of side 0.25" in text

@@ -95,3 +95,21 @@ def test_notes_and_listing_come_from_the_declaration(capsys):
     out = capsys.readouterr().out
     assert "setting insertion_start = 'calibrated': insertion's start image" in out
     assert "setting audit_images = 16" in out  # the run's own
+
+
+def test_a_plugin_metric_declares_its_settings(tmp_path):
+    """The README's example: a function metric with a declared setting; a run may set it."""
+    from nicebench import Setting, register_metric
+    from nicebench.testing import restored
+
+    top = Setting("peak_top", 1, "pixels averaged at the top of the map")
+    with restored("metric", "peak_mean"):
+
+        @register_metric("peak_mean", higher_is_better=True, settings=(top,))
+        def peak_mean(ctx):
+            return ctx.saliency.flatten(1).topk(top.get(ctx.settings), 1).values.mean(1)
+
+        assert get_metric_spec("peak_mean").settings == (top,)
+        check_settings({"peak_top": 4}, ["peak_mean"])
+        with pytest.raises(SettingError, match="did you mean 'peak_top'"):
+            check_settings({"peak_tops": 4}, ["peak_mean"])
