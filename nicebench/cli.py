@@ -15,6 +15,9 @@ os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
 __all__ = ["main"]
 
+# Each command imports what it needs inside its function: start-up time. `nicebench report` and
+# `figures` never load torch, `list` loads only the plugins; `run` and `verify` load the runner.
+
 
 def _summary(obj: object) -> str:
     """The first non-empty line of a plugin's own docstring (a metric's description), or ""."""

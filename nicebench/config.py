@@ -443,7 +443,7 @@ def available(
     """The datasets whose scored split (the test split unless ``split=``) loads on this machine;
     the others are appended to ``skipped`` as (spec, the loader's message saying how to get the
     files)."""
-    from .data import DatasetMissingError, load_run_dataset
+    from .data import DatasetMissingError, load_run_dataset  # lazy: config stays torch-free
 
     out = []
     for spec in datasets:

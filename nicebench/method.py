@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .params import Parameter, check_names
+from .registry import METHODS
 
 __all__ = ["Method", "MethodError", "create_method"]
 
@@ -219,8 +220,6 @@ def _as_map(sal: torch.Tensor, b: int, h: int, w: int, name: str) -> torch.Tenso
 
 def create_method(name: str, model: nn.Module | None = None, **params: Any) -> Method:
     """Instantiate the registered method ``name`` on ``model`` with its keyword parameters."""
-    from .registry import METHODS
-
     cls = METHODS.get(name)
     known = [Parameter(k, default=v) for k, v in cls.default_params().items()]
     check_names("method", name, params, known, error=MethodError)

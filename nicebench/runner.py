@@ -28,6 +28,7 @@ import torch
 from .codec import Codec, create_codec
 from .config import PluginSpec, RunConfig, default_config_text, parse_config
 from .data import BenchDataset, collate, load_run_dataset
+from .executors import get_executor
 from .faults import checkpoint
 from .method import Method, create_method
 from .metric_spec import CELL_TIMEOUT, SAMPLE_IMAGES, TARGET, MetricSpec
@@ -38,6 +39,7 @@ from .models import DEFAULT_MODEL, check_model_spec, load_model
 from .models.external import load_state_dict_file
 from .preflight import check_run
 from .registry import DATASETS, METHODS
+from .report.tables import write_tables
 from .store import CellResult, RunStore, StoreError, describe_write_error
 from .timelimit import CellTimeout, time_limit
 
@@ -490,9 +492,6 @@ class RunSummary:
 
 def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
     """Run ``cfg``: compute the cells not yet in the store, then write the leaderboard tables."""
-    from .executors import get_executor
-    from .report.tables import write_tables
-
     t0 = time.perf_counter()
     cells = plan_cells(cfg)  # validates names first: a bad config leaves no store behind
     out = Path(cfg.out)

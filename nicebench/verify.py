@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import PluginSpec, parse_value
+from .runner import Cell, code_version, run_cell
+from .store import pack, table_json
 
 __all__ = ["VerifyReport", "verify_run", "cell_from_spec", "spec_from_str"]
 
@@ -147,8 +149,6 @@ def cell_from_spec(
     ``code_version``, ``spec``) was computed for, on the CPU, and "" — or None and why not.
     ``configs``: the run configs recorded in the store (older stores: the reference codec and the
     batch size come from them)."""
-    from .runner import Cell
-
     spec = json.loads(row["spec"] or "{}")
     try:
         start, stop = spec["images"]
@@ -214,8 +214,6 @@ def _same(a: Any, b: Any) -> bool:
 def _compare(conn: sqlite3.Connection, key: str, res: Any) -> str:
     """ "" when every stored value of cell ``key`` equals the recomputed result ``res`` bit for
     bit; else the first difference."""
-    from .store import pack, table_json
-
     if res.status != "ok":
         return f"the recomputation failed: {res.error}"
     stored = {
@@ -263,8 +261,6 @@ def verify_run(run_dir: str | Path, sample: int = 5, seed: int = 0) -> VerifyRep
     """Check ``run_dir``'s store (see the module docstring); recompute ``sample`` finished cells
     drawn with ``seed``. Opens the store read-only."""
     import torch
-
-    from .runner import code_version, run_cell
 
     run_dir = Path(run_dir)
     path = run_dir / "store.sqlite"

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import settings as S
+from .context import refit_for
 from .sanity import cached_randomised_model
 
 if TYPE_CHECKING:
@@ -91,8 +92,6 @@ def audit_rows(ctx: MetricContext, specs: list[MetricSpec]) -> list[dict]:
         records={},
         cache={},
     )
-    from . import refit_for
-
     own = [s for s in specs if not s.explains_again]  # see the module's text
     if not own:
         return []

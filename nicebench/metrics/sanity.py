@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..method import Method
+
 __all__ = [
     "randomised_model",
     "cached_randomised_model",
@@ -172,8 +174,6 @@ def sanity_spearman(
     ``maps`` are the maps on the trained model when already computed. ``random_model`` overrides
     :func:`randomised_model` (e.g. to share one copy across methods). ``absolute`` ranks ``|map|``.
     """
-    from ..method import Method
-
     if isinstance(method, Method):
         trained = method
         make: Callable[[nn.Module], Any] = lambda m: rebuild_method(trained, m)  # noqa: E731

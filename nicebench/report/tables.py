@@ -24,6 +24,8 @@ from ..store import RunStore
 from .agreement import write_fill_agreement
 from .columns import Catalogue, catalogue
 from .scores import ROW, compression_points, compression_summary, memo, per_image
+from .trust import combined_rank_note, combined_ranks, write_trust_tables
+from .validity import not_valid, rank_exclusions, validity, validity_notes, write_validity
 
 __all__ = [
     "LEADERBOARD_COLUMNS",
@@ -198,9 +200,6 @@ def _leaderboard(store: RunStore, keys: set[str] | None, seed: int) -> pd.DataFr
             df["accuracy_original"] = df["_acc"]
         df["accuracy_original"] = df["accuracy_original"].fillna(df["_acc"])
         df = df.drop(columns="_acc")
-    from .trust import combined_ranks  # the mean rank over metrics, with its interval
-    from .validity import rank_exclusions, validity
-
     exclude = rank_exclusions(validity(store, keys))  # metrics not valid on a dataset
     df = df.merge(
         combined_ranks(img, seed=seed, exclude=exclude, catalogue=catalogue(store)),
@@ -273,9 +272,6 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
     ``fill_agreement.csv``/``.md`` (:mod:`nicebench.report.agreement`) into ``out`` (the figures:
     :func:`nicebench.report.figures.write_figures`)."""
     out = Path(out)
-    from .trust import combined_rank_note, write_trust_tables
-    from .validity import not_valid, rank_exclusions, validity_notes, write_validity
-
     board = leaderboard(store, keys)
     board.to_csv(out / "leaderboard.csv", index=False)
     img = per_image(store, keys)
