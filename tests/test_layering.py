@@ -253,3 +253,19 @@ def test_plugins_import_only_the_public_api_of_the_core(folder):
         or name not in getattr(importlib.import_module(module), "__all__", ())
     ]
     assert bad == []
+
+
+def test_every_package_of_the_source_tree_is_installed():
+    """pyproject.toml lists its packages by name: a new folder of the core must be listed, or a
+    fresh install lacks it (an editable install would hide that)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    folders = {
+        ".".join(p.parent.relative_to(root).parts)
+        for p in (root / "nicebench").rglob("__init__.py")
+    }
+    assert folders <= listed, sorted(folders - listed)
