@@ -11,8 +11,10 @@ from typing import Any
 
 from nicebench.metric_spec import CATEGORIES, MetricSpec
 
-# The validity audit's verdicts of the committed reference run, one row per (dataset, column).
+# The validity audit's verdicts of the committed reference run, one row per (dataset, column), and
+# its Markdown, whose "Thresholds:" paragraph says what each verdict means.
 VALIDITY_CSV = Path(__file__).resolve().parents[1] / "results" / "validity.csv"
+VALIDITY_MD = VALIDITY_CSV.with_suffix(".md")
 
 
 def registered_metrics() -> list[MetricSpec]:
@@ -51,14 +53,17 @@ def catalogue_page(
         "explained beside the table in [The leaderboard](../leaderboard.md); how to add a metric "
         "in [Writing plugins](../plugins.md).",
         "",
-        "| metric | column | better | category | valid on (reference run) |",
-        "|---|---|---|---|---|",
+        "| metric | better | category | validity audit of the reference run |",
+        "|---|---|---|---|",
     ]
     for spec in specs:
         lines.append(
-            f"| [{spec.name}](#{_anchor(spec.name)}) | `{spec.column}` | {_direction(spec)} | "
+            f"| [{spec.name}](#{_anchor(spec.name)}) | {_direction(spec)} | "
             f"{spec.category or 'uncategorised'} | {_verdict_summary(validity.get(spec.column))} |"
         )
+    thresholds = _thresholds()
+    if thresholds:
+        lines += ["", f"Verdicts of the audit (`results/validity.md`). {thresholds}"]
     for spec in specs:
         lines += ["", *_section(spec, validity.get(spec.column, []))]
     return "\n".join(lines) + "\n"
@@ -87,6 +92,7 @@ def _section(spec: MetricSpec, audit: list[dict[str, Any]]) -> list[str]:
     out.append("")
     settings = [s for s in spec.settings if s.name != "seed"]
     if settings:
+        out += ["Settings (keys of a run's `[settings]`):", ""]
         out += ["| setting | default | meaning |", "|---|---|---|"]
         for s in settings:
             choices = f" (one of {', '.join(map(str, s.choices))})" if s.choices else ""
@@ -95,6 +101,7 @@ def _section(spec: MetricSpec, audit: list[dict[str, Any]]) -> list[str]:
     else:
         out += ["No settings of its own.", ""]
     if audit:
+        out += ["Validity in the reference run (`results/validity.csv`):", ""]
         out += ["| dataset | verdict | audit |", "|---|---|---|"]
         for row in audit:
             out.append(f"| {row['dataset']} | {row['verdict']} | {_cell(row['reason'])} |")
@@ -103,17 +110,28 @@ def _section(spec: MetricSpec, audit: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _thresholds(path: Path = VALIDITY_MD) -> str:
+    if not path.exists():
+        return ""
+    for line in path.read_text().splitlines():
+        if line.startswith("Thresholds:"):
+            return line
+    return ""
+
+
 def _direction(spec: MetricSpec) -> str:
     return "higher" if spec.higher_is_better else "lower"
 
 
 def _verdict_summary(rows: list[dict[str, str]] | None) -> str:
+    """``valid: a, b; saturated: c``, the datasets grouped by verdict (valid first)."""
     if not rows:
-        return "—"
-    return ", ".join(
-        f"{r['dataset']}" if r["verdict"] == "valid" else f"~~{r['dataset']}~~ ({r['verdict']})"
-        for r in rows
-    )
+        return "not audited"
+    by_verdict: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        by_verdict[row["verdict"]].append(row["dataset"])
+    order = sorted(by_verdict, key=lambda v: (v != "valid", v))
+    return "; ".join(f"{v.replace('_', ' ')}: {', '.join(by_verdict[v])}" for v in order)
 
 
 def _category_rank(category: str) -> int:

@@ -42,8 +42,8 @@ def speed_page(bench: dict | None = None) -> str:
         f"threads, torch {machine['torch']}, Python {machine.get('python', '?')}, GPU: "
         f"{machine['cuda'] or 'none'}; {machine['date']}, commit `{machine['commit'] or '?'}`.",
         "",
-        "| benchmark | figure | value | target | command |",
-        "|---|---|---|---|---|",
+        "| figure | value | target | command |",
+        "|---|---|---|---|",
     ]
     for b in run_all.BENCHES:
         result = results.get(b.name)
@@ -51,7 +51,7 @@ def speed_page(bench: dict | None = None) -> str:
             continue
         command = f"`python bench/{b.name}.py{''.join(' ' + a for a in b.args)}`"
         if "error" in result:
-            lines.append(f"| {b.name} | failed: {_cell(result['error'])} | | | {command} |")
+            lines.append(f"| failed: {_cell(result['error'])} | | | {command} |")
             continue
         for figure, value, target in b.figures(result):
             shown = "—" if value is None else f"{value:g}"
