@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# A home or scratch folder at the start of a path: /work/, /tmp/, /root/, /home/, /Users/ (not
+# A home or scratch folder (work, tmp, root, home, Users, scratch) as the first folder of a path (not
 # inside another word or path, e.g. base64 in an embedded image or ${TMPDIR:-/tmp}).
 MACHINE_PATH = re.compile(r"(?<![\w.~:/${}+-])/(?:work|tmp|root|home|Users|scratch)/")
 # (file, text on the line) where such a path is legitimate; empty today.
