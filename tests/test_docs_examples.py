@@ -3,8 +3,8 @@
 One test per block, named ``file:line``. The info string says what a block is:
 
 * ``python``: run top to bottom, the page's blocks in one namespace, in order;
-* ``bash``: run as one ``bash -e -o pipefail`` script (each line in order; the first failing
-  line fails the block and is named);
+* ``bash``: run as one script, command line by command line in order (``pipefail``); the first
+  line that fails, ``a && b`` included, stops the block and is named;
 * ``toml``: parsed (``file="name.toml"`` also writes it for the page's later blocks);
 * ``text``: output shown to the reader, not run;
 * ``python skip="why"`` / ``bash skip="why"``: not run, the reason shown as the skip's.
@@ -163,13 +163,36 @@ def run_block(block: Block, state: PageState) -> None:
         _run_bash(block, state.cwd)
 
 
+def bash_script(block: Block) -> str:
+    """The block as a ``bash -e`` script in which every command line (a line, or lines joined by
+    ``\\``, a heredoc or an open quote) stops the block when it fails, naming its Markdown line;
+    ``set -e`` alone lets the first command of ``a && b`` fail unnoticed."""
+    out, chunk, first = [], [], 0
+    for n, line in enumerate(block.code.splitlines()):
+        if not chunk:
+            first = n
+        chunk.append(line)
+        text = "\n".join(chunk)
+        check = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
+        if line.endswith("\\") or check.returncode or check.stderr:
+            continue
+        chunk = []
+        if not text.strip() or text.strip().startswith("#") and "\n" not in text.strip():
+            out.append(text)
+            continue
+        where = f"{block.path}:{block.code_line + first}"
+        out.append(
+            f"{text}\n__status=$?; if [ $__status -ne 0 ]; then echo {shlex.quote(where)}: "
+            f"exit $__status: {shlex.quote(text.splitlines()[0])} >&2; exit $__status; fi"
+        )
+    return "set +e -o pipefail\n" + "\n".join(out + chunk) + "\n"
+
+
 def _run_bash(block: Block, cwd: Path) -> None:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    offset = block.code_line - 2  # the script's line 1 is the trap
-    trap = f"trap 'echo \"{block.path}:$((LINENO + {offset})): failed: $BASH_COMMAND\" >&2' ERR\n"
     proc = subprocess.run(
-        ["bash", "-e", "-o", "pipefail", "-c", trap + block.code],
+        ["bash", "-c", bash_script(block)],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -275,11 +298,21 @@ def test_blocks_share_the_page_and_a_failing_bash_line_is_named(tmp_path):
     for block in blocks[:2] + blocks[4:5]:
         run_block(block, state)
     assert state.namespace["y"] == 3 and (tmp_path / "conf" / "a.toml").exists()
-    with pytest.raises(AssertionError, match=r"page\.md:26: failed: false") as err:
+    with pytest.raises(AssertionError, match=r"page\.md:26: exit 1: false") as err:
         run_block(blocks[5], state)
     assert "never" not in str(err.value) and (tmp_path / "out.txt").read_text() == "ok\n"
     with pytest.raises(AssertionError):  # a failing Python block raises, naming its page line
         run_block(Block("page.md", 40, "python", {}, "assert False\n", 41), state)
+
+
+def test_a_failing_first_command_of_a_list_fails_the_block(tmp_path):
+    code = "false && echo no\ncat <<EOF > a.txt\nx\nEOF\necho \\\n  yes\n"
+    block = Block("page.md", 1, "bash", {}, code, 2)
+    with pytest.raises(AssertionError, match=r"page\.md:2: exit 1: false && echo no"):
+        run_block(block, PageState(tmp_path))
+    ok = Block("page.md", 1, "bash", {}, code.split("\n", 1)[1], 2)
+    run_block(ok, PageState(tmp_path))
+    assert (tmp_path / "a.txt").read_text() == "x\n"
 
 
 def test_a_python_failure_names_the_markdown_line(tmp_path):
