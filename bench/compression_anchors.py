@@ -8,7 +8,7 @@ sweep q5…q95, accuracy interpolated) and at the same accuracy (ratio interpola
 so the output says plainly when uniform quality reduction wins. ``--methods`` adds the per-method
 summary (headline ratio, BD rate) for maps that need no training.
 
-    OMP_NUM_THREADS=1 NICEBENCH_CACHE=/tmp/nbcache python bench/compression_anchors.py --sizes 64
+    OMP_NUM_THREADS=1 NICEBENCH_CACHE="$(mktemp -d)" python bench/compression_anchors.py --sizes 64
 
 Prints one JSON line and writes ``results/compression_anchors.json``.
 """

@@ -12,7 +12,7 @@
    ``T × (one forward+backward of the classifier)`` at the same batch, bf16 autocast and
    channels_last, as a ratio.
 
-    NICEBENCH_CACHE=/tmp/nbcache OMP_NUM_THREADS=1 python bench/gate_optimizer.py
+    NICEBENCH_CACHE="$(mktemp -d)" OMP_NUM_THREADS=1 python bench/gate_optimizer.py
 """
 
 from __future__ import annotations

@@ -256,15 +256,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="compression-track codecs, the first the reference, e.g. jpeg,webp",
     )
     r.add_argument("--metrics", action="append", help="e.g. deletion,insertion")
-    r.add_argument("--n-images", type=int, dest="n_images")
+    r.add_argument(
+        "--n-images",
+        type=int,
+        dest="n_images",
+        help="test images per dataset (default: the config's n_images)",
+    )
     r.add_argument(
         "--out",
         help="run directory (store, tables, figures, report); default: "
         "runs/<config name>, runs/default without a config",
     )
     r.add_argument("--device", help="cpu or cuda")
-    r.add_argument("--batch-size", type=int, dest="batch_size")
-    r.add_argument("--shard-size", type=int, dest="shard_size")
+    r.add_argument(
+        "--batch-size",
+        type=int,
+        dest="batch_size",
+        help="images per forward batch (default: the config's batch_size)",
+    )
+    r.add_argument(
+        "--shard-size",
+        type=int,
+        dest="shard_size",
+        help="images per shard of a cell (default: the config's shard_size)",
+    )
     r.add_argument("--executor", choices=["local", "ray"])
     r.add_argument("--address", help="Ray cluster address (with --executor ray)")
     r.add_argument("--threads", type=int, help="torch CPU threads")
@@ -285,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         "resume from its cells (default: the config's lock_timeout, 86400; 0: "
         "stop at once)",
     )
-    r.add_argument("-q", "--quiet", action="store_true")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.add_argument(
         "--no-report",
         action="store_true",

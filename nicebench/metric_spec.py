@@ -35,6 +35,7 @@ __all__ = [
     "CODEC",
     "catalogue",
     "declared_settings",
+    "CATEGORIES",
 ]
 
 
@@ -136,6 +137,16 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     CODEC,
 )
 
+#: The metric families of the catalogue, in its order (a plugin metric may name another).
+CATEGORIES: tuple[str, ...] = (
+    "faithfulness",
+    "localisation",
+    "randomisation",
+    "robustness",
+    "complexity",
+    "compression",
+)
+
 #: The deletion/insertion protocol as the leaderboard's notes state it.
 DEFAULT_SETTINGS = {
     "n_steps": "H (one image row of pixels per step, as RISE's 224 at 224 px)",
@@ -181,7 +192,10 @@ class MetricSpec:
     ``settings`` (with its seed), for the leaderboard's notes (default: the declared settings'
     values). ``in_combined_rank``: whether the metric's direction orders explanations by quality,
     so that it counts in the leaderboard's combined rank (False for descriptive properties such as
-    a map's sparseness). ``citation``: where the metric is defined.
+    a map's sparseness). ``citation``: where the metric is defined. ``category``: its family in
+    the metric catalogue (one of :data:`CATEGORIES`, Quantus's grouping, or a plugin's own).
+    ``checked_against``: the independent implementation its tests compare it with, and the test
+    (``"none"`` where no such test exists); both are shown in the docs' metric catalogue.
 
     What the validity audit (:mod:`nicebench.report.validity`) needs to know of the metric:
     ``curve``: ``fn`` keeps each image's two ends with :meth:`MetricContext.keep_range`, whose
@@ -212,6 +226,8 @@ class MetricSpec:
     uses_labels: bool = False
     settings: tuple[Setting, ...] = ()
     citation: str = ""
+    category: str = ""
+    checked_against: str = ""
 
     def note(self, settings: Mapping[str, Any]) -> str:
         """The leaderboard's note on this metric under the run's ``settings``: its

@@ -115,6 +115,10 @@ register_metric(
         _deletion,
         "deletion_auc",
         higher_is_better=False,
+        category="faithfulness",
+        checked_against="the definition as a plain per-image, per-step loop "
+        "(nicebench.metrics.reference.deletion_loop), "
+        "tests/test_metrics.py::test_vectorised_equals_per_image_loop",
         curve=True,
         settings=(*S.FAITHFULNESS, S.SUBSTRATE),
         citation="Petsiuk et al., RISE, BMVC 2018",
@@ -127,6 +131,10 @@ register_metric(
         _insertion,
         "insertion_auc",
         higher_is_better=True,
+        category="faithfulness",
+        checked_against="the definition as a plain per-image, per-step loop "
+        "(nicebench.metrics.reference.insertion_loop), "
+        "tests/test_metrics.py::test_vectorised_equals_per_image_loop",
         curve=True,
         settings=(*S.FAITHFULNESS, S.INSERTION_START),
         citation="Petsiuk et al., RISE, BMVC 2018",
@@ -140,6 +148,9 @@ register_metric(
         lambda c: pointing_game(c.saliency, c.masks),
         "pointing_game",
         higher_is_better=True,
+        category="localisation",
+        checked_against="none (hand-worked cases: "
+        "tests/test_metrics.py::test_pointing_game_ties_and_tolerance)",
         needs_masks=True,
         description="arg-max of the map inside the object mask dilated by 15 px at 224",
     )
@@ -150,6 +161,8 @@ register_metric(
         lambda c: energy_pointing_game(c.saliency, c.masks),
         "energy_pointing_game",
         higher_is_better=True,
+        category="localisation",
+        checked_against="none (the formula by hand: tests/test_metrics.py::test_energy_and_auroc)",
         needs_masks=True,
         description="share of positive saliency mass inside the object mask",
     )
@@ -160,6 +173,9 @@ register_metric(
         lambda c: mask_auroc(c.saliency, c.masks),
         "mask_auroc",
         higher_is_better=True,
+        category="localisation",
+        checked_against="SciPy mannwhitneyu (U / n⁺n⁻), "
+        "tests/test_metrics.py::test_energy_and_auroc",
         needs_masks=True,
         description="ROC AUC of the map as a detector of object pixels",
     )
@@ -172,6 +188,8 @@ register_metric(
         lambda c: mask_share(c.gate_mask()),
         "mask_share",
         higher_is_better=False,
+        category="complexity",
+        checked_against="none",
         in_combined_rank=False,
         applies=lambda m: m.gate_mask,
         description="share of pixels the method's binary gate mask keeps",
@@ -183,6 +201,8 @@ register_metric(
         _masked_accuracy,
         "masked_accuracy",
         higher_is_better=True,
+        category="faithfulness",
+        checked_against="none",
         curve=True,
         uses_labels=True,
         applies=lambda m: m.masked_input,
@@ -197,6 +217,10 @@ register_metric(
         lambda c: saliency_metric(c.model, c.images, c.saliency, target=c.targets),
         "saliency_metric",
         higher_is_better=False,
+        category="faithfulness",
+        checked_against="none (hand-worked boxes: "
+        "tests/test_saliency_metric_sanity.py::test_full_image_box_scores_minus_log_p, "
+        "tests/test_saliency_metric_sanity.py::test_tiny_box_clamps_area_to_five_percent)",
         settings=(S.TARGET,),
         citation="Dabkowski & Gal, NeurIPS 2017",
         description="Dabkowski & Gal: log(max(area, 0.05)) - log p(class | tightest box crop)",
@@ -221,6 +245,9 @@ register_metric(
         _sanity,
         "sanity_spearman",
         higher_is_better=False,
+        category="randomisation",
+        checked_against="SciPy rankdata and spearmanr, "
+        "tests/test_saliency_metric_sanity.py::test_rankdata_and_spearman_match_scipy",
         explains_again=True,
         rewards_ground_truth=False,
         settings=S.SANITY,

@@ -48,6 +48,9 @@ register_metric(
         lambda c: sparseness(c.saliency),
         "sparseness",
         higher_is_better=True,
+        category="complexity",
+        checked_against="a NumPy Gini index (mean absolute difference over twice the mean), "
+        "tests/test_randomisation_robustness.py::test_sparseness_is_the_gini_index",
         in_combined_rank=False,
         description="Chalasani et al.: Gini index of |map| (higher = sparser)",
     )
@@ -58,6 +61,9 @@ register_metric(
         lambda c: entropy(c.saliency),
         "entropy",
         higher_is_better=False,
+        category="complexity",
+        checked_against="SciPy scipy.stats.entropy, "
+        "tests/test_randomisation_robustness.py::test_entropy_of_the_normalised_map",
         in_combined_rank=False,
         description="Bhatt et al.: entropy (nats) of |map| normalised to sum 1 (lower = simpler)",
     )

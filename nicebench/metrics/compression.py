@@ -130,6 +130,10 @@ COMPRESSION_METRIC = register_metric(
         compression_table,
         "compression_ratio",
         higher_is_better=False,
+        category="compression",
+        checked_against="Pillow (the bytes it writes) and scikit-image PSNR/SSIM, "
+        "tests/test_compression.py::test_bytes_equal_what_pillow_writes, "
+        "tests/test_compression.py::test_psnr_and_ssim_batches_equal_scikit_image",
         kind="table",
         summary=summarise_table,
         settings=TRACK_SETTINGS,

@@ -193,6 +193,9 @@ register_metric(
         lambda c: _cascade(c)[0].nanmean(1),
         "cascade_spearman",
         higher_is_better=False,
+        category="randomisation",
+        checked_against="SciPy spearmanr of |map|, "
+        "tests/test_randomisation_robustness.py::test_cascade_curves_match_a_direct_computation",
         explains_again=True,
         rewards_ground_truth=False,
         footnote=_footnote,
@@ -208,6 +211,10 @@ register_metric(
         lambda c: _cascade(c)[1].nanmean(1),
         "cascade_ssim",
         higher_is_better=False,
+        category="randomisation",
+        checked_against="scikit-image structural_similarity, "
+        "tests/test_randomisation_robustness.py::test_ssim_matches_scikit_image, "
+        "tests/test_randomisation_robustness.py::test_cascade_curves_match_a_direct_computation",
         explains_again=True,
         rewards_ground_truth=False,
         footnote=_footnote,
@@ -223,6 +230,9 @@ register_metric(
         _random_logit,
         "random_logit",
         higher_is_better=False,
+        category="randomisation",
+        checked_against="SciPy spearmanr of |map|, "
+        "tests/test_randomisation_robustness.py::test_random_logit_matches_a_direct_computation",
         explains_again=True,
         rewards_ground_truth=False,
         settings=(S.SEED, S.TARGET, S.SANITY_IMAGES),

@@ -247,6 +247,11 @@ register_metric(
         _infidelity,
         "infidelity",
         higher_is_better=False,
+        category="faithfulness",
+        checked_against="a closed-form evaluation on a linear model with captum's draws (the "
+        "metric calls captum.metrics.infidelity), "
+        "tests/test_randomisation_robustness.py::test_infidelity_matches_a_direct_evaluation_on_a_linear_model, "
+        "tests/test_randomisation_robustness.py::test_square_removal_infidelity_matches_a_direct_evaluation_on_a_linear_model",
         footnote=_footnote_infidelity,
         citation="Yeh et al., NeurIPS 2019",
         settings=(
@@ -268,6 +273,10 @@ register_metric(
         _sensitivity,
         "sensitivity_max",
         higher_is_better=False,
+        category="robustness",
+        checked_against="the definition evaluated directly with captum's draws (the metric calls "
+        "captum.metrics.sensitivity_max), "
+        "tests/test_randomisation_robustness.py::test_sensitivity_max_matches_a_direct_evaluation",
         explains_again=True,
         footnote=_footnote_sensitivity,
         citation="Yeh et al., NeurIPS 2019",

@@ -149,6 +149,9 @@ ROAD_MORF = register_metric(
         lambda c: _road(c)[:, 0].mean(1),
         "road_morf",
         higher_is_better=False,
+        category="faithfulness",
+        checked_against="pytorch-grad-cam's ROAD (noise off), "
+        "tests/test_road.py::test_road_matches_pytorch_grad_cam",
         curve=True,
         settings=_ROAD,
         description="ROAD MoRF: mean probability with 10..90% most salient pixels imputed",
@@ -160,6 +163,9 @@ ROAD_LERF = register_metric(
         lambda c: _road(c)[:, 1].mean(1),
         "road_lerf",
         higher_is_better=True,
+        category="faithfulness",
+        checked_against="pytorch-grad-cam's ROAD (noise off), "
+        "tests/test_road.py::test_road_matches_pytorch_grad_cam",
         curve=True,
         settings=_ROAD,
         description="ROAD LeRF: mean probability with 10..90% least salient pixels imputed",
@@ -171,6 +177,9 @@ SRG_ROAD = register_metric(
         lambda c: _road(c)[:, 1].mean(1) - _road(c)[:, 0].mean(1),
         "srg_road",
         higher_is_better=True,
+        category="faithfulness",
+        checked_against="pytorch-grad-cam's ROAD for both orders (noise off), "
+        "tests/test_road.py::test_road_matches_pytorch_grad_cam",
         curve=True,
         settings=_ROAD,
         description="symmetric relevance gain, ROAD fill: road_lerf − road_morf",
@@ -182,6 +191,9 @@ SRG_MEAN = register_metric(
         _srg_fill("mean"),
         "srg_mean",
         higher_is_better=True,
+        category="faithfulness",
+        checked_against="none (MoRF is deletion, LeRF its reversed order: "
+        "tests/test_road.py::test_srg_morf_is_deletion_and_lerf_the_reverse_order)",
         curve=True,
         settings=S.FAITHFULNESS,
         description="symmetric relevance gain, mean fill: LeRF AUC − MoRF (deletion) AUC",
@@ -193,6 +205,9 @@ SRG_BLUR = register_metric(
         _srg_fill("blur"),
         "srg_blur",
         higher_is_better=True,
+        category="faithfulness",
+        checked_against="none (MoRF is deletion, LeRF its reversed order: "
+        "tests/test_road.py::test_srg_morf_is_deletion_and_lerf_the_reverse_order)",
         curve=True,
         settings=S.FAITHFULNESS,
         description="symmetric relevance gain, blur fill: LeRF AUC − MoRF AUC",
@@ -204,6 +219,9 @@ DELETION_BLUR = register_metric(
         lambda c: auc(_fill(c, "blur")[:, 0]),
         "deletion_blur_auc",
         higher_is_better=False,
+        category="faithfulness",
+        checked_against="none (MoRF is deletion: "
+        "tests/test_road.py::test_srg_morf_is_deletion_and_lerf_the_reverse_order)",
         curve=True,
         settings=S.FAITHFULNESS,
         description="deletion AUC with the blur fill (MoRF, blur)",
