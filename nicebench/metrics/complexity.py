@@ -49,6 +49,7 @@ register_metric(
         "sparseness",
         higher_is_better=True,
         category="complexity",
+        citation="Chalasani et al., ICML 2020",
         checked_against="a NumPy Gini index (mean absolute difference over twice the mean), "
         "tests/test_randomisation_robustness.py::test_sparseness_is_the_gini_index",
         in_combined_rank=False,
@@ -62,6 +63,7 @@ register_metric(
         "entropy",
         higher_is_better=False,
         category="complexity",
+        citation="Bhatt et al., IJCAI 2020",
         checked_against="SciPy scipy.stats.entropy, "
         "tests/test_randomisation_robustness.py::test_entropy_of_the_normalised_map",
         in_combined_rank=False,

@@ -150,6 +150,7 @@ ROAD_MORF = register_metric(
         "road_morf",
         higher_is_better=False,
         category="faithfulness",
+        citation="Rong et al., ROAD, ICML 2022",
         checked_against="pytorch-grad-cam's ROAD (noise off), "
         "tests/test_road.py::test_road_matches_pytorch_grad_cam",
         curve=True,
@@ -164,6 +165,7 @@ ROAD_LERF = register_metric(
         "road_lerf",
         higher_is_better=True,
         category="faithfulness",
+        citation="Rong et al., ROAD, ICML 2022",
         checked_against="pytorch-grad-cam's ROAD (noise off), "
         "tests/test_road.py::test_road_matches_pytorch_grad_cam",
         curve=True,
@@ -178,6 +180,7 @@ SRG_ROAD = register_metric(
         "srg_road",
         higher_is_better=True,
         category="faithfulness",
+        citation="Blücher et al., symmetric relevance gain, TMLR 2024",
         checked_against="pytorch-grad-cam's ROAD for both orders (noise off), "
         "tests/test_road.py::test_road_matches_pytorch_grad_cam",
         curve=True,
@@ -192,6 +195,7 @@ SRG_MEAN = register_metric(
         "srg_mean",
         higher_is_better=True,
         category="faithfulness",
+        citation="Blücher et al., symmetric relevance gain, TMLR 2024",
         checked_against="none (MoRF is deletion, LeRF its reversed order: "
         "tests/test_road.py::test_srg_morf_is_deletion_and_lerf_the_reverse_order)",
         curve=True,
@@ -206,6 +210,7 @@ SRG_BLUR = register_metric(
         "srg_blur",
         higher_is_better=True,
         category="faithfulness",
+        citation="Blücher et al., symmetric relevance gain, TMLR 2024",
         checked_against="none (MoRF is deletion, LeRF its reversed order: "
         "tests/test_road.py::test_srg_morf_is_deletion_and_lerf_the_reverse_order)",
         curve=True,
@@ -220,6 +225,7 @@ DELETION_BLUR = register_metric(
         "deletion_blur_auc",
         higher_is_better=False,
         category="faithfulness",
+        citation="Blücher et al., symmetric relevance gain, TMLR 2024",
         checked_against="none (MoRF is deletion: "
         "tests/test_road.py::test_srg_morf_is_deletion_and_lerf_the_reverse_order)",
         curve=True,
