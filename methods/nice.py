@@ -17,7 +17,7 @@ colour (0 in the classifier's normalised space, the deletion metric's substrate)
 the image downsampled ×4 (area) and brought back up (bilinear), as the paper's mixed-resolution
 pipeline feeds the classifier.
 
-For the compression track (SPEC §6), ``codec="jpeg"`` trains the generator for the track's
+For the compression track (docs/design.md §6), ``codec="jpeg"`` trains the generator for the track's
 operating point: gate cells on the codec's block grid (8 px for JPEG, 16 for WebP) and the track's
 own low-resolution background as the reference (``factor``: ×4 bilinear, ×8 nearest, as
 :func:`nicebench.compression.mixed.low_resolution`). ``lam="auto"`` picks λ from

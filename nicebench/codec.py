@@ -1,4 +1,4 @@
-"""The codec plugin kind: an image codec the compression track codes with (SPEC §6).
+"""The codec plugin kind: an image codec the compression track codes with (docs/design.md §6).
 
 A codec is not an explanation method: a run lists it under ``codecs``, its cells code the whole
 image at each quality of its sweep (the rate–accuracy curve every method is measured against), and

@@ -1,4 +1,4 @@
-"""The compression track (SPEC §6): saliency-driven mixed-resolution images coded with real codecs.
+"""The compression track (docs/design.md §6): saliency-driven mixed-resolution images coded with real codecs.
 
 ``compress(images, saliency_or_mask, keep=0.2, codec="jpeg", quality=75, factor=4)`` keeps the
 salient blocks sharp, replaces the rest by a ``factor``-times downsampled copy, encodes the result

@@ -1,4 +1,4 @@
-"""Mixed-resolution images (SPEC §6 steps 1–2): a block-snapped mask keeps pixels sharp, the rest
+"""Mixed-resolution images (docs/design.md §6 steps 1–2): a block-snapped mask keeps pixels sharp, the rest
 is the image downsampled by ``factor`` and brought back up. Batched torch, on the images' device.
 """
 

@@ -1,4 +1,4 @@
-"""``compress``: saliency-driven mixed-resolution images coded with a real codec (SPEC §6)."""
+"""``compress``: saliency-driven mixed-resolution images coded with a real codec (docs/design.md §6)."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def compress(
     reference: Coded | None = None,
     first_image: int = 0,
 ) -> CompressionResult:
-    """Code ``images`` as mixed-resolution images driven by a saliency map or a mask (SPEC §6).
+    """Code ``images`` as mixed-resolution images driven by a saliency map or a mask (docs/design.md §6).
 
     - ``images``: float ``[B,C,H,W]`` in [0,1], C = 1 or 3.
     - ``saliency_or_mask``: a bool ``[B,1,H,W]`` mask, used as is (snapped to the block grid), or a

@@ -1,4 +1,4 @@
-"""Rate–accuracy figures (SPEC §6 steps 4–5): image quality, operating points, the headline ratio
+"""Rate–accuracy figures (docs/design.md §6 steps 4–5): image quality, operating points, the headline ratio
 and the Bjøntegaard-style delta against a codec's quality-sweep curve.
 
 Accuracies are fractions in [0, 1]; "one point" is 0.01.

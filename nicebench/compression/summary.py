@@ -1,4 +1,4 @@
-"""The compression track's leaderboard summary (SPEC §6), from stored rows alone: no torch.
+"""The compression track's leaderboard summary (docs/design.md §6), from stored rows alone: no torch.
 
 Rows are per image × operating point (:mod:`.track`), from any number of shards; everything here
 is computed across them. :func:`analyse` reduces one method's (or codec's) rows, with the codec's
@@ -475,7 +475,7 @@ def points_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def random_sanity(summary: pd.DataFrame, name: str = "random") -> list[str]:
-    """The protocol's sanity check (SPEC §6): ``random`` must show no gain over uniform quality
+    """The protocol's sanity check (docs/design.md §6): ``random`` must show no gain over uniform quality
     beyond its interval. One line per (dataset, model, codec) where a ``random`` row was coded:
     whether the paired interval of ``vs_uniform`` reaches 1 (no gain) and whether random's ratio
     lies within uniform's own interval."""

@@ -20,7 +20,7 @@ LOWRES_FACTOR = 4
 
 def auto_cell(size: int) -> int:
     """Gate cell side for an image side: 1 up to 32 px (28-px digits, as the authors' code),
-    2 below 128 px, 4 below 224 px, 8 from 224 px (SPEC: 4–8 at 224)."""
+    2 below 128 px, 4 below 224 px, 8 from 224 px (docs/design.md §4.1: 4–8 at 224)."""
     return 1 if size <= 32 else 2 if size < 128 else 4 if size < 224 else 8
 
 

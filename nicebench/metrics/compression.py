@@ -1,4 +1,4 @@
-"""The compression track (SPEC §6) as a table-valued metric named ``compression``.
+"""The compression track (docs/design.md §6) as a table-valued metric named ``compression``.
 
 Per cell it produces per-image rows: a method cell's operating points (its map's top-k masks and,
 for gate methods, its own binary mask × the track's quality sweep × the background factors, as
@@ -9,7 +9,7 @@ summary, fronts and bootstrap intervals across shards are
 :func:`nicebench.compression.summary.summarise_table`, which needs no torch.
 
 Settings (the run's ``[settings]``): ``quality`` (the reference quality, 75), ``keeps`` (the top-k
-shares, default (0.1, 0.3); SPEC §6's sweep is 0.05, 0.1, 0.2, 0.3, 0.5), ``qualities`` (the
+shares, default (0.1, 0.3); docs/design.md §6's full sweep is 0.05, 0.1, 0.2, 0.3, 0.5), ``qualities`` (the
 track's quality sweep, default (30, 50, 75); a study sweeps 10…90), ``factors`` (the background
 factors, (4, 8);
 the single ``factor`` of old configs still works), ``dilate`` (0), ``track_codecs`` (``"all"`` or
@@ -138,7 +138,7 @@ COMPRESSION_METRIC = register_metric(
         kind="table",
         summary=summarise_table,
         settings=TRACK_SETTINGS,
-        description="SPEC §6: the rate–accuracy front of mixed-resolution images against each "
+        description="docs/design.md §6: the rate–accuracy front of mixed-resolution images against each "
         "codec's own quality curve",
     )
 )

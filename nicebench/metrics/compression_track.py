@@ -4,7 +4,7 @@ torch-free :mod:`nicebench.compression.summary`).
 
 A method's operating points are the product of its mask choices (the top-``keep`` shares of its
 map and, for gate methods, its own binary mask), the codec's quality sweep and the background
-factors (SPEC §6 step 6); the codec's own curve is the whole image at each quality. Rows of both
+factors (docs/design.md §6 step 6); the codec's own curve is the whole image at each quality. Rows of both
 kinds share their columns, so :mod:`nicebench.compression.summary` computes fronts, headline ratios and bootstrap
 intervals of either. Pass the same images to both so the curves are comparable. ``first_image``
 is the global index of the batch's first image (the ``image`` column), so that the rows of the

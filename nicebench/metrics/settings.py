@@ -111,7 +111,7 @@ MAX_EXAMPLES_PER_BATCH = Setting(
     "captum's chunk of perturbed inputs per forward pass (memory, not results)",
 )
 
-# The compression track (SPEC §6).
+# The compression track (docs/design.md §6).
 QUALITY = Setting("quality", 75, "the reference quality the ratios are measured at")
 KEEPS = Setting("keeps", (0.1, 0.3), "shares of pixels kept sharp (top of the map)")
 QUALITIES = Setting("qualities", (30, 50, 75), "qualities of a method's operating points")

@@ -70,7 +70,7 @@ def _per_image(store: RunStore, keys: set[str] | None) -> pd.DataFrame:
 
 def compression_summary(store: RunStore, keys: set[str] | None = None) -> pd.DataFrame:
     """Per dataset × model × method or codec × codec that coded it (``track_codec``): the
-    compression track's headline figures (SPEC §6), each measured against the quality sweep of its
+    compression track's headline figures (docs/design.md §6), each measured against the quality sweep of its
     own codec on the same images, with bootstrap intervals. Torch-free."""
     return memo(
         "compression_summary",

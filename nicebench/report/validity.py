@@ -456,7 +456,7 @@ def _valid_text(row: dict) -> str:
 def _compression_rows(compression: pd.DataFrame, checks: pd.DataFrame) -> list[dict]:
     """The compression track's row per (dataset, model): its headline ``compression_ratio`` is
     valid where the protocol's own check passes (``random`` shows no gain over uniform quality
-    beyond its interval, SPEC §6) and the classifier is above chance (every operating point
+    beyond its interval, docs/design.md §6) and the classifier is above chance (every operating point
     'qualifies' against a reference whose accuracy is itself at chance)."""
     if compression is None or compression.empty or "reference_codec" not in compression:
         return []
@@ -501,7 +501,7 @@ def _compression_rows(compression: pd.DataFrame, checks: pd.DataFrame) -> list[d
             row.update(
                 verdict="valid",
                 reason="random maps show no gain over uniform quality "
-                "beyond their interval (the protocol's own check, SPEC §6)",
+                "beyond their interval (the protocol's own check, docs/design.md §6)",
             )
         else:
             row.update(
