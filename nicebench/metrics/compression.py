@@ -131,7 +131,7 @@ COMPRESSION_METRIC = register_metric(
         "compression_ratio",
         higher_is_better=False,
         category="compression",
-        citation="Li & Ji, NICE, arXiv 1908.08988; SPEC §6",
+        citation="Li & Ji, NICE, arXiv 1908.08988; docs/design.md §6",
         checked_against="Pillow (the bytes it writes) and scikit-image PSNR/SSIM, "
         "tests/test_compression.py::test_bytes_equal_what_pillow_writes, "
         "tests/test_compression.py::test_psnr_and_ssim_batches_equal_scikit_image",
