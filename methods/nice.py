@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.utils.data import Subset
 
 from nicebench import (
     BenchDataset,
@@ -55,6 +56,7 @@ from nicebench import (
     create_codec,
     register_method,
 )
+from nicebench.compression import low_resolution
 from nicebench.gates import (
     RANK_WINDOW,
     auto_cell,
@@ -63,7 +65,7 @@ from nicebench.gates import (
     total_variation,
     upsample_cells,
 )
-from nicebench.models import predict
+from nicebench.models import materialise, predict
 
 NICE_CODE_VERSION = 2  # 2: small generator at feature stride ≥ 2 (cell 1: + per-pixel skip)
 GENERATORS = ("small", "tiny")
@@ -271,8 +273,6 @@ class Nice(GateMaskMethod, LearnedMethod):
         """The track's background (``factor``, :func:`~nicebench.compression.mixed.low_resolution`)
         when trained for a codec, else the gate methods' reference."""
         if self.codec is not None:
-            from nicebench.compression import low_resolution
-
             return low_resolution(images, self.factor)
         return super().reference_image(images)
 
@@ -281,10 +281,6 @@ class Nice(GateMaskMethod, LearnedMethod):
         """Train (or load) the generator; with ``lam="auto"`` first choose λ (:data:`LAM_LADDER`)."""
         if self.lam != "auto":
             return super().fit(dataset)
-        from torch.utils.data import Subset
-
-        from nicebench.models import materialise
-
         val = dataset.validation_split() if isinstance(dataset, BenchDataset) else None
         if val is not None:  # test-like images: the classifier never trained on them
             n_hold = min(self.n_holdout, len(val))

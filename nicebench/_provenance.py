@@ -17,7 +17,7 @@ def import_origins() -> dict[str, Path]:
     ``datasets/`` become ``nicebench.methods`` / ``nicebench.datasets`` only through setuptools'
     ``package-dir`` mapping, i.e. in an installation).
     """
-    import nicebench
+    import nicebench  # at call time: the guard reports what is importable now, from wherever
 
     origins = {"nicebench": Path(nicebench.__file__).resolve().parent}
     for name in PLUGIN_PACKAGES:

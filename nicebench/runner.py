@@ -71,6 +71,7 @@ PRESENTATION = frozenset({"report", "cli.py", "verify.py"})
 def code_version() -> str:
     """A hash of the source files that compute cells: the core's and the built-in plugins'
     (not :data:`PRESENTATION`: tables, figures and the report are drawn from the store)."""
+    # Here, not at the top: the core never imports a plugin package at load, only to hash its files.
     import nicebench
     import nicebench.datasets
     import nicebench.methods
@@ -93,7 +94,7 @@ def versions() -> dict[str, str]:
     import PIL
     import skimage
 
-    import nicebench
+    import nicebench  # the package itself, for its version: a submodule cannot import it at load
 
     return {
         "nicebench": nicebench.__version__,
