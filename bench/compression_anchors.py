@@ -1,4 +1,4 @@
-"""Reproduce the SPEC §6 compression anchors on scenes (JPEG q75 4:2:0, optimize=True).
+"""Reproduce the docs/design.md §6 compression anchors on scenes (JPEG q75 4:2:0, optimize=True).
 
 For each size: the reference bytes and header, accuracy on the originals and on the reference,
 uniform quality q50/q30, and the oracle mask (the dataset's ground-truth mask, snapped to the 8×8
@@ -41,7 +41,7 @@ ORACLE = {  # name: compression settings for the ground-truth mask
     "oracle_x8_nearest_undilated": {"factor": 8, "upsample": "nearest", "dilate": 0},
     "oracle_x8_nearest_mcu16": {"factor": 8, "upsample": "nearest", "dilate": 0, "block": 16},
 }
-SPEC_64 = {  # SPEC §6, the scenes-64 prototype (500 images): (ratio, accuracy)
+SPEC_64 = {  # docs/design.md §6, the scenes-64 prototype (500 images): (ratio, accuracy)
     "reference_bytes": 1281,
     "accuracy_original": 0.942,
     "accuracy_reference": 0.900,

@@ -148,4 +148,5 @@ def _cell(text: str) -> str:
 
 
 def _link_spec(text: str) -> str:
-    return re.sub(r"SPEC (§\d+)", r"[SPEC \1](../design.md)", text)
+    """A citation of the technical contract ("docs/design.md §6") as a link to that page."""
+    return re.sub(r"docs/design\.md (§\d+)", r"[design.md \1](../design.md)", text)
