@@ -97,6 +97,11 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     for spec, why in cfg.skipped_datasets:
         print(f"skipped dataset {spec}: {why}", file=sys.stderr)
+    if args.dry_run:
+        from .plan import plan_run
+
+        print("\n".join(plan_run(cfg).lines()))
+        return 0
     summary = run(cfg, progress=not args.quiet)
     out = Path(cfg.out)
     print(
@@ -112,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
 
         try:
             with RunLock(out, cfg.lock_timeout):  # a second run on `out` draws after this one
-                files = _write_figures_and_report(out, ("png", "pdf"))
+                files = _write_figures_and_report(out, ("png", "pdf"), record=True)
         except Exception as exc:  # the tables are written: say what failed and go on
             print(
                 f"error: figures/report not written ({type(exc).__name__}: {exc}); the tables "
@@ -126,14 +131,37 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
-def _write_figures_and_report(run_dir: Path, formats: tuple[str, ...]) -> list[Path]:
-    """The latest run's figures, then the report that shows them: [figures folder, page]."""
+def _write_figures_and_report(
+    run_dir: Path, formats: tuple[str, ...], record: bool = False
+) -> list[Path]:
+    """The latest run's figures, then the report that shows them: [figures folder, page].
+    ``record``: store the wall time of each with the latest run (the figures' before the page is
+    drawn, so it shows them; the report's after it)."""
+    import time
+
     from .report.figures import write_figures
     from .report.html import write_report
 
     keys = _latest_keys(run_dir)
+    t0 = time.perf_counter()
     write_figures(run_dir, formats=formats, keys=keys)
-    return [run_dir / "figures", write_report(run_dir, keys)]
+    if record:
+        _record_timings(run_dir, {"figures": time.perf_counter() - t0})
+    t0 = time.perf_counter()
+    page = write_report(run_dir, keys)
+    if record:
+        _record_timings(run_dir, {"report": time.perf_counter() - t0})
+    return [run_dir / "figures", page]
+
+
+def _record_timings(run_dir: Path, seconds: dict[str, float]) -> None:
+    from .store import RunStore
+
+    store = RunStore(run_dir)
+    try:
+        store.record_timings(seconds)
+    finally:
+        store.close()
 
 
 def _latest_keys(run_dir: Path) -> set[str] | None:
@@ -299,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for another live run that holds the run directory, then "
         "resume from its cells (default: the config's lock_timeout, 86400; 0: "
         "stop at once)",
+    )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        dest="dry_run",
+        help="plan the run and say what it would do, computing and writing nothing: each "
+        "cell and whether the run directory's store already holds it, the classifiers and "
+        "learned methods that would train (not in the model cache), and an estimate of the "
+        "run's time from the store's timings of the same dataset, model and method",
     )
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.add_argument(

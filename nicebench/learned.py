@@ -18,7 +18,7 @@ from torch import nn
 
 from .data import BenchDataset
 from .method import Method
-from .models import cached_module, materialise, model_fingerprint, model_metadata
+from .models import cache_path, cached_module, materialise, model_fingerprint, model_metadata
 
 __all__ = ["LearnedMethod"]
 
@@ -103,6 +103,13 @@ class LearnedMethod(Method):
         self.fit_dataset = dataset  # what refit_on trains on
         self.fitted = True
         return self
+
+    def would_train(self, dataset: Any) -> bool:
+        """Whether :meth:`fit` on ``dataset`` finds no cached module for its identity (it then
+        trains one); builds and trains nothing."""
+        self.prepare(dataset)
+        identity = self.cache_identity(dataset, min(self.n_train, len(dataset)))
+        return not cache_path(self.cache_kind, identity).exists()
 
     def refit_on(self, model: nn.Module, *, epochs: int, n_train: int) -> LearnedMethod:
         """A new instance on ``model`` (a randomised copy of the classifier), trained from its

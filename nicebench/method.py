@@ -113,6 +113,12 @@ class Method:
         self.fitted = True
         return self
 
+    def would_train(self, dataset: Any) -> bool:
+        """Whether :meth:`fit` on ``dataset`` would train rather than load what it learned from a
+        cache (``nicebench run --dry-run`` lists those); trains nothing. Default: :attr:`learns`
+        (a method that learns and keeps no cache trains on every fit)."""
+        return self.learns
+
     def attribute(self, images: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Saliency ``[B,1,H,W]`` (or ``[B,C,H,W]``, ``[B,H,W]``) of ``images`` for ``targets``.
 

@@ -40,7 +40,7 @@ from .models.external import load_state_dict_file
 from .preflight import check_run
 from .registry import DATASETS, METHODS
 from .report.tables import write_tables
-from .store import CellResult, RunStore, StoreError, describe_write_error
+from .store import RUN_PHASES, CellResult, RunStore, StoreError, describe_write_error
 from .timelimit import CellTimeout, time_limit
 
 __all__ = [
@@ -63,8 +63,8 @@ DEFAULT_CODECS: list[str] = list(_DEFAULT["codecs"])
 DEFAULT_METRICS: list[str] = list(_DEFAULT["metrics"])
 
 
-# What draws and audits a run from its store, so a change to it recomputes no cell.
-PRESENTATION = frozenset({"report", "cli.py", "verify.py"})
+# What draws, audits or plans a run from its store, so a change to it recomputes no cell.
+PRESENTATION = frozenset({"report", "cli.py", "verify.py", "plan.py"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -263,8 +263,10 @@ def run_cell(cell: Cell, timeout: float | None = None) -> CellResult:
 def _compute(cell: Cell, res: CellResult) -> None:
     device = cell.device
     ds = _dataset(cell.dataset)
+    t_models = time.perf_counter()  # loading or training the classifier, fitting the method
     model = _model(cell.dataset, cell.model, device)
     method = _method(cell.dataset, cell.model, cell.method, device) if cell.kind == METHOD else None
+    res.timings[("models", "")] = time.perf_counter() - t_models
     settings = dict(cell.settings)
     stop = min(cell.stop, len(ds))
     items = collate([ds[i] for i in range(cell.start, stop)])
@@ -314,21 +316,26 @@ def _compute(cell: Cell, res: CellResult) -> None:
         ],
     )
     specs = _metric_specs(cell.metrics, ds, method)
-    for spec in specs:
-        if spec.kind == "table":
-            res.tables[spec.name] = spec.fn(ctx)
-            continue
-        values = spec.fn(ctx)
-        if values is None:
-            continue
-        values = values.detach().float().cpu().tolist()
+    for spec in specs:  # each metric's wall time (what an earlier one cached in ctx is free)
+        t_metric = time.perf_counter()
+        try:
+            if spec.kind == "table":
+                res.tables[spec.name] = spec.fn(ctx)
+                continue
+            values = spec.fn(ctx)
+            if values is None:
+                continue
+            values = values.detach().float().cpu().tolist()
+        finally:
+            res.timings[("metrics", spec.name)] = time.perf_counter() - t_metric
         rows += [(i, lab[j], prd[j], spec.column, values[j]) for j, i in enumerate(idx)]
         checkpoint("cell")
     t_audit = time.perf_counter()
     audit = audit_rows(ctx, specs)  # the validity audit's side passes (randomised model, noise)
+    res.timings[("audit", "")] = time.perf_counter() - t_audit
     if audit:
         res.tables["audit"] = audit
-        res.spec["audit_seconds"] = round(time.perf_counter() - t_audit, 3)
+        res.spec["audit_seconds"] = round(res.timings[("audit", "")], 3)
     res.tables.update(ctx.records)
     res.n_images = len(idx)
     _keep_sample(ctx, res)
@@ -392,7 +399,8 @@ def _explain(cell: Cell, res: CellResult, method: Method, images, targets, masks
     else:
         res.peak_mem_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sal = torch.cat(maps)
-    res.explain_ms_per_image = 1000 * (time.perf_counter() - t_explain) / len(images)
+    res.timings[("explain", "")] = time.perf_counter() - t_explain
+    res.explain_ms_per_image = 1000 * res.timings[("explain", "")] / len(images)
     if not torch.isfinite(sal).all():
         bad = (~torch.isfinite(sal)).flatten(1).any(1).sum().item()
         raise ValueError(f"method {method.name!r} returned NaN/inf in {bad} of {len(sal)} maps")
@@ -506,6 +514,7 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
         CELL_TIMEOUT.get(cfg.settings) if CELL_TIMEOUT.name in cfg.settings else cfg.cell_timeout
     )
     timeout = float(limit or 0) or None
+    phases = dict.fromkeys(RUN_PHASES[:-2], 0.0)  # the computed cells' parts, then the tables
     try:
         cells_out = executor.map(
             functools.partial(run_cell, timeout=timeout),
@@ -516,12 +525,17 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
         )
         for res in cells_out:
             store.write(res)
+            for phase, sec in res.phase_seconds().items():
+                phases[phase] += sec
             if res.status == "ok":
                 summary.ok += 1
             else:
                 where = f"{res.dataset} · {res.model}" if res.model != "default" else res.dataset
                 summary.failed.append((where, res.method, res.error))
+        t_tables = time.perf_counter()
         _write_tables_whole(write_tables, store, {c.key for c in cells}, out)
+        phases["tables"] = time.perf_counter() - t_tables
+        store.record_timings(phases, computed=len(todo), stored=summary.skipped)
     finally:
         store.close()
     summary.seconds = time.perf_counter() - t0

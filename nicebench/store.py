@@ -21,12 +21,15 @@ import pandas as pd
 from .faults import checkpoint
 
 __all__ = [
+    "CELL_PHASES",
     "CellResult",
+    "RUN_PHASES",
     "RunLock",
     "RunStore",
     "StoreError",
     "describe_write_error",
     "pack",
+    "peek_cells",
     "unpack",
     "table_blob",
     "table_json",
@@ -50,7 +53,10 @@ CREATE TABLE IF NOT EXISTS tables (
     cell_key TEXT, name TEXT, data TEXT, PRIMARY KEY (cell_key, name)
 );
 CREATE TABLE IF NOT EXISTS runs (
-    started_at TEXT, config TEXT, versions TEXT, cells TEXT, catalogue TEXT
+    started_at TEXT, config TEXT, versions TEXT, cells TEXT, catalogue TEXT, timings TEXT
+);
+CREATE TABLE IF NOT EXISTS timings (
+    cell_key TEXT, phase TEXT, name TEXT, seconds REAL, PRIMARY KEY (cell_key, phase, name)
 );
 CREATE TABLE IF NOT EXISTS artifacts (
     cell_key TEXT, image_index INTEGER, name TEXT, data BLOB,
@@ -86,6 +92,13 @@ def unpack(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
+# The parts of a cell's wall time (:attr:`CellResult.timings`): loading or training the
+# classifier and fitting the method, explain, the metrics, the validity audit's side passes, the rest
+CELL_PHASES = ("models", "explain", "metrics", "audit", "other")
+# A run's phases (:meth:`RunStore.record_timings`): its cells' parts summed, then what it draws
+RUN_PHASES = (*CELL_PHASES, "tables", "figures", "report")
+
+
 @dataclass
 class CellResult:
     """What one cell computed: per-image values, per-cell scalars and small tables.
@@ -93,7 +106,8 @@ class CellResult:
     ``artifacts``: per-image arrays kept for figures and reports (``(image_index, name, array)``:
     deletion/insertion curves, the sample images' maps and gate masks, coded examples);
     ``samples``: the dataset's own arrays of its sample images (``image``, ``mask``, ``label``),
-    stored once per dataset."""
+    stored once per dataset; ``timings``: wall seconds of the cell's parts, ``(phase, name)`` →
+    seconds (:data:`CELL_PHASES`; ``("metrics", metric)`` per metric, ``name`` "" otherwise)."""
 
     key: str
     dataset: str
@@ -115,6 +129,16 @@ class CellResult:
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     artifacts: list[tuple[int, str, np.ndarray]] = field(default_factory=list)
     samples: list[tuple[int, str, np.ndarray]] = field(default_factory=list)
+    timings: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def phase_seconds(self) -> dict[str, float]:
+        """The cell's seconds per phase of :data:`CELL_PHASES` (its metrics summed); ``other``:
+        the rest of :attr:`seconds` (the dataset, the classifier's predictions, the samples)."""
+        out = dict.fromkeys(CELL_PHASES[:-1], 0.0)
+        for (phase, _), sec in self.timings.items():
+            out[phase] = out.get(phase, 0.0) + sec
+        out["other"] = max(0.0, self.seconds - sum(out.values()))
+        return out
 
 
 class StoreError(ValueError):
@@ -153,6 +177,39 @@ def describe_write_error(path: str | Path, exc: BaseException, tables: bool = Fa
         f"can't write {path} ({type(exc).__name__}: {exc}): pass --out a folder you can "
         "write, or fix its permissions; " + kept
     )
+
+
+def peek_cells(run_dir: str | Path) -> pd.DataFrame | None:
+    """The cells of ``run_dir``'s store, read without writing to it (no schema, no migration, no
+    lock; a live run may be writing): ``key, dataset, model, method, kind, status, n_images, seconds``
+    and ``models_seconds`` (the cell's time loading or training its models, 0 where the store
+    kept none). None when the directory holds no store, or one without cells."""
+    path = Path(run_dir) / "store.sqlite"
+    if not path.is_file():
+        return None
+    # read-write mode, never written: a read-only connection to a write-ahead-log database leaves
+    # its -wal and -shm files behind, the last ordinary connection removes them on closing
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=60)
+    try:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(cells)")}
+        if not columns:  # a store created but never written
+            return None
+        model = "model" if "model" in columns else "'default' AS model"
+        kind = "kind" if "kind" in columns else "track AS kind"
+        df = pd.read_sql_query(
+            f"SELECT key, dataset, {model}, method, {kind}, status, n_images, seconds FROM cells",
+            conn,
+        )
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        models = (
+            dict(conn.execute("SELECT cell_key, seconds FROM timings WHERE phase = 'models'"))
+            if "timings" in tables
+            else {}
+        )
+    finally:
+        conn.close()
+    df["models_seconds"] = df.key.map(models).fillna(0.0)
+    return df
 
 
 class RunLock:
@@ -273,6 +330,9 @@ class RunStore:
         if "catalogue" not in run_columns:
             with self.conn:  # a store written before runs recorded their metric catalogue
                 self.conn.execute("ALTER TABLE runs ADD COLUMN catalogue TEXT")
+        if "timings" not in run_columns:
+            with self.conn:  # a store written before runs recorded their phases' times
+                self.conn.execute("ALTER TABLE runs ADD COLUMN timings TEXT")
 
     def claim(self, wait: float = 0.0) -> RunStore:
         """Make this process the run directory's only writer until :meth:`close` (see
@@ -314,6 +374,22 @@ class RunStore:
                 ),
             )
 
+    def record_timings(self, seconds: dict[str, float], **counts: int) -> None:
+        """Add wall ``seconds`` per phase (:data:`RUN_PHASES`) to the latest run's record, merged
+        with what it holds (the runner records its cells' phases and the tables, the command line
+        the figures and the report); ``counts``: e.g. ``computed`` and ``stored`` cells."""
+        row = self.conn.execute("SELECT rowid, timings FROM runs ORDER BY rowid DESC LIMIT 1")
+        row = row.fetchone()
+        if row is None:
+            return
+        held = json.loads(row[1]) if row[1] else {}
+        held.setdefault("seconds", {}).update({k: round(float(v), 4) for k, v in seconds.items()})
+        held.setdefault("cells", {}).update(counts)
+        with self._writing(), self.conn:
+            self.conn.execute(
+                "UPDATE runs SET timings = ? WHERE rowid = ?", (json.dumps(held), row[0])
+            )
+
     def latest_keys(self) -> set[str] | None:
         """The cell keys of the latest run (None: no run, or one recorded without them)."""
         row = self.conn.execute("SELECT cells FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
@@ -324,7 +400,7 @@ class RunStore:
         earlier attempt of the same cell). A write that fails (a full disk) is rolled back whole
         and raised as a :class:`StoreError` that says what to free."""
         with self._writing(), self.conn:
-            for table in ("image_values", "cell_values", "tables", "artifacts"):
+            for table in ("image_values", "cell_values", "tables", "artifacts", "timings"):
                 self.conn.execute(f"DELETE FROM {table} WHERE cell_key = ?", (r.key,))
             self.conn.execute(
                 "INSERT OR REPLACE INTO cells (key, dataset, method, method_name, kind, shard, "
@@ -370,6 +446,10 @@ class RunStore:
                 "INSERT OR REPLACE INTO samples VALUES (?,?,?,?)",
                 [(r.dataset, int(i), name, pack(a)) for i, name, a in r.samples],
             )
+            self.conn.executemany(
+                "INSERT INTO timings VALUES (?,?,?,?)",
+                [(r.key, phase, name, float(s)) for (phase, name), s in r.timings.items()],
+            )
 
     def compact(self) -> int:
         """Keep only the latest run's cells (:meth:`latest_keys`) and what they computed: the
@@ -392,7 +472,7 @@ class RunStore:
             with self.conn:
                 self.conn.execute("CREATE TEMP TABLE keep (key TEXT PRIMARY KEY)")
                 self.conn.executemany("INSERT INTO keep VALUES (?)", [(k,) for k in keys])
-                for table in ("image_values", "cell_values", "tables", "artifacts"):
+                for table in ("image_values", "cell_values", "tables", "artifacts", "timings"):
                     self.conn.execute(
                         f"DELETE FROM {table} WHERE cell_key NOT IN (SELECT key FROM keep)"
                     )
@@ -431,6 +511,17 @@ class RunStore:
         df = pd.read_sql_query(
             "SELECT c.dataset, c.model, c.method, c.kind, v.* FROM cell_values v "
             "JOIN cells c ON c.key = v.cell_key WHERE c.status = 'ok'",
+            self.conn,
+        )
+        return df[df.cell_key.isin(keys)] if keys is not None else df
+
+    def timings(self, keys: set[str] | None = None) -> pd.DataFrame:
+        """Wall seconds of the cells' parts (:attr:`CellResult.timings`), failed cells too: one
+        row per ``dataset, model, method, kind, shard, status, cell_key, phase, name, seconds``
+        (empty for a store written before cells kept them)."""
+        df = pd.read_sql_query(
+            "SELECT c.dataset, c.model, c.method, c.kind, c.shard, c.status, t.* FROM timings t "
+            "JOIN cells c ON c.key = t.cell_key",
             self.conn,
         )
         return df[df.cell_key.isin(keys)] if keys is not None else df
@@ -492,10 +583,12 @@ class RunStore:
         )
 
     def latest_run(self) -> dict[str, Any]:
-        """The latest run's ``started_at``, ``config``, ``versions`` and ``catalogue`` (None for a
-        run recorded before runs kept one); ``{}`` when the store has no run."""
+        """The latest run's ``started_at``, ``config``, ``versions``, ``catalogue`` and ``timings``
+        (:meth:`record_timings`; None for a run recorded before runs kept them); ``{}`` when the
+        store has no run."""
         row = self.conn.execute(
-            "SELECT started_at, config, versions, catalogue FROM runs ORDER BY rowid DESC LIMIT 1"
+            "SELECT started_at, config, versions, catalogue, timings FROM runs "
+            "ORDER BY rowid DESC LIMIT 1"
         ).fetchone()
         if row is None:
             return {}
@@ -504,4 +597,5 @@ class RunStore:
             "config": json.loads(row[1]),
             "versions": json.loads(row[2]),
             "catalogue": json.loads(row[3]) if row[3] else None,
+            "timings": json.loads(row[4]) if row[4] else None,
         }

@@ -36,7 +36,7 @@ import pandas as pd
 
 from .. import __version__
 from ..metric_spec import DEFAULT_SETTINGS
-from ..store import RunStore
+from ..store import RUN_PHASES, RunStore
 from .columns import Catalogue, catalogue
 from .scores import per_image
 from .tables import leaderboard
@@ -765,6 +765,98 @@ def _timings_section(cells: pd.DataFrame, several_models: bool) -> str:
     return "".join(parts)
 
 
+_PHASE_HELP = {
+    "models": "loading or training the classifiers, fitting the methods",
+    "explain": "the methods' explain()",
+    "metrics": "the metrics, one by one",
+    "audit": "the validity audit's side passes",
+    "other": "the rest of the cells: data, the classifier's predictions, samples",
+    "tables": "the leaderboard and the other tables",
+    "figures": "the paper figures",
+    "report": "this page",
+}
+SLOWEST_PAIRS = 10  # (cell, metric) pairs the section lists
+
+
+def _time_spent_section(run: dict[str, Any], timings: pd.DataFrame, several_models: bool) -> str:
+    """Where the time went: the latest run's phases (``run["timings"]``, what the run itself
+    computed and drew), then, over the cells shown, each metric's total and the slowest
+    (cell, metric) pairs."""
+    parts = ['<section id="time-spent"><h2>Where the time went</h2>']
+    recorded = (run or {}).get("timings") or {}
+    seconds, counts = recorded.get("seconds") or {}, recorded.get("cells") or {}
+    if seconds:
+        total = sum(seconds.values())
+        rows = [
+            [
+                f'<span title="{_e(_PHASE_HELP.get(phase, ""))}">{_e(phase)}</span>',
+                f"{seconds[phase]:.1f}" if phase in seconds else "—",
+                f"{100 * seconds[phase] / total:.0f}%" if phase in seconds and total else "",
+            ]
+            for phase in [*RUN_PHASES, *(k for k in seconds if k not in RUN_PHASES)]
+        ]
+        rows.append(["total", f"{total:.1f}", ""])
+        done = (
+            f"{counts.get('computed', 0)} cells computed, {counts.get('stored', 0)} already in "
+            "the store (those cost nothing)"
+            if counts
+            else "its cells"
+        )
+        later = " The report's own time is stored once this page is written." * (
+            "report" not in seconds
+        )
+        parts.append(
+            f'<p class="note">The latest run\'s wall time by phase, in seconds: {_e(done)}; the '
+            f"cells' parts summed over cells (a parallel executor overlaps them).{later}</p>"
+            + _table(["phase", "seconds", "share"], rows, "plain numbers")
+        )
+    else:
+        parts.append(
+            '<p class="note">The latest run recorded no phase times (a store written '
+            "before runs kept them).</p>"
+        )
+    metrics = timings[timings.phase == "metrics"] if len(timings) else timings
+    if metrics.empty:
+        parts.append('<p class="note">No per-metric times stored for these cells.</p></section>')
+        return "".join(parts)
+    totals = (
+        metrics.groupby("name").seconds.agg(["sum", "count"]).sort_values("sum", ascending=False)
+    )
+    all_metrics = float(totals["sum"].sum())
+    rows = [
+        [
+            _e(name),
+            str(int(r["count"])),
+            f"{r['sum']:.2f}",
+            f"{100 * r['sum'] / all_metrics:.0f}%" if all_metrics else "",
+        ]
+        for name, r in totals.iterrows()
+    ]
+    parts.append(
+        f'<h3>Per metric</h3><p class="note">Each metric\'s wall time summed over the '
+        f"{metrics.cell_key.nunique()} cells shown (a metric that reuses what an earlier one "
+        "computed, such as a gate mask, is charged less).</p>"
+        + _table(["metric", "cells", "seconds", "share"], rows, "plain numbers")
+    )
+    slow = metrics.sort_values("seconds", ascending=False, kind="stable").head(SLOWEST_PAIRS)
+    rows = [
+        [
+            _e(
+                f"{_group_title(r.dataset, r.model, several_models)} · {r.method} · shard {r.shard}"
+            ),
+            _e(r.name),
+            f"{r.seconds:.2f}",
+        ]
+        for r in slow.itertuples()
+    ]
+    parts.append(
+        "<h3>Slowest (cell, metric) pairs</h3>"
+        + _table(["cell", "metric", "seconds"], rows, "plain time")
+        + "</section>"
+    )
+    return "".join(parts)
+
+
 def _failed_section(cells: pd.DataFrame, several_models: bool) -> str:
     failed = cells[cells.status != "ok"] if len(cells) else cells
     parts = [f'<section id="failed"><h2>Failed cells ({len(failed)})</h2>']
@@ -883,6 +975,7 @@ figcaption { color: var(--muted); font-size: 13px; }
 .legend img { vertical-align: middle; border: 1px solid var(--line); }
 table.plain td:first-child { font-weight: 600; }
 table.numbers td + td { text-align: right; }
+table.time td:last-child { text-align: right; }
 footer { color: var(--muted); font-size: 12px; padding: 12px 28px; border-top: 1px solid var(--line); }
 """
 
@@ -966,6 +1059,7 @@ def render_report(run_dir: str | Path, keys: set[str] | None = None) -> str:
             _browser_section(store, board, images, keys, several_models, cat),
             _accuracy_section(images, board, several_models),
             _timings_section(cells, several_models),
+            _time_spent_section(run, store.timings(keys), several_models),
             _failed_section(cells, several_models),
             _settings_section(run),
         ]
@@ -992,6 +1086,7 @@ def render_report(run_dir: str | Path, keys: set[str] | None = None) -> str:
             ("images", "Per-image browser"),
             ("accuracy", "Classifier accuracy"),
             ("timings", "Timings"),
+            ("time-spent", "Where the time went"),
             ("failed", "Failed cells"),
             ("settings", "Settings and versions"),
         )
