@@ -98,6 +98,17 @@ def test_report_shows_where_the_time_went(tmp_path):
     assert slowest.index("<td>1.25</td>") < slowest.index("<td>0.75</td>")
 
 
+def test_compact_drops_the_timings_of_the_cells_it_drops(tmp_path):
+    store = RunStore(tmp_path)
+    store.record_run({}, {}, ["k-a", "k-b"])
+    store.write(_timed_cell("k-a", "a", {("metrics", "deletion"): 1.0}))
+    store.write(_timed_cell("k-b", "b", {("metrics", "deletion"): 2.0}))
+    store.record_run({}, {}, ["k-b"])
+    assert store.compact() == 1
+    assert list(store.timings().cell_key) == ["k-b"]
+    store.close()
+
+
 def test_store_written_before_timings_opens_and_draws(tmp_path):
     """A store from before runs and cells kept their times (no ``timings`` table, no ``runs``
     column): it opens, its report draws with the section saying so, and new times go in."""
@@ -196,11 +207,12 @@ def test_dry_run_lists_cells_models_and_estimate_and_writes_nothing(
 
     # a learned method: trains after a classifier that is not cached; with the classifier
     # cached its own entry is looked up (and is missing until it is fitted)
-    nice = "nice:epochs=1,n_train=16"
+    nice = "nice:epochs=1,n_train=16,seed=7"  # a cache entry no other test makes
     assert main(_cli(out, "--dry-run", methods=nice)) == 0
     text = capsys.readouterr().out
     assert (
-        "would train (not in the model cache): 1" in text and "nice(epochs=1,n_train=16) on" in text
+        "would train (not in the model cache): 1" in text
+        and "nice(epochs=1,n_train=16,seed=7) on" in text
     )
     assert "(after its classifier)" not in text
     monkeypatch.setenv("NICEBENCH_CACHE", str(tmp_path / "empty-cache"))

@@ -802,8 +802,10 @@ def _time_spent_section(run: dict[str, Any], timings: pd.DataFrame, several_mode
             if counts
             else "its cells"
         )
-        later = " The report's own time is stored once this page is written." * (
-            "report" not in seconds
+        later = (
+            " <code>nicebench run</code> stores the report's own time once the page is written."
+            if "report" not in seconds
+            else ""
         )
         parts.append(
             f'<p class="note">The latest run\'s wall time by phase, in seconds: {_e(done)}; the '
