@@ -3,12 +3,15 @@ report's "Where the time went" section, a store written before them, and ``run -
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from nicebench.cli import main
+from nicebench.report import html
 from nicebench.store import CELL_PHASES, RUN_PHASES, CellResult, RunStore, peek_cells
 from nicebench.testing import TINY_SCENES, tiny_run_config
 
@@ -233,3 +236,51 @@ def test_learned_method_would_train_until_fitted(tiny_scenes):
     method.fit(train)
     assert not nb.create_method("nice", model, epochs=1, n_train=8, seed=3).would_train(train)
     assert not nb.create_method("gradcam", model).would_train(train)  # learns nothing
+
+
+def test_the_timings_table_skips_cells_that_recorded_no_explain_time():
+    """Cells without an explain time (None in the store) are left out of the weighted mean
+    instead of failing the report; a group with none shows no time."""
+    cells = pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "model": "default",
+                "method": "m",
+                "kind": "method",
+                "status": "ok",
+                "n_images": 4,
+                "explain_ms_per_image": None,
+                "seconds": 1.0,
+                "peak_mem_mb": 10.0,
+            },
+            {
+                "dataset": "d",
+                "model": "default",
+                "method": "m",
+                "kind": "method",
+                "status": "ok",
+                "n_images": 4,
+                "explain_ms_per_image": 3.0,
+                "seconds": 1.0,
+                "peak_mem_mb": 10.0,
+            },
+            {
+                "dataset": "d",
+                "model": "default",
+                "method": "n",
+                "kind": "method",
+                "status": "ok",
+                "n_images": 4,
+                "explain_ms_per_image": None,
+                "seconds": 1.0,
+                "peak_mem_mb": 10.0,
+            },
+        ]
+    )
+    page = html._timings_section(cells, several_models=False)
+    # the two methods' rows, not the total
+    rows = re.findall(r"<tr><td data-v=\"d\">.*?</tr>", page, re.S)
+    assert len(rows) == 2
+    assert '<td class="num" data-v="3.0">3.000</td>' in rows[0]  # m: the one cell that has a time
+    assert '<td class="num" data-v=""></td>' in rows[1]  # n: none recorded

@@ -727,11 +727,9 @@ def _timings_section(cells: pd.DataFrame, several_models: bool) -> str:
     for (dataset, model, method, kind), g in cells.groupby(_ROW, sort=False):
         ok = g[g.status == "ok"]
         w = ok.n_images.to_numpy(dtype=float)
-        ms = (
-            float(np.average(ok.explain_ms_per_image, weights=w))
-            if len(ok) and w.sum() > 0
-            else float("nan")
-        )
+        x = pd.to_numeric(ok.explain_ms_per_image, errors="coerce").to_numpy(dtype=float)
+        known = np.isfinite(x) & (w > 0)  # cells that recorded no explain time are left out
+        ms = float(np.average(x[known], weights=w[known])) if known.any() else float("nan")
         values = {
             "dataset": _group_title(dataset, model, several_models),
             "method": method,
