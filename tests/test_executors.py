@@ -56,10 +56,10 @@ def test_ray_workers_get_the_drivers_settings(monkeypatch):
     monkeypatch.setenv("MKL_DYNAMIC", "FALSE")
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     monkeypatch.setenv("NICEBENCH_CACHE", "/shared/cache")
-    monkeypatch.setenv("HOME", "/home/driver")
+    monkeypatch.setenv("XDG_CACHE_HOME", "driver-cache")
     RayExecutor(address="10.0.0.1:6379")
     env = seen["runtime_env"]["env_vars"]
-    assert seen["address"] == "10.0.0.1:6379" and "HOME" not in env
+    assert seen["address"] == "10.0.0.1:6379" and "XDG_CACHE_HOME" not in env
     assert {k: env.get(k) for k in ("MKL_DYNAMIC", "OMP_NUM_THREADS", "NICEBENCH_CACHE")} == {
         "MKL_DYNAMIC": "FALSE",
         "OMP_NUM_THREADS": "3",
