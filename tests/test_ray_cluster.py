@@ -4,9 +4,9 @@ computes a tiny leaderboard's cells on both nodes and writes the local run's tab
 
 The nodes run with the Ray CLI of this virtual environment, on free ports, each with a temp dir
 of its own and without the test's ``NICEBENCH_*``, ``OMP_*`` and ``MKL_*`` variables (only the
-driver's runtime env gives them to the workers, as on machines of their own). They are stopped by their process groups,
-never with ``ray stop``, which stops every Ray instance of the machine, and the test checks that
-none of their processes is left. It skips only where Ray can't start here *and*
+driver's runtime env gives them to the workers, as on machines of their own). They are stopped
+by their process groups, never with ``ray stop``, which stops every Ray instance of the machine,
+and the test checks that none of their processes is left. It skips only where Ray can't start here *and*
 ``NICEBENCH_REQUIRE_RAY_CLUSTER`` is unset; CI (tox.ini) sets it, so there it fails instead.
 """
 
