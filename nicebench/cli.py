@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
 
         load_plugins(args.plugins)
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, ImportError, ConnectionError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
         return 2

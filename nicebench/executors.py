@@ -46,12 +46,30 @@ def grace(timeout: float) -> float:
 
 def _in_worker(fn: Callable[[Any], Any], threads: int, cell: Any) -> Any:
     """``fn(cell)`` with the driver's torch thread count (Ray sets one thread per task), so that
-    results are bit-identical to the local executor's."""
+    results are bit-identical to the local executor's. A result with a ``spec`` dict (a
+    :class:`~nicebench.store.CellResult`) records there the Ray node that computed it
+    (``ray_node``: the node's id), stored with the cell."""
+    import ray
     import torch
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    return fn(cell)
+    result = fn(cell)
+    if isinstance(getattr(result, "spec", None), dict):
+        result.spec["ray_node"] = ray.get_runtime_context().get_node_id()
+    return result
+
+
+# The driver's variables its workers see: nicebench's own, and the thread settings that change
+# the last bits of a result (cli.py sets MKL_DYNAMIC=FALSE). A Ray instance the driver starts
+# inherits all of its environment; the nodes of a cluster started with `ray start` have theirs.
+WORKER_ENV_PREFIXES = ("NICEBENCH_", "OMP_", "MKL_")
+
+
+def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables of ``environ`` (default ``os.environ``) passed to every Ray worker."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if k.startswith(WORKER_ENV_PREFIXES)}
 
 
 def worker_death_reason(exc: BaseException) -> str:
@@ -84,14 +102,23 @@ class RayExecutor:
         self.started = False
         if not ray.is_initialized():
             # workers see the driver's cache and settings (models are trained once, not per worker)
-            env = {k: v for k, v in os.environ.items() if k.startswith(("NICEBENCH_", "OMP_"))}
-            ray.init(
-                address=address,
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                log_to_driver=False,
-                runtime_env={"env_vars": env},
-            )
+            try:
+                ray.init(
+                    address=address,
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    runtime_env={"env_vars": worker_env()},
+                )
+            except ConnectionError as exc:
+                if address is None:
+                    raise
+                raise ConnectionError(
+                    f"could not join the Ray cluster at {address} ({exc}). Is it running? One "
+                    "with Ray's token authentication (`ray start --head` turns it on where "
+                    "~/.ray/auth_token exists) is joined with RAY_AUTH_MODE=token set here and "
+                    "its token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+                ) from exc
             self.started = True
 
     def shutdown(self) -> None:
