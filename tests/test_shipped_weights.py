@@ -212,3 +212,42 @@ def test_verify_checks_the_shipped_files(tiny_scenes, tmp_path, monkeypatch, cap
     assert f"shipped weights: {n - 1} of {n} files match" in text
     assert f"  DAMAGED shipped weights {copy / entry.kind / entry.key}.pt" in text
     assert text.strip().endswith("verify: FAILED")
+
+
+def test_every_recipe_asks_for_its_shipped_identity_and_the_default_run_for_the_recipes(
+    tmp_path, monkeypatch
+):
+    """The shipped files are what the default leaderboard loads: each recipe, through the run's
+    code, finds its file in the package without training (a code change that moves an identity
+    makes the shipped file stale and fails here), and the recipes cover every learned method of
+    the default config on each of its datasets, with the sanity metrics' re-fit."""
+    from nicebench.learned import LearnedMethod
+    from nicebench.metric_spec import SEED
+    from nicebench.metrics import settings as S
+    from nicebench.metrics.sanity import DEFAULT_TOP_K
+    from nicebench.registry import METHODS
+    from nicebench.runner import default_config
+
+    monkeypatch.setenv("NICEBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(model_loading, "train_classifier", _no_training)
+    monkeypatch.setattr(LearnedMethod, "train_module", _no_training)
+    cfg = default_config()
+    refit = {
+        "top_k": DEFAULT_TOP_K,
+        "seed": SEED.get(cfg.settings),
+        "epochs": S.REFIT_EPOCHS.get(cfg.settings),
+        "n_train": S.REFIT_IMAGES.get(cfg.settings),
+    }
+    recipes = [m.recipe for m in shipped_models()]
+    for dataset in cfg.datasets:
+        assert {"dataset": str(dataset), "model": "default"} in recipes
+        for method in cfg.methods:
+            if METHODS.get(method.name).learns:
+                mine = {"dataset": str(dataset), "model": "default", "method": str(method)}
+                assert mine in recipes and {**mine, "refit": refit} in recipes, mine
+    for entry in shipped_models():
+        try:
+            load_recipe(entry)
+        except nb.DatasetMissingError:
+            continue
+        assert cache_path(entry.kind, entry.identity).is_file(), entry.name
