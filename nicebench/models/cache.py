@@ -183,7 +183,12 @@ def _install_shipped(entry: ShippedModel, path: Path, module: nn.Module) -> None
             "train the model instead"
         ) from exc
     meta = _read_json(entry.path.with_suffix(".json")) or {"identity": entry.identity}
-    meta = {**meta, "sha256": entry.sha256, "source": f"package {entry.label}"}
+    meta = {
+        "cpu_capability": entry.cpu_capability,
+        **meta,
+        "sha256": entry.sha256,
+        "source": f"package {entry.label}",
+    }
     atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str).encode())
     atomic_write(path, data)
     print(f"weights: {entry.title} from the package ({entry.label})", file=sys.stderr)
@@ -206,6 +211,7 @@ def _train_entry(
         "train_seconds": time.perf_counter() - t0,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),  # float summation order, so the exact weights
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels, likewise
         **meta,
         "sha256": _sha256(data),
     }
