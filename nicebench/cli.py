@@ -1,4 +1,5 @@
-"""``nicebench`` command line: list plugins, run a leaderboard, write reports and figures."""
+"""``nicebench`` command line: list plugins, run a leaderboard, write reports and figures, audit
+runs and retrain the shipped reference weights."""
 
 from __future__ import annotations
 
@@ -234,6 +235,28 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .models.shipped import shipped_models
+
+    if args.list:
+        models = shipped_models()
+        for m in models:
+            print(f"{m.name:<26} {m.kind:<11} {m.bytes:>9,} B  sha256 {m.sha256[:16]}  {m.title}")
+        total = sum(m.bytes for m in models)
+        print(f"{len(models)} shipped models, {total:,} bytes (nicebench/weights)")
+        return 0
+    if not args.names and not args.all:
+        raise ValueError("name the shipped models to retrain, or pass --all (--list lists them)")
+    from .retrain import retrain, select_shipped
+
+    code = 0
+    for entry in select_shipped(args.names, args.all):
+        result = retrain(entry, keep=Path(args.keep) if args.keep else None)
+        print("\n".join(result.lines()), flush=True)
+        code = code if result.bitwise else 1
+    return code
+
+
 _PLUGINS_HELP = (
     "local plugin module to load first: a dotted module name or a .py file "
     "(repeatable or comma-separated; also $NICEBENCH_PLUGINS, os.pathsep-separated)"
@@ -381,6 +404,33 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sample", type=int, default=5, help="finished cells to recompute (default 5)")
     v.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     v.set_defaults(func=_verify)
+
+    t = sub.add_parser(
+        "train",
+        parents=[common],
+        help="retrain shipped reference weights from their recipes and say, per model, whether "
+        "the result is bitwise equal to the shipped file (exit status 0 only when all are), "
+        "else how close it is",
+    )
+    t.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="shipped models to retrain, by name or key prefix (see --list)",
+    )
+    t.add_argument("--all", action="store_true", help="retrain every shipped model")
+    t.add_argument(
+        "--list",
+        action="store_true",
+        help="list the shipped models (name, kind, size, SHA-256, what it is) and exit",
+    )
+    t.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="a model-cache folder to keep the retrained modules in (default: a temporary "
+        "one, removed afterwards)",
+    )
+    t.set_defaults(func=_train)
     return p
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from .data import BenchDataset
 from .method import Method
-from .models import cache_path, cached_module, materialise, model_fingerprint, model_metadata
+from .models import cached_module, has_module, materialise, model_fingerprint, model_metadata
 
 __all__ = ["LearnedMethod"]
 
@@ -105,11 +105,11 @@ class LearnedMethod(Method):
         return self
 
     def would_train(self, dataset: Any) -> bool:
-        """Whether :meth:`fit` on ``dataset`` finds no cached module for its identity (it then
-        trains one); builds and trains nothing."""
+        """Whether :meth:`fit` on ``dataset`` finds no module for its identity in the cache or
+        the package's shipped weights (it then trains one); builds and trains nothing."""
         self.prepare(dataset)
         identity = self.cache_identity(dataset, min(self.n_train, len(dataset)))
-        return not cache_path(self.cache_kind, identity).exists()
+        return not has_module(self.cache_kind, identity)
 
     def refit_on(self, model: nn.Module, *, epochs: int, n_train: int) -> LearnedMethod:
         """A new instance on ``model`` (a randomised copy of the classifier), trained from its

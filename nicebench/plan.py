@@ -16,7 +16,7 @@ import pandas as pd
 
 from .config import PluginSpec, RunConfig
 from .method import create_method
-from .models import load_model, load_model_path
+from .models import classifier_identity, has_module, load_model, load_model_path
 from .registry import METHODS
 from .runner import METHOD, Cell, _dataset, plan_cells
 from .store import peek_cells
@@ -108,7 +108,8 @@ def _rates(stored: pd.DataFrame | None) -> dict[tuple[str, str, str, str], float
 
 
 def _models_to_train(cells: list[Cell]) -> list[str]:
-    """The classifiers and learned methods of ``cells`` that have no model-cache entry. A learned
+    """The classifiers and learned methods of ``cells`` that have no model-cache entry and are not
+    shipped with the package (:func:`nicebench.models.has_module`). A learned
     method's entry depends on its classifier's weights: it is looked up by loading the (cached)
     classifier; with a classifier still to train it would train too."""
     out: list[str] = []
@@ -117,7 +118,10 @@ def _models_to_train(cells: list[Cell]) -> list[str]:
         pair = (cell.dataset, cell.model)
         if pair not in classifiers:
             try:
-                classifiers[pair] = not load_model_path(_dataset(cell.dataset), cell.model).exists()
+                ds = _dataset(cell.dataset)
+                load_model_path(ds, cell.model)  # a ValueError for a model that is not cached
+                ident = classifier_identity(ds, cell.model)
+                classifiers[pair] = not has_module("classifiers", ident)
             except ValueError:  # read from a weights file or pretrained: never trained
                 classifiers[pair] = False
             if classifiers[pair]:

@@ -15,6 +15,10 @@ The audit covers the cells of the run directory's latest run (the cells its tabl
 report show); cells that only earlier runs in the same directory computed are history, counted
 and named as such but not audited (an older store that recorded no run's cells: every cell).
 
+It also checks every weight file shipped with the package against its SHA-256 in the package's
+``weights/MANIFEST.json`` (a damaged one fails the audit: cells computed with it could not be
+trusted).
+
 Cells are rebuilt from their stored spec: its ``cell`` entry (written since this module exists)
 holds the exact plugin specs, the reference codec and the batch size; for older stores the spec's
 strings are parsed and the reference codec is the run config's codec whose key matches.
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PluginSpec, parse_value
+from .models.shipped import check_shipped
 from .runner import Cell, code_version, run_cell
 from .store import pack, table_json
 
@@ -52,6 +57,7 @@ class VerifyReport:
     bad_keys: list[tuple[str, str, str]] = field(default_factory=list)  # key, cell, why
     history: int = 0  # cells only earlier runs computed (not audited)
     sampled: list[tuple[str, str, bool, str]] = field(default_factory=list)  # key, cell, same, note
+    shipped: list[tuple[str, str]] = field(default_factory=list)  # shipped file, "" or the problem
 
     @property
     def passed(self) -> bool:
@@ -60,6 +66,7 @@ class VerifyReport:
             and not self.other_code
             and not self.bad_keys
             and all(same for _, _, same, _ in self.sampled)
+            and not any(problem for _, problem in self.shipped)
         )
 
     def lines(self) -> list[str]:
@@ -92,6 +99,12 @@ class VerifyReport:
                 f"  {'identical' if same else 'DIFFERS  '} {label} [{key}]"
                 + (f": {note}" if note else "")
             )
+        bad = [problem for _, problem in self.shipped if problem]
+        out.append(
+            f"shipped weights: {len(self.shipped) - len(bad)} of {len(self.shipped)} files "
+            "match their SHA-256 in nicebench/weights/MANIFEST.json"
+        )
+        out += [f"  DAMAGED {problem}" for problem in bad]
         out.append("verify: " + ("passed" if self.passed else "FAILED"))
         return out
 
@@ -270,6 +283,7 @@ def verify_run(run_dir: str | Path, sample: int = 5, seed: int = 0) -> VerifyRep
             "directory of a `nicebench run`"
         )
     report = VerifyReport(run_dir, code=code_version())
+    report.shipped = [(entry.label, problem) for entry, problem in check_shipped()]
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         try:

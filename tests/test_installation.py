@@ -60,3 +60,29 @@ def test_guard_names_the_fix_when_the_source_folder_shadows_the_package(tmp_path
     assert proc.returncode != 0
     assert "nicebench.methods cannot be imported" in proc.stderr
     assert "pip install -e ." in proc.stderr
+
+
+def test_the_shipped_weights_are_installed_and_listed_as_package_data():
+    """Every file of the source tree's nicebench/weights is matched by pyproject.toml's
+    package-data (or a built wheel lacks it), and the installed package holds every file its
+    manifest lists, with its size."""
+    import fnmatch
+    import json
+
+    import tomllib
+
+    import nicebench
+
+    patterns = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["nicebench"]
+    source = CHECKOUT / "nicebench"
+    files = [
+        p.relative_to(source).as_posix() for p in (source / "weights").rglob("*") if p.is_file()
+    ]
+    assert files and all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in files), files
+    installed = Path(nicebench.__file__).parent / "weights"
+    manifest = json.loads((installed / "MANIFEST.json").read_text())
+    for entry in manifest["models"]:
+        pt = installed / entry["kind"] / f"{entry['key']}.pt"
+        assert pt.stat().st_size == entry["bytes"] and pt.with_suffix(".json").is_file(), pt

@@ -8,7 +8,8 @@ architecture such as ``scenecnn:seed=1``, or ``torchvision:NAME:weights=FILE``; 
 :func:`cached_module` is the same cache for learned methods.
 
 Modules: ``architectures`` (registry, built-ins, :class:`Classifier`), ``training``, ``cache``,
-``external`` (weight files, torchvision), ``loading`` (specs, :func:`load_model`).
+``external`` (weight files, torchvision), ``loading`` (specs, :func:`load_model`), ``shipped``
+(the reference weights shipped in the package, which the cache takes before training).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .cache import (
     cache_key,
     cache_path,
     cached_module,
+    has_module,
     model_fingerprint,
     model_metadata,
     stable_hash,
@@ -60,6 +62,7 @@ __all__ = [
     "classifier_identity",
     "forward_model",
     "get_arch",
+    "has_module",
     "is_pretrained",
     "jpeg_roundtrip",
     "last_conv_layer",

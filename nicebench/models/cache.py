@@ -11,6 +11,12 @@ once: the others wait for the lock and load what the first wrote (a writer kille
 rename leaves a temporary file, which the next holder of the lock removes). The JSON records the
 SHA-256 of the weight file; a weight file that does not match it, or that does not load, is
 reported (:class:`CorruptCacheWarning`), moved aside to ``<key>.pt.corrupt`` and retrained.
+
+An entry the cache lacks comes from the package when it ships one for the same kind and identity
+(:mod:`nicebench.models.shipped`): checked against the manifest's SHA-256, copied into the cache
+with its metadata and said once on stderr. :func:`cached_module` is the one place that decides
+where a module comes from (cache, package or training); :func:`has_module` asks it without
+training.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -32,6 +39,7 @@ from torch import nn
 
 from ..data import cache_dir
 from ..faults import checkpoint
+from .shipped import ShippedModel, ShippedWeightsError, find_shipped, read_shipped
 
 __all__ = [
     "stable_hash",
@@ -39,6 +47,7 @@ __all__ = [
     "cache_key",
     "cache_path",
     "cached_module",
+    "has_module",
     "model_metadata",
     "CorruptCacheWarning",
 ]
@@ -126,10 +135,10 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _load_entry(path: Path, module: nn.Module) -> bool:
+def _load_entry(path: Path, module: nn.Module, then: str = "retraining") -> bool:
     """Load the entry at ``path`` into ``module``; False (after a warning, the weight file moved
-    aside) when it is corrupt. An entry written before hashes were recorded is checked by loading
-    it, and gets its hash added."""
+    aside, ``then`` saying what follows) when it is corrupt. An entry written before hashes were
+    recorded is checked by loading it, and gets its hash added."""
     data = path.read_bytes()
     meta_path = path.with_suffix(".json")
     meta = _read_json(meta_path)
@@ -149,8 +158,7 @@ def _load_entry(path: Path, module: nn.Module) -> bool:
     if problem:
         os.replace(path, path.with_name(path.name + ".corrupt"))
         warnings.warn(
-            f"corrupt cache entry {path}: {problem}; moved aside to "
-            f"{path.name}.corrupt and retraining",
+            f"corrupt cache entry {path}: {problem}; moved aside to {path.name}.corrupt and {then}",
             CorruptCacheWarning,
             stacklevel=3,
         )
@@ -162,17 +170,80 @@ def _load_entry(path: Path, module: nn.Module) -> bool:
     return True
 
 
+def _install_shipped(entry: ShippedModel, path: Path, module: nn.Module) -> None:
+    """Load the shipped ``entry`` into ``module`` and copy it, with its metadata, to the cache
+    entry ``path`` (metadata first, as a training writes them)."""
+    data = read_shipped(entry)
+    try:
+        module.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    except Exception as exc:  # not a state dict of this module: the package is inconsistent
+        raise ShippedWeightsError(
+            f"shipped weights {entry.label} ({entry.title}) do not load "
+            f"({type(exc).__name__}: {str(exc)[:200]}); set NICEBENCH_SHIPPED_WEIGHTS=0 to "
+            "train the model instead"
+        ) from exc
+    meta = _read_json(entry.path.with_suffix(".json")) or {"identity": entry.identity}
+    meta = {
+        "cpu_capability": entry.cpu_capability,
+        **meta,
+        "sha256": entry.sha256,
+        "source": f"package {entry.label}",
+    }
+    atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str).encode())
+    atomic_write(path, data)
+    print(f"weights: {entry.title} from the package ({entry.label})", file=sys.stderr)
+
+
+def _train_entry(
+    path: Path,
+    identity: dict[str, Any],
+    module: nn.Module,
+    train: Callable[[nn.Module], dict[str, Any] | None],
+) -> None:
+    """Train ``module`` and write it, with its metadata, to the cache entry ``path``."""
+    t0 = time.perf_counter()
+    meta = train(module) or {}
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    data = buf.getvalue()
+    meta = {
+        "identity": identity,
+        "train_seconds": time.perf_counter() - t0,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),  # float summation order, so the exact weights
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels, likewise
+        **meta,
+        "sha256": _sha256(data),
+    }
+    # the metadata first: weights in place mark a complete entry (a writer killed
+    # between the two leaves metadata without weights, which is retrained)
+    atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str).encode())
+    atomic_write(path, data)
+
+
+def has_module(kind: str, identity: dict[str, Any]) -> bool:
+    """Whether :func:`cached_module` finds the module without training it: in the cache, or
+    shipped with the package."""
+    return (
+        cache_path(kind, identity).exists()
+        or find_shipped(kind, cache_key(kind, identity), identity) is not None
+    )
+
+
 def cached_module(
     kind: str,
     identity: dict[str, Any],
     build: Callable[[], nn.Module],
     train: Callable[[nn.Module], dict[str, Any] | None],
 ) -> nn.Module:
-    """Build a module and load its cached weights, or train it once and cache them.
+    """Build a module and load its cached weights, else the package's shipped ones (copied into
+    the cache), else train it once and cache them.
 
     ``identity`` must name everything that changes the trained weights; ``train`` may return
     metadata (accuracy, seconds) stored beside the weights as JSON, with the weights' SHA-256.
-    Concurrent callers for one entry train once (a lock per entry); a corrupt entry is retrained.
+    Concurrent callers for one entry train once (a lock per entry); a corrupt entry is retrained
+    (or copied from the package again). A shipped file that does not match its SHA-256 raises
+    :class:`~nicebench.models.shipped.ShippedWeightsError`.
     """
     path = cache_path(kind, identity)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,28 +253,15 @@ def cached_module(
             for stale in path.parent.glob(f".{name}.*.tmp"):
                 stale.unlink(missing_ok=True)
         existed = path.exists()
-        if not (existed and _load_entry(path, module)):
+        shipped = find_shipped(kind, path.stem, identity)
+        then = "copying the package's weights" if shipped else "retraining"
+        if not (existed and _load_entry(path, module, then)):
             if existed:
                 module = build()  # the failed load may have filled part of the module
-            t0 = time.perf_counter()
-            meta = train(module) or {}
-            buf = io.BytesIO()
-            torch.save(module.state_dict(), buf)
-            data = buf.getvalue()
-            meta = {
-                "identity": identity,
-                "train_seconds": time.perf_counter() - t0,
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),  # float summation order, so the exact weights
-                **meta,
-                "sha256": _sha256(data),
-            }
-            # the metadata first: weights in place mark a complete entry (a writer killed
-            # between the two leaves metadata without weights, which is retrained)
-            atomic_write(
-                path.with_suffix(".json"), json.dumps(meta, indent=2, default=str).encode()
-            )
-            atomic_write(path, data)
+            if shipped is not None:
+                _install_shipped(shipped, path, module)
+            else:
+                _train_entry(path, identity, module, train)
     module.eval()
     return module
 
