@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..data import cache_dir
 from ..faults import checkpoint
@@ -191,7 +192,8 @@ def _install_shipped(entry: ShippedModel, path: Path, module: nn.Module) -> None
     }
     atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str).encode())
     atomic_write(path, data)
-    print(f"weights: {entry.title} from the package ({entry.label})", file=sys.stderr)
+    # tqdm.write: on a line of its own above any progress bar
+    tqdm.write(f"weights: {entry.title} from the package ({entry.label})", file=sys.stderr)
 
 
 def _train_entry(
