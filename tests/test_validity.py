@@ -363,3 +363,33 @@ def test_audit_in_a_tiny_run_marks_and_excludes_plugin_noise(tmp_path, tiny_scen
     assert "# Can these metrics be trusted here?" in (out / "validity.md").read_text()
     page = render_report(out)
     assert 'id="validity"' in page and "Can these metrics be trusted here?" in page
+
+
+def test_a_model_blind_map_is_never_the_method_under_test_even_with_float_noise(toy_metrics):
+    """A map that ignores the classifier (like `center`) scores the same on the randomised model
+    up to the float noise of another batch; even when it scores best, the reactivity test takes
+    the best map that depends on the model (else a 1e-7 difference flips the verdict)."""
+    img, audit_rows = _toy_run({"zz_good": True})
+    blind = img[img.method == "m6"].copy()
+    blind["method"] = "blind"
+    blind["zz_good"] = 2.0 + 0.01 * np.random.default_rng(2).normal(size=len(blind))
+    noise = np.random.default_rng(3).normal(scale=1e-7, size=16)
+    blind_audit = pd.DataFrame(
+        {
+            "dataset": "toy",
+            "model": "default",
+            "method": "blind",
+            "image_index": np.arange(16),
+            "column": "zz_good",
+            "pass": "randomised",
+            "value": blind.zz_good.to_numpy()[:16] + noise,
+        }
+    )
+    table = V.audit(
+        pd.concat([img, blind], ignore_index=True),
+        pd.DataFrame(columns=["dataset", "model", "name", "array"]),
+        pd.concat([audit_rows, blind_audit], ignore_index=True),
+        _classes(6, 6),
+    ).set_index("metric")
+    assert table.loc["zz_good", "best_method"] == "m6"
+    assert table.loc["zz_good", "randomised_effect"] > 1
