@@ -40,6 +40,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -711,17 +712,7 @@ def forest_figure(
                 base = style.is_baseline(row.method, row.kind)
                 colour = "0.5" if base else palette.color(row.method, row.kind)
                 lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
-                if lo is not None and hi is not None and pd.notna(lo) and pd.notna(hi):
-                    ax.plot([lo, hi], [yi, yi], color=colour, lw=1.2, solid_capstyle="butt")
-                ax.plot(
-                    [row._v],
-                    [yi],
-                    "s" if base else "o",
-                    ms=4,
-                    color=colour,
-                    mfc="white" if base else colour,
-                    mew=1.0,
-                )
+                _interval_point(ax, row._v, lo, hi, yi, colour, base)
             ax.set_yticks(y, _tick_labels([str(m) for m in part.method], width=30))
             for tick, (_, row) in zip(ax.get_yticklabels(), part.iterrows(), strict=True):
                 if style.is_baseline(row.method, row.kind):
@@ -1421,6 +1412,24 @@ _SHORT_METRIC = {
 }
 
 
+def _interval_point(
+    ax: plt.Axes, value: float, lo: Any, hi: Any, y: float, colour: str, baseline: bool
+) -> None:
+    """One row of a forest: the 95% interval as a line (where both ends are known) and the value
+    as a dot, or an open square for a baseline or codec."""
+    if lo is not None and hi is not None and pd.notna(lo) and pd.notna(hi):
+        ax.plot([lo, hi], [y, y], color=colour, lw=1.2, solid_capstyle="butt")
+    ax.plot(
+        [value],
+        [y],
+        "s" if baseline else "o",
+        ms=4,
+        color=colour,
+        mfc="white" if baseline else colour,
+        mew=1.0,
+    )
+
+
 def _tick_labels(labels: Sequence[str], width: int = 22) -> list[str]:
     """Method labels short enough for a tick: variants of one plugin keep only the parameters
     they differ in (``nice(epochs=1,lam=0.5)``, ``nice(epochs=1,lam=2)`` → ``nice(lam=0.5)``,
@@ -1601,21 +1610,14 @@ def rankings_figure(
                     if base
                     else (palette.color(row.method) if palette else style.OKABE_ITO["blue"])
                 )
-                ax3.plot(
-                    [row.combined_rank_lo, row.combined_rank_hi],
-                    [yi, yi],
-                    color=colour,
-                    lw=1.2,
-                    solid_capstyle="butt",
-                )
-                ax3.plot(
-                    [row.combined_rank],
-                    [yi],
-                    "s" if base else "o",
-                    ms=4,
-                    color=colour,
-                    mfc="white" if base else colour,
-                    mew=1.0,
+                _interval_point(
+                    ax3,
+                    row.combined_rank,
+                    row.combined_rank_lo,
+                    row.combined_rank_hi,
+                    yi,
+                    colour,
+                    base,
                 )
             ax3.set_yticks(y, _tick_labels(list(comb.method)))
             _italic_baselines(ax3.get_yticklabels(), list(comb.method))
