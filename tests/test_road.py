@@ -10,7 +10,12 @@ import torch
 from torch import nn
 
 from nicebench.metrics import MetricContext, deletion, get_metric_spec
-from nicebench.metrics.road import linear_impute, removal_masks, road_curves
+from nicebench.metrics.road import (
+    linear_impute,
+    linear_impute_batch,
+    removal_masks,
+    road_curves,
+)
 from nicebench.metrics.srg import morf_lerf_curves, srg
 from nicebench.report.agreement import fill_agreement, fill_ranks, write_fill_agreement
 
@@ -95,6 +100,40 @@ def test_removal_masks_counts_and_orders():
     assert bool((ranks[0][masks[0, 0, 0]] < 10).all()) and bool(
         (ranks[0][masks[0, 1, 0]] >= 90).all()
     )
+
+
+# -- the batched solver against scipy's sparse LU ------------------------------------------------
+@pytest.mark.parametrize("shape", [(3, 9, 9), (2, 13, 7), (1, 5, 21)])
+def test_batched_imputation_equals_the_sparse_lu(shape):
+    """From one removed pixel to all but one kept pixel, on square and oblong grids: the block
+    Cholesky solve equals scipy's sparse LU within 1e-10 (and is not the input: it has teeth)."""
+    c, h, w = shape
+    rng = np.random.default_rng(h * w)
+    shares = np.linspace(0.02, 0.98, 7)
+    images = rng.standard_normal((len(shares) + 2, c, h, w))
+    removed = rng.random((len(shares) + 2, h, w)) < np.r_[shares, 0, 0][:, None, None]
+    removed[:-2, h - 1, 0] = False  # every system keeps a pixel
+    removed[-2, h // 2, w // 2] = True  # one removed pixel
+    removed[-1] = True
+    removed[-1, 0, w - 1] = False  # one kept pixel, in a corner
+    ref = np.stack([linear_impute(x, r) for x, r in zip(images, removed, strict=True)])
+    out = linear_impute_batch(torch.from_numpy(images), torch.from_numpy(removed)).numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-10, rtol=0)
+    assert np.abs(out - images).max() > 0.1
+    with pytest.raises(ValueError, match="at least one kept pixel"):
+        linear_impute_batch(torch.from_numpy(images[:1]), torch.ones(1, h, w, dtype=torch.bool))
+
+
+def test_road_curves_are_the_same_with_either_solver():
+    model = _model()
+    images, sal = _batch(3)
+    targets = torch.tensor([0, 1, 2])
+    by_lu = road_curves(model, images, sal, targets, seed=3, solver="scipy")
+    by_cholesky = road_curves(model, images, sal, targets, seed=3, solver="torch")
+    torch.testing.assert_close(by_cholesky, by_lu, atol=1e-6, rtol=0)
+    assert float(by_lu.std()) > 0.05
+    with pytest.raises(ValueError, match="solver must be one of"):
+        road_curves(model, images, sal, targets, solver="cg")
 
 
 # -- against pytorch-grad-cam ---------------------------------------------------------------------
