@@ -28,17 +28,19 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nicebench import GateMaskMethod, MethodError, register_method
-from nicebench.gates import RANK_WINDOW, content_seed, gate_step
+from nicebench.gates import RANK_WINDOW, GateOptimizer, content_seed, optimise_gates
 from nicebench.models import native_cpu_bf16
 
 PRECISIONS = ("auto", "fp32", "bf16")
 INIT_LOGIT = 1.0  # all gates open at the start (test mask ≈ 0.77)
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
+# cell="auto": the gate grid's side in cells (8 px cells at 64 px, 28 px at 224 px). With 2-px
+# cells (32 × 32 gates at 64 px) and one gate sample a step the masks scattered into ~10 pieces
+# of dots; 8 × 8 gates and 4 samples a step give ~2 pieces at a deletion within the old
+# default's interval (bench/nice_opt_masks.py on the scenes-64 validation split, issue 30)
+AUTO_GRID = 8
 
 
 def _bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:
@@ -51,7 +53,8 @@ class NiceOpt(GateMaskMethod):
 
     Parameters: ``steps`` (T, the most Adam steps), ``lam`` (λ, weight of the mean expected L0),
     ``mu`` (μ, weight of the mask's total variation), ``cell`` (gate cell side in pixels, or
-    ``"auto"``: 2 at 64 px), ``reference`` (``"zero"``, ``"mean"``, ``"lowres"``), ``samples``
+    ``"auto"``: a grid of :data:`AUTO_GRID` cells a side, 8 px at 64 px), ``reference``
+    (``"zero"``, ``"mean"``, ``"lowres"``), ``samples``
     (gate samples per step), ``lr`` (Adam), ``target`` (``"label"``: the targets passed to
     ``explain``; ``"pred"``: the classifier's prediction on the clean image), ``patience``
     (checks with an unchanged mask before an image stops; 0 = never stop early), ``check_every``
@@ -59,7 +62,8 @@ class NiceOpt(GateMaskMethod):
     as unchanged), ``seed``, ``rank_window`` (tie-break window of the explanation map as a share
     of the grid's side, 0 = by ``σ(log α)`` alone; it does not change the mask), ``precision``
     (the classifier's forward/backward: ``"bf16"`` autocast, ``"fp32"``, or ``"auto"``: bf16 on
-    CUDA and on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX), fp32 elsewhere).
+    CUDA and on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX), fp32 elsewhere),
+    ``init`` (every gate's starting logit; :meth:`initial_logits` is the hook to start elsewhere).
     """
 
     needs_gradients = True
@@ -75,7 +79,7 @@ class NiceOpt(GateMaskMethod):
         mu: float = 0.1,
         cell: int | str = "auto",
         reference: str = "mean",
-        samples: int = 1,
+        samples: int = 4,
         lr: float = 0.2,
         target: str = "label",
         patience: int = 2,
@@ -84,6 +88,7 @@ class NiceOpt(GateMaskMethod):
         seed: int = 0,
         rank_window: float = RANK_WINDOW,
         precision: str = "auto",
+        init: float = INIT_LOGIT,
     ):
         super().__init__(
             model, reference=reference, cell=cell, target=target, rank_window=rank_window
@@ -93,7 +98,7 @@ class NiceOpt(GateMaskMethod):
         self.steps, self.lam, self.mu = int(steps), float(lam), float(mu)
         self.samples, self.lr = int(samples), float(lr)
         self.patience, self.check_every, self.seed = int(patience), int(check_every), int(seed)
-        self.tol = float(tol)
+        self.tol, self.init = float(tol), float(init)
         if precision not in PRECISIONS:
             raise MethodError(f"nice-opt: precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
@@ -101,6 +106,12 @@ class NiceOpt(GateMaskMethod):
         self._memo: tuple[tuple, torch.Tensor] | None = None
 
     # -- helpers --------------------------------------------------------------------------------
+    def cell_size(self, height: int, width: int) -> int:
+        """``cell``, or for ``"auto"`` the side that makes a grid of :data:`AUTO_GRID` cells."""
+        if self.cell == "auto":
+            return max(1, math.ceil(min(height, width) / AUTO_GRID))
+        return int(self.cell)
+
     def targets_for(self, images: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         """As :meth:`GateMaskMethod.targets_for`, the predictions at the optimiser's precision."""
         if self.target == "pred" or targets is None:
@@ -127,62 +138,42 @@ class NiceOpt(GateMaskMethod):
         self._memo = (key, la)
         return la
 
+    def initial_logits(
+        self, images: torch.Tensor, targets: torch.Tensor, grid: tuple[int, int]
+    ) -> torch.Tensor:
+        """The gate logits ``[B,1,h,w]`` the optimizer starts from: every gate at ``init``."""
+        return torch.full((images.shape[0], 1, *grid), self.init, device=images.device)
+
+    def optimizer(self, device: torch.device) -> GateOptimizer:
+        """The optimizer's knobs for a batch on ``device``."""
+        return GateOptimizer(
+            steps=self.steps,
+            lam=self.lam,
+            mu=self.mu,
+            lr=self.lr,
+            samples=self.samples,
+            patience=self.patience,
+            check_every=self.check_every,
+            tol=self.tol,
+            bf16=self.uses_bf16(device),
+        )
+
     def _optimise(self, images: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        b, c, height, width = images.shape
-        dev = images.device
+        height, width = images.shape[-2:]
         cell = self.cell_size(height, width)
-        h, w = math.ceil(height / cell), math.ceil(width / cell)
-        ref = self.reference_image(images)
-        per_image_ref = ref.shape[0] == b and b > 1
-        s, (b1, b2) = self.samples, ADAM_BETAS
-        cuda = dev.type == "cuda"
-        bf16 = self.uses_bf16(dev)  # decided once, not per step
-
-        la = torch.full((b, 1, h, w), INIT_LOGIT, device=dev)
-        m, v = torch.zeros_like(la), torch.zeros_like(la)
-        prev = la >= 0
-        stable = torch.zeros(b, dtype=torch.long, device=dev)
-        active = torch.ones(b, dtype=torch.bool, device=dev)
-        n_steps = torch.zeros(b, dtype=torch.long, device=dev)
-        idx = torch.arange(b, device=dev)
-        for step in range(self.steps):
-            full = len(idx) == b
-            x_a = images if full else images[idx]
-            r_a = ref[idx] if per_image_ref and not full else ref
-            la_a = (la if full else la[idx]).detach().requires_grad_(True)
-            x_t, l0, tv = gate_step(la_a, x_a, r_a, seeds[idx], step * s, cell=cell, samples=s)
-            if cuda:
-                x_t = x_t.contiguous(memory_format=torch.channels_last)
-            with _bf16_autocast(dev, bf16):
-                logits = self.model(x_t)
-            ce = F.cross_entropy(logits.float(), y[idx].repeat(s), reduction="none")
-            loss = (ce.view(s, -1).mean(0) + self.lam * l0 + self.mu * tv).sum()
-            (g,) = torch.autograd.grad(loss, la_a)
-
-            # Adam with per-image state (bias correction by each image's own step count)
-            t = step + 1  # every running image has taken all steps so far
-            m[idx] = b1 * m[idx] + (1 - b1) * g
-            v[idx] = b2 * v[idx] + (1 - b2) * g * g
-            upd = (m[idx] / (1 - b1**t)) / ((v[idx] / (1 - b2**t)).sqrt() + ADAM_EPS)
-            la[idx] = la[idx] - self.lr * upd
-            n_steps[idx] += 1
-
-            if self.patience and t % self.check_every == 0:
-                keep = la[idx] >= 0
-                same = (keep != prev[idx]).flatten(1).float().mean(1) <= self.tol
-                stable[idx] = torch.where(same, stable[idx] + 1, torch.zeros_like(stable[idx]))
-                prev[idx] = keep
-                active[idx] = stable[idx] < self.patience
-                idx = active.nonzero().squeeze(1)
-                if len(idx) == 0:
-                    break
-        self.last_stats = {
-            "cell": cell,
-            "steps_mean": n_steps.float().mean().item(),
-            "steps_max": int(n_steps.max().item()),
-            "stopped_early": int((n_steps < self.steps).sum().item()),
-        }
-        return la.detach()
+        grid = (math.ceil(height / cell), math.ceil(width / cell))
+        init = self.initial_logits(images, y, grid)
+        la, self.last_stats = optimise_gates(
+            self.model,
+            images,
+            y,
+            self.reference_image(images),
+            seeds,
+            init,
+            cell,
+            self.optimizer(images.device),
+        )
+        return la
 
     def log_alpha(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Optimised gate logits ``[B,1,h,w]`` on the cell grid."""

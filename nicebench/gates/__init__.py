@@ -45,3 +45,7 @@ from .fused import gate_step, gate_step_reference, gate_step_triton  # noqa: E40
 from .rng import content_seed, uniform  # noqa: E402
 
 __all__ += ["content_seed", "gate_step", "gate_step_reference", "gate_step_triton", "uniform"]
+
+from .optimizer import GateOptimizer, optimise_gates  # noqa: E402
+
+__all__ += ["GateOptimizer", "optimise_gates"]
