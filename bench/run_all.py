@@ -114,6 +114,15 @@ BENCHES = [
         lambda r: [("rtsal explain throughput / forward throughput", r["ratio"], "")],
     ),
     Bench(
+        "default_run",
+        (),
+        lambda r: [
+            ("default leaderboard, cold (empty model cache), s", r["cold_s"], ""),
+            ("default leaderboard, warm (rerun of the same run directory), s", r["warm_s"], ""),
+            ("models trained by the cold run", r["trained"], "0"),
+        ],
+    ),
+    Bench(
         "figure_data",
         ("--repeat", "1"),
         lambda r: [("run time with / without the figure data", r["time_ratio"], "≈ 1")],
