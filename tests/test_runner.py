@@ -463,6 +463,7 @@ TODAYS_DEFAULT_METHODS = [
     "rtsal",
     "nice",
     "nice-opt",
+    "nice-refined",  # issue 30's amortised-then-refined gates
     "smoothgrad",
     "gradshap",
     "deeplift",
