@@ -161,6 +161,8 @@ def test_the_run_writes_the_ablation_table_and_forest_only_with_a_baseline(tmp_p
         write_tables(store, None, path)
         store.close()
     table = pd.read_csv(with_base / "ablation.csv")
+    assert set(table.metric) == {"deletion_auc", "explain_ms_per_image"}
+    table = table[table.paired]
     assert sorted(table.variant) == ["nice(lam=1)", "nice(mu=0)"]
     row = table.set_index("variant").loc["nice(mu=0)"]
     assert row.difference == pytest.approx(0.05) and row.p_better == 1.0  # deletion: lower better

@@ -12,9 +12,9 @@ has it, each other method row that is not a reference (:func:`nicebench.report.s
   direction), with its 95% paired-bootstrap interval and P(difference > 0)
   (:func:`nicebench.report.validity.paired_interval`, the validity audit's bootstrap, seeded
   with the run's seed);
-- the compression track's headline columns (``compression_ratio``, ``bd_rate``), which are not
-  per-image scores: the oriented difference of the two rows' values, no interval and no P
-  (``paired`` False); each row's own interval is in the table.
+- the compression track's headline columns (``compression_ratio``, ``bd_rate``) and the explain
+  time, which are not per-image scores: the oriented difference of the two rows' values, no
+  interval and no P (``paired`` False); each row's own interval is in the table.
 
 Each row of the table also carries both rows' means with their leaderboard intervals and the
 validity audit's verdict on the metric there (:mod:`nicebench.report.validity`).
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: the leaderboard columns compared as values of the two rows (not per-image scores)
-UNPAIRED_COLUMNS = ("compression_ratio", "bd_rate")
+UNPAIRED_COLUMNS = ("compression_ratio", "bd_rate", "explain_ms_per_image")
 ABLATION_COLUMNS = [
     "dataset",
     "model",
@@ -245,8 +245,9 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         "metric's better direction (positive: the variant is better; ↑/↓: the metric's own "
         "direction), and P(difference > 0) over 1000 paired bootstrap replicates of the images; "
         "bold: the 95% paired-bootstrap interval excludes 0. † the validity audit did not find the "
-        "metric valid on this dataset (`validity.md`). Compression columns are not per-image "
-        "scores: their difference is that of the two rows' values (unpaired). Every row's mean, "
+        "metric valid on this dataset (`validity.md`). The compression columns and the explain "
+        "time are not per-image scores: their difference is that of the two rows' values "
+        "(unpaired). Every row's mean, "
         "both intervals and the verdicts: `ablation.csv`."
     )
     return "\n".join(out) + "\n"
