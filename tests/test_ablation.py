@@ -175,4 +175,9 @@ def test_the_run_writes_the_ablation_table_and_forest_only_with_a_baseline(tmp_p
     fig = F.ablation_forest(pd.read_csv(with_base / "ablation.csv"), "toy", "default")
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels == ["nice(mu=0)", "nice(lam=1)"]  # the run's order, top down
+    # a variant is named by what it changes in the baseline
+    assert (
+        F._relative_label("nice(codec=jpeg,factor=8,train_quality=30)", "nice(codec=jpeg,factor=8)")
+        == "nice(train_quality=30)"
+    )
     store.close()

@@ -1644,14 +1644,13 @@ def rankings_figure(
 
 
 # -- 9. ablation forest ---------------------------------------------------------------------------
-def ablation_forest(
-    table: pd.DataFrame, dataset: str, model: str, palette: Palette | None = None
-) -> Figure | None:
+def ablation_forest(table: pd.DataFrame, dataset: str, model: str) -> Figure | None:
     """One panel per per-image metric, one row per variant: the paired difference variant −
     default (``table``: :func:`nicebench.report.ablation.ablation`) in the metric's better
     direction (right of 0: the variant is better) with its 95% paired-bootstrap interval and
-    P(difference > 0); a row whose interval excludes 0 is drawn in its colour, the rest in grey.
-    Metrics the validity audit did not find valid here have a red title with †."""
+    P(difference > 0); blue where the interval lies above 0 (the variant is better), vermillion
+    where it lies below (worse), grey where it holds 0. Metrics the validity audit did not find
+    valid here have a red title with †."""
     part = table[(table["dataset"] == dataset) & (table["model"] == model) & table["paired"]]
     part = part[part["difference"].notna()]
     if part.empty:
@@ -1659,16 +1658,16 @@ def ablation_forest(
     metrics = list(dict.fromkeys(part["metric"]))
     variants = list(dict.fromkeys(part["variant"]))
     baseline = str(part["baseline"].iloc[0])
-    palette = palette or Palette(variants, [])
+    better, worse = style.OKABE_ITO["blue"], style.OKABE_ITO["vermillion"]
     ncols = min(4, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    names = _tick_labels(variants, width=24)
+    names = _tick_labels([_relative_label(v, baseline) for v in variants], width=26)
     y = np.arange(len(variants))[::-1]
     with style.context():
         fig, axes = plt.subplots(
             nrows,
             ncols,
-            figsize=(DOUBLE_COLUMN, 0.55 + nrows * (0.55 + 0.16 * len(variants))),
+            figsize=(DOUBLE_COLUMN, 0.9 + nrows * (0.75 + 0.16 * len(variants))),
             squeeze=False,
             sharey=True,
         )
@@ -1684,8 +1683,11 @@ def ablation_forest(
                 if variant not in rows.index:
                     continue
                 r = rows.loc[variant]
-                separated = r["difference_lo"] > 0 or r["difference_hi"] < 0
-                colour = palette.color(variant) if separated else "0.6"
+                colour = (
+                    better
+                    if r["difference_lo"] > 0
+                    else (worse if r["difference_hi"] < 0 else "0.6")
+                )
                 _interval_point(
                     ax, r["difference"], r["difference_lo"], r["difference_hi"], yi, colour, False
                 )
@@ -1720,19 +1722,36 @@ def ablation_forest(
             f"{_where(dataset, model)}: variant − {baseline}, paired per image, in each "
             f"metric's better direction (> 0: the variant is better)",
             fontsize=7.5,
+            y=1 - 0.08 / fig.get_figheight(),
+            va="top",
         )
         fig.text(
             0.5,
             0.005,
-            "95% paired-bootstrap interval (1000 replicates); colour: it excludes 0; "
-            "right of each panel: P(difference > 0); † not valid here (validity.md)",
+            "95% paired-bootstrap interval (1000 replicates): blue above 0 (better), vermillion "
+            "below (worse), grey holds 0\nright of each panel: P(difference > 0); "
+            "† not valid here (validity.md)",
             ha="center",
             va="bottom",
             fontsize=6,
             color="0.3",
         )
-        fig.tight_layout(rect=(0, 0.03, 1, 0.97), w_pad=1.6)
+        height = fig.get_figheight()
+        fig.tight_layout(rect=(0, 0.45 / height, 1, 1 - 0.3 / height), w_pad=1.6)
     return fig
+
+
+def _relative_label(label: str, baseline: str) -> str:
+    """A variant's label less the parameters it shares with the baseline of the same plugin
+    (``nice(codec=jpeg,factor=8,train_quality=30)`` against ``nice(codec=jpeg,factor=8)`` →
+    ``nice(train_quality=30)``)."""
+    name, _, rest = label.partition("(")
+    base_name, _, base_rest = baseline.partition("(")
+    if name != base_name or not base_rest:
+        return label
+    shared = set(base_rest.rstrip(")").split(","))
+    kept = [p for p in rest.rstrip(")").split(",") if p and p not in shared]
+    return f"{name}({','.join(kept)})" if kept else name
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -1850,7 +1869,7 @@ def _figure_jobs(store: RunStore, keys: set[str] | None) -> tuple[list[FigureJob
             (
                 f"ablation_{_safe(_where(dataset, model))}",
                 ablation_forest,
-                (table, dataset, model, palette),
+                (table, dataset, model),
                 {},
             )
         )
