@@ -9,8 +9,11 @@ frozen classifier with
 (z a training sample of the gates, r the reference image) and cached like the classifiers.
 ``explain`` returns the deterministic test-time mask, upsampled to the image (higher = keep);
 :meth:`Nice.binary_mask` gives ``z ≥ 0.5`` for the compression track and :meth:`Nice.composite`
-the masked image. The mask is class-agnostic: the generator sees only the image (as in the
-authors' code), so ``targets`` do not change it.
+the masked image. By default the mask is class-agnostic: the generator sees only the image (as
+in the authors' code), so ``targets`` do not change it. ``condition="class"`` conditions it on the
+target class, as a classifier-specific explanation should: the generator's output convolutions
+have one map per class and the target's is kept (trained against the training targets; explained
+for the targets passed to ``explain``, or the classifier's prediction when there are none).
 
 References ``r``: ``"zero"`` = black pixels (the authors' code), ``"mean"`` = the dataset's mean
 colour (0 in the classifier's normalised space, the deletion metric's substrate), ``"lowres"`` =
@@ -69,6 +72,8 @@ from nicebench.models import materialise, predict
 
 NICE_CODE_VERSION = 2  # 2: small generator at feature stride ≥ 2 (cell 1: + per-pixel skip)
 GENERATORS = ("small", "tiny")
+#: what the generator sees besides the image: nothing, or the target class (one map per class)
+CONDITIONS = ("none", "class")
 # parameters that do not change the trained generator
 EXPLAIN_ONLY = ("rank_window", "auto_tolerance")
 #: the λ values ``lam="auto"`` chooses from (increasing: sparser masks)
@@ -90,7 +95,8 @@ def largest_passing(values, passes) -> Any:
 
 
 class MaskGenerator(nn.Module):
-    """Image ``[B,C,H,W]`` in [0,1] → gate logits ``[B,1,⌈H/cell⌉,⌈W/cell⌉]``.
+    """Image ``[B,C,H,W]`` in [0,1] (and with ``n_classes`` the target classes ``[B]``) → gate
+    logits ``[B,1,⌈H/cell⌉,⌈W/cell⌉]``.
 
     ``small``: three conv blocks (16-32-32 channels, dilations 1-2-4, BatchNorm, ReLU) that reach
     a feature grid of stride ``max(cell, 2)`` by a strided first convolution and max-pooling,
@@ -98,19 +104,32 @@ class MaskGenerator(nn.Module):
     (bilinear) and a 3×3 convolution of the image adds per-pixel detail, so the generator costs
     a quarter of a full-resolution one (receptive field 53 px at cell 4, 27 px at cell 1).
     ``tiny``: the authors' single 3×3 convolution, average-pooled to the cell grid.
+    ``n_classes`` > 0 conditions the generator on the target class: its output convolutions (the
+    head, the skip, ``tiny``'s one convolution) give one map per class, and the target's is kept
+    (the features before the head are shared by the classes).
     """
 
-    def __init__(self, channels: int, cell: int, kind: str, mean, std, init_logit: float = 1.0):
+    def __init__(
+        self,
+        channels: int,
+        cell: int,
+        kind: str,
+        mean,
+        std,
+        init_logit: float = 1.0,
+        n_classes: int = 0,
+    ):
         super().__init__()
         if cell < 1 or cell & (cell - 1):
             raise MethodError(f"nice: cell must be a power of two, got {cell}")
-        self.cell, self.kind = cell, kind
+        self.cell, self.kind, self.n_classes = cell, kind, int(n_classes)
+        n_out = max(self.n_classes, 1)
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.skip: nn.Module | None = None
         self.channels_last = False  # set by for_inference
         if kind == "tiny":
-            self.body = nn.Conv2d(channels, 1, 3, padding=1)
+            self.body = nn.Conv2d(channels, n_out, 3, padding=1)
             head = self.body
         elif kind == "small":
             stride = max(cell, 2)  # of the feature grid: the first convolution strides by 2,
@@ -135,11 +154,11 @@ class MaskGenerator(nn.Module):
                 if i < n_pool:
                     layers.append(nn.MaxPool2d(2, ceil_mode=True))
                 cin = cout
-            head = nn.Conv2d(cin, 1, 1)
+            head = nn.Conv2d(cin, n_out, 1)
             layers.append(head)
             self.body = nn.Sequential(*layers)
             if stride > cell:
-                self.skip = nn.Conv2d(channels, 1, 3, padding=1, bias=False)
+                self.skip = nn.Conv2d(channels, n_out, 3, padding=1, bias=False)
         else:
             raise MethodError(f"nice: generator must be one of {GENERATORS}, got {kind!r}")
         with torch.no_grad():
@@ -161,19 +180,28 @@ class MaskGenerator(nn.Module):
         net.channels_last = channels_last
         return net.to(memory_format=torch.channels_last) if channels_last else net
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         h, w = x.shape[-2:]
         grid = (math.ceil(h / self.cell), math.ceil(w / self.cell))
+        if self.n_classes and classes is None:
+            raise MethodError("nice: a class-conditioned generator needs the target classes")
         x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.body(x)
+        out = self._pick(self.body(x), classes)
         if self.skip is not None:
             out = F.interpolate(out, size=grid, mode="bilinear", align_corners=False)
-            return out + F.avg_pool2d(self.skip(x), self.cell, ceil_mode=True)
+            return out + F.avg_pool2d(self._pick(self.skip(x), classes), self.cell, ceil_mode=True)
         if out.shape[-2:] != grid:
             out = F.adaptive_avg_pool2d(out, grid)
         return out
+
+    def _pick(self, maps: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
+        """``maps [B,K,h,w]`` → the map of each image's class ``[B,1,h,w]`` (unconditioned: as is)."""
+        if not self.n_classes:
+            return maps
+        idx = classes.to(maps.device).long().view(-1, 1, 1, 1)
+        return maps.gather(1, idx.expand(-1, 1, *maps.shape[-2:]))
 
 
 @register_method("nice")
@@ -183,7 +211,8 @@ class Nice(GateMaskMethod, LearnedMethod):
     Parameters: ``lam`` (λ, weight of the mean expected L0 of the gates), ``mu`` (μ, weight of
     the mask's total variation), ``cell`` (gate cell side in pixels or ``"auto"``), ``generator``
     (``"small"`` or ``"tiny"``), ``reference`` (``"zero"``, ``"mean"``, ``"lowres"``), ``target``
-    (``"label"`` or ``"pred"``: what the masked image must still be classified as), ``epochs``,
+    (``"label"`` or ``"pred"``: what the masked image must still be classified as), ``condition``
+    (``"none"`` or ``"class"``: the generator also sees the target class), ``epochs``,
     ``lr`` (Adam, cosine decay), ``batch_size``, ``n_train`` (first images of the train split),
     ``seed``, ``rank_window`` (tie-break window of the explanation map as a share of the grid's
     side, 0 = by ``σ(log α)`` alone; it does not change the mask); for the compression track
@@ -226,6 +255,7 @@ class Nice(GateMaskMethod, LearnedMethod):
         n_holdout: int = 500,
         auto_tolerance: float = 0.01,
         train_quality: int | None = None,
+        condition: str = "none",
     ):
         if codec is not None:
             if cell == "auto":
@@ -254,6 +284,8 @@ class Nice(GateMaskMethod, LearnedMethod):
         )
         if generator not in GENERATORS:
             raise MethodError(f"nice: generator must be one of {GENERATORS}, got {generator!r}")
+        if condition not in CONDITIONS:
+            raise MethodError(f"nice: condition must be one of {CONDITIONS}, got {condition!r}")
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
             raise MethodError(f"nice: factor must be an integer ≥ 1, got {factor!r}")
         if lam != "auto" and (isinstance(lam, bool) or not isinstance(lam, (int, float))):
@@ -262,7 +294,7 @@ class Nice(GateMaskMethod, LearnedMethod):
         self.train_quality = train_quality
         self.n_holdout, self.auto_tolerance = int(n_holdout), float(auto_tolerance)
         self.lam = "auto" if lam == "auto" else float(lam)
-        self.mu, self.generator = float(mu), generator
+        self.mu, self.generator, self.condition = float(mu), generator, condition
         self.epochs, self.lr, self.batch_size = int(epochs), float(lr), int(batch_size)
         self.n_train, self.seed = int(n_train), int(seed)
         self.net: MaskGenerator | None = None
@@ -340,8 +372,9 @@ class Nice(GateMaskMethod, LearnedMethod):
 
     def training_params(self) -> dict[str, Any]:
         """As the base, less the compression parameters when they change nothing (so generators
-        cached before they existed are found again): ``codec``/``factor`` without a codec and
-        ``n_holdout`` always (its effect is the number of training images, in the identity)."""
+        cached before they existed are found again): ``codec``/``factor`` without a codec,
+        ``condition`` when ``"none"`` and ``n_holdout`` always (its effect is the number of
+        training images, in the identity)."""
         params = super().training_params()
         params.pop("n_holdout", None)
         if self.codec is None:
@@ -349,6 +382,8 @@ class Nice(GateMaskMethod, LearnedMethod):
             params.pop("factor", None)
         if self.train_quality is None:
             params.pop("train_quality", None)
+        if self.condition == "none":
+            params.pop("condition", None)
         return params
 
     def cache_identity(self, dataset: Any, n: int) -> dict[str, Any]:
@@ -364,13 +399,26 @@ class Nice(GateMaskMethod, LearnedMethod):
         channels = int(getattr(dataset, "channels", 0) or dataset[0][0].shape[0])
         mean = getattr(self.model, "mean", torch.full((1, channels, 1, 1), 0.5))
         std = getattr(self.model, "std", torch.full((1, channels, 1, 1), 0.25))
-        return MaskGenerator(channels, self.cell_px, self.generator, mean.cpu(), std.cpu())
+        n_classes = self.n_classes(dataset) if self.condition == "class" else 0
+        return MaskGenerator(
+            channels, self.cell_px, self.generator, mean.cpu(), std.cpu(), n_classes=n_classes
+        )
+
+    def n_classes(self, dataset: Any) -> int:
+        """The classifier's number of classes (its ``num_classes``, else the width of its output
+        on one image of ``dataset``)."""
+        n = getattr(self.model, "num_classes", None)
+        if isinstance(n, int) and n > 0:
+            return n
+        with torch.no_grad():
+            x = torch.as_tensor(dataset[0][0])[None].to(self.device, torch.float32)  # in [0, 1]
+            return int(self.model(x).shape[1])
 
     def training_targets(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return predict(self.model, images) if self.target == "pred" else labels
 
     def training_loss(self, module, x, y, gen):
-        log_alpha = module(x)
+        log_alpha = module(x, y if self.condition == "class" else None)
         u = torch.rand(log_alpha.shape, generator=gen).to(x.device)
         z = sample(log_alpha, u)
         zu = upsample_cells(z, self.cell_px, tuple(x.shape[-2:]))
@@ -396,9 +444,12 @@ class Nice(GateMaskMethod, LearnedMethod):
 
     @torch.no_grad()
     def gate_logits(self, images: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-        """The generator's gate logits (class-agnostic: ``targets`` are not used)."""
+        """The generator's gate logits; class-conditioned, for :meth:`targets_for` (``targets``,
+        else the classifier's prediction); else class-agnostic (``targets`` are not used)."""
         if self.net is None:
             raise MethodError("nice: call fit(train_dataset) first")
+        if self.condition == "class":
+            return self.net(images, self.targets_for(images, targets))
         return self.net(images)
 
     def log_alpha(self, images: torch.Tensor) -> torch.Tensor:

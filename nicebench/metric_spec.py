@@ -33,6 +33,7 @@ __all__ = [
     "RANK_ALL_METRICS",
     "CELL_TIMEOUT",
     "CODEC",
+    "BASELINE",
     "catalogue",
     "declared_settings",
     "CATEGORIES",
@@ -126,6 +127,13 @@ CELL_TIMEOUT = Setting(
     "failed (0: no limit; never part of a cell's key)",
 )
 CODEC = Setting("codec", "jpeg", "the run's codecs when it lists no [codecs] (comma-separated)")
+BASELINE = Setting(
+    "baseline",
+    "",
+    "an ablation's default method, as the config lists it (e.g. nice): the report compares every "
+    "other method row of each dataset with it, image by image (ablation.csv/.md and the "
+    "ablation forest figures; empty: no ablation)",
+)
 #: The settings of the run itself, read by the runner and the report whatever the metrics.
 RUN_SETTINGS: tuple[Setting, ...] = (
     SEED,
@@ -135,6 +143,7 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     RANK_ALL_METRICS,
     CELL_TIMEOUT,
     CODEC,
+    BASELINE,
 )
 
 #: The metric families of the catalogue, in its order (a plugin metric may name another).

@@ -5,7 +5,15 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-from .config import ConfigError, PluginSpec, RunConfig, check_run_keys, check_settings
+from .config import (
+    ConfigError,
+    PluginSpec,
+    RunConfig,
+    check_run_keys,
+    check_settings,
+    parse_specs,
+)
+from .metric_spec import BASELINE
 from .models import check_model_spec, torchvision_classifier
 from .params import Parameter, check_params, constructor_parameters, function_parameters
 from .registry import CODECS, DATASETS, METHODS, METRICS
@@ -61,6 +69,24 @@ def check_run(cfg: RunConfig) -> None:
     for spec in cfg.run_codecs():
         where = cfg.origin("codecs", spec)
         _check_class("codec", _get(CODECS, spec, where), spec, where)
+    _check_baseline(cfg)
+
+
+def _check_baseline(cfg: RunConfig) -> None:
+    """The ``baseline`` setting (an ablation's default row) must be one of the run's methods."""
+    baseline = BASELINE.get(cfg.settings)
+    if not baseline:
+        return
+    try:
+        specs = parse_specs(str(baseline))
+    except ValueError as exc:
+        raise ConfigError(f"[settings]: baseline = {baseline!r}: {exc}") from None
+    labels = [m.label for m in cfg.methods]
+    if len(specs) != 1 or specs[0].label not in labels:
+        raise ConfigError(
+            f"[settings]: baseline = {baseline!r} is not one of the run's methods "
+            f"({', '.join(map(str, cfg.methods))}): name the default row as the methods list it"
+        )
 
 
 def _check_class(kind: str, cls: type, spec: PluginSpec, where: str) -> None:

@@ -449,6 +449,7 @@ def plan_cells(cfg: RunConfig) -> list[Cell]:
         get_metric_spec(name)  # raises with close matches
     settings = {"seed": cfg.seed, **cfg.settings}
     settings.pop("cell_timeout", None)  # a limit on the run, not part of what a cell computes
+    settings.pop("baseline", None)  # what the report compares, not part of what a cell computes
     settings = tuple(sorted(settings.items()))
     codecs = cfg.run_codecs() if COMPRESSION in metrics else []
     reference = codecs[0] if codecs else None

@@ -191,3 +191,44 @@ def test_inference_copy_folds_batchnorm_with_the_same_logits(cell: int) -> None:
         with torch.no_grad():
             torch.testing.assert_close(fast(x), net(x), atol=1e-4, rtol=1e-4)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # a copy
+
+
+@pytest.mark.parametrize("generator", ["small", "tiny"])
+def test_class_conditioned_generator_masks_depend_on_the_target(generator: str) -> None:
+    """``condition="class"``: trained through the normal fit path on the training targets, its
+    masks differ between target classes on the same images and follow the prediction when no
+    targets are given; the unconditioned generator ignores the targets."""
+    model, train, images, labels = _setup()
+    other = (labels + 1) % 6
+    plain = _nice(model, generator=generator).fit(train)
+    assert torch.equal(plain.explain(images, labels), plain.explain(images, other))
+    cond = _nice(model, generator=generator, condition="class")
+    assert cond.would_train(train)
+    cond.fit(train)
+    assert cond.train_info["history"]  # trained, by the base's loop
+    a, b = cond.explain(images, labels), cond.explain(images, other)
+    assert a.shape == (8, 1, 32, 32) and a.min() >= 0 and a.max() <= 1
+    assert not torch.equal(a, b)
+    assert not torch.equal(cond.binary_mask(images, labels), cond.binary_mask(images, other))
+    pred = model(images).argmax(1)
+    assert torch.equal(cond.log_alpha(images), cond._logits(images, pred))
+    # the cache keeps the two apart; the default's identity has no `condition` key
+    assert "condition" not in plain.training_params()
+    assert cond.training_params()["condition"] == "class"
+    with pytest.raises(MethodError, match="condition"):
+        _nice(model, condition="label")
+
+
+def test_class_conditioned_inference_copy_keeps_the_logits() -> None:
+    from nicebench.methods.nice import MaskGenerator
+
+    torch.manual_seed(0)
+    net = MaskGenerator(3, 1, "small", [0.4] * 3, [0.2] * 3, n_classes=6).eval()
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 3, 5, 3])
+    with torch.no_grad():
+        out = net(x, y)
+        assert out.shape == (4, 1, 32, 32)
+        torch.testing.assert_close(net.for_inference(True)(x, y), out, atol=1e-4, rtol=1e-4)
+        assert not torch.equal(net(x, (y + 1) % 6), out)
+    with pytest.raises(MethodError, match="target classes"):
+        net(x)

@@ -23,6 +23,9 @@
 - ``rankings_<d>``: how far the ranking can be trusted: P(row ranks above column) on a headline
   metric, Kendall τ between the metrics' rankings, the combined rank with its interval
   (:func:`rankings_figure`, from :func:`nicebench.report.trust.analyse`);
+- ``ablation_<d>``: with the run's ``baseline`` setting, each variant − the default row, paired
+  per image, one panel per metric, with its 95% paired-bootstrap interval and P
+  (:func:`ablation_forest`, from :func:`nicebench.report.ablation.ablation`);
 - ``leaderboard.tex``: the leaderboard, booktabs, best per column in bold
   (:func:`leaderboard_latex`).
 
@@ -56,6 +59,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from ..config import parse_specs  # noqa: E402
 from ..store import RunStore  # noqa: E402
 from . import style  # noqa: E402
+from .ablation import ablation  # noqa: E402
 from .columns import Catalogue, catalogue  # noqa: E402
 from .scores import compression_points, per_image  # noqa: E402
 from .style import DOUBLE_COLUMN, SINGLE_COLUMN, Palette  # noqa: E402
@@ -83,6 +87,7 @@ __all__ = [
     "METRIC_LABELS",
     "rankings_figure",
     "cascade_figure",
+    "ablation_forest",
 ]
 
 # How a leaderboard column is named on an axis or in a table header.
@@ -1638,6 +1643,117 @@ def rankings_figure(
     return fig
 
 
+# -- 9. ablation forest ---------------------------------------------------------------------------
+def ablation_forest(table: pd.DataFrame, dataset: str, model: str) -> Figure | None:
+    """One panel per per-image metric, one row per variant: the paired difference variant −
+    default (``table``: :func:`nicebench.report.ablation.ablation`) in the metric's better
+    direction (right of 0: the variant is better) with its 95% paired-bootstrap interval and
+    P(difference > 0); blue where the interval lies above 0 (the variant is better), vermillion
+    where it lies below (worse), grey where it holds 0. Metrics the validity audit did not find
+    valid here have a red title with †."""
+    part = table[(table["dataset"] == dataset) & (table["model"] == model) & table["paired"]]
+    part = part[part["difference"].notna()]
+    if part.empty:
+        return None
+    metrics = list(dict.fromkeys(part["metric"]))
+    variants = list(dict.fromkeys(part["variant"]))
+    baseline = str(part["baseline"].iloc[0])
+    better, worse = style.OKABE_ITO["blue"], style.OKABE_ITO["vermillion"]
+    ncols = min(4, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    names = _tick_labels([_relative_label(v, baseline) for v in variants], width=26)
+    y = np.arange(len(variants))[::-1]
+    with style.context():
+        fig, axes = plt.subplots(
+            nrows,
+            ncols,
+            figsize=(DOUBLE_COLUMN, 0.9 + nrows * (0.75 + 0.16 * len(variants))),
+            squeeze=False,
+            sharey=True,
+        )
+        for k, ax in enumerate(axes.flat):
+            if k >= len(metrics):
+                ax.set_visible(False)
+                continue
+            metric = metrics[k]
+            rows = part[part["metric"] == metric].set_index("variant")
+            ax.axvline(0, color="0.3", lw=0.8, zorder=0)
+            lims = []
+            for yi, variant in zip(y, variants, strict=True):
+                if variant not in rows.index:
+                    continue
+                r = rows.loc[variant]
+                colour = (
+                    better
+                    if r["difference_lo"] > 0
+                    else (worse if r["difference_hi"] < 0 else "0.6")
+                )
+                _interval_point(
+                    ax, r["difference"], r["difference_lo"], r["difference_hi"], yi, colour, False
+                )
+                lims += [r["difference_lo"], r["difference_hi"], r["difference"]]
+                ax.annotate(
+                    f"{r['p_better']:.2f}",
+                    (1.0, yi),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(2, 0),
+                    textcoords="offset points",
+                    va="center",
+                    ha="left",
+                    fontsize=5.5,
+                    color="0.25",
+                )
+            finite = [v for v in lims if pd.notna(v)]
+            if finite:  # symmetric about 0, so that left and right read alike
+                half = max(abs(min(finite)), abs(max(finite))) * 1.15 or 1.0
+                ax.set_xlim(-half, half)
+            ax.set_yticks(y, names)
+            ax.set_ylim(-0.7, len(variants) - 0.3)
+            ax.grid(True, axis="x")
+            ax.tick_params(axis="x", labelsize=6)
+            first = rows.iloc[0]
+            arrow = "↑" if first["higher_is_better"] else "↓"
+            title = f"{METRIC_LABELS.get(metric, metric)} ({arrow})"
+            if first["verdict"] not in ("valid", ""):
+                ax.set_title(f"{title} †", color=style.OKABE_ITO["vermillion"], fontsize=7)
+            else:
+                ax.set_title(title, fontsize=7)
+        fig.suptitle(
+            f"{_where(dataset, model)}: variant − {baseline}, paired per image, in each "
+            f"metric's better direction (> 0: the variant is better)",
+            fontsize=7.5,
+            y=1 - 0.08 / fig.get_figheight(),
+            va="top",
+        )
+        fig.text(
+            0.5,
+            0.005,
+            "95% paired-bootstrap interval (1000 replicates): blue above 0 (better), vermillion "
+            "below (worse), grey holds 0\nright of each panel: P(difference > 0); "
+            "† not valid here (validity.md)",
+            ha="center",
+            va="bottom",
+            fontsize=6,
+            color="0.3",
+        )
+        height = fig.get_figheight()
+        fig.tight_layout(rect=(0, 0.45 / height, 1, 1 - 0.3 / height), w_pad=1.6)
+    return fig
+
+
+def _relative_label(label: str, baseline: str) -> str:
+    """A variant's label less the parameters it shares with the baseline of the same plugin
+    (``nice(codec=jpeg,factor=8,train_quality=30)`` against ``nice(codec=jpeg,factor=8)`` →
+    ``nice(train_quality=30)``)."""
+    name, _, rest = label.partition("(")
+    base_name, _, base_rest = baseline.partition("(")
+    if name != base_name or not base_rest:
+        return label
+    shared = set(base_rest.rstrip(")").split(","))
+    kept = [p for p in rest.rstrip(")").split(",") if p and p not in shared]
+    return f"{name}({','.join(kept)})" if kept else name
+
+
 # -- writing ---------------------------------------------------------------------------------------
 # No date in a vector file: the same figure gives the same bytes, so a redrawn reference run
 # commits only the figures that changed (PNG files carry none).
@@ -1747,6 +1863,16 @@ def _figure_jobs(store: RunStore, keys: set[str] | None) -> tuple[list[FigureJob
                 {"headline": heads},
             )
         )
+    table = ablation(store, keys, board)
+    for dataset, model in _groups(table):
+        jobs.append(
+            (
+                f"ablation_{_safe(_where(dataset, model))}",
+                ablation_forest,
+                (table, dataset, model),
+                {},
+            )
+        )
     trust = analyse(per_image(store, keys), exclude=rank_exclusions(valid), catalogue=cat)
     for dataset, model in _groups(trust.pairwise):
         jobs.append(
@@ -1851,6 +1977,7 @@ def _draw_in_processes(
 def _job_cost(job: FigureJob) -> int:
     """A rough order of drawing cost (image grids and multi-panel figures first)."""
     heavy = (
+        ablation_forest,
         saliency_grid,
         mixed_resolution_examples,
         lambda_mask_grid,

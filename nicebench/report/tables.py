@@ -21,6 +21,7 @@ from ..compression.summary import (
 )
 from ..metric_spec import DEFAULT_SETTINGS, ROAD_SETTINGS, SRG_SETTINGS
 from ..store import RunStore
+from .ablation import write_ablation
 from .agreement import write_fill_agreement
 from .columns import Catalogue, catalogue
 from .scores import ROW, compression_points, compression_summary, memo, per_image
@@ -269,7 +270,8 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
     """Write ``leaderboard.csv``, ``leaderboard.md``, ``per_image.csv``, the ranking-trust tables
     (:func:`nicebench.report.trust.write_trust_tables`), with the compression track
     ``compression_points.csv`` and, with two or more fill columns (deletion, ROAD, SRG),
-    ``fill_agreement.csv``/``.md`` (:mod:`nicebench.report.agreement`) into ``out`` (the figures:
+    ``fill_agreement.csv``/``.md`` (:mod:`nicebench.report.agreement`) and, where the run sets
+    ``baseline``, ``ablation.csv``/``.md`` (:mod:`nicebench.report.ablation`) into ``out`` (the figures:
     :func:`nicebench.report.figures.write_figures`)."""
     out = Path(out)
     board = leaderboard(store, keys)
@@ -330,6 +332,7 @@ def write_tables(store: RunStore, keys: set[str] | None, out: str | Path) -> pd.
         + "\n"
     )
     write_fill_agreement(board, out)
+    write_ablation(store, keys, out, board)  # with a `baseline` setting: ablation.csv, .md
     return board
 
 

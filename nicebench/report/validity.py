@@ -86,6 +86,8 @@ __all__ = [
     "classifier_warning",
     "classifier_rows",
     "table_cells",
+    "paired_effect",
+    "paired_interval",
 ]
 
 VERDICTS = ("valid", "saturated", "not_reactive", "unstable", "untested")
@@ -162,18 +164,31 @@ def _specs(catalogue: Catalogue) -> dict[str, _Spec]:
 
 
 # -- the statistics (numpy only) ------------------------------------------------------------------
+def paired_interval(
+    diff: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float, float]:
+    """(mean, lo, hi, P(mean > 0)) of per-image paired differences ``diff`` (larger = the first
+    better; NaN: not scored): the ``level`` percentile interval and P over ``n_boot`` bootstrap
+    replicates of the images (a replicate whose mean is 0 counts half)."""
+    d = diff[np.isfinite(diff)]
+    if len(d) == 0:
+        return math.nan, math.nan, math.nan, math.nan
+    boot = resampled_means(d[None, :], bootstrap_counts(len(d), n_boot, seed))[:, 0]
+    p = float(((boot > 0).sum() + 0.5 * (boot == 0).sum()) / len(boot))
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+    return float(d.mean()), float(lo), float(hi), p
+
+
 def paired_effect(
     diff: np.ndarray, spread: float, n_boot: int = N_BOOT, seed: int = 0
 ) -> tuple[float, float, float]:
     """(mean, mean / ``spread``, P(mean > 0)) of per-image paired differences ``diff`` (larger
     = the first better; NaN: not scored), P over ``n_boot`` bootstrap replicates of the images
-    (a replicate whose mean is 0 counts half)."""
-    d = diff[np.isfinite(diff)]
-    if len(d) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(d.mean())
-    boot = resampled_means(d[None, :], bootstrap_counts(len(d), n_boot, seed))[:, 0]
-    p = float(((boot > 0).sum() + 0.5 * (boot == 0).sum()) / len(boot))
+    (a replicate whose mean is 0 counts half; :func:`paired_interval`)."""
+    mean, _, _, p = paired_interval(diff, n_boot, seed)
+    if math.isnan(mean):
+        return mean, mean, mean
     effect = mean / spread if spread > 0 else (0.0 if mean == 0 else math.copysign(math.inf, mean))
     return mean, effect, p
 
