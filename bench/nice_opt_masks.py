@@ -42,6 +42,7 @@ import torch  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 import nicebench as nb  # noqa: E402
+from nicebench.bootstrap import bootstrap_ci  # noqa: E402
 from nicebench.metrics import deletion, mask_auroc  # noqa: E402
 
 OLD = {"cell": 2, "samples": 1}  # nice-opt's defaults before issue 30 (40 steps, μ 0.1)
@@ -74,12 +75,6 @@ PROBES: list[tuple[str, str, dict]] = [
 
 
 COHERENT = 4.0  # the most connected pieces a mask may have on average to read as regions
-
-
-def _interval(x: np.ndarray, seed: int = 0, n: int = 1000) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n, len(x)))].mean(1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def _pieces(keep: np.ndarray) -> np.ndarray:
@@ -156,8 +151,8 @@ def main() -> None:
             mask_auroc(sal, gt > 0.5).cpu().numpy() if gt is not None else np.full(len(x), np.nan)
         )
         pieces = _pieces(keep)
-        lo, hi = _interval(dele)
-        alo, ahi = _interval(auroc) if gt is not None else (float("nan"), float("nan"))
+        _, lo, hi, _ = bootstrap_ci(dele)
+        _, alo, ahi, _ = bootstrap_ci(auroc)  # NaN without object masks
         rows.append(
             {
                 "method": name,

@@ -32,9 +32,9 @@ from torch import nn
 
 from nicebench import GateMaskMethod, MethodError, register_method
 from nicebench.gates import RANK_WINDOW, GateOptimizer, content_seed, optimise_gates
-from nicebench.models import native_cpu_bf16
+from nicebench.models import BF16_PRECISIONS, uses_bf16
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = BF16_PRECISIONS
 INIT_LOGIT = 1.0  # all gates open at the start (test mask ≈ 0.77)
 # cell="auto": 2-px cells up to 32 px, else a grid of AUTO_GRID cells a side (8 px cells at
 # 64 px, 28 px at 224 px). With 2-px cells at 64 px (32 × 32 gates) and one gate sample a step
@@ -127,9 +127,7 @@ class NiceOpt(GateMaskMethod):
 
     def uses_bf16(self, device: torch.device | str) -> bool:
         """Whether the classifier runs under bf16 autocast on ``device``."""
-        if self.precision != "auto":
-            return self.precision == "bf16"
-        return torch.device(device).type == "cuda" or native_cpu_bf16()
+        return uses_bf16(self.precision, device)
 
     # -- the optimizer --------------------------------------------------------------------------
     def gate_logits(self, images: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:

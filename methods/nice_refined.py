@@ -18,11 +18,11 @@ from torch import nn
 
 from nicebench import MethodError, register_method
 from nicebench.gates import GateOptimizer, content_seed, optimise_gates
-from nicebench.models import native_cpu_bf16
+from nicebench.models import BF16_PRECISIONS, uses_bf16
 
 from .nice import EXPLAIN_ONLY, Nice
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = BF16_PRECISIONS
 REFINE_ONLY = ("steps", "refine_lr", "patience", "check_every", "tol", "precision")
 
 
@@ -69,9 +69,7 @@ class NiceRefined(Nice):
 
     def uses_bf16(self, device: torch.device | str) -> bool:
         """Whether the classifier runs under bf16 autocast during the refinement."""
-        if self.precision != "auto":
-            return self.precision == "bf16"
-        return torch.device(device).type == "cuda" or native_cpu_bf16()
+        return uses_bf16(self.precision, device)
 
     def gate_logits(self, images: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         """The generator's logits after ``steps`` refinement steps."""

@@ -74,6 +74,8 @@ __all__ = [
     "model_fingerprint",
     "model_metadata",
     "native_cpu_bf16",
+    "BF16_PRECISIONS",
+    "uses_bf16",
     "parse_model_spec",
     "predict",
     "register_arch",
@@ -90,3 +92,15 @@ def native_cpu_bf16() -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # pragma: no cover - private helpers of this torch version
         return False
+
+
+BF16_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def uses_bf16(precision: str, device: torch.device | str) -> bool:
+    """Whether a classifier runs under bf16 autocast on ``device`` for ``precision`` (one of
+    :data:`BF16_PRECISIONS`): ``"bf16"`` always, ``"fp32"`` never, ``"auto"`` on CUDA and on CPUs
+    with native bf16 arithmetic (:func:`native_cpu_bf16`)."""
+    if precision != "auto":
+        return precision == "bf16"
+    return torch.device(device).type == "cuda" or native_cpu_bf16()
